@@ -1,0 +1,19 @@
+//! The `scitq.v1` gRPC protocol shared by `scitqd`, `scitq-agent` and `scitqctl`.
+//!
+//! Generated from `proto/scitq/v1/scitq.proto` at build time with protox, so a fresh
+//! checkout builds with cargo alone. [`FILE_DESCRIPTOR_SET`] feeds gRPC reflection.
+
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("scitq.v1");
+}
+
+/// The encoded descriptor set of the whole protocol, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/scitq_descriptor.bin"));
+
+/// Port scitqd listens on when none is given.
+pub const DEFAULT_PORT: u16 = 5000;
+
+/// Name of the batch a task lands in when none is given.
+pub const DEFAULT_BATCH: &str = "Default";
