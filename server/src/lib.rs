@@ -1,1 +1,166 @@
+//! scitqd, the scitq server: the gRPC API, the scheduler that pushes tasks to agents over
+//! their streams, and persistence with sea-orm (SQLite by default, PostgreSQL).
+//!
+//! Layout: `grpc/` is the edge (decode, call, encode), `core/` holds the decisions (state
+//! machines, queue, scheduler loop), `persistence/` the database and its group-commit
+//! writer, `auth` the tokens. See ARCHITECTURE.md.
 
+pub mod auth;
+pub mod config;
+pub mod core;
+pub mod grpc;
+pub mod persistence;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use anyhow::Context;
+use scitq_proto::v1::execution_service_server::ExecutionServiceServer;
+use scitq_proto::v1::task_service_server::TaskServiceServer;
+use scitq_proto::v1::worker_service_server::WorkerServiceServer;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::config::Config;
+use crate::core::hub::Hub;
+use crate::core::scheduler::Scheduler;
+use crate::persistence::{Store, Writer};
+
+/// Largest accepted gRPC message: room for a batch of thousands of tasks, and for a
+/// too-long command to reach validation and get a clear error.
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// Runs the server until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict data dir {}", config.data_dir.display()))?;
+    let url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| persistence::default_url(&config.data_dir));
+    let db = persistence::connect(&url)
+        .await
+        .with_context(|| format!("cannot open database {}", redact(&url)))?;
+    let ids = persistence::load_ids(&db).await?;
+    let (writer, writer_done) = Writer::spawn(db.clone(), ids);
+    let store = Store { db, writer };
+    let (tokens, fresh) = auth::bootstrap(&store, &config.data_dir).await?;
+
+    let hub = Hub::default();
+    let scheduler_stop = CancellationToken::new();
+    let (scheduler, scheduler_done) =
+        Scheduler::start(store.clone(), hub.clone(), config.lease, scheduler_stop.clone()).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    std::fs::write(config.data_dir.join("scitqd.addr"), format!("{local}\n"))?;
+    if let Some(fresh) = fresh {
+        match auth::write_client_config(&local.to_string(), &fresh) {
+            Ok(Some(path)) => tracing::info!(path = %path.display(), "wrote the local client config"),
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "could not write the local client config"),
+        }
+    }
+
+    let state = grpc::State {
+        store: store.clone(),
+        scheduler,
+        hub,
+    };
+    let check = auth::interceptor(tokens);
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(scitq_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(scitq_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_nodelay(true);
+    if let Some(tls) = &config.tls {
+        let cert = std::fs::read(&tls.cert)
+            .with_context(|| format!("cannot read tls_cert {}", tls.cert.display()))?;
+        let key = std::fs::read(&tls.key)
+            .with_context(|| format!("cannot read tls_key {}", tls.key.display()))?;
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .context("invalid TLS certificate or key")?;
+    }
+    let router = builder
+        .add_service(InterceptedService::new(
+            TaskServiceServer::new(grpc::tasks::Tasks(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+            check.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            ExecutionServiceServer::new(grpc::executions::Executions(state.clone())),
+            check.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            WorkerServiceServer::new(grpc::workers::Workers(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+            check.clone(),
+        ))
+        .add_service(InterceptedService::new(reflection_v1, check.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, check));
+
+    tracing::info!(
+        listen = %local,
+        data_dir = %config.data_dir.display(),
+        database = %redact(&url),
+        tls = config.tls.is_some(),
+        "scitqd listening on {local}"
+    );
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .await?;
+
+    tracing::info!("shutting down");
+    scheduler_stop.cancel();
+    let _ = scheduler_done.await;
+    drop(state);
+    drop(store);
+    // Every writer handle is gone once the sessions are: the writer commits what it
+    // holds and stops.
+    if tokio::time::timeout(Duration::from_secs(10), writer_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the store writer did not finish within 10s");
+    }
+    Ok(())
+}
+
+/// A database URL without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_stay_out_of_logs() {
+        assert_eq!(
+            super::redact("postgres://scitq:secret@db/scitq"),
+            "postgres://scitq:***@db/scitq"
+        );
+        assert_eq!(super::redact("sqlite:///x.db"), "sqlite:///x.db");
+    }
+}

@@ -1,0 +1,212 @@
+//! Tokens: creation on first start, hashing, and the interceptor every RPC goes through.
+//! Only SHA-256 hashes are stored; clear values are written once to owner-only files.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::RngCore;
+use sea_orm::{ActiveValue::Set, EntityTrait};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Status};
+
+use crate::persistence::entities::api_token;
+use crate::persistence::{Store, StoreError, now_ms};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// People and scripts: every RPC.
+    Admin,
+    /// Agents: the session stream only.
+    Worker,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Worker => "worker",
+        }
+    }
+}
+
+pub fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn generate() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The known token hashes.
+#[derive(Clone, Default)]
+pub struct Tokens(Arc<HashMap<String, Role>>);
+
+impl Tokens {
+    pub fn role_of(&self, token: &str) -> Option<Role> {
+        self.0.get(&hash(token)).copied()
+    }
+}
+
+/// Clear tokens created on this start, to be written to the client config.
+pub struct Fresh {
+    pub admin: String,
+    pub worker: String,
+}
+
+/// Loads the tokens; on first start creates one admin and one worker token and writes
+/// them to `DATA_DIR/admin.token` and `DATA_DIR/worker.token` (mode 0600).
+pub async fn bootstrap(store: &Store, data_dir: &Path) -> anyhow::Result<(Tokens, Option<Fresh>)> {
+    let mut rows = api_token::Entity::find().all(&store.db).await?;
+    let mut fresh = None;
+    if rows.is_empty() {
+        let admin = generate();
+        let worker = generate();
+        let now = now_ms();
+        let new_rows = [(Role::Admin, &admin), (Role::Worker, &worker)]
+            .into_iter()
+            .map(|(role, token)| api_token::ActiveModel {
+                role: Set(role.as_str().to_owned()),
+                hash: Set(hash(token)),
+                created_at: Set(now),
+                ..Default::default()
+            })
+            .collect::<Vec<_>>();
+        store
+            .writer
+            .write(move |txn, _ids| {
+                Box::pin(async move {
+                    api_token::Entity::insert_many(new_rows)
+                        .exec_without_returning(txn)
+                        .await
+                        .map_err(StoreError::from)?;
+                    Ok(())
+                })
+            })
+            .await?;
+        write_secret(&data_dir.join("admin.token"), &format!("{admin}\n"))?;
+        write_secret(&data_dir.join("worker.token"), &format!("{worker}\n"))?;
+        tracing::info!(dir = %data_dir.display(), "created admin.token and worker.token");
+        rows = api_token::Entity::find().all(&store.db).await?;
+        fresh = Some(Fresh { admin, worker });
+    }
+    let map = rows
+        .into_iter()
+        .map(|row| {
+            let role = if row.role == "admin" {
+                Role::Admin
+            } else {
+                Role::Worker
+            };
+            (row.hash, role)
+        })
+        .collect();
+    Ok((Tokens(Arc::new(map)), fresh))
+}
+
+/// Writes a file readable only by its owner.
+pub fn write_secret(path: &Path, content: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(content.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `$XDG_CONFIG_HOME/scitq/config.toml`, or `$HOME/.config/scitq/config.toml`.
+pub fn client_config_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("scitq").join("config.toml"))
+}
+
+/// Writes the local client config so scitqctl and a local agent need no flags.
+pub fn write_client_config(server: &str, fresh: &Fresh) -> anyhow::Result<Option<PathBuf>> {
+    let Some(path) = client_config_path() else {
+        return Ok(None);
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let content = format!(
+        "# written by scitqd on first start\nserver = \"{server}\"\ntoken = \"{}\"\nworker_token = \"{}\"\n",
+        fresh.admin, fresh.worker
+    );
+    write_secret(&path, &content)?;
+    Ok(Some(path))
+}
+
+/// Checks the bearer token and records its role in the request.
+pub fn interceptor(tokens: Tokens) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut request: Request<()>| {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "missing token: pass --token or set SCITQ_TOKEN (scitqd wrote admin.token in its data dir)",
+                )
+            })?
+            .to_str()
+            .map_err(|_| Status::unauthenticated("bad token: not printable text"))?;
+        let token = header.strip_prefix("Bearer ").unwrap_or(header).trim();
+        let role = tokens
+            .role_of(token)
+            .ok_or_else(|| Status::unauthenticated("bad token: rejected by this server"))?;
+        request.extensions_mut().insert(role);
+        Ok(request)
+    }
+}
+
+/// Refuses a request not made with an admin token.
+pub fn require_admin<T>(request: &Request<T>) -> Result<(), Status> {
+    match request.extensions().get::<Role>() {
+        Some(Role::Admin) => Ok(()),
+        _ => Err(Status::permission_denied(
+            "this call needs an admin token; worker tokens only open agent sessions",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interceptor_checks_tokens_and_roles() {
+        let tokens = Tokens(Arc::new(HashMap::from([
+            (hash("a"), Role::Admin),
+            (hash("w"), Role::Worker),
+        ])));
+        let check = interceptor(tokens);
+        let request = |token: Option<&str>| {
+            let mut r = Request::new(());
+            if let Some(t) = token {
+                r.metadata_mut()
+                    .insert("authorization", format!("Bearer {t}").parse().unwrap());
+            }
+            r
+        };
+        assert_eq!(
+            check(request(None)).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+        let bad = check(request(Some("nope"))).unwrap_err();
+        assert!(bad.message().contains("bad token"));
+        let admin = check(request(Some("a"))).unwrap();
+        assert!(require_admin(&admin).is_ok());
+        let worker = check(request(Some("w"))).unwrap();
+        assert!(require_admin(&worker).is_err());
+    }
+}

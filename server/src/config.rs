@@ -1,0 +1,255 @@
+//! Configuration: defaults < TOML file < `SCITQ_*` env < flags, validated once at start.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+/// scitqd: the scitq server (gRPC API, scheduler, persistence).
+#[derive(Parser, Debug, Default)]
+#[command(name = "scitqd", version, about)]
+pub struct Cli {
+    /// Address to listen on, HOST:PORT [default: 127.0.0.1:5000]. A non-loopback address
+    /// needs TLS.
+    #[arg(long, env = "SCITQ_LISTEN")]
+    pub listen: Option<String>,
+    /// Where the SQLite database, tokens and state live [default: /var/lib/scitq as root,
+    /// else ~/.local/share/scitq/server].
+    #[arg(long, env = "SCITQ_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL, e.g. postgres://user:pass@host/db [default: SQLite in the data dir].
+    #[arg(long, env = "SCITQ_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// TOML config file with the same keys as the flags (listen, data_dir, database_url,
+    /// lease, tls_cert, tls_key).
+    #[arg(long, env = "SCITQ_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// How long a silent worker keeps its tasks before they are re-queued [default: 6h].
+    #[arg(long, env = "SCITQ_LEASE")]
+    pub lease: Option<String>,
+    /// TLS certificate (PEM) for the gRPC port.
+    #[arg(long, env = "SCITQ_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the gRPC port.
+    #[arg(long, env = "SCITQ_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+/// The config file: the same keys as the flags.
+#[derive(Deserialize, Serialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub lease: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// None: SQLite in the data dir.
+    pub database_url: Option<String>,
+    pub lease: Duration,
+    pub tls: Option<Tls>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid listen address {0:?}: expected HOST:PORT, e.g. 127.0.0.1:5000")]
+    Listen(String),
+    #[error("invalid lease {value:?}: {reason} (examples: 90s, 30m, 6h)")]
+    Lease { value: String, reason: String },
+    #[error("invalid database_url {0:?}: expected sqlite://PATH or postgres://USER@HOST/DB")]
+    DatabaseUrl(String),
+    #[error("tls_cert and tls_key go together: {0} is missing")]
+    TlsPair(&'static str),
+    #[error(
+        "refusing to listen on {0} without TLS: tokens would cross the network in clear. \
+         Set --tls-cert FILE and --tls-key FILE (or tls_cert / tls_key in the config file), \
+         or listen on 127.0.0.1"
+    )]
+    InsecureListen(SocketAddr),
+}
+
+fn default_data_dir() -> PathBuf {
+    if nix_is_root() {
+        return PathBuf::from("/var/lib/scitq");
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("scitq").join("server")
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+pub fn parse_listen(value: &str) -> Result<SocketAddr, ConfigError> {
+    let err = || ConfigError::Listen(value.to_owned());
+    if let Ok(addr) = value.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = value.rsplit_once(':').ok_or_else(err)?;
+    let port: u16 = port.parse().map_err(|_| err())?;
+    let ip = match host {
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        _ => host.parse().map_err(|_| err())?,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn parse_lease(value: &str) -> Result<Duration, ConfigError> {
+    let lease = humantime::parse_duration(value).map_err(|e| ConfigError::Lease {
+        value: value.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if lease.is_zero() {
+        return Err(ConfigError::Lease {
+            value: value.to_owned(),
+            reason: "must be more than zero".into(),
+        });
+    }
+    Ok(lease)
+}
+
+impl Config {
+    /// Merges flags (already merged with env by clap) over the file over defaults.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen = cli
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| format!("127.0.0.1:{}", scitq_proto::DEFAULT_PORT));
+        let listen = parse_listen(&listen)?;
+        let data_dir = cli
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(default_data_dir);
+        let database_url = cli.database_url.clone().or(file.database_url);
+        if let Some(url) = &database_url {
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError::DatabaseUrl(url.clone()));
+            }
+        }
+        let lease = match cli.lease.clone().or(file.lease) {
+            Some(value) => parse_lease(&value)?,
+            None => Duration::from_secs(6 * 3600),
+        };
+        let tls = match (cli.tls_cert.clone().or(file.tls_cert), cli.tls_key.clone().or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(Tls { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::TlsPair("tls_key")),
+            (None, Some(_)) => return Err(ConfigError::TlsPair("tls_cert")),
+        };
+        if tls.is_none() && !listen.ip().is_loopback() {
+            return Err(ConfigError::InsecureListen(listen));
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            database_url,
+            lease,
+            tls,
+        })
+    }
+
+    /// The effective configuration as a config file.
+    pub fn to_toml(&self) -> String {
+        let file = FileConfig {
+            listen: Some(self.listen.to_string()),
+            data_dir: Some(self.data_dir.clone()),
+            database_url: self.database_url.clone(),
+            lease: Some(humantime::format_duration(self.lease).to_string()),
+            tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
+            tls_key: self.tls.as_ref().map(|t| t.key.clone()),
+        };
+        toml::to_string(&file).unwrap_or_default()
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("127.0.0.1:0").unwrap().port(), 0);
+        assert!(parse_listen("localhost:5000").unwrap().ip().is_loopback());
+        assert!(parse_listen("foo:bar:baz").is_err());
+        assert!(parse_listen("127.0.0.1:99999").is_err());
+    }
+
+    #[test]
+    fn flags_beat_file_and_insecure_listen_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scitqd.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:7000\"\nlease = \"10m\"\n").unwrap();
+        let cli = Cli {
+            config: Some(path.clone()),
+            lease: Some("3s".into()),
+            ..Default::default()
+        };
+        let config = Config::load(&cli).unwrap();
+        assert_eq!(config.listen.port(), 7000);
+        assert_eq!(config.lease, Duration::from_secs(3));
+
+        let cli = Cli {
+            listen: Some("0.0.0.0:5000".into()),
+            ..Default::default()
+        };
+        let err = Config::load(&cli).unwrap_err().to_string();
+        assert!(err.contains("--tls-cert"), "{err}");
+
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let cli = Cli {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(Config::load(&cli).unwrap_err().to_string().contains("lisen"));
+    }
+}

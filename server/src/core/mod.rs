@@ -1,0 +1,8 @@
+//! The decisions: domain types, state machines, the queue and the scheduler loop.
+
+pub mod hub;
+pub mod ids;
+pub mod queue;
+pub mod scheduler;
+pub mod state;
+pub mod task;

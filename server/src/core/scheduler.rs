@@ -1,0 +1,348 @@
+//! The scheduler: a service loop that owns the queue of pending tasks and the connected
+//! workers, and pushes assignments over their streams as soon as they have free slots.
+//! Everyone else talks to it through a cheap [`SchedulerHandle`].
+//!
+//! Dispatch cost does not depend on queue length: one B-tree pop per task. Dispatches are
+//! grouped: while one batch of assignments commits, new events queue up and are handled
+//! together in the next round.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use scitq_proto::v1;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use super::hub::Hub;
+use super::ids::{ExecutionId, TaskId, WorkerId};
+use super::queue::Queue;
+use crate::persistence::tasks::Queued;
+use crate::persistence::workers::WorkerSettings;
+use crate::persistence::{Store, executions, workers};
+
+/// Messages to an agent, as the gRPC response stream expects them.
+pub type AgentTx = mpsc::UnboundedSender<Result<v1::ServerMessage, Status>>;
+
+pub enum Command {
+    Connect {
+        worker: WorkerId,
+        session: u64,
+        tx: AgentTx,
+        settings: WorkerSettings,
+        active: u32,
+    },
+    Disconnect {
+        worker: WorkerId,
+        session: u64,
+    },
+    /// Executions of the worker ended: their slots are free.
+    Finished { worker: WorkerId, count: u32 },
+    Enqueue(Vec<Queued>),
+    BatchStopped { batch: String, stopped: bool },
+    BatchDeleted { batch: String },
+    Settings {
+        worker: WorkerId,
+        settings: WorkerSettings,
+    },
+    Signal {
+        targets: Vec<(ExecutionId, WorkerId)>,
+        signal: v1::Signal,
+    },
+    Active(oneshot::Sender<HashMap<WorkerId, u32>>),
+}
+
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl SchedulerHandle {
+    pub fn send(&self, command: Command) {
+        // The loop only stops at shutdown, when nobody needs an answer any more.
+        let _ = self.tx.send(command);
+    }
+
+    pub fn enqueue(&self, queued: Vec<Queued>) {
+        if !queued.is_empty() {
+            self.send(Command::Enqueue(queued));
+        }
+    }
+
+    /// Active executions per connected worker.
+    pub async fn active(&self) -> HashMap<WorkerId, u32> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Active(tx));
+        rx.await.unwrap_or_default()
+    }
+}
+
+struct Connected {
+    session: u64,
+    tx: AgentTx,
+    settings: WorkerSettings,
+    active: u32,
+}
+
+impl Connected {
+    fn free(&self) -> u32 {
+        (self.settings.concurrency + self.settings.prefetch).saturating_sub(self.active)
+    }
+
+    fn push(&self, kind: v1::server_message::Kind) {
+        let _ = self.tx.send(Ok(v1::ServerMessage { kind: Some(kind) }));
+    }
+}
+
+pub struct Scheduler {
+    store: Store,
+    hub: Hub,
+    lease: Duration,
+    queue: Queue,
+    workers: BTreeMap<WorkerId, Connected>,
+    /// Disconnected workers and when their lease ends.
+    leases: HashMap<WorkerId, Instant>,
+    dirty: bool,
+}
+
+impl Scheduler {
+    /// Fills the queue from the database and starts the loop. Workers that were connected
+    /// before a restart get a fresh lease to come back.
+    pub async fn start(
+        store: Store,
+        hub: Hub,
+        lease: Duration,
+        cancel: CancellationToken,
+    ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), crate::persistence::StoreError>
+    {
+        let mut queue = Queue::default();
+        for batch in crate::persistence::tasks::stopped_batches(&store).await? {
+            queue.set_stopped(&batch, true);
+        }
+        for q in crate::persistence::tasks::pending(&store).await? {
+            queue.push(&q.batch, q.priority, q.id);
+        }
+        let deadline = Instant::now() + lease;
+        let leases = workers::all_offline(&store)
+            .await?
+            .into_iter()
+            .map(|w| (w, deadline))
+            .collect();
+        tracing::info!(queued = queue.len(), "scheduler ready");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let scheduler = Scheduler {
+            store,
+            hub,
+            lease,
+            queue,
+            workers: BTreeMap::new(),
+            leases,
+            dirty: true,
+        };
+        let join = tokio::spawn(scheduler.run(rx, cancel));
+        Ok((SchedulerHandle { tx }, join))
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, cancel: CancellationToken) {
+        let mut commands = Vec::with_capacity(1024);
+        loop {
+            let next_lease = self.leases.values().min().copied();
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                n = rx.recv_many(&mut commands, 1024) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for command in commands.drain(..) {
+                        self.handle(command);
+                    }
+                }
+                _ = sleep_until(next_lease) => self.expire_leases().await,
+            }
+            if self.dirty {
+                self.dirty = false;
+                self.dispatch().await;
+            }
+        }
+        tracing::debug!("scheduler stopped");
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Connect {
+                worker,
+                session,
+                tx,
+                settings,
+                active,
+            } => {
+                self.leases.remove(&worker);
+                let new = Connected {
+                    session,
+                    tx,
+                    settings,
+                    active,
+                };
+                if let Some(old) = self.workers.insert(worker, new) {
+                    let _ = old
+                        .tx
+                        .send(Err(Status::aborted("replaced by a newer session of this worker")));
+                }
+                self.dirty = true;
+            }
+            Command::Disconnect { worker, session } => {
+                if self.workers.get(&worker).is_some_and(|w| w.session == session) {
+                    self.workers.remove(&worker);
+                    self.leases.insert(worker, Instant::now() + self.lease);
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        if let Err(err) = workers::mark(&store, worker, "offline").await {
+                            tracing::warn!(%worker, error = %err, "could not mark worker offline");
+                        }
+                    });
+                }
+            }
+            Command::Finished { worker, count } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.active = w.active.saturating_sub(count);
+                    self.dirty = true;
+                }
+            }
+            Command::Enqueue(queued) => {
+                for q in queued {
+                    self.queue.push(&q.batch, q.priority, q.id);
+                }
+                self.dirty = true;
+            }
+            Command::BatchStopped { batch, stopped } => {
+                self.queue.set_stopped(&batch, stopped);
+                self.dirty = true;
+            }
+            Command::BatchDeleted { batch } => self.queue.remove_batch(&batch),
+            Command::Settings { worker, settings } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.push(v1::server_message::Kind::Settings(settings.to_proto()));
+                    w.settings = settings;
+                    self.dirty = true;
+                }
+            }
+            Command::Signal { targets, signal } => {
+                for (execution, worker) in targets {
+                    let Some(w) = self.workers.get_mut(&worker) else {
+                        continue;
+                    };
+                    w.push(v1::server_message::Kind::Signal(v1::SignalExecution {
+                        execution_id: execution.0,
+                        signal: signal as i32,
+                    }));
+                    if signal == v1::Signal::Cancel {
+                        // The agent forgets it without a report.
+                        w.active = w.active.saturating_sub(1);
+                        self.dirty = true;
+                    }
+                }
+            }
+            Command::Active(reply) => {
+                let _ = reply.send(self.workers.iter().map(|(id, w)| (*id, w.active)).collect());
+            }
+        }
+    }
+
+    /// Hands out tasks round-robin to workers with free slots, then commits and pushes.
+    async fn dispatch(&mut self) {
+        let mut picks: Vec<(TaskId, WorkerId)> = Vec::new();
+        let mut popped: HashMap<TaskId, Queued> = HashMap::new();
+        loop {
+            let mut progressed = false;
+            for (id, worker) in self.workers.iter_mut() {
+                if worker.free() == 0 {
+                    continue;
+                }
+                let Some((task, batch, priority)) = self.queue.pop(worker.settings.batch.as_deref())
+                else {
+                    continue;
+                };
+                worker.active += 1;
+                picks.push((task, *id));
+                popped.insert(task, Queued { id: task, batch, priority });
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        if picks.is_empty() {
+            return;
+        }
+        match executions::assign(&self.store, picks.clone()).await {
+            Ok(assigned) => {
+                let mut touched = Vec::with_capacity(assigned.len());
+                for (worker, assignment) in assigned {
+                    let task = TaskId(assignment.task_id);
+                    popped.remove(&task);
+                    touched.push(task);
+                    if let Some(w) = self.workers.get(&worker) {
+                        w.push(v1::server_message::Kind::Assignment(assignment));
+                    }
+                }
+                // Picked tasks the database no longer had pending: free their slots.
+                for (task, worker) in picks {
+                    if popped.contains_key(&task) {
+                        if let Some(w) = self.workers.get_mut(&worker) {
+                            w.active = w.active.saturating_sub(1);
+                        }
+                    }
+                }
+                self.hub.notify(touched);
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not commit assignments; tasks stay queued");
+                for (task, worker) in picks {
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.active = w.active.saturating_sub(1);
+                    }
+                    if let Some(q) = popped.remove(&task) {
+                        self.queue.push(&q.batch, q.priority, q.id);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn expire_leases(&mut self) {
+        let now = Instant::now();
+        let due: Vec<WorkerId> = self
+            .leases
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(w, _)| *w)
+            .collect();
+        for worker in due {
+            self.leases.remove(&worker);
+            match executions::expire_lease(&self.store, worker).await {
+                Ok((requeued, touched)) => {
+                    if !touched.is_empty() {
+                        tracing::warn!(%worker, executions = touched.len(), "lease expired, executions failed as lost");
+                    }
+                    for q in requeued {
+                        self.queue.push(&q.batch, q.priority, q.id);
+                    }
+                    self.hub.notify(touched);
+                    self.dirty = true;
+                }
+                Err(err) => {
+                    tracing::error!(%worker, error = %err, "could not expire lease; retrying soon");
+                    self.leases.insert(worker, now + Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

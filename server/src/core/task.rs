@@ -1,0 +1,169 @@
+//! Validated task specs: wire `TaskSpec`s become [`NewTask`]s once, on arrival, with an
+//! error naming the bad field.
+
+use scitq_proto::v1;
+
+/// Largest accepted command, in bytes. Commands are scripts, not data.
+pub const MAX_COMMAND_BYTES: usize = 1 << 20;
+/// Largest accepted name, batch, URI or option.
+pub const MAX_FIELD_BYTES: usize = 4096;
+/// Largest accepted retry budget.
+pub const MAX_RETRY: u32 = 1000;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("task {index}: command is empty")]
+    EmptyCommand { index: usize },
+    #[error("task {index}: command is {size} bytes, the limit is {MAX_COMMAND_BYTES}")]
+    CommandTooLong { index: usize, size: usize },
+    #[error("task {index}: {field} is {size} bytes, the limit is {MAX_FIELD_BYTES}")]
+    FieldTooLong {
+        index: usize,
+        field: &'static str,
+        size: usize,
+    },
+    #[error("task {index}: batch name {name:?} has control characters")]
+    BadBatch { index: usize, name: String },
+    #[error("task {index}: shell value {value} is unknown")]
+    BadShell { index: usize, value: i32 },
+    #[error("task {index}: retry {value} is over the limit of {MAX_RETRY}")]
+    RetryTooHigh { index: usize, value: u32 },
+}
+
+/// A task as submitted, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewTask {
+    pub name: String,
+    pub batch: String,
+    pub command: String,
+    pub shell: v1::Shell,
+    pub container: String,
+    pub container_options: Vec<String>,
+    pub inputs: Vec<String>,
+    pub output: String,
+    pub resources: Vec<String>,
+    pub retry: u32,
+    pub priority: i32,
+}
+
+fn check_len(index: usize, field: &'static str, value: &str) -> Result<(), SpecError> {
+    if value.len() > MAX_FIELD_BYTES {
+        return Err(SpecError::FieldTooLong {
+            index,
+            field,
+            size: value.len(),
+        });
+    }
+    Ok(())
+}
+
+pub fn validate_batch_name(index: usize, name: &str) -> Result<String, SpecError> {
+    let name = name.trim();
+    let name = if name.is_empty() {
+        scitq_proto::DEFAULT_BATCH
+    } else {
+        name
+    };
+    check_len(index, "batch", name)?;
+    if name.chars().any(char::is_control) {
+        return Err(SpecError::BadBatch {
+            index,
+            name: name.to_owned(),
+        });
+    }
+    Ok(name.to_owned())
+}
+
+impl NewTask {
+    /// Validates the `index`-th spec of a request.
+    pub fn validate(index: usize, spec: v1::TaskSpec) -> Result<Self, SpecError> {
+        if spec.command.trim().is_empty() {
+            return Err(SpecError::EmptyCommand { index });
+        }
+        if spec.command.len() > MAX_COMMAND_BYTES {
+            return Err(SpecError::CommandTooLong {
+                index,
+                size: spec.command.len(),
+            });
+        }
+        let shell = v1::Shell::try_from(spec.shell).map_err(|_| SpecError::BadShell {
+            index,
+            value: spec.shell,
+        })?;
+        if spec.retry > MAX_RETRY {
+            return Err(SpecError::RetryTooHigh {
+                index,
+                value: spec.retry,
+            });
+        }
+        check_len(index, "name", &spec.name)?;
+        check_len(index, "container", &spec.container)?;
+        check_len(index, "output", &spec.output)?;
+        for value in spec
+            .container_options
+            .iter()
+            .chain(&spec.inputs)
+            .chain(&spec.resources)
+        {
+            check_len(index, "uri or option", value)?;
+        }
+        Ok(NewTask {
+            name: spec.name,
+            batch: validate_batch_name(index, &spec.batch)?,
+            command: spec.command,
+            shell,
+            container: spec.container,
+            container_options: spec.container_options,
+            inputs: spec.inputs,
+            output: spec.output,
+            resources: spec.resources,
+            retry: spec.retry,
+            priority: spec.priority,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(command: &str) -> v1::TaskSpec {
+        v1::TaskSpec {
+            command: command.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_the_batch_and_keeps_the_command() {
+        let task = NewTask::validate(0, spec("echo hi")).unwrap();
+        assert_eq!(task.batch, "Default");
+        assert_eq!(task.command, "echo hi");
+    }
+
+    #[test]
+    fn rejects_bad_specs_naming_the_problem() {
+        assert_eq!(
+            NewTask::validate(3, spec("  ")),
+            Err(SpecError::EmptyCommand { index: 3 })
+        );
+        let huge = "x".repeat(10 << 20);
+        let err = NewTask::validate(0, spec(&huge)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "task 0: command is 10485760 bytes, the limit is 1048576"
+        );
+        let mut bad_shell = spec("true");
+        bad_shell.shell = 9;
+        assert_eq!(
+            NewTask::validate(0, bad_shell),
+            Err(SpecError::BadShell { index: 0, value: 9 })
+        );
+        let mut bad_batch = spec("true");
+        bad_batch.batch = "a\nb".into();
+        assert!(matches!(
+            NewTask::validate(0, bad_batch),
+            Err(SpecError::BadBatch { .. })
+        ));
+    }
+}

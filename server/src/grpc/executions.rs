@@ -1,0 +1,176 @@
+//! ExecutionService: attempts and their output, stored or followed live.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use scitq_proto::v1;
+use scitq_proto::v1::execution_service_server::ExecutionService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{State, convert, status};
+use crate::auth::require_admin;
+use crate::core::ids::{ExecutionId, TaskId, WorkerId};
+use crate::core::state::TaskStatus;
+use crate::persistence::entities::log_chunk;
+use crate::persistence::{executions, tasks, workers};
+
+pub struct Executions(pub State);
+
+fn chunk(row: log_chunk::Model) -> v1::OutputChunk {
+    v1::OutputChunk {
+        execution_id: row.execution_id,
+        stream: row.stream,
+        offset: row.offset as u64,
+        data: row.data,
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::OutputChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ExecutionService for Executions {
+    async fn list_executions(
+        &self,
+        request: Request<v1::ListExecutionsRequest>,
+    ) -> Result<Response<v1::ListExecutionsResponse>, Status> {
+        require_admin(&request)?;
+        let task = TaskId(request.into_inner().task_id);
+        let db = &self.0.store.db;
+        tasks::get(db, task).await.map_err(status)?;
+        let rows = executions::of_task(db, task).await.map_err(status)?;
+        let mut names: HashMap<i64, String> = HashMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if !names.contains_key(&row.worker_id) {
+                let name = workers::get(db, WorkerId(row.worker_id))
+                    .await
+                    .map(|w| w.name)
+                    .unwrap_or_default();
+                names.insert(row.worker_id, name);
+            }
+            out.push(convert::execution(row, names[&row.worker_id].clone()));
+        }
+        Ok(Response::new(v1::ListExecutionsResponse { executions: out }))
+    }
+
+    async fn get_output(
+        &self,
+        request: Request<v1::GetOutputRequest>,
+    ) -> Result<Response<v1::GetOutputResponse>, Status> {
+        require_admin(&request)?;
+        let req = request.into_inner();
+        let db = &self.0.store.db;
+        let task = tasks::get(db, TaskId(req.task_id)).await.map_err(status)?;
+        let execution = match req.execution_id {
+            Some(id) => {
+                let row = executions::get(db, ExecutionId(id)).await.map_err(status)?;
+                if row.task_id != task.id {
+                    return Err(Status::not_found(format!(
+                        "execution {id} is not an execution of task {}",
+                        task.id
+                    )));
+                }
+                Some(id)
+            }
+            None => task.execution_id,
+        };
+        let Some(execution) = execution else {
+            return Ok(Response::new(v1::GetOutputResponse::default()));
+        };
+        let chunks = executions::output(db, ExecutionId(execution))
+            .await
+            .map_err(status)?
+            .into_iter()
+            .map(chunk)
+            .collect();
+        Ok(Response::new(v1::GetOutputResponse {
+            execution_id: execution,
+            chunks,
+        }))
+    }
+
+    type FollowOutputStream = ChunkStream;
+
+    async fn follow_output(
+        &self,
+        request: Request<v1::FollowOutputRequest>,
+    ) -> Result<Response<Self::FollowOutputStream>, Status> {
+        require_admin(&request)?;
+        let task = TaskId(request.into_inner().task_id);
+        let state = self.0.clone();
+        // Subscribe before the first read so nothing committed in between is missed.
+        let wake = state.hub.subscribe(task);
+        let first = tasks::get(&state.store.db, task).await.map_err(status)?;
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            if let Err(err) = follow(state, task, first.execution_id, wake, &tx).await {
+                let _ = tx.send(Err(err)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Streams a task's output from its current execution on, until the task is final.
+async fn follow(
+    state: State,
+    task: TaskId,
+    first_execution: Option<i64>,
+    mut wake: tokio::sync::watch::Receiver<u64>,
+    tx: &mpsc::Sender<Result<v1::OutputChunk, Status>>,
+) -> Result<(), Status> {
+    let db = &state.store.db;
+    // Start at the current execution's first chunk: earlier attempts are history.
+    let mut cursor = 0i64;
+    let mut skip_before = first_execution.unwrap_or(0);
+    loop {
+        wake.mark_unchanged();
+        loop {
+            let rows = executions::output_after(db, task, cursor)
+                .await
+                .map_err(status)?;
+            let n = rows.len();
+            for row in rows {
+                cursor = row.id;
+                if row.execution_id < skip_before {
+                    continue;
+                }
+                skip_before = row.execution_id;
+                if tx.send(Ok(chunk(row))).await.is_err() {
+                    return Ok(()); // the client went away
+                }
+            }
+            if n < 1000 {
+                break;
+            }
+        }
+        let row = match tasks::get(db, task).await {
+            Ok(row) => row,
+            Err(crate::persistence::StoreError::NotFound { .. }) => return Ok(()),
+            Err(err) => return Err(status(err)),
+        };
+        let finished = row.status.parse::<TaskStatus>().is_ok_and(|s| s.is_final());
+        if finished {
+            // A last read: output committed with the final update is already there.
+            let rows = executions::output_after(db, task, cursor)
+                .await
+                .map_err(status)?;
+            for row in rows.into_iter().filter(|r| r.execution_id >= skip_before) {
+                if tx.send(Ok(chunk(row))).await.is_err() {
+                    return Ok(());
+                }
+            }
+            return Ok(());
+        }
+        // Wake on the next change, or re-check now and then (deleted tasks say nothing).
+        tokio::select! {
+            changed = wake.changed() => if changed.is_err() { return Ok(()) },
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tx.closed() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The agent stream (`WorkerService.Session`). See ARCHITECTURE.md, "The agent stream".
+//!
+//! A reader task per session takes whatever messages are ready, applies them in one
+//! store write (grouped with other sessions' writes), then acknowledges the highest
+//! sequence number and tells the scheduler which slots freed.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{Stream, StreamExt};
+use scitq_proto::v1;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::State;
+use crate::core::ids::WorkerId;
+use crate::core::scheduler::{AgentTx, Command};
+use crate::persistence::executions::{self, AgentEvent};
+use crate::persistence::workers::{self, settings_of};
+
+static SESSIONS: AtomicU64 = AtomicU64::new(1);
+/// Most agent messages applied in one store write.
+const MAX_BATCH: usize = 512;
+const MAX_NAME: usize = 256;
+
+type ServerStream = Pin<Box<dyn Stream<Item = Result<v1::ServerMessage, Status>> + Send>>;
+
+fn message(kind: v1::server_message::Kind) -> Result<v1::ServerMessage, Status> {
+    Ok(v1::ServerMessage { kind: Some(kind) })
+}
+
+/// Checks a Hello; protocol mismatch is fatal for the agent (FAILED_PRECONDITION).
+fn validate_hello(hello: &v1::Hello) -> Result<(), Status> {
+    if hello.protocol != v1::ProtocolVersion::ProtocolVersion1 as i32 {
+        return Err(Status::failed_precondition(format!(
+            "incompatible protocol version {}: this server speaks version 1",
+            hello.protocol
+        )));
+    }
+    if hello.name.trim().is_empty() || hello.name.len() > MAX_NAME {
+        return Err(Status::invalid_argument(format!(
+            "invalid worker name {:?}: must be 1 to {MAX_NAME} bytes",
+            hello.name
+        )));
+    }
+    if hello.concurrency == 0 {
+        return Err(Status::invalid_argument("concurrency must be at least 1"));
+    }
+    Ok(())
+}
+
+pub async fn open(
+    state: State,
+    request: Request<Streaming<v1::AgentMessage>>,
+) -> Result<Response<ServerStream>, Status> {
+    let mut inbound = request.into_inner();
+    let first = inbound
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("session closed before Hello"))?;
+    let Some(v1::agent_message::Kind::Hello(hello)) = first.kind else {
+        return Err(Status::invalid_argument("the first message must be Hello"));
+    };
+    validate_hello(&hello)?;
+    let name = hello.name.clone();
+    let (row, reconciled) = workers::hello(&state.store, hello)
+        .await
+        .map_err(super::status)?;
+    let worker = WorkerId(row.id);
+    let settings = settings_of(&row);
+    tracing::info!(%worker, name, active = reconciled.active, cancel = reconciled.cancel.len(), "agent connected");
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let _ = tx.send(message(v1::server_message::Kind::Welcome(v1::Welcome {
+        worker_id: worker.0,
+        settings: Some(settings.to_proto()),
+        offsets: reconciled.offsets,
+        cancel: reconciled.cancel,
+    })));
+    let _ = tx.send(message(v1::server_message::Kind::Ack(v1::Ack {
+        seq: first.seq,
+    })));
+    let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
+    state.scheduler.send(Command::Connect {
+        worker,
+        session,
+        tx: tx.clone(),
+        settings,
+        active: reconciled.active,
+    });
+    state.scheduler.enqueue(reconciled.requeued);
+    state.hub.notify(reconciled.touched);
+
+    tokio::spawn(async move {
+        let end = read(&state, worker, inbound, &tx).await;
+        match end {
+            Ok(()) => tracing::info!(%worker, "agent disconnected"),
+            Err(err) => {
+                tracing::warn!(%worker, error = %err, "agent session ended");
+                let _ = tx.send(Err(err));
+            }
+        }
+        state
+            .scheduler
+            .send(Command::Disconnect { worker, session });
+    });
+    Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+}
+
+async fn read(
+    state: &State,
+    worker: WorkerId,
+    inbound: Streaming<v1::AgentMessage>,
+    tx: &AgentTx,
+) -> Result<(), Status> {
+    let mut batches = inbound.ready_chunks(MAX_BATCH);
+    while let Some(batch) = batches.next().await {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut last_seq = 0;
+        let mut stream_error = None;
+        for item in batch {
+            let msg = match item {
+                Ok(msg) => msg,
+                Err(err) => {
+                    stream_error = Some(err);
+                    break;
+                }
+            };
+            last_seq = last_seq.max(msg.seq);
+            match msg.kind {
+                Some(v1::agent_message::Kind::Update(update)) => {
+                    events.push(AgentEvent::Update(update))
+                }
+                Some(v1::agent_message::Kind::Output(chunk)) => {
+                    events.push(AgentEvent::Output(chunk))
+                }
+                Some(v1::agent_message::Kind::Heartbeat(_)) => events.push(AgentEvent::Heartbeat),
+                Some(v1::agent_message::Kind::Hello(_)) => {
+                    return Err(Status::invalid_argument("Hello sent twice in one session"));
+                }
+                None => {}
+            }
+        }
+        if !events.is_empty() {
+            let applied = executions::apply(&state.store, worker, events)
+                .await
+                .map_err(|e| Status::aborted(format!("could not apply agent updates: {e}")))?;
+            if !applied.finished.is_empty() {
+                state.scheduler.send(Command::Finished {
+                    worker,
+                    count: applied.finished.len() as u32,
+                });
+            }
+            state.scheduler.enqueue(applied.requeued);
+            state.hub.notify(applied.touched);
+        }
+        if last_seq > 0 {
+            let _ = tx.send(message(v1::server_message::Kind::Ack(v1::Ack {
+                seq: last_seq,
+            })));
+        }
+        if let Some(err) = stream_error {
+            // The transport broke (agent gone, network cut): not an error of ours.
+            tracing::debug!(%worker, error = %err, "agent stream broke");
+            return Ok(());
+        }
+    }
+    Ok(())
+}

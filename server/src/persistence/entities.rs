@@ -1,0 +1,172 @@
+//! Database entities: the third, private representation of the domain (wire types stay in
+//! `grpc/`, domain types in `core/`). Statuses are stored as lower-case text so the
+//! database reads well by hand.
+
+pub mod task {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "task")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub name: String,
+        pub batch: String,
+        #[sea_orm(column_type = "Text")]
+        pub command: String,
+        pub shell: i32,
+        pub container: String,
+        /// JSON array of strings.
+        #[sea_orm(column_type = "Text")]
+        pub container_options: String,
+        /// JSON array of strings.
+        #[sea_orm(column_type = "Text")]
+        pub inputs: String,
+        pub output: String,
+        /// JSON array of strings.
+        #[sea_orm(column_type = "Text")]
+        pub resources: String,
+        pub retry: i32,
+        pub retry_left: i32,
+        pub priority: i32,
+        pub status: String,
+        #[sea_orm(column_type = "Text")]
+        pub status_reason: String,
+        pub execution_id: Option<i64>,
+        pub worker_id: Option<i64>,
+        pub exit_code: Option<i32>,
+        pub created_at: i64,
+        pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod execution {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "execution")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub task_id: i64,
+        pub worker_id: i64,
+        pub state: String,
+        #[sea_orm(column_type = "Text")]
+        pub command: String,
+        pub shell: i32,
+        pub container: String,
+        #[sea_orm(column_type = "Text")]
+        pub container_options: String,
+        #[sea_orm(column_type = "Text")]
+        pub inputs: String,
+        pub output: String,
+        #[sea_orm(column_type = "Text")]
+        pub resources: String,
+        pub exit_code: Option<i32>,
+        pub failure: String,
+        #[sea_orm(column_type = "Text")]
+        pub message: String,
+        pub assigned_at: i64,
+        pub started_at: Option<i64>,
+        pub finished_at: Option<i64>,
+        pub stdout_bytes: i64,
+        pub stderr_bytes: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod log_chunk {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "log_chunk")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub execution_id: i64,
+        pub task_id: i64,
+        /// 0 stdout, 1 stderr.
+        pub stream: i32,
+        pub offset: i64,
+        pub data: Vec<u8>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod worker {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "worker")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub name: String,
+        pub host: String,
+        pub concurrency: i32,
+        pub prefetch: i32,
+        pub batch: String,
+        pub status: String,
+        pub last_contact: i64,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod batch {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "batch")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        pub stopped: bool,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod api_token {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_token")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        /// "admin" or "worker".
+        pub role: String,
+        /// Hex SHA-256 of the token.
+        #[sea_orm(unique)]
+        pub hash: String,
+        pub created_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

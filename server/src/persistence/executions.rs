@@ -1,0 +1,551 @@
+//! Executions: dispatch, agent updates and output, reconciliation and lease expiry.
+//! Every state change is an UPDATE guarded by the legal predecessor states, so a replayed
+//! or late report can never move an execution or its task backwards or twice.
+
+use std::collections::{HashMap, HashSet};
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use scitq_proto::v1;
+
+use super::entities::{execution, log_chunk, task};
+use super::tasks::Queued;
+use super::{Store, StoreError, from_json_list, now_ms};
+use crate::core::ids::{ExecutionId, TaskId, WorkerId};
+use crate::core::state::{ExecState, TaskStatus, failure_as_str};
+
+const ACTIVE: [&str; 4] = ["assigned", "accepted", "running", "uploading"];
+
+/// The frozen spec of a task, as sent to an agent.
+pub fn spec_of(row: &task::Model) -> v1::TaskSpec {
+    v1::TaskSpec {
+        name: row.name.clone(),
+        batch: row.batch.clone(),
+        command: row.command.clone(),
+        shell: row.shell,
+        container: row.container.clone(),
+        container_options: from_json_list(&row.container_options),
+        inputs: from_json_list(&row.inputs),
+        output: row.output.clone(),
+        resources: from_json_list(&row.resources),
+        retry: row.retry as u32,
+        priority: row.priority,
+    }
+}
+
+/// Assigns picked tasks to workers: creates one execution per task still pending and
+/// returns the assignments to push. Tasks no longer pending (deleted, relaunched
+/// elsewhere) are skipped.
+pub async fn assign(
+    store: &Store,
+    picks: Vec<(TaskId, WorkerId)>,
+) -> Result<Vec<(WorkerId, v1::Assignment)>, StoreError> {
+    store
+        .writer
+        .write(move |txn, ids| {
+            Box::pin(async move {
+                let worker_of: HashMap<i64, WorkerId> =
+                    picks.iter().map(|(t, w)| (t.0, *w)).collect();
+                let rows = task::Entity::find()
+                    .filter(task::Column::Id.is_in(worker_of.keys().copied()))
+                    .filter(task::Column::Status.eq(TaskStatus::Pending.as_str()))
+                    .all(txn)
+                    .await?;
+                let now = now_ms();
+                let mut out = Vec::with_capacity(rows.len());
+                let mut executions = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let worker = worker_of[&row.id];
+                    let exec_id = ids.execution();
+                    task::Entity::update_many()
+                        .col_expr(task::Column::Status, Expr::value(TaskStatus::Assigned.as_str()))
+                        .col_expr(task::Column::StatusReason, Expr::value(""))
+                        .col_expr(task::Column::ExecutionId, Expr::value(exec_id))
+                        .col_expr(task::Column::WorkerId, Expr::value(worker.0))
+                        .col_expr(task::Column::ExitCode, Expr::value(Option::<i32>::None))
+                        .col_expr(task::Column::UpdatedAt, Expr::value(now))
+                        .filter(task::Column::Id.eq(row.id))
+                        .exec(txn)
+                        .await?;
+                    executions.push(execution::ActiveModel {
+                        id: Set(exec_id),
+                        task_id: Set(row.id),
+                        worker_id: Set(worker.0),
+                        state: Set(ExecState::Assigned.as_str().to_owned()),
+                        command: Set(row.command.clone()),
+                        shell: Set(row.shell),
+                        container: Set(row.container.clone()),
+                        container_options: Set(row.container_options.clone()),
+                        inputs: Set(row.inputs.clone()),
+                        output: Set(row.output.clone()),
+                        resources: Set(row.resources.clone()),
+                        exit_code: Set(None),
+                        failure: Set(String::new()),
+                        message: Set(String::new()),
+                        assigned_at: Set(now),
+                        started_at: Set(None),
+                        finished_at: Set(None),
+                        stdout_bytes: Set(0),
+                        stderr_bytes: Set(0),
+                    });
+                    out.push((
+                        worker,
+                        v1::Assignment {
+                            execution_id: exec_id,
+                            task_id: row.id,
+                            spec: Some(spec_of(&row)),
+                        },
+                    ));
+                }
+                for chunk in executions.chunks(300) {
+                    execution::Entity::insert_many(chunk.to_vec())
+                        .exec_without_returning(txn)
+                        .await?;
+                }
+                Ok(out)
+            })
+        })
+        .await
+}
+
+/// What an agent sent, validated.
+#[derive(Debug, Clone)]
+pub enum AgentEvent {
+    Update(v1::ExecutionUpdate),
+    Output(v1::OutputChunk),
+    Heartbeat,
+}
+
+/// What applying a batch of agent events changed, for the scheduler and followers.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Executions of this worker that reached a final state (slots freed).
+    pub finished: Vec<ExecutionId>,
+    /// Tasks put back in the queue (retries).
+    pub requeued: Vec<Queued>,
+    /// Tasks whose output or status changed.
+    pub touched: HashSet<TaskId>,
+}
+
+/// Applies, in order, the events one agent session sent.
+pub async fn apply(
+    store: &Store,
+    worker: WorkerId,
+    events: Vec<AgentEvent>,
+) -> Result<Applied, StoreError> {
+    store
+        .writer
+        .write(move |txn, _ids| {
+            Box::pin(async move {
+                let mut applied = Applied::default();
+                let mut chunks: Vec<v1::OutputChunk> = Vec::new();
+                for event in events {
+                    match event {
+                        AgentEvent::Output(chunk) => chunks.push(chunk),
+                        AgentEvent::Update(update) => {
+                            // Output sent before an update is committed before it.
+                            write_chunks(txn, worker, std::mem::take(&mut chunks), &mut applied)
+                                .await?;
+                            apply_update(txn, worker, update, &mut applied).await?;
+                        }
+                        AgentEvent::Heartbeat => {}
+                    }
+                }
+                write_chunks(txn, worker, chunks, &mut applied).await?;
+                super::workers::touch(txn, worker).await?;
+                Ok(applied)
+            })
+        })
+        .await
+}
+
+async fn write_chunks(
+    txn: &DatabaseTransaction,
+    worker: WorkerId,
+    chunks: Vec<v1::OutputChunk>,
+    applied: &mut Applied,
+) -> Result<(), StoreError> {
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    let exec_ids: HashSet<i64> = chunks.iter().map(|c| c.execution_id).collect();
+    let rows = execution::Entity::find()
+        .filter(execution::Column::Id.is_in(exec_ids))
+        .filter(execution::Column::WorkerId.eq(worker.0))
+        .all(txn)
+        .await?;
+    let mut lengths: HashMap<i64, (i64, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.id, (r.task_id, r.stdout_bytes, r.stderr_bytes)))
+        .collect();
+    let before = lengths.clone();
+    let mut inserts = Vec::new();
+    for chunk in chunks {
+        let Some((task_id, out, err)) = lengths.get_mut(&chunk.execution_id) else {
+            tracing::warn!(execution_id = chunk.execution_id, %worker, "output for an execution this worker does not hold, dropped");
+            continue;
+        };
+        let stream = v1::OutputStream::try_from(chunk.stream).unwrap_or(v1::OutputStream::Stdout);
+        let committed = match stream {
+            v1::OutputStream::Stdout => out,
+            v1::OutputStream::Stderr => err,
+        };
+        let start = chunk.offset as i64;
+        let end = start + chunk.data.len() as i64;
+        if end <= *committed {
+            continue; // a replay of what we have
+        }
+        if start > *committed {
+            return Err(StoreError::Conflict(format!(
+                "output of execution {} has a gap: have {} bytes, got a chunk at {start}",
+                chunk.execution_id, committed
+            )));
+        }
+        let skip = (*committed - start) as usize;
+        inserts.push(log_chunk::ActiveModel {
+            execution_id: Set(chunk.execution_id),
+            task_id: Set(*task_id),
+            stream: Set(stream as i32),
+            offset: Set(*committed),
+            data: Set(chunk.data[skip..].to_vec()),
+            ..Default::default()
+        });
+        *committed = end;
+        applied.touched.insert(TaskId(*task_id));
+    }
+    for chunk in inserts.chunks(200) {
+        log_chunk::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    for (id, (_, out, err)) in lengths {
+        let (_, out_before, err_before) = before[&id];
+        if out != out_before || err != err_before {
+            execution::Entity::update_many()
+                .col_expr(execution::Column::StdoutBytes, Expr::value(out))
+                .col_expr(execution::Column::StderrBytes, Expr::value(err))
+                .filter(execution::Column::Id.eq(id))
+                .exec(txn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_update(
+    txn: &DatabaseTransaction,
+    worker: WorkerId,
+    update: v1::ExecutionUpdate,
+    applied: &mut Applied,
+) -> Result<(), StoreError> {
+    let Some(target) = v1::ExecutionState::try_from(update.state)
+        .ok()
+        .and_then(ExecState::from_proto)
+    else {
+        tracing::warn!(state = update.state, "execution update without a state, ignored");
+        return Ok(());
+    };
+    let Some(row) = execution::Entity::find_by_id(update.execution_id)
+        .filter(execution::Column::WorkerId.eq(worker.0))
+        .one(txn)
+        .await?
+    else {
+        tracing::warn!(execution_id = update.execution_id, %worker, "update for an execution this worker does not hold, ignored");
+        return Ok(());
+    };
+    let current: ExecState = row.state.parse().unwrap_or(ExecState::Canceled);
+    if current.check(target).is_err() {
+        // A replay, or a late report of an execution already ended (lost, canceled).
+        if current.is_final() && target.is_final() && current != target {
+            tracing::info!(execution_id = row.id, state = %row.state, reported = target.as_str(), "late report recorded");
+            execution::Entity::update_many()
+                .col_expr(
+                    execution::Column::Message,
+                    Expr::value(format!(
+                        "{}{}late report: {} (exit code {})",
+                        row.message,
+                        if row.message.is_empty() { "" } else { "; " },
+                        target.as_str(),
+                        update.exit_code.map_or("none".to_owned(), |c| c.to_string())
+                    )),
+                )
+                .filter(execution::Column::Id.eq(row.id))
+                .exec(txn)
+                .await?;
+        }
+        return Ok(());
+    }
+    let now = now_ms();
+    let failure = v1::FailureClass::try_from(update.failure).unwrap_or(v1::FailureClass::Unspecified);
+    let mut exec_update = execution::Entity::update_many()
+        .col_expr(execution::Column::State, Expr::value(target.as_str()))
+        .filter(execution::Column::Id.eq(row.id))
+        .filter(execution::Column::State.is_in(ExecState::predecessors(target)));
+    if row.started_at.is_none() && !matches!(target, ExecState::Accepted | ExecState::Canceled) {
+        exec_update = exec_update.col_expr(execution::Column::StartedAt, Expr::value(now));
+    }
+    if target.is_final() {
+        exec_update = exec_update
+            .col_expr(execution::Column::FinishedAt, Expr::value(now))
+            .col_expr(execution::Column::ExitCode, Expr::value(update.exit_code))
+            .col_expr(execution::Column::Failure, Expr::value(failure_as_str(failure)))
+            .col_expr(execution::Column::Message, Expr::value(update.message.clone()));
+    }
+    exec_update.exec(txn).await?;
+    let task_id = TaskId(row.task_id);
+    applied.touched.insert(task_id);
+    if target.is_final() {
+        applied.finished.push(ExecutionId(row.id));
+    }
+    let task_row = super::tasks::get(txn, task_id).await?;
+    if task_row.execution_id != Some(row.id) {
+        return Ok(()); // the task moved on (relaunched); this attempt is history
+    }
+    let new_status = match target.task_status() {
+        Some(status) => status,
+        None => {
+            let message = if update.message.is_empty() {
+                update
+                    .exit_code
+                    .map(|c| format!("exit code {c}"))
+                    .unwrap_or_else(|| failure_as_str(failure).to_owned())
+            } else {
+                update.message.clone()
+            };
+            let retry = failure != v1::FailureClass::Killed && target == ExecState::Failed;
+            if let Some(queued) =
+                end_task_attempt(txn, &task_row, retry, &message, update.exit_code).await?
+            {
+                applied.requeued.push(queued);
+            }
+            return Ok(());
+        }
+    };
+    set_task_status(txn, &task_row, new_status, "", update.exit_code).await
+}
+
+async fn set_task_status(
+    txn: &DatabaseTransaction,
+    row: &task::Model,
+    status: TaskStatus,
+    reason: &str,
+    exit_code: Option<i32>,
+) -> Result<(), StoreError> {
+    let mut update = task::Entity::update_many()
+        .col_expr(task::Column::Status, Expr::value(status.as_str()))
+        .col_expr(task::Column::StatusReason, Expr::value(reason))
+        .col_expr(task::Column::UpdatedAt, Expr::value(now_ms()))
+        .filter(task::Column::Id.eq(row.id))
+        .filter(task::Column::Status.is_in(TaskStatus::predecessors(status)));
+    if status.is_final() {
+        update = update.col_expr(task::Column::ExitCode, Expr::value(exit_code));
+    }
+    update.exec(txn).await?;
+    Ok(())
+}
+
+/// The task's current attempt ended without success: relaunch it when `retry` allows
+/// and budget is left, or fail it. Returns the task when it goes back to the queue.
+async fn end_task_attempt(
+    txn: &DatabaseTransaction,
+    row: &task::Model,
+    retry: bool,
+    message: &str,
+    exit_code: Option<i32>,
+) -> Result<Option<Queued>, StoreError> {
+    if retry && row.retry_left > 0 {
+        let left = row.retry_left - 1;
+        let reason = format!("retrying after: {message} ({left} retries left)");
+        task::Entity::update_many()
+            .col_expr(task::Column::RetryLeft, Expr::value(left))
+            .filter(task::Column::Id.eq(row.id))
+            .exec(txn)
+            .await?;
+        set_task_status(txn, row, TaskStatus::Pending, &reason, exit_code).await?;
+        return Ok(Some(Queued {
+            id: TaskId(row.id),
+            batch: row.batch.clone(),
+            priority: row.priority,
+        }));
+    }
+    set_task_status(txn, row, TaskStatus::Failed, message, exit_code).await?;
+    Ok(None)
+}
+
+/// Ends an execution the worker no longer has. One never acknowledged by the agent was
+/// never started: it is canceled and its task re-queued without spending a retry.
+/// Others are failed as lost, and their task retried within its budget.
+async fn end_missing(
+    txn: &DatabaseTransaction,
+    row: &execution::Model,
+    why: &str,
+) -> Result<Option<Queued>, StoreError> {
+    let state: ExecState = row.state.parse().unwrap_or(ExecState::Canceled);
+    let never_started = state == ExecState::Assigned;
+    let (target, failure, message) = if never_started {
+        (ExecState::Canceled, "", format!("never delivered: {why}"))
+    } else {
+        (ExecState::Failed, "lost", format!("lost: {why}"))
+    };
+    let changed = execution::Entity::update_many()
+        .col_expr(execution::Column::State, Expr::value(target.as_str()))
+        .col_expr(execution::Column::Failure, Expr::value(failure))
+        .col_expr(execution::Column::Message, Expr::value(message.clone()))
+        .col_expr(execution::Column::FinishedAt, Expr::value(now_ms()))
+        .filter(execution::Column::Id.eq(row.id))
+        .filter(execution::Column::State.is_in(ExecState::predecessors(target)))
+        .exec(txn)
+        .await?
+        .rows_affected;
+    if changed == 0 {
+        return Ok(None);
+    }
+    let task_row = super::tasks::get(txn, TaskId(row.task_id)).await?;
+    if task_row.execution_id != Some(row.id) {
+        return Ok(None);
+    }
+    if never_started {
+        set_task_status(txn, &task_row, TaskStatus::Pending, &message, None).await?;
+        return Ok(Some(Queued {
+            id: TaskId(task_row.id),
+            batch: task_row.batch.clone(),
+            priority: task_row.priority,
+        }));
+    }
+    end_task_attempt(txn, &task_row, true, &message, None).await
+}
+
+/// Active executions a worker holds according to the database.
+pub async fn active_of_worker(
+    db: &impl ConnectionTrait,
+    worker: WorkerId,
+) -> Result<Vec<execution::Model>, StoreError> {
+    Ok(execution::Entity::find()
+        .filter(execution::Column::WorkerId.eq(worker.0))
+        .filter(execution::Column::State.is_in(ACTIVE))
+        .all(db)
+        .await?)
+}
+
+/// The outcome of a Hello.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    pub cancel: Vec<i64>,
+    pub offsets: Vec<v1::OutputOffsets>,
+    pub requeued: Vec<Queued>,
+    /// Executions the worker holds once reconciled.
+    pub active: u32,
+    pub touched: Vec<TaskId>,
+}
+
+/// Compares what an agent holds with what the database says it holds (see
+/// ARCHITECTURE.md, "The agent stream", step 2).
+pub async fn reconcile(
+    txn: &DatabaseTransaction,
+    worker: WorkerId,
+    held: &[v1::HeldExecution],
+) -> Result<Reconciled, StoreError> {
+    let mut out = Reconciled::default();
+    let held_ids: HashSet<i64> = held.iter().map(|h| h.execution_id).collect();
+    let active = active_of_worker(txn, worker).await?;
+    let active_ids: HashSet<i64> = active.iter().map(|r| r.id).collect();
+    for row in &active {
+        if held_ids.contains(&row.id) {
+            out.offsets.push(v1::OutputOffsets {
+                execution_id: row.id,
+                stdout: row.stdout_bytes as u64,
+                stderr: row.stderr_bytes as u64,
+            });
+            out.active += 1;
+        } else {
+            out.touched.push(TaskId(row.task_id));
+            if let Some(q) = end_missing(txn, row, "the agent no longer holds it").await? {
+                out.requeued.push(q);
+            }
+        }
+    }
+    out.cancel = held
+        .iter()
+        .map(|h| h.execution_id)
+        .filter(|id| !active_ids.contains(id))
+        .collect();
+    Ok(out)
+}
+
+/// A worker's lease expired: every execution it held is ended.
+pub async fn expire_lease(
+    store: &Store,
+    worker: WorkerId,
+) -> Result<(Vec<Queued>, Vec<TaskId>), StoreError> {
+    store
+        .writer
+        .write(move |txn, _ids| {
+            Box::pin(async move {
+                let mut requeued = Vec::new();
+                let mut touched = Vec::new();
+                for row in active_of_worker(txn, worker).await? {
+                    touched.push(TaskId(row.task_id));
+                    if let Some(q) = end_missing(txn, &row, "the worker's lease expired").await? {
+                        requeued.push(q);
+                    }
+                }
+                super::workers::set_status(txn, worker, "lost").await?;
+                Ok((requeued, touched))
+            })
+        })
+        .await
+}
+
+pub async fn of_task(
+    db: &impl ConnectionTrait,
+    task: TaskId,
+) -> Result<Vec<execution::Model>, StoreError> {
+    Ok(execution::Entity::find()
+        .filter(execution::Column::TaskId.eq(task.0))
+        .order_by_asc(execution::Column::Id)
+        .all(db)
+        .await?)
+}
+
+pub async fn get(
+    db: &impl ConnectionTrait,
+    id: ExecutionId,
+) -> Result<execution::Model, StoreError> {
+    execution::Entity::find_by_id(id.0)
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "execution",
+            id: id.to_string(),
+        })
+}
+
+/// Output chunks of one execution, in arrival order.
+pub async fn output(
+    db: &impl ConnectionTrait,
+    execution: ExecutionId,
+) -> Result<Vec<log_chunk::Model>, StoreError> {
+    Ok(log_chunk::Entity::find()
+        .filter(log_chunk::Column::ExecutionId.eq(execution.0))
+        .order_by_asc(log_chunk::Column::Id)
+        .all(db)
+        .await?)
+}
+
+/// Output chunks of any execution of a task stored after the chunk `after`.
+pub async fn output_after(
+    db: &impl ConnectionTrait,
+    task: TaskId,
+    after: i64,
+) -> Result<Vec<log_chunk::Model>, StoreError> {
+    Ok(log_chunk::Entity::find()
+        .filter(log_chunk::Column::TaskId.eq(task.0))
+        .filter(log_chunk::Column::Id.gt(after))
+        .order_by_asc(log_chunk::Column::Id)
+        .limit(1000)
+        .all(db)
+        .await?)
+}

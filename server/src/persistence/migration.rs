@@ -1,0 +1,170 @@
+//! Schema migrations, shared by SQLite and PostgreSQL. Append new migrations; never edit
+//! one that has shipped.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+pub struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(Initial)]
+    }
+}
+
+struct Initial;
+
+impl MigrationName for Initial {
+    fn name(&self) -> &str {
+        "m0001_initial"
+    }
+}
+
+fn col(name: &'static str) -> Alias {
+    Alias::new(name)
+}
+
+fn index(name: &'static str, table: &'static str, cols: &[&'static str]) -> IndexCreateStatement {
+    let mut idx = Index::create();
+    idx.name(name).table(col(table));
+    for c in cols {
+        idx.col(col(c));
+    }
+    idx.to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Initial {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(col("task"))
+                    .col(big_integer("id").primary_key())
+                    .col(string("name"))
+                    .col(string("batch"))
+                    .col(text("command"))
+                    .col(integer("shell"))
+                    .col(string("container"))
+                    .col(text("container_options"))
+                    .col(text("inputs"))
+                    .col(string("output"))
+                    .col(text("resources"))
+                    .col(integer("retry"))
+                    .col(integer("retry_left"))
+                    .col(integer("priority"))
+                    .col(string("status"))
+                    .col(text("status_reason"))
+                    .col(big_integer_null("execution_id"))
+                    .col(big_integer_null("worker_id"))
+                    .col(integer_null("exit_code"))
+                    .col(big_integer("created_at"))
+                    .col(big_integer("updated_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index("task_batch_id", "task", &["batch", "id"]))
+            .await?;
+        manager
+            .create_index(index("task_status_id", "task", &["status", "id"]))
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(col("execution"))
+                    .col(big_integer("id").primary_key())
+                    .col(big_integer("task_id"))
+                    .col(big_integer("worker_id"))
+                    .col(string("state"))
+                    .col(text("command"))
+                    .col(integer("shell"))
+                    .col(string("container"))
+                    .col(text("container_options"))
+                    .col(text("inputs"))
+                    .col(string("output"))
+                    .col(text("resources"))
+                    .col(integer_null("exit_code"))
+                    .col(string("failure"))
+                    .col(text("message"))
+                    .col(big_integer("assigned_at"))
+                    .col(big_integer_null("started_at"))
+                    .col(big_integer_null("finished_at"))
+                    .col(big_integer("stdout_bytes"))
+                    .col(big_integer("stderr_bytes"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index("execution_task", "execution", &["task_id", "id"]))
+            .await?;
+        manager
+            .create_index(index(
+                "execution_worker_state",
+                "execution",
+                &["worker_id", "state"],
+            ))
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(col("log_chunk"))
+                    .col(big_pk_auto("id"))
+                    .col(big_integer("execution_id"))
+                    .col(big_integer("task_id"))
+                    .col(integer("stream"))
+                    .col(big_integer("offset"))
+                    .col(blob("data"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index("log_chunk_task", "log_chunk", &["task_id", "id"]))
+            .await?;
+        manager
+            .create_index(index(
+                "log_chunk_execution",
+                "log_chunk",
+                &["execution_id", "id"],
+            ))
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(col("worker"))
+                    .col(big_integer("id").primary_key())
+                    .col(string_uniq("name"))
+                    .col(string("host"))
+                    .col(integer("concurrency"))
+                    .col(integer("prefetch"))
+                    .col(string("batch"))
+                    .col(string("status"))
+                    .col(big_integer("last_contact"))
+                    .col(big_integer("created_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(col("batch"))
+                    .col(string("name").primary_key())
+                    .col(boolean("stopped"))
+                    .col(big_integer("created_at"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(col("api_token"))
+                    .col(big_pk_auto("id"))
+                    .col(string("role"))
+                    .col(string_uniq("hash"))
+                    .col(big_integer("created_at"))
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+}

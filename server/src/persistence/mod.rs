@@ -1,0 +1,119 @@
+//! Persistence with sea-orm: SQLite (embedded default, WAL) or PostgreSQL, the same code
+//! and the same migrations. Reads go straight to the connection pool; every write goes
+//! through the [`writer::Writer`] (group commit).
+
+pub mod entities;
+pub mod executions;
+pub mod migration;
+pub mod tasks;
+pub mod workers;
+pub mod writer;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, FromQueryResult,
+    Statement,
+};
+use sea_orm_migration::MigratorTrait;
+
+pub use writer::{Ids, Writer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] DbErr),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Illegal(#[from] crate::core::state::IllegalTransition),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Milliseconds since the Unix epoch, the unit of every stored time.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The database URL used when none is configured: SQLite in the data dir.
+pub fn default_url(data_dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("scitq.db").display())
+}
+
+/// Connects, applies pending migrations, and returns the connection.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30));
+    if url.starts_with("sqlite:") {
+        // One writer (the store writer) plus a few readers; WAL lets them run together.
+        // synchronous=FULL: a commit is on disk before it is acknowledged.
+        options.max_connections(6).min_connections(1);
+        options.map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(false)
+        });
+    } else {
+        options.max_connections(16).min_connections(1);
+    }
+    let db = Database::connect(options).await?;
+    migration::Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+#[derive(FromQueryResult)]
+struct MaxId {
+    max_id: Option<i64>,
+}
+
+async fn max_id(db: &DatabaseConnection, table: &str) -> Result<i64, DbErr> {
+    let sql = format!("SELECT MAX(id) AS max_id FROM {table}");
+    let row = MaxId::find_by_statement(Statement::from_string(db.get_database_backend(), sql))
+        .one(db)
+        .await?;
+    Ok(row.and_then(|r| r.max_id).unwrap_or(0))
+}
+
+/// The highest ids in use, so the writer continues after them.
+pub async fn load_ids(db: &DatabaseConnection) -> Result<Ids, DbErr> {
+    Ok(Ids {
+        next_task: max_id(db, "task").await?,
+        next_execution: max_id(db, "execution").await?,
+        next_worker: max_id(db, "worker").await?,
+    })
+}
+
+/// Reads plus the writer: what every component holds to reach the database.
+#[derive(Clone)]
+pub struct Store {
+    pub db: DatabaseConnection,
+    pub writer: Writer,
+}
+
+impl Store {
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+}
+
+/// Encodes a list of strings for a text column.
+pub fn to_json_list(values: &[String]) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// Decodes a text column written by [`to_json_list`].
+pub fn from_json_list(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}

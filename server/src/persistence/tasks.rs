@@ -1,0 +1,353 @@
+//! Task and batch reads and writes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+
+use super::entities::{batch, execution, log_chunk, task};
+use super::{Store, StoreError, now_ms, to_json_list};
+use crate::core::ids::{ExecutionId, TaskId, WorkerId};
+use crate::core::state::TaskStatus;
+use crate::core::task::NewTask;
+
+/// A task entering the in-memory queue.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    pub id: TaskId,
+    pub batch: String,
+    pub priority: i32,
+}
+
+/// Rows per INSERT statement: well under SQLite's limit on bound values.
+const INSERT_CHUNK: usize = 500;
+
+/// Creates tasks atomically; returns them in order.
+pub async fn create(store: &Store, tasks: Vec<NewTask>) -> Result<Vec<Queued>, StoreError> {
+    store
+        .writer
+        .write(move |txn, ids| {
+            Box::pin(async move {
+                let now = now_ms();
+                let mut batches: Vec<String> = tasks.iter().map(|t| t.batch.clone()).collect();
+                batches.sort();
+                batches.dedup();
+                for name in batches {
+                    let row = batch::ActiveModel {
+                        name: Set(name),
+                        stopped: Set(false),
+                        created_at: Set(now),
+                    };
+                    batch::Entity::insert(row)
+                        .on_conflict_do_nothing_on([batch::Column::Name])
+                        .exec(txn)
+                        .await?;
+                }
+                let mut queued = Vec::with_capacity(tasks.len());
+                let mut rows = Vec::with_capacity(INSERT_CHUNK);
+                for new in tasks {
+                    let id = ids.task();
+                    queued.push(Queued {
+                        id: TaskId(id),
+                        batch: new.batch.clone(),
+                        priority: new.priority,
+                    });
+                    rows.push(task::ActiveModel {
+                        id: Set(id),
+                        name: Set(new.name),
+                        batch: Set(new.batch),
+                        command: Set(new.command),
+                        shell: Set(new.shell as i32),
+                        container: Set(new.container),
+                        container_options: Set(to_json_list(&new.container_options)),
+                        inputs: Set(to_json_list(&new.inputs)),
+                        output: Set(new.output),
+                        resources: Set(to_json_list(&new.resources)),
+                        retry: Set(new.retry as i32),
+                        retry_left: Set(new.retry as i32),
+                        priority: Set(new.priority),
+                        status: Set(TaskStatus::Pending.as_str().to_owned()),
+                        status_reason: Set(String::new()),
+                        execution_id: Set(None),
+                        worker_id: Set(None),
+                        exit_code: Set(None),
+                        created_at: Set(now),
+                        updated_at: Set(now),
+                    });
+                    if rows.len() == INSERT_CHUNK {
+                        task::Entity::insert_many(std::mem::take(&mut rows))
+                            .exec_without_returning(txn)
+                            .await?;
+                    }
+                }
+                if !rows.is_empty() {
+                    task::Entity::insert_many(rows)
+                        .exec_without_returning(txn)
+                        .await?;
+                }
+                Ok(queued)
+            })
+        })
+        .await
+}
+
+/// Filters of a task listing.
+#[derive(Debug, Default, Clone)]
+pub struct TaskFilter {
+    pub batch: Option<String>,
+    pub statuses: Vec<TaskStatus>,
+    /// SQL LIKE pattern (already translated from a glob).
+    pub name_like: Option<String>,
+    pub ids: Vec<TaskId>,
+    pub after_id: i64,
+    pub limit: u64,
+}
+
+pub async fn list(store: &Store, filter: TaskFilter) -> Result<Vec<task::Model>, StoreError> {
+    let mut query = task::Entity::find().filter(task::Column::Id.gt(filter.after_id));
+    if let Some(batch) = filter.batch {
+        query = query.filter(task::Column::Batch.eq(batch));
+    }
+    if !filter.statuses.is_empty() {
+        query = query.filter(task::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
+    }
+    if let Some(like) = filter.name_like {
+        query = query.filter(Expr::col(task::Column::Name).like(like));
+    }
+    if !filter.ids.is_empty() {
+        query = query.filter(task::Column::Id.is_in(filter.ids.iter().map(|id| id.0)));
+    }
+    Ok(query
+        .order_by_asc(task::Column::Id)
+        .limit(filter.limit)
+        .all(&store.db)
+        .await?)
+}
+
+pub async fn get(db: &impl ConnectionTrait, id: TaskId) -> Result<task::Model, StoreError> {
+    task::Entity::find_by_id(id.0)
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "task",
+            id: id.to_string(),
+        })
+}
+
+/// Puts a finished task back in the queue, optionally with a new command.
+pub async fn relaunch(
+    store: &Store,
+    id: TaskId,
+    command: Option<String>,
+) -> Result<(task::Model, Queued), StoreError> {
+    store
+        .writer
+        .write(move |txn, _ids| {
+            Box::pin(async move {
+                let row = get(txn, id).await?;
+                let status: TaskStatus = row.status.parse().map_err(|e: crate::core::state::UnknownStatus| StoreError::Conflict(e.to_string()))?;
+                if !status.is_final() {
+                    return Err(StoreError::Conflict(format!(
+                        "task {id} is {status}: only a succeeded, failed or canceled task can be relaunched"
+                    )));
+                }
+                status.check(TaskStatus::Pending)?;
+                let mut update = task::Entity::update_many()
+                    .col_expr(task::Column::Status, Expr::value(TaskStatus::Pending.as_str()))
+                    .col_expr(task::Column::StatusReason, Expr::value("relaunched"))
+                    .col_expr(task::Column::UpdatedAt, Expr::value(now_ms()))
+                    .filter(task::Column::Id.eq(id.0));
+                if let Some(command) = command {
+                    update = update.col_expr(task::Column::Command, Expr::value(command));
+                }
+                update.exec(txn).await?;
+                let row = get(txn, id).await?;
+                let queued = Queued {
+                    id,
+                    batch: row.batch.clone(),
+                    priority: row.priority,
+                };
+                Ok((row, queued))
+            })
+        })
+        .await
+}
+
+#[derive(FromQueryResult)]
+struct BatchCount {
+    batch: String,
+    status: String,
+    n: i64,
+}
+
+/// Every batch with its state and task counts per status.
+pub async fn batches(
+    store: &Store,
+) -> Result<Vec<(batch::Model, BTreeMap<String, u64>)>, StoreError> {
+    let rows = batch::Entity::find()
+        .order_by_asc(batch::Column::Name)
+        .all(&store.db)
+        .await?;
+    let counts = task::Entity::find()
+        .select_only()
+        .column(task::Column::Batch)
+        .column(task::Column::Status)
+        .column_as(task::Column::Id.count(), "n")
+        .group_by(task::Column::Batch)
+        .group_by(task::Column::Status)
+        .into_model::<BatchCount>()
+        .all(&store.db)
+        .await?;
+    let mut per_batch: HashMap<String, BTreeMap<String, u64>> = HashMap::new();
+    for count in counts {
+        per_batch
+            .entry(count.batch)
+            .or_default()
+            .insert(count.status, count.n as u64);
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let counts = per_batch.remove(&row.name).unwrap_or_default();
+            (row, counts)
+        })
+        .collect())
+}
+
+pub async fn get_batch(db: &impl ConnectionTrait, name: &str) -> Result<batch::Model, StoreError> {
+    batch::Entity::find_by_id(name.to_owned())
+        .one(db)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            what: "batch",
+            id: format!("{name:?}"),
+        })
+}
+
+pub async fn set_batch_stopped(
+    store: &Store,
+    name: String,
+    stopped: bool,
+) -> Result<batch::Model, StoreError> {
+    store
+        .writer
+        .write(move |txn, _ids| {
+            Box::pin(async move {
+                get_batch(txn, &name).await?;
+                batch::Entity::update_many()
+                    .col_expr(batch::Column::Stopped, Expr::value(stopped))
+                    .filter(batch::Column::Name.eq(name.clone()))
+                    .exec(txn)
+                    .await?;
+                get_batch(txn, &name).await
+            })
+        })
+        .await
+}
+
+/// Executions of a batch that a worker holds right now.
+pub async fn active_executions_of_batch(
+    db: &impl ConnectionTrait,
+    name: &str,
+) -> Result<Vec<(ExecutionId, WorkerId)>, StoreError> {
+    let task_ids: Vec<i64> = task::Entity::find()
+        .select_only()
+        .column(task::Column::Id)
+        .filter(task::Column::Batch.eq(name))
+        .filter(task::Column::Status.is_in(
+            TaskStatus::ALL.iter().filter(|s| s.is_active()).map(|s| s.as_str()),
+        ))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut out = Vec::new();
+    for chunk in task_ids.chunks(INSERT_CHUNK) {
+        let rows: Vec<(i64, i64)> = execution::Entity::find()
+            .select_only()
+            .column(execution::Column::Id)
+            .column(execution::Column::WorkerId)
+            .filter(execution::Column::TaskId.is_in(chunk.iter().copied()))
+            .filter(execution::Column::State.is_in(["assigned", "accepted", "running", "uploading"]))
+            .into_tuple()
+            .all(db)
+            .await?;
+        out.extend(rows.into_iter().map(|(e, w)| (ExecutionId(e), WorkerId(w))));
+    }
+    Ok(out)
+}
+
+/// Deletes a batch, its tasks, their executions and output. Returns the task count and
+/// the executions that were active (to be canceled on their agents).
+pub async fn delete_batch(
+    store: &Store,
+    name: String,
+) -> Result<(u64, Vec<(ExecutionId, WorkerId)>), StoreError> {
+    store
+        .writer
+        .write(move |txn, _ids| {
+            Box::pin(async move {
+                get_batch(txn, &name).await?;
+                let active = active_executions_of_batch(txn, &name).await?;
+                let task_ids: Vec<i64> = task::Entity::find()
+                    .select_only()
+                    .column(task::Column::Id)
+                    .filter(task::Column::Batch.eq(name.clone()))
+                    .into_tuple()
+                    .all(txn)
+                    .await?;
+                for chunk in task_ids.chunks(INSERT_CHUNK) {
+                    log_chunk::Entity::delete_many()
+                        .filter(log_chunk::Column::TaskId.is_in(chunk.iter().copied()))
+                        .exec(txn)
+                        .await?;
+                    execution::Entity::delete_many()
+                        .filter(execution::Column::TaskId.is_in(chunk.iter().copied()))
+                        .exec(txn)
+                        .await?;
+                }
+                let deleted = task::Entity::delete_many()
+                    .filter(task::Column::Batch.eq(name.clone()))
+                    .exec(txn)
+                    .await?
+                    .rows_affected;
+                batch::Entity::delete_by_id(name).exec(txn).await?;
+                Ok((deleted, active))
+            })
+        })
+        .await
+}
+
+/// Every pending task, to fill the in-memory queue at start.
+pub async fn pending(store: &Store) -> Result<Vec<Queued>, StoreError> {
+    let rows: Vec<(i64, String, i32)> = task::Entity::find()
+        .select_only()
+        .column(task::Column::Id)
+        .column(task::Column::Batch)
+        .column(task::Column::Priority)
+        .filter(task::Column::Status.eq(TaskStatus::Pending.as_str()))
+        .into_tuple()
+        .all(&store.db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, batch, priority)| Queued {
+            id: TaskId(id),
+            batch,
+            priority,
+        })
+        .collect())
+}
+
+/// Names of stopped batches, at start.
+pub async fn stopped_batches(store: &Store) -> Result<Vec<String>, StoreError> {
+    Ok(batch::Entity::find()
+        .filter(batch::Column::Stopped.eq(true))
+        .all(&store.db)
+        .await?
+        .into_iter()
+        .map(|b| b.name)
+        .collect())
+}
