@@ -1,1 +1,21 @@
-fn main() {}
+//! scitqctl: parse the command line, run the command, exit with its code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use scitq_cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    ExitCode::from(runtime.block_on(scitq_cli::run(cli)))
+}

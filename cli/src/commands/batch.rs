@@ -1,0 +1,129 @@
+//! `scitqctl batch ...`.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use scitq_proto::v1::{
+    DeleteBatchRequest, GoBatchRequest, ListBatchesRequest, Signal, StopBatchRequest,
+};
+
+use super::{Context, Exit};
+use crate::client::Client;
+use crate::output;
+
+#[derive(Debug, Subcommand)]
+pub enum BatchCommand {
+    /// List batches with their task counts
+    List,
+    /// Stop a batch: none of its tasks starts any more
+    Stop {
+        /// Batch name
+        name: String,
+        /// Also send SIGTERM to its running tasks
+        #[arg(long, conflicts_with = "kill")]
+        term: bool,
+        /// Also send SIGKILL to its running tasks
+        #[arg(long)]
+        kill: bool,
+    },
+    /// Let a stopped batch run again
+    Go {
+        /// Batch name
+        name: String,
+    },
+    /// Delete a batch and all its tasks, killing those running
+    Delete {
+        /// Batch name
+        name: String,
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+pub async fn run(command: BatchCommand, ctx: &Context) -> anyhow::Result<Exit> {
+    let client = ctx.connect().await?;
+    match command {
+        BatchCommand::List => {
+            let batches = client
+                .tasks()
+                .list_batches(ListBatchesRequest {})
+                .await?
+                .into_inner()
+                .batches;
+            output::print_list(&batches, ctx.format)?;
+        }
+        BatchCommand::Stop { name, term, kill } => {
+            let signal = match (term, kill) {
+                (true, _) => Signal::Term,
+                (_, true) => Signal::Kill,
+                _ => Signal::Unspecified,
+            };
+            client
+                .tasks()
+                .stop_batch(StopBatchRequest {
+                    name: name.clone(),
+                    signal: signal as i32,
+                })
+                .await
+                .with_context(|| format!("cannot stop batch {name:?}"))?;
+            let told = match signal {
+                Signal::Term => " (running tasks got SIGTERM)",
+                Signal::Kill => " (running tasks got SIGKILL)",
+                _ => "",
+            };
+            eprintln!("batch {name:?} stopped{told}");
+        }
+        BatchCommand::Go { name } => {
+            client
+                .tasks()
+                .go_batch(GoBatchRequest { name: name.clone() })
+                .await
+                .with_context(|| format!("cannot restart batch {name:?}"))?;
+            eprintln!("batch {name:?} runs again");
+        }
+        BatchCommand::Delete { name, yes } => return delete(&client, &name, yes).await,
+    }
+    Ok(0)
+}
+
+async fn delete(client: &Client, name: &str, yes: bool) -> anyhow::Result<Exit> {
+    if !yes && std::io::stdin().is_terminal() && !confirm(client, name).await? {
+        eprintln!("nothing deleted");
+        return Ok(1);
+    }
+    let deleted = client
+        .tasks()
+        .delete_batch(DeleteBatchRequest {
+            name: name.to_owned(),
+        })
+        .await
+        .with_context(|| format!("cannot delete batch {name:?}"))?
+        .into_inner()
+        .deleted;
+    eprintln!("batch {name:?} deleted ({deleted} tasks)");
+    Ok(0)
+}
+
+/// Asks on the terminal; the task count helps see what is at stake.
+async fn confirm(client: &Client, name: &str) -> anyhow::Result<bool> {
+    let batches = client
+        .tasks()
+        .list_batches(ListBatchesRequest {})
+        .await?
+        .into_inner()
+        .batches;
+    let what = match batches.iter().find(|b| b.name == name) {
+        Some(batch) => format!("its {} tasks", batch.counts.values().sum::<u64>()),
+        None => "its tasks".to_owned(),
+    };
+    eprint!("delete batch {name:?} and {what}? [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .context("cannot read the answer")?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}

@@ -1,0 +1,63 @@
+//! One module per noun. Each command validates what it was given, then connects.
+
+pub mod batch;
+pub mod launch;
+pub mod task;
+pub mod worker;
+
+use std::sync::OnceLock;
+
+use crate::address::ServerAddress;
+use crate::cli::{Cli, Command};
+use crate::client::Client;
+use crate::config;
+use crate::output::Format;
+
+/// The process exit code a command ends with.
+pub type Exit = u8;
+
+/// What every command may need: how to connect and how to print.
+#[derive(Debug)]
+pub struct Context {
+    server: Option<String>,
+    token: Option<String>,
+    pub format: Format,
+    connected: OnceLock<ServerAddress>,
+}
+
+impl Context {
+    pub fn new(cli: &Cli) -> Self {
+        Self {
+            server: cli.server.clone(),
+            token: cli.token.clone(),
+            format: Format::from_json_flag(cli.json),
+            connected: OnceLock::new(),
+        }
+    }
+
+    /// Resolves the server and token (flags, env, client config) and connects.
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let path = config::default_path();
+        let target = config::resolve(
+            self.server.as_deref(),
+            self.token.as_deref(),
+            path.as_deref(),
+        )?;
+        let _ = self.connected.set(target.address.clone());
+        Client::connect(&target).await
+    }
+
+    /// The server this command talked to, once it tried.
+    pub fn server(&self) -> Option<&ServerAddress> {
+        self.connected.get()
+    }
+}
+
+pub async fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<Exit> {
+    match command {
+        Command::Task(command) => task::run(command, ctx).await,
+        Command::Batch(command) => batch::run(command, ctx).await,
+        Command::Worker(command) => worker::run(command, ctx).await,
+        Command::Launch(args) => launch::run(args, ctx).await,
+    }
+}

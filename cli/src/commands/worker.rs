@@ -1,0 +1,65 @@
+//! `scitqctl worker ...`.
+
+use anyhow::Context as _;
+use clap::{ArgGroup, Subcommand};
+use scitq_proto::v1::{ListWorkersRequest, UpdateWorkerRequest};
+
+use super::{Context, Exit};
+use crate::output;
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// List known workers
+    List,
+    /// Change a worker's settings; its agent gets them at once
+    #[command(group(ArgGroup::new("settings").required(true).multiple(true)))]
+    Set {
+        /// Worker id
+        id: i64,
+        /// Tasks run at once (at least 1)
+        #[arg(long, group = "settings", value_name = "N",
+              value_parser = clap::value_parser!(u32).range(1..))]
+        concurrency: Option<u32>,
+        /// Tasks prepared in advance beyond the running ones
+        #[arg(long, group = "settings", value_name = "N")]
+        prefetch: Option<u32>,
+        /// Only run tasks of this batch; "" for any batch
+        #[arg(long, group = "settings", value_name = "B")]
+        batch: Option<String>,
+    },
+}
+
+pub async fn run(command: WorkerCommand, ctx: &Context) -> anyhow::Result<Exit> {
+    let client = ctx.connect().await?;
+    match command {
+        WorkerCommand::List => {
+            let workers = client
+                .workers()
+                .list_workers(ListWorkersRequest {})
+                .await?
+                .into_inner()
+                .workers;
+            output::print_list(&workers, ctx.format)?;
+        }
+        WorkerCommand::Set {
+            id,
+            concurrency,
+            prefetch,
+            batch,
+        } => {
+            let worker = client
+                .workers()
+                .update_worker(UpdateWorkerRequest {
+                    id,
+                    concurrency,
+                    prefetch,
+                    batch,
+                })
+                .await
+                .with_context(|| format!("cannot update worker {id}"))?
+                .into_inner();
+            output::print_one(&worker, ctx.format)?;
+        }
+    }
+    Ok(0)
+}
