@@ -59,7 +59,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
-    std::fs::write(config.data_dir.join("scitqd.addr"), format!("{local}\n"))?;
     if let Some(fresh) = fresh {
         match auth::write_client_config(&local.to_string(), &fresh) {
             Ok(Some(path)) => tracing::info!(path = %path.display(), "wrote the local client config"),
@@ -67,6 +66,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Err(err) => tracing::warn!(error = %err, "could not write the local client config"),
         }
     }
+    // Written last: whoever waits for this file finds the tokens and client config ready.
+    let addr_file = config.data_dir.join("scitqd.addr");
+    std::fs::write(addr_file.with_extension("tmp"), format!("{local}\n"))?;
+    std::fs::rename(addr_file.with_extension("tmp"), &addr_file)?;
 
     let state = grpc::State {
         store: store.clone(),
