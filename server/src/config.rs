@@ -160,16 +160,21 @@ impl Config {
             .or(file.data_dir)
             .unwrap_or_else(default_data_dir);
         let database_url = cli.database_url.clone().or(file.database_url);
-        if let Some(url) = &database_url {
-            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(ConfigError::DatabaseUrl(url.clone()));
-            }
+        if let Some(url) = &database_url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::DatabaseUrl(url.clone()));
         }
         let lease = match cli.lease.clone().or(file.lease) {
             Some(value) => parse_lease(&value)?,
             None => Duration::from_secs(6 * 3600),
         };
-        let tls = match (cli.tls_cert.clone().or(file.tls_cert), cli.tls_key.clone().or(file.tls_key)) {
+        let tls = match (
+            cli.tls_cert.clone().or(file.tls_cert),
+            cli.tls_key.clone().or(file.tls_key),
+        ) {
             (Some(cert), Some(key)) => Some(Tls { cert, key }),
             (None, None) => None,
             (Some(_), None) => return Err(ConfigError::TlsPair("tls_key")),
@@ -250,6 +255,11 @@ mod tests {
             config: Some(path),
             ..Default::default()
         };
-        assert!(Config::load(&cli).unwrap_err().to_string().contains("lisen"));
+        assert!(
+            Config::load(&cli)
+                .unwrap_err()
+                .to_string()
+                .contains("lisen")
+        );
     }
 }

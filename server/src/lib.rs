@@ -18,9 +18,9 @@ use anyhow::Context;
 use scitq_proto::v1::execution_service_server::ExecutionServiceServer;
 use scitq_proto::v1::task_service_server::TaskServiceServer;
 use scitq_proto::v1::worker_service_server::WorkerServiceServer;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::config::Config;
@@ -42,18 +42,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .database_url
         .clone()
         .unwrap_or_else(|| persistence::default_url(&config.data_dir));
-    let db = persistence::connect(&url)
+    let (db, writer_db) = persistence::connect(&url)
         .await
         .with_context(|| format!("cannot open database {}", redact(&url)))?;
     let ids = persistence::load_ids(&db).await?;
-    let (writer, writer_done) = Writer::spawn(db.clone(), ids);
+    let (writer, writer_done) = Writer::spawn(writer_db, ids);
     let store = Store { db, writer };
     let (tokens, fresh) = auth::bootstrap(&store, &config.data_dir).await?;
 
     let hub = Hub::default();
     let scheduler_stop = CancellationToken::new();
-    let (scheduler, scheduler_done) =
-        Scheduler::start(store.clone(), hub.clone(), config.lease, scheduler_stop.clone()).await?;
+    let (scheduler, scheduler_done) = Scheduler::start(
+        store.clone(),
+        hub.clone(),
+        config.lease,
+        scheduler_stop.clone(),
+    )
+    .await?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -61,7 +66,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let local = listener.local_addr()?;
     if let Some(fresh) = fresh {
         match auth::write_client_config(&local.to_string(), &fresh) {
-            Ok(Some(path)) => tracing::info!(path = %path.display(), "wrote the local client config"),
+            Ok(Some(path)) => {
+                tracing::info!(path = %path.display(), "wrote the local client config")
+            }
             Ok(None) => {}
             Err(err) => tracing::warn!(error = %err, "could not write the local client config"),
         }
@@ -86,8 +93,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .tcp_nodelay(true);
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     if let Some(tls) = &config.tls {
         let cert = std::fs::read(&tls.cert)
             .with_context(|| format!("cannot read tls_cert {}", tls.cert.display()))?;
@@ -123,7 +129,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "scitqd listening on {local}"
     );
     router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .serve_with_incoming_shutdown(
+            // Builder::tcp_nodelay is ignored with an incoming stream: set it here, or
+            // Nagle holds every small message (an assignment, an ack) for tens of ms.
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60))),
+            shutdown.cancelled(),
+        )
         .await?;
 
     tracing::info!("shutting down");

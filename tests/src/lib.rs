@@ -1,1 +1,56 @@
+//! End-to-end test harness for scitq: starts the real `scitqd`, `scitq-agent` and `scitqctl`
+//! binaries (and, when asked, a throwaway PostgreSQL cluster) on loopback, in temp dirs, and
+//! tears them down afterwards.
+//!
+//! The binaries are taken from the cargo target dir the running executable lives in, so build
+//! them first: `cargo build --workspace` (scripts/test does it). Everything is polled with a
+//! deadline; nothing sleeps a fixed time. When a test panics, the harness prints the tail of
+//! every process log it started.
+//!
+//! Environment knobs:
+//! - `SCITQ_TEST_KEEP=1`: keep the temp dirs of a failed test (their paths are printed).
+//! - `SCITQ_TEST_LOG`: `RUST_LOG` of scitqd and scitq-agent (default `info`).
+//! - `SCITQ_BIN_DIR`: where the scitq binaries are (default: this executable's profile dir).
+//! - `SCITQ_PG_BIN`: PostgreSQL's bin dir (default: the newest /usr/lib/postgresql/*/bin).
+//! - `GRPCURL`: the grpcurl binary (default: target/test-tools/bin/grpcurl, then PATH).
 
+#![forbid(unsafe_code)]
+
+mod agent;
+mod bins;
+mod client;
+mod grpcurl;
+mod postgres;
+mod process;
+mod server;
+mod wait;
+
+pub use agent::Agent;
+pub use bins::{bin, bin_dir};
+pub use client::{Client, as_id, describe, sh_quote, str_field, wait_for_file_sh};
+pub use grpcurl::Grpcurl;
+pub use postgres::Postgres;
+pub use process::{ChildGuard, Proc, descendants, log_tail, rss_kib, touch};
+pub use server::{Backend, Server, ServerOpts};
+pub use wait::{poll, wait_until};
+
+/// Whether a panicking test should leave its temp dirs behind (`SCITQ_TEST_KEEP=1`).
+pub(crate) fn keep_temp_dirs() -> bool {
+    std::env::var_os("SCITQ_TEST_KEEP").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// A fresh temp dir, kept after a failure when `SCITQ_TEST_KEEP` is set.
+pub(crate) fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create a temp dir")
+}
+
+/// Called from `Drop` impls: on a failing test, keep the dir if asked and say where it is.
+pub(crate) fn keep_on_panic(dir: &mut tempfile::TempDir, what: &str) {
+    if std::thread::panicking() && keep_temp_dirs() {
+        dir.disable_cleanup(true);
+        eprintln!("[harness] kept {what} dir {}", dir.path().display());
+    }
+}

@@ -1,1 +1,146 @@
+//! `scitq-agent`: the worker side of scitq.
+//!
+//! The agent keeps one stream open to `scitqd` (`WorkerService.Session`), accepts assignments,
+//! runs them natively in their own work dir and process group, spools their output to disk
+//! while streaming it live, and reports state changes until the server has committed them.
+//! It survives losing the server: tasks keep running, output keeps being spooled, and after a
+//! reconnect only what the server lacks is sent again. See ARCHITECTURE.md, "The agent stream".
+//!
+//! Module map: [`config`] (flags, env, client config), [`agent`] (the service loop),
+//! [`session`] (the gRPC stream and reconnection), [`outbox`] (sequence numbers and
+//! unacknowledged updates), [`executor`] (running one task), [`launch`] (assignments validated
+//! into commands), [`state`] (work dir layout, `state.json`, startup scan), [`stats`]
+//! (heartbeat figures).
+//!
+//! On SIGINT/SIGTERM the agent stops taking tasks, sends SIGTERM to running ones (SIGKILL
+//! after 10 s), marks them abandoned and closes the stream; the server fails them as lost
+//! (and re-queues them within their retry budget) at the next `Hello` or when the lease ends.
 
+pub mod agent;
+pub mod config;
+pub mod executor;
+pub mod launch;
+pub mod outbox;
+pub mod session;
+pub mod spares;
+pub mod state;
+pub mod stats;
+
+use std::fs::TryLockError;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::session::{Connector, SessionError};
+use crate::spares::Spares;
+
+/// Why the agent stopped with an error (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot use work dir {}: {source}", path.display())]
+    WorkDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("work dir {} is in use by another scitq-agent", path.display())]
+    WorkDirInUse { path: PathBuf },
+    #[error("invalid server address {server}: {source}")]
+    Endpoint {
+        server: String,
+        source: tonic::transport::Error,
+    },
+    #[error("the server refused this agent: {0}")]
+    Rejected(SessionError),
+}
+
+/// Runs the agent until `shutdown` is cancelled or the server rejects it.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let work_dir = config.work_dir.clone();
+    let prepared = {
+        let work_dir = work_dir.clone();
+        tokio::task::spawn_blocking(move || prepare_work_dir(&work_dir)).await
+    };
+    let (lock, spares, recovered) = match prepared {
+        Ok(Ok(prepared)) => prepared,
+        Ok(Err(PrepareError::InUse)) => return Err(AgentError::WorkDirInUse { path: work_dir }),
+        Ok(Err(PrepareError::Io(source))) => {
+            return Err(AgentError::WorkDir {
+                path: work_dir,
+                source,
+            });
+        }
+        Err(e) => {
+            let source = std::io::Error::other(e);
+            return Err(AgentError::WorkDir {
+                path: work_dir,
+                source,
+            });
+        }
+    };
+    if !recovered.is_empty() {
+        tracing::info!(
+            count = recovered.len(),
+            "found finished executions not yet reported"
+        );
+    }
+    let connector = Connector::new(&config).map_err(|source| AgentError::Endpoint {
+        server: config.server.uri(),
+        source,
+    })?;
+    let (heartbeat_tx, heartbeat_rx) = tokio::sync::mpsc::channel(1);
+    let stop_stats = CancellationToken::new();
+    let stats = tokio::spawn(stats::run(
+        config.heartbeat,
+        work_dir.clone(),
+        heartbeat_tx,
+        stop_stats.clone(),
+    ));
+    tracing::info!(
+        name = config.name,
+        concurrency = config.concurrency,
+        work_dir = %work_dir.display(),
+        "scitq-agent starting, server {}",
+        config.server
+    );
+    let result = agent::Agent::new(config, connector, spares, recovered, heartbeat_rx)
+        .run(shutdown)
+        .await;
+    stop_stats.cancel();
+    if let Err(e) = stats.await {
+        tracing::error!("heartbeat task failed: {e}");
+    }
+    drop(lock);
+    result.map_err(AgentError::Rejected)
+}
+
+enum PrepareError {
+    InUse,
+    Io(std::io::Error),
+}
+
+/// Spare work dirs kept for reuse.
+const MAX_SPARES: usize = 64;
+
+type Prepared = (std::fs::File, Arc<Spares>, Vec<state::Recovered>);
+
+/// Creates and locks the work dir, then scans it. Blocking.
+fn prepare_work_dir(work_dir: &std::path::Path) -> Result<Prepared, PrepareError> {
+    std::fs::create_dir_all(work_dir).map_err(PrepareError::Io)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(work_dir.join("agent.lock"))
+        .map_err(PrepareError::Io)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(PrepareError::InUse),
+        Err(TryLockError::Error(e)) => return Err(PrepareError::Io(e)),
+    }
+    let recovered = state::scan(work_dir).map_err(PrepareError::Io)?;
+    let spares = Spares::new(work_dir, MAX_SPARES);
+    spares.adopt().map_err(PrepareError::Io)?;
+    Ok((lock, Arc::new(spares), recovered))
+}

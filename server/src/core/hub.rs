@@ -23,6 +23,15 @@ impl Hub {
             .subscribe()
     }
 
+    /// Whether anyone follows any task (if not, nobody needs to know what changed).
+    pub fn has_followers(&self) -> bool {
+        !self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     pub fn notify(&self, changed: impl IntoIterator<Item = TaskId>) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         if tasks.is_empty() {

@@ -32,6 +32,10 @@ impl Queue {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn set_stopped(&mut self, batch: &str, stopped: bool) {
         if stopped {
             self.stopped.insert(batch.to_owned());

@@ -38,10 +38,18 @@ pub enum Command {
         session: u64,
     },
     /// Executions of the worker ended: their slots are free.
-    Finished { worker: WorkerId, count: u32 },
+    Finished {
+        worker: WorkerId,
+        count: u32,
+    },
     Enqueue(Vec<Queued>),
-    BatchStopped { batch: String, stopped: bool },
-    BatchDeleted { batch: String },
+    BatchStopped {
+        batch: String,
+        stopped: bool,
+    },
+    BatchDeleted {
+        batch: String,
+    },
     Settings {
         worker: WorkerId,
         settings: WorkerSettings,
@@ -185,14 +193,18 @@ impl Scheduler {
                     active,
                 };
                 if let Some(old) = self.workers.insert(worker, new) {
-                    let _ = old
-                        .tx
-                        .send(Err(Status::aborted("replaced by a newer session of this worker")));
+                    let _ = old.tx.send(Err(Status::aborted(
+                        "replaced by a newer session of this worker",
+                    )));
                 }
                 self.dirty = true;
             }
             Command::Disconnect { worker, session } => {
-                if self.workers.get(&worker).is_some_and(|w| w.session == session) {
+                if self
+                    .workers
+                    .get(&worker)
+                    .is_some_and(|w| w.session == session)
+                {
                     self.workers.remove(&worker);
                     self.leases.insert(worker, Instant::now() + self.lease);
                     let store = self.store.clone();
@@ -259,13 +271,21 @@ impl Scheduler {
                 if worker.free() == 0 {
                     continue;
                 }
-                let Some((task, batch, priority)) = self.queue.pop(worker.settings.batch.as_deref())
+                let Some((task, batch, priority)) =
+                    self.queue.pop(worker.settings.batch.as_deref())
                 else {
                     continue;
                 };
                 worker.active += 1;
                 picks.push((task, *id));
-                popped.insert(task, Queued { id: task, batch, priority });
+                popped.insert(
+                    task,
+                    Queued {
+                        id: task,
+                        batch,
+                        priority,
+                    },
+                );
                 progressed = true;
             }
             if !progressed {
@@ -288,10 +308,10 @@ impl Scheduler {
                 }
                 // Picked tasks the database no longer had pending: free their slots.
                 for (task, worker) in picks {
-                    if popped.contains_key(&task) {
-                        if let Some(w) = self.workers.get_mut(&worker) {
-                            w.active = w.active.saturating_sub(1);
-                        }
+                    if popped.contains_key(&task)
+                        && let Some(w) = self.workers.get_mut(&worker)
+                    {
+                        w.active = w.active.saturating_sub(1);
                     }
                 }
                 self.hub.notify(touched);

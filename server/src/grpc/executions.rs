@@ -45,16 +45,18 @@ impl ExecutionService for Executions {
         let mut names: HashMap<i64, String> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            if !names.contains_key(&row.worker_id) {
+            if let std::collections::hash_map::Entry::Vacant(e) = names.entry(row.worker_id) {
                 let name = workers::get(db, WorkerId(row.worker_id))
                     .await
                     .map(|w| w.name)
                     .unwrap_or_default();
-                names.insert(row.worker_id, name);
+                e.insert(name);
             }
             out.push(convert::execution(row, names[&row.worker_id].clone()));
         }
-        Ok(Response::new(v1::ListExecutionsResponse { executions: out }))
+        Ok(Response::new(v1::ListExecutionsResponse {
+            executions: out,
+        }))
     }
 
     async fn get_output(

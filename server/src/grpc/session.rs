@@ -154,6 +154,12 @@ async fn read(
             }
             state.scheduler.enqueue(applied.requeued);
             state.hub.notify(applied.touched);
+            if !applied.executions.is_empty() && state.hub.has_followers() {
+                match executions::tasks_of(&state.store.db, &applied.executions).await {
+                    Ok(tasks) => state.hub.notify(tasks),
+                    Err(err) => tracing::warn!(error = %err, "could not wake followers"),
+                }
+            }
         }
         if last_seq > 0 {
             let _ = tx.send(message(v1::server_message::Kind::Ack(v1::Ack {

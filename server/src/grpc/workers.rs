@@ -81,6 +81,9 @@ impl WorkerService for Workers {
             settings,
         });
         let active = self.0.scheduler.active().await;
-        Ok(Response::new(convert::worker(&row, active.get(&id).copied())))
+        Ok(Response::new(convert::worker(
+            &row,
+            active.get(&id).copied(),
+        )))
     }
 }

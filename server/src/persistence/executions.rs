@@ -4,13 +4,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sea_orm::sea_query::Expr;
+use scitq_proto::v1;
+use sea_orm::sea_query::{BinOper, Expr, ExprTrait, Func, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    QueryOrder, QuerySelect, QueryTrait,
 };
-use scitq_proto::v1;
 
+use super::batch::StatementBatch;
 use super::entities::{execution, log_chunk, task};
 use super::tasks::Queued;
 use super::{Store, StoreError, from_json_list, now_ms};
@@ -36,79 +37,156 @@ pub fn spec_of(row: &task::Model) -> v1::TaskSpec {
     }
 }
 
-/// Assigns picked tasks to workers: creates one execution per task still pending and
-/// returns the assignments to push. Tasks no longer pending (deleted, relaunched
-/// elsewhere) are skipped.
+/// Assigns picked tasks to workers: creates one execution per task still pending,
+/// copying the task's spec inside the database (one round trip for the whole group),
+/// then reads the frozen specs back to push them. Tasks no longer pending (deleted,
+/// relaunched elsewhere) are skipped.
 pub async fn assign(
     store: &Store,
     picks: Vec<(TaskId, WorkerId)>,
 ) -> Result<Vec<(WorkerId, v1::Assignment)>, StoreError> {
-    store
+    let backend = store.backend();
+    let exec_ids = store
         .writer
-        .write(move |txn, ids| {
-            Box::pin(async move {
-                let worker_of: HashMap<i64, WorkerId> =
-                    picks.iter().map(|(t, w)| (t.0, *w)).collect();
-                let rows = task::Entity::find()
-                    .filter(task::Column::Id.is_in(worker_of.keys().copied()))
-                    .filter(task::Column::Status.eq(TaskStatus::Pending.as_str()))
-                    .all(txn)
-                    .await?;
-                let now = now_ms();
-                let mut out = Vec::with_capacity(rows.len());
-                let mut executions = Vec::with_capacity(rows.len());
-                for row in rows {
-                    let worker = worker_of[&row.id];
-                    let exec_id = ids.execution();
-                    task::Entity::update_many()
-                        .col_expr(task::Column::Status, Expr::value(TaskStatus::Assigned.as_str()))
+        .execute(move |ids| {
+            let now = now_ms();
+            let mut batch = StatementBatch::new(backend);
+            let mut exec_ids = Vec::with_capacity(picks.len());
+            for (task, worker) in picks {
+                let exec_id = ids.execution();
+                exec_ids.push(exec_id);
+                batch.push(&insert_execution(exec_id, task, worker, now));
+                batch.push(
+                    &task::Entity::update_many()
+                        .col_expr(
+                            task::Column::Status,
+                            Expr::value(TaskStatus::Assigned.as_str()),
+                        )
                         .col_expr(task::Column::StatusReason, Expr::value(""))
                         .col_expr(task::Column::ExecutionId, Expr::value(exec_id))
                         .col_expr(task::Column::WorkerId, Expr::value(worker.0))
                         .col_expr(task::Column::ExitCode, Expr::value(Option::<i32>::None))
                         .col_expr(task::Column::UpdatedAt, Expr::value(now))
-                        .filter(task::Column::Id.eq(row.id))
-                        .exec(txn)
-                        .await?;
-                    executions.push(execution::ActiveModel {
-                        id: Set(exec_id),
-                        task_id: Set(row.id),
-                        worker_id: Set(worker.0),
-                        state: Set(ExecState::Assigned.as_str().to_owned()),
-                        command: Set(row.command.clone()),
-                        shell: Set(row.shell),
-                        container: Set(row.container.clone()),
-                        container_options: Set(row.container_options.clone()),
-                        inputs: Set(row.inputs.clone()),
-                        output: Set(row.output.clone()),
-                        resources: Set(row.resources.clone()),
-                        exit_code: Set(None),
-                        failure: Set(String::new()),
-                        message: Set(String::new()),
-                        assigned_at: Set(now),
-                        started_at: Set(None),
-                        finished_at: Set(None),
-                        stdout_bytes: Set(0),
-                        stderr_bytes: Set(0),
-                    });
-                    out.push((
-                        worker,
-                        v1::Assignment {
-                            execution_id: exec_id,
-                            task_id: row.id,
-                            spec: Some(spec_of(&row)),
-                        },
-                    ));
-                }
-                for chunk in executions.chunks(300) {
-                    execution::Entity::insert_many(chunk.to_vec())
-                        .exec_without_returning(txn)
-                        .await?;
-                }
-                Ok(out)
-            })
+                        .filter(task::Column::Id.eq(task.0))
+                        .filter(task::Column::Status.eq(TaskStatus::Pending.as_str()))
+                        .into_query(),
+                );
+            }
+            (batch.into_sql(), exec_ids)
         })
-        .await
+        .await?;
+    let mut out = Vec::with_capacity(exec_ids.len());
+    for chunk in exec_ids.chunks(500) {
+        let rows = execution::Entity::find()
+            .filter(execution::Column::Id.is_in(chunk.iter().copied()))
+            .order_by_asc(execution::Column::Id)
+            .all(&store.db)
+            .await?;
+        let details: HashMap<i64, (String, String, i32, i32)> = task::Entity::find()
+            .select_only()
+            .column(task::Column::Id)
+            .column(task::Column::Name)
+            .column(task::Column::Batch)
+            .column(task::Column::Retry)
+            .column(task::Column::Priority)
+            .filter(task::Column::Id.is_in(rows.iter().map(|r| r.task_id)))
+            .into_tuple::<(i64, String, String, i32, i32)>()
+            .all(&store.db)
+            .await?
+            .into_iter()
+            .map(|(id, name, batch, retry, priority)| (id, (name, batch, retry, priority)))
+            .collect();
+        for row in rows {
+            let (name, batch, retry, priority) =
+                details.get(&row.task_id).cloned().unwrap_or_default();
+            let spec = v1::TaskSpec {
+                name,
+                batch,
+                command: row.command.clone(),
+                shell: row.shell,
+                container: row.container.clone(),
+                container_options: from_json_list(&row.container_options),
+                inputs: from_json_list(&row.inputs),
+                output: row.output.clone(),
+                resources: from_json_list(&row.resources),
+                retry: Ord::max(retry, 0) as u32,
+                priority,
+            };
+            out.push((
+                WorkerId(row.worker_id),
+                v1::Assignment {
+                    execution_id: row.id,
+                    task_id: row.task_id,
+                    spec: Some(spec),
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `INSERT INTO execution SELECT … FROM task WHERE id = task AND status = 'pending'`:
+/// the execution freezes the task's spec as it is at this instant.
+fn insert_execution(
+    exec_id: i64,
+    task: TaskId,
+    worker: WorkerId,
+    now: i64,
+) -> sea_orm::sea_query::InsertStatement {
+    use execution::Column as E;
+    use task::Column as T;
+    let select = Query::select()
+        .expr(Expr::val(exec_id))
+        .column(T::Id)
+        .expr(Expr::val(worker.0))
+        .expr(Expr::val(ExecState::Assigned.as_str()))
+        .columns([
+            T::Command,
+            T::Shell,
+            T::Container,
+            T::ContainerOptions,
+            T::Inputs,
+            T::Output,
+            T::Resources,
+        ])
+        .expr(Expr::val(Option::<i32>::None))
+        .expr(Expr::val(""))
+        .expr(Expr::val(""))
+        .expr(Expr::val(now))
+        .expr(Expr::val(Option::<i64>::None))
+        .expr(Expr::val(Option::<i64>::None))
+        .expr(Expr::val(0i64))
+        .expr(Expr::val(0i64))
+        .from(task::Entity)
+        .and_where(T::Id.eq(task.0))
+        .and_where(T::Status.eq(TaskStatus::Pending.as_str()))
+        .to_owned();
+    Query::insert()
+        .into_table(execution::Entity)
+        .columns([
+            E::Id,
+            E::TaskId,
+            E::WorkerId,
+            E::State,
+            E::Command,
+            E::Shell,
+            E::Container,
+            E::ContainerOptions,
+            E::Inputs,
+            E::Output,
+            E::Resources,
+            E::ExitCode,
+            E::Failure,
+            E::Message,
+            E::AssignedAt,
+            E::StartedAt,
+            E::FinishedAt,
+            E::StdoutBytes,
+            E::StderrBytes,
+        ])
+        .select_from(select)
+        .expect("the select has one value per column")
+        .to_owned()
 }
 
 /// What an agent sent, validated.
@@ -126,8 +204,23 @@ pub struct Applied {
     pub finished: Vec<ExecutionId>,
     /// Tasks put back in the queue (retries).
     pub requeued: Vec<Queued>,
-    /// Tasks whose output or status changed.
+    /// Tasks whose output or status changed, when known without a read.
     pub touched: HashSet<TaskId>,
+    /// Executions whose status changed (their tasks are looked up only if someone
+    /// follows them).
+    pub executions: HashSet<ExecutionId>,
+}
+
+/// Whether an event needs no read to be applied.
+fn is_plain(event: &AgentEvent) -> bool {
+    match event {
+        AgentEvent::Heartbeat => true,
+        AgentEvent::Output(_) => false,
+        AgentEvent::Update(update) => v1::ExecutionState::try_from(update.state)
+            .ok()
+            .and_then(ExecState::from_proto)
+            .is_some_and(|state| state.task_status().is_some()),
+    }
 }
 
 /// Applies, in order, the events one agent session sent.
@@ -136,34 +229,93 @@ pub async fn apply(
     worker: WorkerId,
     events: Vec<AgentEvent>,
 ) -> Result<Applied, StoreError> {
+    if events.iter().all(is_plain) {
+        // The common case (tasks starting and succeeding): plain statements only.
+        let backend = store.backend();
+        return store
+            .writer
+            .execute(move |_ids| {
+                let mut batch = StatementBatch::new(backend);
+                let mut applied = Applied::default();
+                for event in events {
+                    if let AgentEvent::Update(update) = event
+                        && let Some(status) = v1::ExecutionState::try_from(update.state)
+                            .ok()
+                            .and_then(ExecState::from_proto)
+                            .and_then(|s| s.task_status().map(|status| (s, status)))
+                    {
+                        progress(
+                            &mut batch,
+                            worker,
+                            &update,
+                            status.0,
+                            status.1,
+                            &mut applied,
+                        );
+                    }
+                }
+                batch.push(&super::workers::touch_statement(worker));
+                (batch.into_sql(), applied)
+            })
+            .await;
+    }
     store
         .writer
         .write(move |txn, _ids| {
             Box::pin(async move {
                 let mut applied = Applied::default();
                 let mut chunks: Vec<v1::OutputChunk> = Vec::new();
+                let mut batch = StatementBatch::new(txn.get_database_backend());
                 for event in events {
                     match event {
                         AgentEvent::Output(chunk) => chunks.push(chunk),
                         AgentEvent::Update(update) => {
                             // Output sent before an update is committed before it.
-                            write_chunks(txn, worker, std::mem::take(&mut chunks), &mut applied)
-                                .await?;
-                            apply_update(txn, worker, update, &mut applied).await?;
+                            write_chunks(
+                                txn,
+                                &mut batch,
+                                worker,
+                                std::mem::take(&mut chunks),
+                                &mut applied,
+                            )
+                            .await?;
+                            apply_update(txn, &mut batch, worker, update, &mut applied).await?;
                         }
                         AgentEvent::Heartbeat => {}
                     }
                 }
-                write_chunks(txn, worker, chunks, &mut applied).await?;
-                super::workers::touch(txn, worker).await?;
+                write_chunks(txn, &mut batch, worker, chunks, &mut applied).await?;
+                batch.push(&super::workers::touch_statement(worker));
+                batch.flush(txn).await?;
                 Ok(applied)
             })
         })
         .await
 }
 
+/// Task ids of executions, for waking their followers.
+pub async fn tasks_of(
+    db: &impl ConnectionTrait,
+    executions: &HashSet<ExecutionId>,
+) -> Result<Vec<TaskId>, StoreError> {
+    let ids: Vec<i64> = executions.iter().map(|e| e.0).collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let rows: Vec<i64> = execution::Entity::find()
+            .select_only()
+            .column(execution::Column::TaskId)
+            .filter(execution::Column::Id.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        out.extend(rows.into_iter().map(TaskId));
+    }
+    Ok(out)
+}
+
 async fn write_chunks(
     txn: &DatabaseTransaction,
+    batch: &mut StatementBatch,
     worker: WorkerId,
     chunks: Vec<v1::OutputChunk>,
     applied: &mut Applied,
@@ -171,6 +323,8 @@ async fn write_chunks(
     if chunks.is_empty() {
         return Ok(());
     }
+    // Updates queued before these chunks must be in the database first.
+    batch.flush(txn).await?;
     let exec_ids: HashSet<i64> = chunks.iter().map(|c| c.execution_id).collect();
     let rows = execution::Entity::find()
         .filter(execution::Column::Id.is_in(exec_ids))
@@ -224,12 +378,13 @@ async fn write_chunks(
     for (id, (_, out, err)) in lengths {
         let (_, out_before, err_before) = before[&id];
         if out != out_before || err != err_before {
-            execution::Entity::update_many()
-                .col_expr(execution::Column::StdoutBytes, Expr::value(out))
-                .col_expr(execution::Column::StderrBytes, Expr::value(err))
-                .filter(execution::Column::Id.eq(id))
-                .exec(txn)
-                .await?;
+            batch.push(
+                &execution::Entity::update_many()
+                    .col_expr(execution::Column::StdoutBytes, Expr::value(out))
+                    .col_expr(execution::Column::StderrBytes, Expr::value(err))
+                    .filter(execution::Column::Id.eq(id))
+                    .into_query(),
+            );
         }
     }
     Ok(())
@@ -237,6 +392,7 @@ async fn write_chunks(
 
 async fn apply_update(
     txn: &DatabaseTransaction,
+    batch: &mut StatementBatch,
     worker: WorkerId,
     update: v1::ExecutionUpdate,
     applied: &mut Applied,
@@ -245,9 +401,97 @@ async fn apply_update(
         .ok()
         .and_then(ExecState::from_proto)
     else {
-        tracing::warn!(state = update.state, "execution update without a state, ignored");
+        tracing::warn!(
+            state = update.state,
+            "execution update without a state, ignored"
+        );
         return Ok(());
     };
+    match target.task_status() {
+        Some(status) => {
+            progress(batch, worker, &update, target, status, applied);
+            Ok(())
+        }
+        None => {
+            batch.flush(txn).await?;
+            fail(txn, worker, update, target, applied).await
+        }
+    }
+}
+
+/// An execution moves forward without failing: two guarded UPDATEs, no read. A replay
+/// or a report for an execution already ended matches no row and changes nothing.
+fn progress(
+    batch: &mut StatementBatch,
+    worker: WorkerId,
+    update: &v1::ExecutionUpdate,
+    target: ExecState,
+    status: TaskStatus,
+    applied: &mut Applied,
+) {
+    let now = now_ms();
+    let mut exec_update = execution::Entity::update_many()
+        .col_expr(execution::Column::State, Expr::value(target.as_str()))
+        .filter(execution::Column::Id.eq(update.execution_id))
+        .filter(execution::Column::WorkerId.eq(worker.0))
+        .filter(execution::Column::State.is_in(ExecState::predecessors(target)));
+    if target != ExecState::Accepted {
+        exec_update = exec_update.col_expr(
+            execution::Column::StartedAt,
+            Func::coalesce([Expr::col(execution::Column::StartedAt), Expr::value(now)]).into(),
+        );
+    }
+    if target.is_final() {
+        exec_update = exec_update
+            .col_expr(execution::Column::FinishedAt, Expr::value(now))
+            .col_expr(execution::Column::ExitCode, Expr::value(update.exit_code))
+            .col_expr(
+                execution::Column::Message,
+                Expr::value(update.message.clone()),
+            );
+        // A success reported after the lease expired is recorded, not applied.
+        batch.push(
+            &execution::Entity::update_many()
+                .col_expr(
+                    execution::Column::Message,
+                    Expr::value(format!(
+                        "late report: {} (exit code {}) after the execution ended; ",
+                        target.as_str(),
+                        update
+                            .exit_code
+                            .map_or("none".to_owned(), |c| c.to_string())
+                    ))
+                    .binary(BinOper::Custom("||"), Expr::col(execution::Column::Message)),
+                )
+                .filter(execution::Column::Id.eq(update.execution_id))
+                .filter(execution::Column::WorkerId.eq(worker.0))
+                .filter(execution::Column::State.is_in(["failed", "canceled"]))
+                .into_query(),
+        );
+        applied.finished.push(ExecutionId(update.execution_id));
+    }
+    batch.push(&exec_update.into_query());
+    let mut task_update = task::Entity::update_many()
+        .col_expr(task::Column::Status, Expr::value(status.as_str()))
+        .col_expr(task::Column::UpdatedAt, Expr::value(now))
+        .filter(task::Column::ExecutionId.eq(update.execution_id))
+        .filter(task::Column::WorkerId.eq(worker.0))
+        .filter(task::Column::Status.is_in(TaskStatus::predecessors(status)));
+    if status.is_final() {
+        task_update = task_update.col_expr(task::Column::ExitCode, Expr::value(update.exit_code));
+    }
+    batch.push(&task_update.into_query());
+    applied.executions.insert(ExecutionId(update.execution_id));
+}
+
+/// An execution failed (or was canceled): read it and its task, then retry or fail.
+async fn fail(
+    txn: &DatabaseTransaction,
+    worker: WorkerId,
+    update: v1::ExecutionUpdate,
+    target: ExecState,
+    applied: &mut Applied,
+) -> Result<(), StoreError> {
     let Some(row) = execution::Entity::find_by_id(update.execution_id)
         .filter(execution::Column::WorkerId.eq(worker.0))
         .one(txn)
@@ -258,73 +502,49 @@ async fn apply_update(
     };
     let current: ExecState = row.state.parse().unwrap_or(ExecState::Canceled);
     if current.check(target).is_err() {
-        // A replay, or a late report of an execution already ended (lost, canceled).
-        if current.is_final() && target.is_final() && current != target {
-            tracing::info!(execution_id = row.id, state = %row.state, reported = target.as_str(), "late report recorded");
-            execution::Entity::update_many()
-                .col_expr(
-                    execution::Column::Message,
-                    Expr::value(format!(
-                        "{}{}late report: {} (exit code {})",
-                        row.message,
-                        if row.message.is_empty() { "" } else { "; " },
-                        target.as_str(),
-                        update.exit_code.map_or("none".to_owned(), |c| c.to_string())
-                    )),
-                )
-                .filter(execution::Column::Id.eq(row.id))
-                .exec(txn)
-                .await?;
-        }
-        return Ok(());
+        return Ok(()); // a replay, or a late report of an execution already ended
     }
     let now = now_ms();
-    let failure = v1::FailureClass::try_from(update.failure).unwrap_or(v1::FailureClass::Unspecified);
-    let mut exec_update = execution::Entity::update_many()
+    let failure =
+        v1::FailureClass::try_from(update.failure).unwrap_or(v1::FailureClass::Unspecified);
+    execution::Entity::update_many()
         .col_expr(execution::Column::State, Expr::value(target.as_str()))
+        .col_expr(execution::Column::FinishedAt, Expr::value(now))
+        .col_expr(execution::Column::ExitCode, Expr::value(update.exit_code))
+        .col_expr(
+            execution::Column::Failure,
+            Expr::value(failure_as_str(failure)),
+        )
+        .col_expr(
+            execution::Column::Message,
+            Expr::value(update.message.clone()),
+        )
         .filter(execution::Column::Id.eq(row.id))
-        .filter(execution::Column::State.is_in(ExecState::predecessors(target)));
-    if row.started_at.is_none() && !matches!(target, ExecState::Accepted | ExecState::Canceled) {
-        exec_update = exec_update.col_expr(execution::Column::StartedAt, Expr::value(now));
-    }
-    if target.is_final() {
-        exec_update = exec_update
-            .col_expr(execution::Column::FinishedAt, Expr::value(now))
-            .col_expr(execution::Column::ExitCode, Expr::value(update.exit_code))
-            .col_expr(execution::Column::Failure, Expr::value(failure_as_str(failure)))
-            .col_expr(execution::Column::Message, Expr::value(update.message.clone()));
-    }
-    exec_update.exec(txn).await?;
+        .filter(execution::Column::State.is_in(ExecState::predecessors(target)))
+        .exec(txn)
+        .await?;
     let task_id = TaskId(row.task_id);
     applied.touched.insert(task_id);
-    if target.is_final() {
-        applied.finished.push(ExecutionId(row.id));
-    }
+    applied.finished.push(ExecutionId(row.id));
     let task_row = super::tasks::get(txn, task_id).await?;
     if task_row.execution_id != Some(row.id) {
         return Ok(()); // the task moved on (relaunched); this attempt is history
     }
-    let new_status = match target.task_status() {
-        Some(status) => status,
-        None => {
-            let message = if update.message.is_empty() {
-                update
-                    .exit_code
-                    .map(|c| format!("exit code {c}"))
-                    .unwrap_or_else(|| failure_as_str(failure).to_owned())
-            } else {
-                update.message.clone()
-            };
-            let retry = failure != v1::FailureClass::Killed && target == ExecState::Failed;
-            if let Some(queued) =
-                end_task_attempt(txn, &task_row, retry, &message, update.exit_code).await?
-            {
-                applied.requeued.push(queued);
-            }
-            return Ok(());
-        }
+    let message = if update.message.is_empty() {
+        update
+            .exit_code
+            .map(|c| format!("exit code {c}"))
+            .unwrap_or_else(|| failure_as_str(failure).to_owned())
+    } else {
+        update.message.clone()
     };
-    set_task_status(txn, &task_row, new_status, "", update.exit_code).await
+    let retry = failure != v1::FailureClass::Killed && target == ExecState::Failed;
+    if let Some(queued) =
+        end_task_attempt(txn, &task_row, retry, &message, update.exit_code).await?
+    {
+        applied.requeued.push(queued);
+    }
+    Ok(())
 }
 
 async fn set_task_status(

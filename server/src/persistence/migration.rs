@@ -70,6 +70,9 @@ impl MigrationTrait for Initial {
             .create_index(index("task_status_id", "task", &["status", "id"]))
             .await?;
         manager
+            .create_index(index("task_execution", "task", &["execution_id"]))
+            .await?;
+        manager
             .create_table(
                 Table::create()
                     .table(col("execution"))

@@ -2,6 +2,7 @@
 //! and the same migrations. Reads go straight to the connection pool; every write goes
 //! through the [`writer::Writer`] (group commit).
 
+pub mod batch;
 pub mod entities;
 pub mod executions;
 pub mod migration;
@@ -14,8 +15,7 @@ use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, FromQueryResult,
-    Statement,
+    ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, FromQueryResult, Statement,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -48,29 +48,37 @@ pub fn default_url(data_dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("scitq.db").display())
 }
 
-/// Connects, applies pending migrations, and returns the connection.
-pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+/// Connects, applies pending migrations, and returns a pool for reads and the single
+/// connection of the store writer.
+pub async fn connect(url: &str) -> Result<(DatabaseConnection, DatabaseConnection), DbErr> {
+    let readers = Database::connect(options(url, 6)).await?;
+    migration::Migrator::up(&readers, None).await?;
+    let writer = Database::connect(options(url, 1)).await?;
+    Ok((readers, writer))
+}
+
+fn options(url: &str, connections: u32) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
+        .max_connections(connections)
+        .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(30));
+        .acquire_timeout(Duration::from_secs(30))
+        // The writer's one connection must never be recycled under it.
+        .idle_timeout(None)
+        .max_lifetime(None);
     if url.starts_with("sqlite:") {
-        // One writer (the store writer) plus a few readers; WAL lets them run together.
-        // synchronous=FULL: a commit is on disk before it is acknowledged.
-        options.max_connections(6).min_connections(1);
+        // WAL lets readers run beside the one writer. synchronous=FULL: a commit is on
+        // disk before it is acknowledged.
         options.map_sqlx_sqlite_opts(|opts| {
             opts.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(30))
                 .foreign_keys(false)
         });
-    } else {
-        options.max_connections(16).min_connections(1);
     }
-    let db = Database::connect(options).await?;
-    migration::Migrator::up(&db, None).await?;
-    Ok(db)
+    options
 }
 
 #[derive(FromQueryResult)]

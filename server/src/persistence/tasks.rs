@@ -112,7 +112,8 @@ pub async fn list(store: &Store, filter: TaskFilter) -> Result<Vec<task::Model>,
         query = query.filter(task::Column::Batch.eq(batch));
     }
     if !filter.statuses.is_empty() {
-        query = query.filter(task::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
+        query =
+            query.filter(task::Column::Status.is_in(filter.statuses.iter().map(|s| s.as_str())));
     }
     if let Some(like) = filter.name_like {
         query = query.filter(Expr::col(task::Column::Name).like(like));
@@ -257,9 +258,14 @@ pub async fn active_executions_of_batch(
         .select_only()
         .column(task::Column::Id)
         .filter(task::Column::Batch.eq(name))
-        .filter(task::Column::Status.is_in(
-            TaskStatus::ALL.iter().filter(|s| s.is_active()).map(|s| s.as_str()),
-        ))
+        .filter(
+            task::Column::Status.is_in(
+                TaskStatus::ALL
+                    .iter()
+                    .filter(|s| s.is_active())
+                    .map(|s| s.as_str()),
+            ),
+        )
         .into_tuple()
         .all(db)
         .await?;
@@ -270,7 +276,12 @@ pub async fn active_executions_of_batch(
             .column(execution::Column::Id)
             .column(execution::Column::WorkerId)
             .filter(execution::Column::TaskId.is_in(chunk.iter().copied()))
-            .filter(execution::Column::State.is_in(["assigned", "accepted", "running", "uploading"]))
+            .filter(execution::Column::State.is_in([
+                "assigned",
+                "accepted",
+                "running",
+                "uploading",
+            ]))
             .into_tuple()
             .all(db)
             .await?;

@@ -1,11 +1,11 @@
 //! Workers: registration on Hello, settings, status.
 
+use scitq_proto::v1;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder,
+    QueryOrder, QueryTrait,
 };
-use scitq_proto::v1;
 
 use super::entities::worker;
 use super::executions::{Reconciled, reconcile};
@@ -109,13 +109,12 @@ pub async fn list(store: &Store) -> Result<Vec<worker::Model>, StoreError> {
         .await?)
 }
 
-pub async fn touch(txn: &DatabaseTransaction, id: WorkerId) -> Result<(), StoreError> {
+/// Records contact with a worker.
+pub fn touch_statement(id: WorkerId) -> sea_orm::sea_query::UpdateStatement {
     worker::Entity::update_many()
         .col_expr(worker::Column::LastContact, Expr::value(now_ms()))
         .filter(worker::Column::Id.eq(id.0))
-        .exec(txn)
-        .await?;
-    Ok(())
+        .into_query()
 }
 
 pub async fn set_status(
@@ -170,8 +169,14 @@ pub async fn update_settings(
             Box::pin(async move {
                 get(txn, id).await?;
                 worker::Entity::update_many()
-                    .col_expr(worker::Column::Concurrency, Expr::value(settings.concurrency as i32))
-                    .col_expr(worker::Column::Prefetch, Expr::value(settings.prefetch as i32))
+                    .col_expr(
+                        worker::Column::Concurrency,
+                        Expr::value(settings.concurrency as i32),
+                    )
+                    .col_expr(
+                        worker::Column::Prefetch,
+                        Expr::value(settings.prefetch as i32),
+                    )
                     .col_expr(
                         worker::Column::Batch,
                         Expr::value(settings.batch.clone().unwrap_or_default()),

@@ -5,7 +5,7 @@
 //! nothing is acknowledged before it is durable.
 
 use futures::future::BoxFuture;
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
@@ -35,10 +35,19 @@ impl Ids {
 }
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Op = Box<
+type TxnOp = Box<
     dyn for<'a> FnOnce(&'a DatabaseTransaction, &'a mut Ids) -> BoxFuture<'a, (bool, Completion)>
         + Send,
 >;
+type SqlOp = Box<dyn FnOnce(&mut Ids) -> (String, Completion) + Send>;
+
+/// A write: either code that runs in the transaction (and may read), or plain statements
+/// that need no answer. A group made only of the latter is sent to the database as one
+/// string, `BEGIN` to `COMMIT`: one round trip for many changes.
+enum Op {
+    Txn(TxnOp),
+    Sql(SqlOp),
+}
 
 /// Most writes grouped in one transaction.
 const MAX_GROUP: usize = 512;
@@ -69,7 +78,7 @@ impl Writer {
             + 'static,
     {
         let (reply_tx, reply_rx) = oneshot::channel();
-        let op: Op = Box::new(move |txn, ids| {
+        let op: TxnOp = Box::new(move |txn, ids| {
             Box::pin(async move {
                 let result = f(txn, ids).await;
                 let ok = result.is_ok();
@@ -79,14 +88,44 @@ impl Writer {
                 (ok, completion)
             })
         });
-        self.tx.send(op).await.map_err(|_| StoreError::Closed)?;
+        self.tx
+            .send(Op::Txn(op))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        reply_rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs the statements `build` renders (given the id allocator) in the next group
+    /// transaction, and returns its value once committed. The statements must not fail
+    /// in normal operation (guarded UPDATEs, INSERTs of fresh ids): a failure fails the
+    /// whole group.
+    pub async fn execute<R, F>(&self, build: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Ids) -> (String, R) + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let op: SqlOp = Box::new(move |ids| {
+            let (sql, value) = build(ids);
+            let completion: Completion = Box::new(move |commit| {
+                let _ = reply_tx.send(commit.map(|()| value));
+            });
+            (sql, completion)
+        });
+        self.tx
+            .send(Op::Sql(op))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         reply_rx.await.map_err(|_| StoreError::Closed)?
     }
 }
 
 async fn run(db: DatabaseConnection, mut ids: Ids, mut rx: mpsc::Receiver<Op>) {
     let mut ops = Vec::with_capacity(MAX_GROUP);
+    let (mut groups, mut writes) = (0u64, 0u64);
     while rx.recv_many(&mut ops, MAX_GROUP).await > 0 {
+        groups += 1;
+        writes += ops.len() as u64;
         let completions = match run_group(&db, &mut ids, ops.drain(..)).await {
             Ok(completions) => completions.into_iter().map(|c| (c, Ok(()))).collect(),
             Err((completions, err)) => {
@@ -101,6 +140,7 @@ async fn run(db: DatabaseConnection, mut ids: Ids, mut rx: mpsc::Receiver<Op>) {
             completion(result);
         }
     }
+    tracing::info!(transactions = groups, writes, "store writer stopped");
 }
 
 type GroupResult = Result<Vec<Completion>, (Vec<Completion>, DbErr)>;
@@ -108,23 +148,53 @@ type GroupResult = Result<Vec<Completion>, (Vec<Completion>, DbErr)>;
 async fn run_group(
     db: &DatabaseConnection,
     ids: &mut Ids,
-    ops: impl Iterator<Item = Op>,
+    ops: std::vec::Drain<'_, Op>,
 ) -> GroupResult {
+    let ops: Vec<Op> = ops.collect();
+    if ops.iter().all(|op| matches!(op, Op::Sql(_))) {
+        return run_sql_only(db, ids, ops).await;
+    }
+    if ops.len() == 1 {
+        let Some(Op::Txn(op)) = ops.into_iter().next() else {
+            unreachable!("a lone op that is not plain SQL")
+        };
+        return run_alone(db, ids, op).await;
+    }
+    let savepoints = ops.iter().filter(|op| matches!(op, Op::Txn(_))).count() > 1;
     let mut completions = Vec::new();
     let txn = match db.begin().await {
         Ok(txn) => txn,
         Err(err) => {
             // Still run nothing, but answer everyone.
-            let completions = ops
-                .map(|op| -> Completion {
-                    drop(op);
-                    Box::new(|_| {})
-                })
-                .collect();
-            return Err((completions, err));
+            drop(ops);
+            return Err((Vec::new(), err));
         }
     };
     for op in ops {
+        let op = match op {
+            Op::Sql(op) => {
+                let (sql, completion) = op(ids);
+                completions.push(completion);
+                if let Err(err) = txn.execute_unprepared(&sql).await {
+                    return Err((completions, err));
+                }
+                continue;
+            }
+            Op::Txn(op) => op,
+        };
+        if !savepoints {
+            let (ok, completion) = op(&txn, ids).await;
+            completions.push(completion);
+            if !ok {
+                // The only code op failed: undo it, keep the plain statements.
+                let _ = txn.rollback().await;
+                return Err((
+                    completions,
+                    DbErr::Custom("write failed, group rolled back".into()),
+                ));
+            }
+            continue;
+        }
         let savepoint = match txn.begin().await {
             Ok(savepoint) => savepoint,
             Err(err) => return Err((completions, err)),
@@ -143,5 +213,48 @@ async fn run_group(
     match txn.commit().await {
         Ok(()) => Ok(completions),
         Err(err) => Err((completions, err)),
+    }
+}
+
+/// A lone write needs no savepoint: its transaction is its own.
+async fn run_alone(db: &DatabaseConnection, ids: &mut Ids, op: TxnOp) -> GroupResult {
+    let txn = match db.begin().await {
+        Ok(txn) => txn,
+        Err(err) => {
+            drop(op);
+            return Err((Vec::new(), err));
+        }
+    };
+    let (ok, completion) = op(&txn, ids).await;
+    let end = if ok {
+        txn.commit().await
+    } else {
+        txn.rollback().await
+    };
+    match end {
+        Ok(()) => Ok(vec![completion]),
+        Err(err) => Err((vec![completion], err)),
+    }
+}
+
+/// Plain statements only: `BEGIN; …; COMMIT` in one round trip.
+async fn run_sql_only(db: &DatabaseConnection, ids: &mut Ids, ops: Vec<Op>) -> GroupResult {
+    let mut sql = String::from("BEGIN;\n");
+    let mut completions = Vec::with_capacity(ops.len());
+    for op in ops {
+        if let Op::Sql(op) = op {
+            let (statements, completion) = op(ids);
+            sql.push_str(&statements);
+            completions.push(completion);
+        }
+    }
+    sql.push_str("COMMIT;\n");
+    match db.execute_unprepared(&sql).await {
+        Ok(_) => Ok(completions),
+        Err(err) => {
+            // The writer has its own connection: leave it clean for the next group.
+            let _ = db.execute_unprepared("ROLLBACK").await;
+            Err((completions, err))
+        }
     }
 }

@@ -1,0 +1,95 @@
+//! A `scitq-agent` serving a test server, with its own work dir.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::client::apply_env;
+use crate::process::{Proc, log_tail};
+use crate::server::Server;
+use crate::{bin, keep_on_panic, temp_dir};
+
+/// A running scitq-agent. Dropping it kills it and the tasks it started.
+pub struct Agent {
+    name: String,
+    proc: Proc,
+    dir: TempDir,
+}
+
+impl Agent {
+    /// `scitq-agent --server ADDR --name NAME --concurrency N --work-dir TMP
+    /// --reconnect-max 1s EXTRA…`, in the server's HOME so it finds the worker token.
+    /// Does not wait for the agent to connect (see `Client::wait_worker_online`).
+    pub fn start(server: &Server, name: &str, concurrency: u32, extra: &[&str]) -> Agent {
+        Agent::start_raw(server, name, &concurrency.to_string(), extra)
+    }
+
+    /// Like [`Agent::start`] with the concurrency given as text, to try bad values.
+    pub fn start_raw(server: &Server, name: &str, concurrency: &str, extra: &[&str]) -> Agent {
+        let dir = temp_dir(&format!("scitq-agent-{name}-"));
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).expect("create agent work dir");
+        let mut cmd = Command::new(bin("scitq-agent"));
+        cmd.arg("--server")
+            .arg(server.addr())
+            .arg("--name")
+            .arg(name)
+            .arg("--concurrency")
+            .arg(concurrency)
+            .arg("--work-dir")
+            .arg(&work)
+            .arg("--reconnect-max")
+            .arg("1s")
+            .args(extra);
+        apply_env(&mut cmd, &server.home());
+        let log = dir.path().join("agent.log");
+        let proc = Proc::spawn(&format!("scitq-agent {name}"), cmd, &log);
+        Agent {
+            name: name.to_string(),
+            proc,
+            dir,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        self.proc.pid()
+    }
+
+    /// SIGKILL to the agent alone; the tasks it started are killed when it is dropped.
+    pub fn kill9(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.proc.terminate(grace)
+    }
+
+    /// Waits at most `timeout` for the agent to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.proc.wait_exit(timeout)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(self.proc.log(), lines)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.proc.print_log_tail(60);
+        }
+        keep_on_panic(&mut self.dir, "agent");
+    }
+}

@@ -1,0 +1,305 @@
+//! scitq-bench: how fast scitq runs tiny tasks, compared with spawning them directly; how
+//! fast it takes submissions; how much memory a large queue costs scitqd.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use serde_json::Value;
+
+use scitq_tests::{Agent, Client, Server, ServerOpts, bin_dir, rss_kib};
+
+/// Tasks per `task create --from-file` call when queuing a large number of tasks.
+const CHUNK: usize = 100_000;
+
+/// Benchmarks scitq with its real binaries: scitqd (SQLite in a temp dir unless
+/// --database-url is given), one scitq-agent and scitqctl, all on 127.0.0.1.
+///
+/// Parts, each selected by giving its size (with none given, all three run with their
+/// defaults):
+///
+///   --tasks N: throughput. N `true` tasks submitted with `task create --from-file` and run by
+///   one agent at --concurrency C, timed from submission until all succeeded; then the bare
+///   baseline in the same run, the same N `true` commands spawned directly by a loop at
+///   concurrency C, and the ratio of the two rates.
+///
+///   --submit N: submission rate. One `task create --from-file` of N tasks (one CreateTasks
+///   call), no agent.
+///
+///   --queue-memory N: scitqd's resident memory (VmRSS) idle and with N pending tasks queued
+///   (no agent), submitted in chunks of 100,000.
+///
+/// Example:
+///
+///   cargo run --release -p scitq-tests --bin scitq-bench -- --tasks 10000 --concurrency 4
+///
+/// The scitq binaries are first rebuilt with the profile of this binary (so a release bench
+/// measures release binaries); --no-build skips that.
+#[derive(Parser, Debug)]
+#[command(name = "scitq-bench", verbatim_doc_comment)]
+struct Args {
+    /// Throughput part: how many `true` tasks to run [default when no part is given: 10000].
+    #[arg(long, value_name = "N")]
+    tasks: Option<usize>,
+    /// Agent concurrency, and that of the direct-spawn baseline.
+    #[arg(long, value_name = "C", default_value_t = 4)]
+    concurrency: u32,
+    /// Submission part: how many tasks to create in one call [default when no part is
+    /// given: 100000].
+    #[arg(long, value_name = "N")]
+    submit: Option<usize>,
+    /// Memory part: how many pending tasks to queue [default when no part is given: 1000000].
+    #[arg(long, value_name = "N")]
+    queue_memory: Option<usize>,
+    /// Run scitqd on this database (e.g. postgres://…) instead of SQLite in a temp dir.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Do not rebuild scitqd, scitq-agent and scitqctl first.
+    #[arg(long)]
+    no_build: bool,
+}
+
+fn main() -> Result<()> {
+    let mut args = Args::parse();
+    ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    if args.tasks.is_none() && args.submit.is_none() && args.queue_memory.is_none() {
+        args.tasks = Some(10_000);
+        args.submit = Some(100_000);
+        args.queue_memory = Some(1_000_000);
+    }
+    if !args.no_build {
+        build_binaries()?;
+    }
+    let opts = ServerOpts {
+        database_url: args.database_url.clone(),
+        ..ServerOpts::default()
+    };
+    if let Some(n) = args.tasks {
+        throughput(&opts, n, args.concurrency)?;
+    }
+    if let Some(n) = args.submit {
+        submission(&opts, n)?;
+    }
+    if let Some(n) = args.queue_memory {
+        queue_memory(&opts, n)?;
+    }
+    Ok(())
+}
+
+/// Rebuilds scitqd, scitq-agent and scitqctl with this binary's profile, into this binary's
+/// target dir.
+fn build_binaries() -> Result<()> {
+    let profile_dir = bin_dir();
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("name of the profile dir")?
+        .to_string();
+    let target_dir = profile_dir.parent().context("target dir")?;
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args([
+            "-p",
+            "scitq-server",
+            "-p",
+            "scitq-worker",
+            "-p",
+            "scitq-cli",
+            "--bins",
+        ]);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    eprintln!("building the scitq binaries ({profile})…");
+    let status = cmd.status().with_context(|| format!("run {cmd:?}"))?;
+    ensure!(status.success(), "{cmd:?} failed with {status}");
+    Ok(())
+}
+
+fn throughput(opts: &ServerOpts, n: usize, concurrency: u32) -> Result<()> {
+    let server = Server::start(opts.clone());
+    let c = server.client();
+    let _agent = Agent::start(&server, "bench", concurrency, &[]);
+    c.wait_worker_online("bench", Duration::from_secs(60));
+
+    let commands = vec!["true".to_string(); n];
+    let start = Instant::now();
+    submit(&c, &commands, "bench")?;
+    let submitted = start.elapsed();
+    wait_all_succeeded(&c, "bench", n)?;
+    let elapsed = start.elapsed();
+    let scitq_rate = n as f64 / elapsed.as_secs_f64();
+    println!(
+        "throughput: {n} `true` tasks, one agent at concurrency {concurrency}: {:.2} s \
+         (submission {:.2} s) -> {scitq_rate:.0} tasks/s",
+        elapsed.as_secs_f64(),
+        submitted.as_secs_f64()
+    );
+
+    let elapsed = spawn_directly(n, concurrency)?;
+    let bare_rate = n as f64 / elapsed.as_secs_f64();
+    println!(
+        "baseline:   {n} `true` spawned directly at concurrency {concurrency}: {:.2} s -> {bare_rate:.0} tasks/s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "ratio:      scitq / direct = {:.3} (scitq runs tiny tasks at {:.1}% of the bare spawn rate)",
+        scitq_rate / bare_rate,
+        100.0 * scitq_rate / bare_rate
+    );
+    Ok(())
+}
+
+/// Spawns `true` n times with `concurrency` at a time; returns the time it took.
+fn spawn_directly(n: usize, concurrency: u32) -> Result<Duration> {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let next = next.clone();
+            std::thread::spawn(move || -> Result<()> {
+                while next.fetch_add(1, Ordering::Relaxed) < n as u64 {
+                    let status = Command::new("true")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()?;
+                    ensure!(status.success(), "true exited with {status}");
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("spawner thread")?;
+    }
+    Ok(start.elapsed())
+}
+
+fn submission(opts: &ServerOpts, n: usize) -> Result<()> {
+    let server = Server::start(opts.clone());
+    let c = server.client();
+    let commands = vec!["true".to_string(); n];
+    let file = c.scratch_file("submit", &(commands.join("\n") + "\n"));
+    let start = Instant::now();
+    let out = c.ctl([
+        "task".as_ref(),
+        "create".as_ref(),
+        "--batch".as_ref(),
+        "submit".as_ref(),
+        "--from-file".as_ref(),
+        file.as_os_str(),
+    ]);
+    let elapsed = start.elapsed();
+    ensure!(
+        out.status.success(),
+        "task create --from-file failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids = String::from_utf8_lossy(&out.stdout).lines().count();
+    ensure!(
+        ids == n,
+        "task create --from-file printed {ids} ids for {n} tasks"
+    );
+    println!(
+        "submission: {n} tasks in one `task create --from-file`: {:.2} s -> {:.0} tasks/s",
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn queue_memory(opts: &ServerOpts, n: usize) -> Result<()> {
+    let server = Server::start(opts.clone());
+    let c = server.client();
+    let idle = rss_kib(server.pid()).context("read scitqd VmRSS")?;
+    let commands = vec!["true".to_string(); n.min(CHUNK)];
+    let start = Instant::now();
+    let mut queued = 0;
+    while queued < n {
+        let chunk = (n - queued).min(CHUNK);
+        submit(&c, &commands[..chunk], "memory")?;
+        queued += chunk;
+    }
+    let elapsed = start.elapsed();
+    let pending = batch_counts(&c, "memory")?
+        .get("pending")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    ensure!(pending == n as u64, "{pending} tasks pending, {n} queued");
+    let loaded = rss_kib(server.pid()).context("read scitqd VmRSS")?;
+    println!(
+        "memory:     scitqd VmRSS {:.1} MiB idle, {:.1} MiB with {n} pending tasks \
+         ({:.0} bytes per task; queued in {:.1} s, {:.0} tasks/s)",
+        idle as f64 / 1024.0,
+        loaded as f64 / 1024.0,
+        (loaded.saturating_sub(idle) * 1024) as f64 / n as f64,
+        elapsed.as_secs_f64(),
+        n as f64 / elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `task create --batch BATCH --from-file` of `commands`.
+fn submit(c: &Client, commands: &[String], batch: &str) -> Result<()> {
+    let file = c.scratch_file("bench", &(commands.join("\n") + "\n"));
+    let out = c.ctl([
+        "task".as_ref(),
+        "create".as_ref(),
+        "--batch".as_ref(),
+        batch.as_ref(),
+        "--from-file".as_ref(),
+        file.as_os_str(),
+    ]);
+    let _ = std::fs::remove_file(&file);
+    if !out.status.success() {
+        bail!(
+            "task create --from-file failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn batch_counts(c: &Client, batch: &str) -> Result<serde_json::Map<String, Value>> {
+    let batches = c.batches();
+    let found = batches
+        .iter()
+        .find(|b| b["name"] == batch)
+        .with_context(|| format!("batch {batch} not listed"))?;
+    Ok(found["counts"].as_object().cloned().unwrap_or_default())
+}
+
+fn wait_all_succeeded(c: &Client, batch: &str, n: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let counts = batch_counts(c, batch)?;
+        let count = |s: &str| counts.get(s).and_then(Value::as_u64).unwrap_or(0);
+        ensure!(count("failed") == 0, "tasks failed: {counts:?}");
+        if count("succeeded") >= n as u64 {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "not done after an hour: {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

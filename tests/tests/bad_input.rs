@@ -1,0 +1,244 @@
+//! Bad input gets a clear error, on stderr, with a non-zero exit, and changes nothing.
+
+use std::process::Output;
+use std::time::Duration;
+
+use scitq_tests::{Agent, Client, Server, ServerOpts, describe, log_tail};
+
+const CONNECT: Duration = Duration::from_secs(60);
+
+/// A server holding two pending tasks (no agent), so "nothing changed" means something.
+fn server_with_two_tasks() -> (Server, Client) {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    c.create(&["--batch", "seed", "--", "echo", "one"]);
+    c.create(&["--batch", "seed", "--", "echo", "two"]);
+    assert_eq!(c.task_count(), 2);
+    (server, c)
+}
+
+/// The command failed, printed nothing on stdout, and its stderr names every `needle`
+/// (case-insensitive).
+fn assert_refused(what: &str, out: &Output, needles: &[&str]) {
+    assert!(
+        !out.status.success(),
+        "{what} should fail: {}",
+        describe(out)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{what} printed data on stdout: {}",
+        describe(out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    for needle in needles {
+        assert!(
+            stderr.contains(&needle.to_lowercase()),
+            "{what}: the error should mention {needle:?}: {}",
+            describe(out)
+        );
+    }
+}
+
+#[test]
+fn an_empty_command_is_refused() {
+    let (_server, c) = server_with_two_tasks();
+    assert_refused(
+        "task create with no command",
+        &c.ctl(["task", "create", "--"]),
+        &["command"],
+    );
+    assert_refused(
+        "task create ''",
+        &c.ctl(["task", "create", "--", ""]),
+        &["command"],
+    );
+    assert_refused(
+        "task create --shell ''",
+        &c.ctl(["task", "create", "--shell", "--", ""]),
+        &["command"],
+    );
+    let file = c.scratch_file("with-empty-line", "echo fine\n\necho fine too\n");
+    let out = c.ctl([
+        "task".as_ref(),
+        "create".as_ref(),
+        "--from-file".as_ref(),
+        file.as_os_str(),
+    ]);
+    // A blank line may be skipped or refused; it must never become an empty task.
+    if out.status.success() {
+        let count = c.task_count();
+        assert_eq!(
+            count,
+            4,
+            "--from-file with a blank line: {}",
+            describe(&out)
+        );
+        assert!(c.tasks(&[]).iter().all(|t| t["command"] != ""));
+        return;
+    }
+    assert_eq!(c.task_count(), 2, "a refused --from-file created tasks");
+}
+
+#[test]
+fn an_unknown_task_id_is_reported() {
+    let (_server, c) = server_with_two_tasks();
+    assert_refused(
+        "task show 999999",
+        &c.ctl(["task", "show", "999999"]),
+        &["999999"],
+    );
+    assert_refused(
+        "task output 999999",
+        &c.ctl(["task", "output", "999999"]),
+        &["999999"],
+    );
+    assert_eq!(c.task_count(), 2);
+}
+
+#[test]
+fn an_unknown_batch_is_reported() {
+    let (_server, c) = server_with_two_tasks();
+    assert_refused(
+        "batch stop nosuch",
+        &c.ctl(["batch", "stop", "nosuch"]),
+        &["nosuch"],
+    );
+    assert_refused(
+        "batch go nosuch",
+        &c.ctl(["batch", "go", "nosuch"]),
+        &["nosuch"],
+    );
+    assert_refused(
+        "batch delete nosuch",
+        &c.ctl(["batch", "delete", "nosuch", "--yes"]),
+        &["nosuch"],
+    );
+    assert_eq!(c.task_count(), 2);
+    let batches = c.batches();
+    assert!(batches.iter().all(|b| b["name"] != "nosuch"), "{batches:?}");
+    assert!(batches.iter().all(|b| b["stopped"] == false), "{batches:?}");
+}
+
+#[test]
+fn an_unparsable_server_address_exits_2_naming_it() {
+    let (_server, c) = server_with_two_tasks();
+    let out = c
+        .bare_command()
+        .args(["--server", "foo:bar:baz", "task", "list"])
+        .output()
+        .expect("run scitqctl");
+    assert_refused("--server foo:bar:baz", &out, &["foo:bar:baz"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+}
+
+#[test]
+fn a_ten_megabyte_command_is_refused_naming_the_size_limit() {
+    let (_server, c) = server_with_two_tasks();
+    let huge = format!("echo {}\n", "a".repeat(10 * 1024 * 1024));
+    let file = c.scratch_file("huge", &huge);
+    let out = c.ctl([
+        "task".as_ref(),
+        "create".as_ref(),
+        "--from-file".as_ref(),
+        file.as_os_str(),
+    ]);
+    assert_refused("a 10 MB command", &out, &["limit"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.chars().any(|ch| ch.is_ascii_digit()),
+        "the error should give the limit: {stderr}"
+    );
+    assert_eq!(c.task_count(), 2);
+}
+
+#[test]
+fn worker_concurrency_must_be_positive() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "steady", 4, &[]);
+    let id = c.wait_worker_online("steady", CONNECT).to_string();
+    assert_refused(
+        "worker set --concurrency 0",
+        &c.ctl(["worker", "set", &id, "--concurrency", "0"]),
+        &["concurrency"],
+    );
+    assert_refused(
+        "worker set --concurrency -1",
+        &c.ctl(["worker", "set", &id, "--concurrency", "-1"]),
+        &["-1"],
+    );
+    assert_refused(
+        "worker set on an unknown worker",
+        &c.ctl(["worker", "set", "999999", "--concurrency", "2"]),
+        &["999999"],
+    );
+    let workers = c.workers();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0]["concurrency"], 4, "{workers:?}");
+}
+
+#[test]
+fn the_agent_refuses_concurrency_zero() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let mut agent = Agent::start_raw(&server, "idle", "0", &[]);
+    let status = agent
+        .wait_exit(Duration::from_secs(30))
+        .expect("scitq-agent --concurrency 0 should exit at once");
+    assert!(
+        !status.success(),
+        "scitq-agent --concurrency 0 exited with {status}"
+    );
+    let log = agent.log_tail(20).to_lowercase();
+    assert!(
+        log.contains("concurrency"),
+        "the error should name --concurrency: {log}"
+    );
+    assert!(
+        c.workers().is_empty(),
+        "a refused agent registered a worker"
+    );
+}
+
+#[test]
+fn a_bad_token_is_rejected() {
+    let (server, c) = server_with_two_tasks();
+    assert_refused(
+        "--token wrong",
+        &c.ctl(["--token", "not-a-token", "task", "list"]),
+        &["token"],
+    );
+    assert_refused(
+        "task create with a bad token",
+        &c.ctl([
+            "--token",
+            "not-a-token",
+            "task",
+            "create",
+            "--",
+            "echo",
+            "x",
+        ]),
+        &["token"],
+    );
+    // A worker token is not an admin token.
+    assert_refused(
+        "--token WORKER_TOKEN",
+        &c.ctl([
+            "--token",
+            server.worker_token(),
+            "task",
+            "create",
+            "--",
+            "echo",
+            "x",
+        ]),
+        &["token"],
+    );
+    assert_eq!(c.task_count(), 2);
+    assert!(
+        !log_tail(&server.log_path(), 200).contains("not-a-token"),
+        "scitqd logged the token it refused"
+    );
+}

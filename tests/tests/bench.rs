@@ -1,0 +1,32 @@
+//! The benchmark binary still runs, on tiny sizes, so it does not rot between uses.
+
+use std::process::Command;
+
+use scitq_tests::describe;
+
+#[test]
+fn bench_runs_every_part_on_tiny_sizes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_scitq-bench"))
+        .args(["--no-build", "--tasks", "20", "--concurrency", "2"])
+        .args(["--submit", "200", "--queue-memory", "1000"])
+        .output()
+        .expect("run scitq-bench");
+    assert!(out.status.success(), "scitq-bench: {}", describe(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    for part in [
+        "throughput:",
+        "baseline:",
+        "ratio:",
+        "submission:",
+        "memory:",
+    ] {
+        assert!(
+            report.lines().any(|l| l.starts_with(part)),
+            "no {part} line in: {report}"
+        );
+    }
+    assert!(
+        report.contains("tasks/s") && report.contains("VmRSS"),
+        "{report}"
+    );
+}

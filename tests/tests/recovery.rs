@@ -1,0 +1,77 @@
+//! An agent that dies mid-task: its execution is failed as lost when its lease expires, and
+//! the task runs again elsewhere within its retry budget.
+
+use std::time::Duration;
+
+use scitq_tests::{Agent, Server, ServerOpts, as_id, poll, str_field, touch, wait_for_file_sh};
+
+const CONNECT: Duration = Duration::from_secs(60);
+
+#[test]
+fn task_of_an_agent_killed_mid_task_succeeds_on_another_agent_after_the_lease() {
+    let server = Server::start(ServerOpts::default().lease("3s"));
+    let c = server.client();
+    let mut first = Agent::start(&server, "first", 1, &[]);
+    let first_id = c.wait_worker_online("first", CONNECT);
+
+    let flag = c.scratch_path("lost-flag");
+    let script = format!("echo started; {}; echo finished", wait_for_file_sh(&flag));
+    let id = c.create_sh("lost", &script, &["--retry", "1"]);
+    poll(
+        CONNECT,
+        format!("task {id} to run on the first agent"),
+        || {
+            let task = c.task(id);
+            if task["status"] == "running" && c.output(id) == "started\n" {
+                Ok(())
+            } else {
+                Err(task.to_string())
+            }
+        },
+    );
+
+    first.kill9();
+    let _second = Agent::start(&server, "second", 1, &[]);
+    let second_id = c.wait_worker_online("second", CONNECT);
+    poll(
+        Duration::from_secs(60),
+        format!("a second execution of task {id} to run on the second agent"),
+        || {
+            let task = c.task(id);
+            let execs = task["executions"].as_array().cloned().unwrap_or_default();
+            match execs.as_slice() {
+                [_, again]
+                    if again["state"] == "running" && as_id(&again["worker_id"]) == second_id =>
+                {
+                    Ok(())
+                }
+                _ => Err(task.to_string()),
+            }
+        },
+    );
+    touch(&flag);
+
+    let task = c.wait_task(id, "succeeded", Duration::from_secs(60));
+    assert_eq!(as_id(&task["worker_id"]), second_id, "{task:#}");
+    assert_eq!(task["retry_left"], 0, "{task:#}");
+    let execs = task["executions"].as_array().expect("executions array");
+    assert_eq!(execs.len(), 2, "{task:#}");
+    let (lost, relaunched) = (&execs[0], &execs[1]);
+    assert_eq!(as_id(&lost["worker_id"]), first_id, "{lost:#}");
+    assert_eq!(lost["state"], "failed", "{lost:#}");
+    assert_eq!(
+        str_field(lost, "failure").to_lowercase(),
+        "lost",
+        "{lost:#}"
+    );
+    assert_eq!(relaunched["state"], "succeeded", "{relaunched:#}");
+    assert_eq!(relaunched["worker_name"], "second", "{relaunched:#}");
+    assert_eq!(c.output(id), "started\nfinished\n");
+
+    let workers = c.workers();
+    let gone = workers
+        .iter()
+        .find(|w| w["name"] == "first")
+        .expect("the killed worker is still listed");
+    assert_eq!(gone["status"], "lost", "{gone:#}");
+}

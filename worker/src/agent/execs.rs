@@ -1,0 +1,141 @@
+//! Executor events, running slots and work dir chores.
+
+use scitq_proto::v1::ExecutionState;
+use tracing::Instrument;
+
+use super::{Agent, Phase};
+use crate::executor::{self, ExecContext, ExecEvent};
+use crate::state::{ExecDir, ExecutionId, Failure, FinalReport, Phase as DiskPhase, StateFile};
+
+impl Agent {
+    pub(super) fn on_exec_event(&mut self, event: ExecEvent) {
+        match event {
+            ExecEvent::Started { id, pid } => self.on_started(id, pid),
+            ExecEvent::Output {
+                id,
+                stream,
+                offset,
+                data,
+            } => {
+                self.on_output(id, stream, offset, data);
+            }
+            ExecEvent::Finished { id, report } => self.on_finished(id, report),
+        }
+    }
+
+    pub(super) fn on_started(&mut self, id: ExecutionId, pid: u32) {
+        let Some(exec) = self.execs.get_mut(&id) else {
+            return;
+        };
+        exec.pid = Some(pid);
+        for signal in std::mem::take(&mut exec.pending) {
+            exec.signal(id, signal);
+        }
+        if matches!(exec.phase, Phase::Running) {
+            tracing::debug!(execution_id = %id, pid, "running");
+            self.record_update(id, ExecutionState::Running);
+        }
+    }
+
+    pub(super) fn on_finished(&mut self, id: ExecutionId, report: FinalReport) {
+        self.running = self.running.saturating_sub(1);
+        let Some(exec) = self.execs.get_mut(&id) else {
+            return;
+        };
+        if matches!(exec.phase, Phase::Canceled) {
+            self.execs.remove(&id);
+            self.chore_recycle(id);
+        } else if exec.abandoned {
+            let task_id = exec.task_id;
+            self.execs.remove(&id);
+            self.outbox.forget(id);
+            self.chore_write_state(id, task_id, DiskPhase::Abandoned);
+        } else {
+            tracing::debug!(execution_id = %id, ?report, "finished");
+            exec.phase = Phase::Finished(report.clone());
+            self.outbox.record(report.to_update(id));
+            self.pump(id);
+        }
+        self.fill_slots();
+    }
+
+    pub(super) fn on_executor_exit(
+        &mut self,
+        done: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+    ) {
+        let task = match &done {
+            Ok((task, ())) => *task,
+            Err(e) => e.id(),
+        };
+        let Some(id) = self.executor_ids.remove(&task) else {
+            return;
+        };
+        if let Err(e) = done {
+            // Its Finished event never came: report the execution failed so the slot frees.
+            tracing::error!(execution_id = %id, "executor failed: {e}");
+            let report = FinalReport::failed(Failure::Run, format!("agent error: {e}"));
+            self.on_finished(id, report);
+        }
+    }
+
+    /// Starts queued executions while running slots are free.
+    pub(super) fn fill_slots(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        while self.running < self.settings.concurrency as usize {
+            let Some(id) = self.queue.pop_front() else {
+                break;
+            };
+            self.start(id);
+        }
+    }
+
+    pub(super) fn start(&mut self, id: ExecutionId) {
+        let Some(exec) = self.execs.get_mut(&id) else {
+            return;
+        };
+        let Phase::Queued(launch) = std::mem::replace(&mut exec.phase, Phase::Running) else {
+            return;
+        };
+        let cpu = (self.cpus / self.settings.concurrency.max(1)).max(1);
+        let ctx = ExecContext {
+            dir: ExecDir::new(&self.config.work_dir, id),
+            cpu,
+            killed: exec.killed.clone(),
+            spares: self.spares.clone(),
+            events: self.exec_tx.clone(),
+        };
+        let span = tracing::info_span!("execution", execution_id = %id, task_id = exec.task_id);
+        let handle = self
+            .executors
+            .spawn(executor::run(launch, ctx).instrument(span));
+        self.executor_ids.insert(handle.id(), id);
+        self.running += 1;
+    }
+
+    /// The work dir is no longer needed: recycle it (see `spares`).
+    pub(super) fn chore_recycle(&mut self, id: ExecutionId) {
+        let dir = ExecDir::new(&self.config.work_dir, id);
+        let spares = self.spares.clone();
+        self.chores.spawn_blocking(move || spares.recycle(&dir));
+    }
+
+    /// Rewrites `state.json` if the work dir exists (executions failed before starting have none).
+    pub(super) fn chore_write_state(&mut self, id: ExecutionId, task_id: i64, phase: DiskPhase) {
+        let dir = ExecDir::new(&self.config.work_dir, id);
+        self.chores.spawn_blocking(move || {
+            if !dir.root().is_dir() {
+                return;
+            }
+            let state = StateFile {
+                execution_id: id,
+                task_id,
+                phase,
+            };
+            if let Err(e) = state.write(&dir) {
+                tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,430 @@
+//! The agent's service loop: it owns every execution the agent holds, the running slots, the
+//! outbox and the connection state, and reacts to executor events, server messages, heartbeat
+//! samples, finished spool reads and shutdown. Nothing else mutates that state, and it never
+//! waits on I/O itself: file work runs in `spawn_blocking` tasks whose results come back here.
+
+mod execs;
+mod output;
+mod server;
+mod shutdown;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use scitq_proto::v1::{
+    AgentMessage, ExecutionState, ExecutionUpdate, Heartbeat, HeldExecution, Hello,
+    ProtocolVersion, agent_message,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::executor::{self, ExecEvent};
+use crate::launch::Launch;
+use crate::outbox::Outbox;
+use crate::session::{Backoff, Connector, Link, SessionError, SessionEvent};
+use crate::spares::Spares;
+use crate::state::{ExecutionId, FinalReport, Recovered};
+
+/// First reconnection delay.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+
+/// Settings the server may change at any time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Settings {
+    concurrency: u32,
+    prefetch: u32,
+    batch: String,
+}
+
+/// Where one held execution stands in the agent.
+#[derive(Debug)]
+enum Phase {
+    /// Accepted, waiting for a running slot.
+    Queued(Launch),
+    /// Its executor runs (the process exists once `pid` is known).
+    Running,
+    /// Ended; waiting for its output and final update to be committed.
+    Finished(FinalReport),
+    /// The server no longer wants it; forgotten silently once its process is gone.
+    Canceled,
+}
+
+/// How much of one output stream is on disk and how much went out in this session.
+#[derive(Debug, Default, Clone, Copy)]
+struct Spool {
+    written: u64,
+    sent: u64,
+    /// A replay read of the spool file is in flight.
+    reading: bool,
+}
+
+#[derive(Debug)]
+struct Exec {
+    task_id: i64,
+    phase: Phase,
+    pid: Option<u32>,
+    /// Signals asked for before the process existed, delivered when it starts.
+    pending: Vec<Signal>,
+    /// Set when the server asked for a kill, read by the executor for the failure class.
+    killed: Arc<AtomicBool>,
+    /// Killed because the agent is shutting down: not a result to report.
+    abandoned: bool,
+    streams: [Spool; 2],
+}
+
+impl Exec {
+    fn new(task_id: i64, phase: Phase) -> Self {
+        Exec {
+            task_id,
+            phase,
+            pid: None,
+            pending: Vec::new(),
+            killed: Arc::new(AtomicBool::new(false)),
+            abandoned: false,
+            streams: [Spool::default(); 2],
+        }
+    }
+
+    /// Signals its process group now, or as soon as the process exists.
+    fn signal(&mut self, id: ExecutionId, signal: Signal) {
+        match self.pid {
+            Some(pid) => {
+                if let Err(e) = executor::signal_group(pid, signal) {
+                    tracing::warn!(execution_id = %id, "cannot send {signal} to process group {pid}: {e}");
+                }
+            }
+            None => self.pending.push(signal),
+        }
+    }
+
+    /// The state reported for it in `Hello`.
+    fn held_state(&self) -> ExecutionState {
+        match &self.phase {
+            Phase::Queued(_) | Phase::Canceled => ExecutionState::Accepted,
+            Phase::Running if self.pid.is_none() => ExecutionState::Accepted,
+            Phase::Running => ExecutionState::Running,
+            Phase::Finished(report) => report.state(),
+        }
+    }
+}
+
+enum Conn {
+    /// Not connected; the next attempt is due at `retry_at`.
+    Down { retry_at: Instant },
+    /// `Hello` sent, waiting for `Welcome`.
+    Connecting {
+        session: u64,
+        link: Link,
+        _task: AbortOnDrop,
+    },
+    Up {
+        session: u64,
+        link: Link,
+        _task: AbortOnDrop,
+    },
+    /// Shutting down: no more attempts.
+    Closed,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A finished replay read of a spool file.
+struct ReadDone {
+    session: u64,
+    id: ExecutionId,
+    stream: crate::state::Stream,
+    offset: u64,
+    data: std::io::Result<bytes::Bytes>,
+}
+
+pub struct Agent {
+    config: Config,
+    spares: Arc<Spares>,
+    settings: Settings,
+    cpus: u32,
+    execs: HashMap<ExecutionId, Exec>,
+    queue: VecDeque<ExecutionId>,
+    /// Executors alive, canceled ones included: they hold a slot until their process is gone.
+    running: usize,
+    outbox: Outbox,
+    connector: Connector,
+    conn: Conn,
+    session: u64,
+    backoff: Backoff,
+    exec_tx: mpsc::Sender<ExecEvent>,
+    exec_rx: mpsc::Receiver<ExecEvent>,
+    session_tx: mpsc::UnboundedSender<SessionEvent>,
+    session_rx: mpsc::UnboundedReceiver<SessionEvent>,
+    heartbeats: mpsc::Receiver<Heartbeat>,
+    executors: JoinSet<()>,
+    executor_ids: HashMap<tokio::task::Id, ExecutionId>,
+    reads: JoinSet<ReadDone>,
+    chores: JoinSet<()>,
+    /// Set once shutdown began: when to escalate, then when to give up.
+    shutdown_deadline: Option<(Instant, bool)>,
+}
+
+impl Agent {
+    pub fn new(
+        config: Config,
+        connector: Connector,
+        spares: Arc<Spares>,
+        recovered: Vec<Recovered>,
+        heartbeats: mpsc::Receiver<Heartbeat>,
+    ) -> Agent {
+        let (exec_tx, exec_rx) = mpsc::channel(1024);
+        let (session_tx, session_rx) = mpsc::unbounded_channel();
+        let mut outbox = Outbox::new();
+        let mut execs = HashMap::new();
+        for Recovered {
+            id,
+            task_id,
+            report,
+        } in recovered
+        {
+            outbox.record(report.to_update(id));
+            let mut exec = Exec::new(task_id, Phase::Finished(report.clone()));
+            for stream in crate::state::Stream::BOTH {
+                exec.streams[stream.index()].written = report.bytes(stream);
+            }
+            execs.insert(id, exec);
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        Agent {
+            settings: Settings {
+                concurrency: config.concurrency,
+                prefetch: config.prefetch,
+                batch: config.batch.clone(),
+            },
+            backoff: Backoff::new(FIRST_RETRY, config.reconnect_max),
+            config,
+            spares,
+            cpus,
+            execs,
+            queue: VecDeque::new(),
+            running: 0,
+            outbox,
+            connector,
+            conn: Conn::Down {
+                retry_at: Instant::now(),
+            },
+            session: 0,
+            exec_tx,
+            exec_rx,
+            session_tx,
+            session_rx,
+            heartbeats,
+            executors: JoinSet::new(),
+            executor_ids: HashMap::new(),
+            reads: JoinSet::new(),
+            chores: JoinSet::new(),
+            shutdown_deadline: None,
+        }
+    }
+
+    /// Runs until shutdown (Ok) or until the server rejects the agent for good (Err); either
+    /// way running tasks are terminated first.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SessionError> {
+        let mut fatal = None;
+        loop {
+            if self.shutdown_deadline.is_some() && self.running == 0 {
+                break;
+            }
+            let retry_at = match self.conn {
+                Conn::Down { retry_at } => Some(retry_at),
+                _ => None,
+            };
+            let gauge = match &self.conn {
+                Conn::Up { link, .. } => Some(link.gauge.clone()),
+                _ => None,
+            };
+            let deadline = self.shutdown_deadline.map(|(at, _)| at);
+            tokio::select! {
+                _ = shutdown.cancelled(), if self.shutdown_deadline.is_none() => self.begin_shutdown(),
+                Some(event) = self.exec_rx.recv() => self.on_exec_event(event),
+                Some(event) = self.session_rx.recv() => {
+                    if let Err(error) = self.on_session_event(event) {
+                        tracing::debug!("fatal session error: {error}");
+                        fatal = Some(error);
+                        self.conn = Conn::Closed;
+                        if self.shutdown_deadline.is_none() {
+                            self.begin_shutdown();
+                        }
+                    }
+                }
+                Some(heartbeat) = self.heartbeats.recv() => {
+                    self.send(agent_message::Kind::Heartbeat(heartbeat));
+                }
+                Some(done) = self.reads.join_next(), if !self.reads.is_empty() => match done {
+                    Ok(done) => self.on_read(done),
+                    Err(e) => tracing::error!("spool read task failed: {e}"),
+                },
+                Some(done) = self.executors.join_next_with_id(), if !self.executors.is_empty() => {
+                    self.on_executor_exit(done);
+                }
+                Some(done) = self.chores.join_next(), if !self.chores.is_empty() => {
+                    if let Err(e) = done { tracing::error!("work dir chore failed: {e}"); }
+                }
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                    self.connect();
+                }
+                _ = async { gauge.as_ref().expect("guarded").drained.notified().await }, if gauge.is_some() => {
+                    self.pump_all();
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    if !self.escalate_shutdown() { break; }
+                }
+            }
+        }
+        self.close().await;
+        fatal.map_or(Ok(()), Err)
+    }
+
+    /// Takes the next `seq` and queues a message if the session is up.
+    fn send(&mut self, kind: agent_message::Kind) -> Option<u64> {
+        send_on(&self.conn, &mut self.outbox, kind)
+    }
+
+    /// Sends the latest update of `id` if it has not gone out in this session.
+    fn send_update_if_due(&mut self, id: ExecutionId) {
+        send_update_on(&self.conn, &mut self.outbox, id);
+    }
+
+    fn record_update(&mut self, id: ExecutionId, state: ExecutionState) {
+        self.outbox.record(ExecutionUpdate {
+            execution_id: id.0,
+            state: state as i32,
+            ..ExecutionUpdate::default()
+        });
+        self.send_update_if_due(id);
+    }
+
+    fn connect(&mut self) {
+        self.session += 1;
+        self.outbox.new_session();
+        let (link, rx) = Link::new();
+        let hello = self.hello();
+        let seq = self.outbox.next_seq();
+        link.send(AgentMessage {
+            seq,
+            kind: Some(agent_message::Kind::Hello(hello)),
+        });
+        let outgoing = Link::metered(link.gauge.clone(), rx);
+        let task = self
+            .connector
+            .spawn(self.session, outgoing, self.session_tx.clone());
+        tracing::debug!(
+            session = self.session,
+            "connecting to {}",
+            self.config.server
+        );
+        self.conn = Conn::Connecting {
+            session: self.session,
+            link,
+            _task: AbortOnDrop(task),
+        };
+    }
+
+    fn hello(&self) -> Hello {
+        let mut held: Vec<HeldExecution> = self
+            .execs
+            .iter()
+            .filter(|(_, exec)| !matches!(exec.phase, Phase::Canceled))
+            .map(|(id, exec)| HeldExecution {
+                execution_id: id.0,
+                state: exec.held_state() as i32,
+            })
+            .collect();
+        held.sort_by_key(|h| h.execution_id);
+        Hello {
+            protocol: ProtocolVersion::ProtocolVersion1 as i32,
+            name: self.config.name.clone(),
+            host: self.config.host.clone(),
+            concurrency: self.settings.concurrency,
+            prefetch: self.settings.prefetch,
+            batch: self.settings.batch.clone(),
+            held,
+        }
+    }
+
+    fn on_session_event(&mut self, event: SessionEvent) -> Result<(), SessionError> {
+        match event {
+            SessionEvent::Message { session, message } if session == self.session => {
+                self.on_server_message(message);
+                Ok(())
+            }
+            SessionEvent::Closed { session, error } if session == self.session => {
+                if error.is_fatal() {
+                    return Err(error);
+                }
+                if self.shutdown_deadline.is_some() {
+                    self.conn = Conn::Closed;
+                    return Ok(());
+                }
+                let delay = self.backoff.next_delay();
+                match self.conn {
+                    Conn::Up { .. } => tracing::warn!(
+                        "lost the server: {error}; reconnecting in {}",
+                        humantime::format_duration(round_ms(delay))
+                    ),
+                    _ => tracing::warn!(
+                        "{error}; retrying in {}",
+                        humantime::format_duration(round_ms(delay))
+                    ),
+                }
+                self.conn = Conn::Down {
+                    retry_at: Instant::now() + delay,
+                };
+                Ok(())
+            }
+            // From an earlier session.
+            _ => Ok(()),
+        }
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// Takes the next `seq` and queues a message if the session is up.
+fn send_on(conn: &Conn, outbox: &mut Outbox, kind: agent_message::Kind) -> Option<u64> {
+    let Conn::Up { link, .. } = conn else {
+        return None;
+    };
+    let seq = outbox.next_seq();
+    link.send(AgentMessage {
+        seq,
+        kind: Some(kind),
+    });
+    Some(seq)
+}
+
+fn send_update_on(conn: &Conn, outbox: &mut Outbox, id: ExecutionId) {
+    if !matches!(conn, Conn::Up { .. }) {
+        return;
+    }
+    let Some(update) = outbox.unsent(id).cloned() else {
+        return;
+    };
+    if let Some(seq) = send_on(conn, outbox, agent_message::Kind::Update(update)) {
+        outbox.mark_sent(id, seq);
+    }
+}
+
+#[cfg(test)]
+mod test_harness;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+//! What the agent does with each server message.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use nix::sys::signal::Signal as Sig;
+use scitq_proto::v1::{
+    Assignment, ExecutionState, ServerMessage, Settings as WireSettings, Signal, Welcome,
+    server_message,
+};
+
+use super::{Agent, Conn, Exec, Phase, Settings};
+use crate::launch::Launch;
+use crate::state::{ExecutionId, Failure, FinalReport, Phase as DiskPhase};
+
+impl Agent {
+    pub(super) fn on_server_message(&mut self, message: ServerMessage) {
+        let Some(kind) = message.kind else {
+            tracing::debug!("ignoring an empty server message");
+            return;
+        };
+        match kind {
+            server_message::Kind::Welcome(welcome) => self.on_welcome(welcome),
+            server_message::Kind::Assignment(assignment) => self.on_assignment(&assignment),
+            server_message::Kind::Settings(settings) => {
+                self.apply_settings(settings);
+                self.fill_slots();
+            }
+            server_message::Kind::Signal(signal) => {
+                let id = ExecutionId(signal.execution_id);
+                match Signal::try_from(signal.signal) {
+                    Ok(signal) => self.on_signal(id, signal),
+                    Err(_) => {
+                        tracing::warn!(execution_id = %id, "ignoring unknown signal {}", signal.signal)
+                    }
+                }
+            }
+            server_message::Kind::Ack(ack) => self.on_ack(ack.seq),
+        }
+    }
+
+    fn on_welcome(&mut self, welcome: Welcome) {
+        let conn = std::mem::replace(&mut self.conn, Conn::Closed);
+        let Conn::Connecting {
+            session,
+            link,
+            _task,
+        } = conn
+        else {
+            tracing::warn!("ignoring an unexpected Welcome");
+            self.conn = conn;
+            return;
+        };
+        self.conn = Conn::Up {
+            session,
+            link,
+            _task,
+        };
+        self.backoff.reset();
+        tracing::info!(
+            worker_id = welcome.worker_id,
+            held = self.execs.len(),
+            "connected to {} as {}",
+            self.config.server,
+            self.config.name
+        );
+        if let Some(settings) = welcome.settings {
+            self.apply_settings(settings);
+        }
+        for id in welcome.cancel {
+            self.cancel(ExecutionId(id));
+        }
+        let offsets: HashMap<ExecutionId, [u64; 2]> = welcome
+            .offsets
+            .iter()
+            .map(|o| (ExecutionId(o.execution_id), [o.stdout, o.stderr]))
+            .collect();
+        for (id, exec) in &mut self.execs {
+            let committed = offsets.get(id).copied().unwrap_or_default();
+            for (spool, sent) in exec.streams.iter_mut().zip(committed) {
+                spool.sent = sent;
+            }
+        }
+        self.pump_all();
+        self.fill_slots();
+    }
+
+    fn apply_settings(&mut self, settings: WireSettings) {
+        let settings = Settings {
+            concurrency: settings.concurrency,
+            prefetch: settings.prefetch,
+            batch: settings.batch,
+        };
+        if settings != self.settings {
+            tracing::info!(
+                concurrency = settings.concurrency,
+                prefetch = settings.prefetch,
+                batch = settings.batch,
+                "settings changed"
+            );
+            self.settings = settings;
+        }
+    }
+
+    fn on_assignment(&mut self, assignment: &Assignment) {
+        let launch = Launch::from_assignment(assignment);
+        let id = launch.id;
+        if self.execs.contains_key(&id) {
+            tracing::debug!(execution_id = %id, "ignoring a repeated assignment");
+            return;
+        }
+        if self.shutdown_deadline.is_some() {
+            // Not accepted: the server finds it missing at the next Hello.
+            return;
+        }
+        tracing::debug!(execution_id = %id, task_id = launch.task_id, "assigned");
+        self.execs
+            .insert(id, Exec::new(launch.task_id, Phase::Queued(launch)));
+        self.queue.push_back(id);
+        self.record_update(id, ExecutionState::Accepted);
+        self.fill_slots();
+    }
+
+    fn on_signal(&mut self, id: ExecutionId, signal: Signal) {
+        let Some(exec) = self.execs.get_mut(&id) else {
+            tracing::debug!(execution_id = %id, ?signal, "signal for an execution not held");
+            return;
+        };
+        tracing::info!(execution_id = %id, ?signal, "signal from the server");
+        match (&exec.phase, signal) {
+            (_, Signal::Cancel) => self.cancel(id),
+            (Phase::Queued(_), Signal::Term | Signal::Kill) => {
+                self.queue.retain(|queued| *queued != id);
+                let report = FinalReport::failed(Failure::Killed, "killed before it started");
+                exec.phase = Phase::Finished(report.clone());
+                self.outbox.record(report.to_update(id));
+                self.pump(id);
+            }
+            (Phase::Running, Signal::Term) => {
+                exec.killed.store(true, Ordering::Release);
+                exec.signal(id, Sig::SIGTERM);
+                // A paused task would not see SIGTERM until resumed.
+                exec.signal(id, Sig::SIGCONT);
+            }
+            (Phase::Running, Signal::Kill) => {
+                exec.killed.store(true, Ordering::Release);
+                exec.signal(id, Sig::SIGKILL);
+            }
+            (Phase::Running, Signal::Pause) => exec.signal(id, Sig::SIGSTOP),
+            (Phase::Running, Signal::Resume) => exec.signal(id, Sig::SIGCONT),
+            _ => tracing::debug!(execution_id = %id, ?signal, "signal does not apply now"),
+        }
+    }
+
+    /// The server no longer wants `id`: stop it and forget it without reporting.
+    fn cancel(&mut self, id: ExecutionId) {
+        let Some(exec) = self.execs.get_mut(&id) else {
+            return;
+        };
+        self.outbox.forget(id);
+        match exec.phase {
+            Phase::Queued(_) => {
+                self.queue.retain(|queued| *queued != id);
+                self.execs.remove(&id);
+            }
+            Phase::Running => {
+                exec.signal(id, Sig::SIGKILL);
+                exec.phase = Phase::Canceled;
+            }
+            Phase::Finished(_) => {
+                self.execs.remove(&id);
+                self.chore_recycle(id);
+            }
+            Phase::Canceled => {}
+        }
+    }
+
+    /// Everything up to `seq` is committed: executions whose final update is are forgotten, and
+    /// their work dir removed after a success or kept (marked acknowledged) after a failure.
+    fn on_ack(&mut self, seq: u64) {
+        for id in self.outbox.ack(seq) {
+            let Some(exec) = self.execs.remove(&id) else {
+                continue;
+            };
+            let Phase::Finished(report) = exec.phase else {
+                continue;
+            };
+            if report.failure.is_none() {
+                self.chore_recycle(id);
+            } else {
+                let phase = DiskPhase::Finished {
+                    report,
+                    acknowledged: true,
+                };
+                self.chore_write_state(id, exec.task_id, phase);
+            }
+        }
+    }
+}

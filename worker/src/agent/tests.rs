@@ -1,0 +1,426 @@
+//! The agent loop against a scripted in-process server on a loopback port.
+
+use std::time::Duration;
+
+use scitq_proto::v1::{
+    Assignment, ExecutionState, FailureClass, OutputOffsets, Settings as WireSettings,
+    Signal as WireSignal, TaskSpec, agent_message, server_message,
+};
+
+use super::test_harness::*;
+use crate::state::Phase as DiskPhase;
+
+#[tokio::test]
+async fn runs_a_task_streams_output_and_forgets_it_after_ack() {
+    let mut h = Harness::start(false).await;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    assert_eq!(c.authorization, "Bearer secret");
+    let hello = hello_of(&mut c).await;
+    assert_eq!(
+        (hello.name.as_str(), hello.concurrency, hello.protocol),
+        ("w1", 1, 1)
+    );
+    assert!(hello.held.is_empty());
+    c.welcome(2, vec![], vec![]);
+    c.assign(5, "echo hi; echo err >&2");
+    let outcome = c.run_to_final(5, [0, 0]).await;
+    assert_eq!(
+        outcome.states,
+        [
+            state(ExecutionState::Accepted),
+            state(ExecutionState::Running)
+        ]
+    );
+    assert_eq!(outcome.output, [b"hi\n".to_vec(), b"err\n".to_vec()]);
+    assert_eq!(outcome.last.state, state(ExecutionState::Succeeded));
+    assert_eq!(
+        (
+            outcome.last.exit_code,
+            outcome.last.stdout_bytes,
+            outcome.last.stderr_bytes
+        ),
+        (Some(0), 3, 4)
+    );
+    assert!(h.dir(5).root().is_dir(), "kept until acknowledged");
+    c.ack(outcome.last_seq);
+    eventually("work dir removed", || !h.dir(5).root().exists()).await;
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_task_keeps_its_dir_marked_acknowledged() {
+    let mut h = Harness::start(false).await;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(1, vec![], vec![]);
+    c.assign(6, "exit 3");
+    let outcome = c.run_to_final(6, [0, 0]).await;
+    assert_eq!(outcome.last.state, state(ExecutionState::Failed));
+    assert_eq!(outcome.last.failure, FailureClass::Run as i32);
+    assert_eq!(outcome.last.exit_code, Some(3));
+    c.ack(outcome.last_seq);
+    let dir = h.dir(6);
+    eventually("acknowledged mark", || {
+        matches!(
+            disk_phase(&dir),
+            Some(DiskPhase::Finished {
+                acknowledged: true,
+                ..
+            })
+        )
+    })
+    .await;
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn after_a_break_only_missing_output_and_the_final_update_are_resent() {
+    let mut h = Harness::start(false).await;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(1, vec![], vec![]);
+    c.assign(7, "echo one; sleep 0.5; echo two");
+    let (_, accepted) = c.recv_update().await;
+    assert_eq!(accepted.state, state(ExecutionState::Accepted));
+    let (_, running) = c.recv_update().await;
+    assert_eq!(running.state, state(ExecutionState::Running));
+    drop(c); // the server goes away while the task runs
+
+    let mut c = h.next_session().await;
+    let dir = h.dir(7);
+    eventually("task finished offline", || {
+        matches!(disk_phase(&dir), Some(DiskPhase::Finished { .. }))
+    })
+    .await;
+    let hello = hello_of(&mut c).await;
+    assert_eq!(hello.held.len(), 1);
+    assert_eq!(hello.held[0].execution_id, 7);
+    // Pretend the server committed "on" of stdout before the break.
+    c.welcome(
+        1,
+        vec![OutputOffsets {
+            execution_id: 7,
+            stdout: 2,
+            stderr: 0,
+        }],
+        vec![],
+    );
+    let outcome = c.run_to_final(7, [2, 0]).await;
+    assert_eq!(String::from_utf8_lossy(&outcome.output[0]), "e\ntwo\n");
+    assert_eq!(outcome.last.state, state(ExecutionState::Succeeded));
+    assert_eq!(outcome.last.stdout_bytes, 8);
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn welcome_cancel_kills_and_forgets_silently() {
+    let mut h = Harness::start(false).await;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(1, vec![], vec![]);
+    c.assign(8, "sleep 30");
+    c.recv_update().await;
+    c.recv_update().await;
+    let pid = match disk_phase(&h.dir(8)) {
+        Some(DiskPhase::Running { pid }) => pid,
+        other => panic!("unexpected {other:?}"),
+    };
+    drop(c);
+    let mut c = h.next_session().await;
+    let hello = hello_of(&mut c).await;
+    assert_eq!(hello.held[0].state, state(ExecutionState::Running));
+    c.welcome(1, vec![], vec![8]);
+    let dir = h.dir(8);
+    eventually("canceled dir removed", || !dir.root().exists()).await;
+    assert!(!process_group_alive(pid));
+    // Nothing is reported for it; the next message is the next task's.
+    c.assign(9, "true");
+    let (_, update) = c.recv_update().await;
+    assert_eq!(update.execution_id, 9);
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+/// True when a process of the group is alive. Zombies do not count: in some containers
+/// nothing reaps orphans.
+fn process_group_alive(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+    })
+}
+
+#[tokio::test]
+async fn signals_from_the_server() {
+    let mut h = Harness::start(false).await;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(1, vec![], vec![]);
+    c.assign(10, "sleep 30");
+    c.assign(11, "echo never");
+    c.assign(12, "echo never");
+    let mut states = Vec::new();
+    while states.len() < 4 {
+        let (_, u) = c.recv_update().await;
+        states.push((u.execution_id, u.state));
+    }
+    assert!(
+        states.contains(&(10, state(ExecutionState::Running))),
+        "{states:?}"
+    );
+    c.signal(12, WireSignal::Cancel); // queued: dropped silently
+    c.signal(11, WireSignal::Kill); // queued: failed as killed
+    let (_, killed_queued) = c.recv_update().await;
+    assert_eq!(killed_queued.execution_id, 11);
+    assert_eq!(killed_queued.failure, FailureClass::Killed as i32);
+    c.signal(10, WireSignal::Pause);
+    c.signal(10, WireSignal::Term);
+    let (_, term) = c.recv_update().await;
+    assert_eq!(
+        (term.execution_id, term.state),
+        (10, state(ExecutionState::Failed))
+    );
+    assert_eq!(term.failure, FailureClass::Killed as i32);
+    assert_eq!(term.message, "killed by signal 15");
+    assert!(!h.dir(12).root().exists(), "the canceled task never ran");
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn concurrency_limits_running_tasks_and_settings_change_it_live() {
+    let mut h = Harness::start(false).await;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(1, vec![], vec![]);
+    c.assign(20, "sleep 30");
+    c.assign(21, "echo second");
+    for _ in 0..3 {
+        let (_, u) = c.recv_update().await;
+        assert_ne!(
+            (u.execution_id, u.state),
+            (21, state(ExecutionState::Running))
+        );
+    }
+    c.send(server_message::Kind::Settings(WireSettings {
+        concurrency: 2,
+        prefetch: 0,
+        batch: String::new(),
+    }));
+    let outcome = c.run_to_final(21, [0, 0]).await;
+    assert_eq!(outcome.output[0], b"second\n");
+    c.signal(20, WireSignal::Kill);
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_unauthenticated_agent_stops_with_an_error() {
+    let h = Harness::start(true).await;
+    let (_shutdown, agent) = h.spawn_agent();
+    let result = tokio::time::timeout(WAIT, agent).await.unwrap().unwrap();
+    let err = result.unwrap_err().to_string();
+    assert!(
+        err.contains("Unauthenticated") && err.contains("bad token"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_agent_reports_unacknowledged_results() {
+    let mut h = Harness::start(false).await;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(1, vec![], vec![]);
+    c.assign(30, "echo done");
+    c.run_to_final(30, [0, 0]).await;
+    shutdown.cancel(); // no Ack: the result must survive the restart
+    agent.await.unwrap().unwrap();
+
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    let hello = hello_of(&mut c).await;
+    assert_eq!(hello.held.len(), 1);
+    assert_eq!(
+        (hello.held[0].execution_id, hello.held[0].state),
+        (30, state(ExecutionState::Succeeded))
+    );
+    c.welcome(
+        1,
+        vec![OutputOffsets {
+            execution_id: 30,
+            stdout: 0,
+            stderr: 0,
+        }],
+        vec![],
+    );
+    let outcome = c.run_to_final(30, [0, 0]).await;
+    assert_eq!(outcome.output[0], b"done\n");
+    c.ack(outcome.last_seq);
+    let dir = h.dir(30);
+    eventually("dir removed", || !dir.root().exists()).await;
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_kills_running_tasks_and_abandons_them() {
+    let mut h = Harness::start(false).await;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(1, vec![], vec![]);
+    c.assign(40, "sleep 30");
+    c.recv_update().await;
+    c.recv_update().await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, agent)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(disk_phase(&h.dir(40)), Some(DiskPhase::Abandoned));
+    // The stream was closed by the agent.
+    let end = tokio::time::timeout(WAIT, c.inbound.message())
+        .await
+        .unwrap();
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
+}
+
+#[tokio::test]
+async fn heartbeats_carry_host_figures() {
+    let mut h = Harness::start(false).await;
+    h.config.heartbeat = Duration::from_millis(50);
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(1, vec![], vec![]);
+    let heartbeat = loop {
+        let message = tokio::time::timeout(WAIT, c.inbound.message())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Some(agent_message::Kind::Heartbeat(hb)) = message.kind {
+            break hb;
+        }
+    };
+    assert!(heartbeat.mem_available_bytes > 0 && heartbeat.disk_available_bytes > 0);
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn two_agents_cannot_share_a_work_dir() {
+    let mut h = Harness::start(false).await;
+    let (shutdown, first) = h.spawn_agent();
+    let _connected = h.next_session().await; // the lock is taken before connecting
+    let (_s, second) = h.spawn_agent();
+    let err = tokio::time::timeout(WAIT, second)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("in use"), "{err}");
+    shutdown.cancel();
+    first.await.unwrap().unwrap();
+}
+
+/// The agent's own throughput, with a server that answers at once: `true` tasks at concurrency
+/// 4, compared with a bare spawn loop. Run with
+/// `cargo test --release -p scitq-worker -- --ignored --nocapture agent_throughput`
+/// (`BENCH_PREFETCH=N` keeps N more tasks assigned than running slots).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "benchmark"]
+async fn agent_throughput_against_an_instant_server() {
+    const N: i64 = 10_000;
+    const CONCURRENCY: u32 = 4;
+    let mut h = Harness::start(false).await;
+    h.config.concurrency = CONCURRENCY;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(CONCURRENCY, vec![], vec![]);
+    let assign_true = |c: &Conversation, id: i64| {
+        c.send(server_message::Kind::Assignment(Assignment {
+            execution_id: id,
+            task_id: id,
+            spec: Some(TaskSpec {
+                command: "true".into(),
+                ..TaskSpec::default()
+            }),
+        }));
+    };
+    let start = std::time::Instant::now();
+    let mut assigned = 0;
+    let prefetch: i64 = std::env::var("BENCH_PREFETCH").map_or(0, |p| p.parse().unwrap());
+    while assigned < i64::from(CONCURRENCY) + prefetch {
+        assigned += 1;
+        assign_true(&c, assigned);
+    }
+    let mut finished = 0;
+    while finished < N {
+        let message = c.recv().await;
+        if let Some(agent_message::Kind::Update(update)) = &message.kind
+            && crate::outbox::is_final(update)
+        {
+            assert_eq!(update.state, state(ExecutionState::Succeeded));
+            finished += 1;
+            c.ack(message.seq);
+            if assigned < N {
+                assigned += 1;
+                assign_true(&c, assigned);
+            }
+        }
+    }
+    let agent_rate = N as f64 / start.elapsed().as_secs_f64();
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+
+    let start = std::time::Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let threads: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let next = next.clone();
+            std::thread::spawn(move || {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < N {
+                    let status = std::process::Command::new("true")
+                        .stdin(std::process::Stdio::null())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .unwrap();
+                    assert!(status.success());
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let bare_rate = N as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "agent: {agent_rate:.0} tasks/s, bare spawn loop: {bare_rate:.0} tasks/s, ratio {:.2}",
+        agent_rate / bare_rate
+    );
+}

@@ -1,0 +1,473 @@
+//! Command line, environment and the local client config, validated once into [`Config`].
+//!
+//! Precedence: defaults < client config file < environment < flags (clap gives env < flags).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+use tonic::metadata::{Ascii, MetadataValue};
+
+/// `scitq-agent`: runs scitq tasks on this machine for a scitqd server.
+#[derive(Debug, Parser)]
+#[command(name = "scitq-agent", version, about)]
+pub struct Args {
+    /// Server address: HOST, HOST:PORT or http(s)://HOST:PORT (port 5000 when missing).
+    /// Default: `server` from the local client config, else 127.0.0.1:5000.
+    #[arg(long, env = "SCITQ_SERVER", value_name = "HOST:PORT")]
+    pub server: Option<String>,
+    /// Worker token. Default: `worker_token` from the local client config.
+    #[arg(
+        long,
+        env = "SCITQ_WORKER_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// How many tasks run at once (at least 1).
+    #[arg(long, env = "SCITQ_CONCURRENCY", default_value = "1", value_name = "N",
+          allow_negative_numbers = true, value_parser = parse_concurrency)]
+    pub concurrency: u32,
+    /// How many more tasks the server may assign ahead of free slots.
+    #[arg(long, env = "SCITQ_PREFETCH", default_value_t = 0, value_name = "P")]
+    pub prefetch: u32,
+    /// Worker name, unique per worker. Default: the hostname.
+    #[arg(long, env = "SCITQ_NAME", value_name = "NAME")]
+    pub name: Option<String>,
+    /// Only take tasks of this batch.
+    #[arg(long, env = "SCITQ_BATCH", value_name = "BATCH")]
+    pub batch: Option<String>,
+    /// Where executions run and spool their output. Default: $XDG_DATA_HOME/scitq/agent.
+    #[arg(long, env = "SCITQ_WORK_DIR", value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Interval between heartbeats.
+    #[arg(long, env = "SCITQ_HEARTBEAT", default_value = "10s", value_parser = parse_duration)]
+    pub heartbeat: Duration,
+    /// Longest wait between two reconnection attempts.
+    #[arg(long, env = "SCITQ_RECONNECT_MAX", default_value = "30s", value_parser = parse_duration)]
+    pub reconnect_max: Duration,
+    /// Print the effective configuration (token hidden) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+fn parse_concurrency(value: &str) -> Result<u32, String> {
+    match value.trim().parse::<i64>() {
+        Ok(n) if n >= 1 => u32::try_from(n).map_err(|_| "too large".to_owned()),
+        Ok(_) => Err("must be at least 1".to_owned()),
+        Err(_) => Err("must be a whole number of at least 1".to_owned()),
+    }
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+/// Why the configuration is unusable. All map to exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid server address {value:?}: {reason}")]
+    InvalidServer { value: String, reason: &'static str },
+    #[error("cannot read client config {}: {source}", path.display())]
+    ReadClientConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid client config {}: {source}", path.display())]
+    ParseClientConfig {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("no worker token: pass --token, set SCITQ_WORKER_TOKEN or worker_token in {}", path.display())]
+    NoToken { path: PathBuf },
+    #[error("invalid worker token: it must be printable ASCII")]
+    InvalidToken,
+    #[error("invalid --name {0:?}: must not be empty")]
+    EmptyName(String),
+    #[error("no work dir: pass --work-dir, or set HOME or XDG_DATA_HOME")]
+    NoWorkDir,
+}
+
+/// A server address as clients accept it: `HOST`, `HOST:PORT`, `http(s)://HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    pub tls: bool,
+    /// Host name or IP; an IPv6 address keeps its brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl ServerAddr {
+    /// The URI tonic connects to.
+    pub fn uri(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.uri())
+    }
+}
+
+impl FromStr for ServerAddr {
+    type Err = ConfigError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        let invalid = |reason| ConfigError::InvalidServer {
+            value: value.to_owned(),
+            reason,
+        };
+        let trimmed = value.trim();
+        let (tls, rest) = if let Some(rest) = trimmed.strip_prefix("http://") {
+            (false, rest)
+        } else if let Some(rest) = trimmed.strip_prefix("https://") {
+            (true, rest)
+        } else if trimmed.contains("://") {
+            return Err(invalid("unknown scheme, expected http or https"));
+        } else {
+            (false, trimmed)
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() {
+            return Err(invalid("missing host"));
+        }
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(invalid("expected HOST or HOST:PORT, without path or user"));
+        }
+        let (host, port) = split_host_port(rest).map_err(invalid)?;
+        let port = match port {
+            None => scitq_proto::DEFAULT_PORT,
+            Some(p) => match p.parse::<u16>() {
+                Ok(0) | Err(_) => return Err(invalid("port must be a number from 1 to 65535")),
+                Ok(p) => p,
+            },
+        };
+        let valid_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'));
+        if host.is_empty() || !valid_host {
+            return Err(invalid("invalid host"));
+        }
+        let addr = ServerAddr {
+            tls,
+            host: host.to_owned(),
+            port,
+        };
+        tonic::transport::Uri::from_str(&addr.uri()).map_err(|_| invalid("invalid host"))?;
+        Ok(addr)
+    }
+}
+
+/// Splits `host[:port]`, where host may be a bracketed IPv6 address.
+fn split_host_port(value: &str) -> Result<(&str, Option<&str>), &'static str> {
+    if value.starts_with('[') {
+        let end = value.find(']').ok_or("unclosed [ in IPv6 address")?;
+        let (host, after) = value.split_at(end + 1);
+        return match after {
+            "" => Ok((host, None)),
+            _ => match after.strip_prefix(':') {
+                Some(port) => Ok((host, Some(port))),
+                None => Err("unexpected text after IPv6 address"),
+            },
+        };
+    }
+    match value.split_once(':') {
+        None => Ok((value, None)),
+        Some((_, port)) if port.contains(':') => Err("IPv6 addresses need brackets: [ADDR]:PORT"),
+        Some((host, port)) => Ok((host, Some(port))),
+    }
+}
+
+/// The local client config written by scitqd (`$XDG_CONFIG_HOME/scitq/config.toml`).
+#[derive(Debug, Default, Deserialize)]
+struct ClientConfig {
+    server: Option<String>,
+    /// The admin token, used when no worker token is configured (admin may open sessions too).
+    token: Option<String>,
+    worker_token: Option<String>,
+}
+
+/// The process environment the defaults depend on, explicit so tests need not touch it.
+#[derive(Debug, Default, Clone)]
+pub struct Environment {
+    pub home: Option<OsString>,
+    pub xdg_config_home: Option<OsString>,
+    pub xdg_data_home: Option<OsString>,
+}
+
+impl Environment {
+    pub fn from_process() -> Self {
+        Environment {
+            home: std::env::var_os("HOME"),
+            xdg_config_home: std::env::var_os("XDG_CONFIG_HOME"),
+            xdg_data_home: std::env::var_os("XDG_DATA_HOME"),
+        }
+    }
+
+    fn base(&self, xdg: &Option<OsString>, fallback: &str) -> Option<PathBuf> {
+        match xdg {
+            Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
+            _ => self
+                .home
+                .as_ref()
+                .filter(|h| !h.is_empty())
+                .map(|h| Path::new(h).join(fallback)),
+        }
+    }
+
+    /// `$XDG_CONFIG_HOME/scitq/config.toml`, default `$HOME/.config/scitq/config.toml`.
+    pub fn client_config_path(&self) -> Option<PathBuf> {
+        self.base(&self.xdg_config_home, ".config")
+            .map(|d| d.join("scitq").join("config.toml"))
+    }
+
+    /// `$XDG_DATA_HOME/scitq/agent`, default `$HOME/.local/share/scitq/agent`.
+    pub fn default_work_dir(&self) -> Option<PathBuf> {
+        self.base(&self.xdg_data_home, ".local/share")
+            .map(|d| d.join("scitq").join("agent"))
+    }
+}
+
+/// The validated agent configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub server: ServerAddr,
+    pub token: String,
+    pub concurrency: u32,
+    pub prefetch: u32,
+    pub name: String,
+    pub host: String,
+    pub batch: String,
+    pub work_dir: PathBuf,
+    pub heartbeat: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("server", &self.server.uri())
+            .field("token", &"<hidden>")
+            .field("concurrency", &self.concurrency)
+            .field("prefetch", &self.prefetch)
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("batch", &self.batch)
+            .field("work_dir", &self.work_dir)
+            .field("heartbeat", &self.heartbeat)
+            .field("reconnect_max", &self.reconnect_max)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Validates the arguments, filling gaps from the client config file.
+    pub fn from_args(args: Args, env: &Environment) -> Result<Config, ConfigError> {
+        let config_path = env
+            .client_config_path()
+            .unwrap_or_else(|| PathBuf::from("~/.config/scitq/config.toml"));
+        let file = if args.server.is_none() || args.token.is_none() {
+            read_client_config(&config_path)?
+        } else {
+            ClientConfig::default()
+        };
+        let server: ServerAddr = match args.server.as_deref().or(file.server.as_deref()) {
+            Some(value) => value.parse()?,
+            None => format!("127.0.0.1:{}", scitq_proto::DEFAULT_PORT).parse()?,
+        };
+        let token = args
+            .token
+            .or(file.worker_token)
+            .or(file.token)
+            .filter(|t| !t.trim().is_empty())
+            .ok_or(ConfigError::NoToken { path: config_path })?;
+        let token = token.trim().to_owned();
+        if MetadataValue::<Ascii>::try_from(format!("Bearer {token}")).is_err() {
+            return Err(ConfigError::InvalidToken);
+        }
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let name = args.name.unwrap_or_else(|| host.clone());
+        if name.trim().is_empty() {
+            return Err(ConfigError::EmptyName(name));
+        }
+        let work_dir = match args.work_dir {
+            Some(dir) => dir,
+            None => env.default_work_dir().ok_or(ConfigError::NoWorkDir)?,
+        };
+        let work_dir = std::path::absolute(&work_dir).unwrap_or(work_dir);
+        Ok(Config {
+            server,
+            token,
+            concurrency: args.concurrency,
+            prefetch: args.prefetch,
+            name,
+            host,
+            batch: args.batch.unwrap_or_default(),
+            work_dir,
+            heartbeat: args.heartbeat,
+            reconnect_max: args.reconnect_max,
+        })
+    }
+
+    /// The effective configuration as TOML, token hidden, for `--print-config`.
+    pub fn to_toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        format!(
+            "server = {}\nworker_token = \"<hidden>\"\nconcurrency = {}\nprefetch = {}\n\
+             name = {}\nbatch = {}\nwork_dir = {}\nheartbeat = {}\nreconnect_max = {}\n",
+            q(&self.server.uri()),
+            self.concurrency,
+            self.prefetch,
+            q(&self.name),
+            q(&self.batch),
+            q(&self.work_dir.to_string_lossy()),
+            q(&humantime::format_duration(self.heartbeat).to_string()),
+            q(&humantime::format_duration(self.reconnect_max).to_string()),
+        )
+    }
+}
+
+fn read_client_config(path: &Path) -> Result<ClientConfig, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ClientConfig::default()),
+        Err(source) => {
+            return Err(ConfigError::ReadClientConfig {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    toml::from_str(&text).map_err(|source| ConfigError::ParseClientConfig {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> Result<ServerAddr, ConfigError> {
+        s.parse()
+    }
+
+    #[test]
+    fn server_address_forms() {
+        let plain = addr("example.org").unwrap();
+        assert_eq!(plain.uri(), "http://example.org:5000");
+        assert_eq!(addr("10.0.0.1:7000").unwrap().uri(), "http://10.0.0.1:7000");
+        assert_eq!(addr("http://h:80").unwrap().uri(), "http://h:80");
+        assert_eq!(addr("https://h:443/").unwrap().uri(), "https://h:443");
+        assert!(addr("https://h").unwrap().tls);
+        assert_eq!(addr("[::1]:6000").unwrap().uri(), "http://[::1]:6000");
+        assert_eq!(addr("[::1]").unwrap().uri(), "http://[::1]:5000");
+    }
+
+    #[test]
+    fn bad_server_addresses_name_the_value() {
+        for bad in [
+            "", "s4://x", "h:99999", "h:0", "h:port", "::1", "h/path", "[::1", "a b", "http://",
+        ] {
+            let err = addr(bad).expect_err(bad).to_string();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn concurrency_must_be_positive() {
+        assert_eq!(parse_concurrency("4"), Ok(4));
+        assert!(parse_concurrency("0").unwrap_err().contains("at least 1"));
+        assert!(parse_concurrency("-3").unwrap_err().contains("at least 1"));
+        assert!(parse_concurrency("x").is_err());
+        let err = Args::try_parse_from(["scitq-agent", "--concurrency", "-1"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("at least 1"), "{err}");
+    }
+
+    fn env_with_config(dir: &Path, text: &str) -> Environment {
+        let cfg = dir.join("cfg");
+        std::fs::create_dir_all(cfg.join("scitq")).unwrap();
+        std::fs::write(cfg.join("scitq/config.toml"), text).unwrap();
+        Environment {
+            home: Some(dir.join("home").into()),
+            xdg_config_home: Some(cfg.into()),
+            xdg_data_home: None,
+        }
+    }
+
+    #[test]
+    fn client_config_fills_server_and_worker_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_config(
+            dir.path(),
+            "server = \"127.0.0.1:7001\"\ntoken = \"admin\"\nworker_token = \"wt\"\n",
+        );
+        let args = Args::try_parse_from(["scitq-agent", "--name", "w1"]).unwrap();
+        let config = Config::from_args(args, &env).unwrap();
+        assert_eq!(config.server.uri(), "http://127.0.0.1:7001");
+        assert_eq!(config.token, "wt");
+        assert_eq!(config.name, "w1");
+        assert_eq!(config.concurrency, 1);
+        assert_eq!(
+            config.work_dir,
+            dir.path().join("home/.local/share/scitq/agent")
+        );
+        assert_eq!(config.heartbeat, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_config(
+            dir.path(),
+            "server = \"bad server\"\nworker_token = \"wt\"\n",
+        );
+        let args = Args::try_parse_from([
+            "scitq-agent",
+            "--server",
+            "h:1",
+            "--token",
+            "t",
+            "--concurrency",
+            "3",
+        ])
+        .unwrap();
+        let config = Config::from_args(args, &env).unwrap();
+        assert_eq!((config.server.port, config.token.as_str()), (1, "t"));
+        assert_eq!(config.concurrency, 3);
+    }
+
+    #[test]
+    fn missing_token_names_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_config(dir.path(), "server = \"h\"\n");
+        let args = Args::try_parse_from(["scitq-agent"]).unwrap();
+        let err = Config::from_args(args, &env).unwrap_err().to_string();
+        assert!(
+            err.contains("no worker token") && err.contains("config.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_server_in_file_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_config(dir.path(), "server = \"x:y\"\nworker_token = \"t\"\n");
+        let args = Args::try_parse_from(["scitq-agent"]).unwrap();
+        let err = Config::from_args(args, &env).unwrap_err().to_string();
+        assert!(err.contains("\"x:y\""), "{err}");
+    }
+}

@@ -1,0 +1,308 @@
+//! Runs one execution natively: prepares its work dir, spawns the command in its own process
+//! group, appends stdout and stderr to the spool files and reports every read at once as an
+//! [`ExecEvent::Output`], then writes the final report.
+//!
+//! Events of one execution arrive in order: `Started`, the `Output`s of each stream in stream
+//! order, then `Finished` after all output. The agent loop never waits on an executor; it
+//! signals the process group directly ([`signal_group`]) and reads the spool files for replays.
+
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::launch::Launch;
+use crate::spares::Spares;
+use crate::state::{ExecDir, ExecutionId, Failure, FinalReport, Phase, StateFile, Stream};
+
+/// Largest piece of output read (and sent) at once.
+pub const CHUNK: usize = 64 * 1024;
+
+/// How long output pipes are still read after the process exited. A background process it left
+/// behind may hold them open forever.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
+/// What an executor tells the agent loop.
+#[derive(Debug)]
+pub enum ExecEvent {
+    /// The process runs; `pid` is also its process group id.
+    Started { id: ExecutionId, pid: u32 },
+    /// `data` was appended to the stream's spool file at `offset`.
+    Output {
+        id: ExecutionId,
+        stream: Stream,
+        offset: u64,
+        data: Bytes,
+    },
+    /// The execution ended and `state.json` holds the report.
+    Finished {
+        id: ExecutionId,
+        report: FinalReport,
+    },
+}
+
+/// What one executor needs besides its launch.
+#[derive(Debug, Clone)]
+pub struct ExecContext {
+    pub dir: ExecDir,
+    /// Cores the task may use (the `CPU` variable).
+    pub cpu: u32,
+    /// Set by the agent when the server asked for a kill, so the failure is `KILLED`.
+    pub killed: Arc<AtomicBool>,
+    /// Clean work dirs to reuse.
+    pub spares: Arc<Spares>,
+    pub events: mpsc::Sender<ExecEvent>,
+}
+
+/// Runs the execution to its end. Never fails: every problem becomes the final report.
+pub async fn run(launch: Launch, ctx: ExecContext) {
+    let id = launch.id;
+    let report = execute(&launch, &ctx).await;
+    let state = StateFile {
+        execution_id: id,
+        task_id: launch.task_id,
+        phase: Phase::Finished {
+            report: report.clone(),
+            acknowledged: false,
+        },
+    };
+    if let Err(e) = write_state(&ctx.dir, state).await {
+        tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
+    }
+    // The loop is gone only when the agent is shutting down; nothing to do then.
+    let _ = ctx.events.send(ExecEvent::Finished { id, report }).await;
+}
+
+async fn execute(launch: &Launch, ctx: &ExecContext) -> FinalReport {
+    let id = launch.id;
+    let (stdout_log, stderr_log) = match prepare(ctx.dir.clone(), ctx.spares.clone()).await {
+        Ok(files) => files,
+        Err(e) => {
+            let root = ctx.dir.root().display();
+            return FinalReport::failed(Failure::Run, format!("cannot prepare {root}: {e}"));
+        }
+    };
+    let argv = match &launch.argv {
+        Ok(argv) => argv,
+        Err(e) => return FinalReport::failed(Failure::Run, e.to_string()),
+    };
+    let mut child = match command(argv, &ctx.dir, ctx.cpu).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return FinalReport::failed(Failure::Run, format!("cannot run {:?}: {e}", argv[0]));
+        }
+    };
+    let pid = child.id().unwrap_or_default();
+    let running = StateFile {
+        execution_id: id,
+        task_id: launch.task_id,
+        phase: Phase::Running { pid },
+    };
+    if let Err(e) = write_state(&ctx.dir, running).await {
+        tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
+    }
+    let _ = ctx.events.send(ExecEvent::Started { id, pid }).await;
+
+    let totals = [AtomicU64::new(0), AtomicU64::new(0)];
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let pipes = async {
+        tokio::join!(
+            pump(
+                id,
+                Stream::Stdout,
+                stdout,
+                stdout_log,
+                &totals[0],
+                &ctx.events
+            ),
+            pump(
+                id,
+                Stream::Stderr,
+                stderr,
+                stderr_log,
+                &totals[1],
+                &ctx.events
+            ),
+        )
+    };
+    let mut pipes = std::pin::pin!(pipes);
+    let exited = tokio::select! {
+        _ = &mut pipes => None,
+        status = child.wait() => Some(status),
+    };
+    let status = match exited {
+        Some(status) => {
+            if tokio::time::timeout(PIPE_GRACE, &mut pipes).await.is_err() {
+                tracing::warn!(execution_id = %id,
+                    "output still open {PIPE_GRACE:?} after the command exited; stopped reading it");
+            }
+            status
+        }
+        None => child.wait().await,
+    };
+    let killed = ctx.killed.load(Ordering::Acquire);
+    let mut report = report_of(status, killed);
+    report.stdout_bytes = totals[0].load(Ordering::Acquire);
+    report.stderr_bytes = totals[1].load(Ordering::Acquire);
+    report
+}
+
+fn command(argv: &[String], dir: &ExecDir, cpu: u32) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .current_dir(dir.root())
+        .env("INPUT", dir.input())
+        .env("OUTPUT", dir.output())
+        .env("TEMP", dir.tmp())
+        .env("RESOURCE", dir.resource())
+        .env("CPU", cpu.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(false);
+    cmd
+}
+
+/// Creates the work dir (or moves a spare in place) and its spool files (truncated).
+async fn prepare(
+    dir: ExecDir,
+    spares: Arc<Spares>,
+) -> io::Result<(tokio::fs::File, tokio::fs::File)> {
+    tokio::task::spawn_blocking(move || {
+        spares.take(&dir);
+        for sub in [dir.input(), dir.output(), dir.tmp(), dir.resource()] {
+            std::fs::create_dir_all(sub)?;
+        }
+        // Truncated only when not empty: ext4 flushes a file truncated to zero when it is
+        // closed, and a recycled work dir has empty logs already.
+        let open = |path: &Path| {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            if file.metadata()?.len() > 0 {
+                file.set_len(0)?;
+            }
+            Ok::<_, io::Error>(tokio::fs::File::from_std(file))
+        };
+        Ok((
+            open(&dir.log(Stream::Stdout))?,
+            open(&dir.log(Stream::Stderr))?,
+        ))
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+async fn write_state(dir: &ExecDir, state: StateFile) -> io::Result<()> {
+    let dir = dir.clone();
+    tokio::task::spawn_blocking(move || state.write(&dir))
+        .await
+        .map_err(io::Error::other)?
+}
+
+/// Copies a pipe to its spool file and to the agent loop, one read at a time.
+async fn pump(
+    id: ExecutionId,
+    stream: Stream,
+    pipe: Option<impl AsyncRead + Unpin>,
+    mut log: tokio::fs::File,
+    total: &AtomicU64,
+    events: &mpsc::Sender<ExecEvent>,
+) {
+    let Some(mut pipe) = pipe else { return };
+    let mut buf = vec![0u8; CHUNK];
+    let mut log_ok = true;
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(execution_id = %id, ?stream, "cannot read output: {e}");
+                break;
+            }
+        };
+        let data = Bytes::copy_from_slice(&buf[..n]);
+        // The file must hold the bytes before the loop hears of them: replays read it.
+        if log_ok && let Err(e) = append(&mut log, &data).await {
+            tracing::warn!(execution_id = %id, ?stream, "cannot write spool file: {e}");
+            log_ok = false;
+        }
+        let offset = total.load(Ordering::Acquire);
+        let _ = events
+            .send(ExecEvent::Output {
+                id,
+                stream,
+                offset,
+                data,
+            })
+            .await;
+        total.store(offset + n as u64, Ordering::Release);
+    }
+}
+
+async fn append(log: &mut tokio::fs::File, data: &[u8]) -> io::Result<()> {
+    log.write_all(data).await?;
+    log.flush().await
+}
+
+fn report_of(status: io::Result<ExitStatus>, killed: bool) -> FinalReport {
+    let failure = if killed {
+        Failure::Killed
+    } else {
+        Failure::Run
+    };
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => return FinalReport::failed(failure, format!("cannot wait for the command: {e}")),
+    };
+    if status.success() {
+        return FinalReport {
+            failure: None,
+            exit_code: Some(0),
+            message: String::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+        };
+    }
+    match status.code() {
+        Some(code) => FinalReport {
+            exit_code: Some(code),
+            ..FinalReport::failed(failure, format!("exited with code {code}"))
+        },
+        None => {
+            let signal = status.signal().unwrap_or_default();
+            FinalReport::failed(failure, format!("killed by signal {signal}"))
+        }
+    }
+}
+
+/// Sends a signal to a process group; a group that no longer exists is not an error.
+pub fn signal_group(pgid: u32, signal: Signal) -> nix::Result<()> {
+    let Ok(raw) = i32::try_from(pgid) else {
+        return Ok(());
+    };
+    if raw <= 1 {
+        // 0 would signal our own group, 1 init's; neither is a task.
+        return Ok(());
+    }
+    match killpg(Pid::from_raw(raw), signal) {
+        Err(nix::errno::Errno::ESRCH) => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+#[path = "executor_tests.rs"]
+mod tests;

@@ -1,0 +1,378 @@
+//! What the agent keeps on disk per execution: the work dir layout, `state.json`, and the scan
+//! that a starting agent runs to learn what a previous agent process left behind.
+//!
+//! `WORK_DIR/exec-<id>/` holds `input/ output/ tmp/ resource/`, the spool files `stdout.log`
+//! and `stderr.log`, and `state.json`. `state.json` is written (via a rename, never fsynced) when
+//! the process starts (with its pid) and when it ends (with its final report), then marked
+//! acknowledged once the server has committed the final report.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use scitq_proto::v1::{ExecutionState, ExecutionUpdate, FailureClass};
+use serde::{Deserialize, Serialize};
+
+/// The server's id of one execution (one attempt of a task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExecutionId(pub i64);
+
+impl fmt::Display for ExecutionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Paths of one execution's work dir.
+#[derive(Debug, Clone)]
+pub struct ExecDir {
+    root: PathBuf,
+}
+
+impl ExecDir {
+    const PREFIX: &'static str = "exec-";
+
+    pub fn new(work_dir: &Path, id: ExecutionId) -> Self {
+        ExecDir {
+            root: work_dir.join(format!("{}{id}", Self::PREFIX)),
+        }
+    }
+
+    /// The layout of a work dir at any path (a spare, see `spares`).
+    pub fn at(root: PathBuf) -> Self {
+        ExecDir { root }
+    }
+
+    fn parse_id(name: &str) -> Option<ExecutionId> {
+        name.strip_prefix(Self::PREFIX)?
+            .parse()
+            .ok()
+            .map(ExecutionId)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn input(&self) -> PathBuf {
+        self.root.join("input")
+    }
+    pub fn output(&self) -> PathBuf {
+        self.root.join("output")
+    }
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    pub fn resource(&self) -> PathBuf {
+        self.root.join("resource")
+    }
+    pub fn log(&self, stream: Stream) -> PathBuf {
+        self.root.join(match stream {
+            Stream::Stdout => "stdout.log",
+            Stream::Stderr => "stderr.log",
+        })
+    }
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+}
+
+/// One of the two output streams of an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub const BOTH: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn to_proto(self) -> scitq_proto::v1::OutputStream {
+        match self {
+            Stream::Stdout => scitq_proto::v1::OutputStream::Stdout,
+            Stream::Stderr => scitq_proto::v1::OutputStream::Stderr,
+        }
+    }
+}
+
+/// Why a finished execution failed, as far as the agent can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// The command exited non-zero, died of a signal, or could not start.
+    Run,
+    /// The server asked for it to be killed.
+    Killed,
+}
+
+/// The result of a finished execution: what its final update says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalReport {
+    /// `None` when it succeeded.
+    pub failure: Option<Failure>,
+    pub exit_code: Option<i32>,
+    pub message: String,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+}
+
+impl FinalReport {
+    pub fn failed(failure: Failure, message: impl Into<String>) -> Self {
+        FinalReport {
+            failure: Some(failure),
+            exit_code: None,
+            message: message.into(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+        }
+    }
+
+    pub fn state(&self) -> ExecutionState {
+        match self.failure {
+            None => ExecutionState::Succeeded,
+            Some(_) => ExecutionState::Failed,
+        }
+    }
+
+    pub fn bytes(&self, stream: Stream) -> u64 {
+        match stream {
+            Stream::Stdout => self.stdout_bytes,
+            Stream::Stderr => self.stderr_bytes,
+        }
+    }
+
+    pub fn to_update(&self, id: ExecutionId) -> ExecutionUpdate {
+        let failure = match self.failure {
+            None => FailureClass::Unspecified,
+            Some(Failure::Run) => FailureClass::Run,
+            Some(Failure::Killed) => FailureClass::Killed,
+        };
+        ExecutionUpdate {
+            execution_id: id.0,
+            state: self.state() as i32,
+            exit_code: self.exit_code,
+            failure: failure as i32,
+            message: self.message.clone(),
+            stdout_bytes: self.stdout_bytes,
+            stderr_bytes: self.stderr_bytes,
+        }
+    }
+}
+
+/// Where an execution stands, as recorded in `state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// The process was started with this pid, which is also its process group id.
+    Running { pid: u32 },
+    /// It ended; the server may not have committed the report yet.
+    Finished {
+        report: FinalReport,
+        acknowledged: bool,
+    },
+    /// Given up by the agent (killed at agent shutdown or found orphaned at startup); the
+    /// server fails it as lost.
+    Abandoned,
+}
+
+/// The content of `state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFile {
+    pub execution_id: ExecutionId,
+    pub task_id: i64,
+    #[serde(flatten)]
+    pub phase: Phase,
+}
+
+impl StateFile {
+    /// Overwrites `state.json` in place with one write, padded with spaces (valid JSON
+    /// whitespace) to the old length, so the file is never truncated and never half old, half
+    /// new. Not a temporary file and a rename: that allocates an inode per write (see `spares`
+    /// for why it matters); nor a truncation: ext4 flushes a file truncated to zero on close.
+    /// Blocking: call from `spawn_blocking`.
+    pub fn write(&self, dir: &ExecDir) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut text = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        text.push(b'\n');
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.state_file())?;
+        let old_len = file.metadata()?.len() as usize;
+        if text.len() < old_len {
+            text.resize(old_len, b' ');
+        }
+        file.write_all_at(&text, 0)
+    }
+
+    /// Blocking.
+    pub fn read(dir: &ExecDir) -> io::Result<StateFile> {
+        let text = std::fs::read(dir.state_file())?;
+        serde_json::from_slice(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// An execution a previous agent process finished but whose report the server has not
+/// committed yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub id: ExecutionId,
+    pub task_id: i64,
+    pub report: FinalReport,
+}
+
+/// Scans the work dir at startup. Finished but unacknowledged executions are returned so they
+/// can be reported again. Executions still marked running cannot be re-attached (they are
+/// native processes): their process group is killed if alive and they are marked abandoned, so
+/// the server, not finding them in `Hello`, fails them as lost. Blocking.
+pub fn scan(work_dir: &Path) -> io::Result<Vec<Recovered>> {
+    let mut recovered = Vec::new();
+    for entry in std::fs::read_dir(work_dir)? {
+        let entry = entry?;
+        let Some(id) = entry.file_name().to_str().and_then(ExecDir::parse_id) else {
+            continue;
+        };
+        let dir = ExecDir::new(work_dir, id);
+        let state = match StateFile::read(&dir) {
+            Ok(state) => state,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                tracing::warn!(execution_id = %id, "ignoring {}: {e}", dir.state_file().display());
+                continue;
+            }
+        };
+        if state.execution_id != id {
+            // A recycled work dir that has not been written for its new execution yet.
+            continue;
+        }
+        match state.phase {
+            Phase::Finished {
+                report,
+                acknowledged: false,
+            } => recovered.push(Recovered {
+                id,
+                task_id: state.task_id,
+                report,
+            }),
+            Phase::Running { pid } => {
+                kill_leftover_group(id, pid);
+                let abandoned = StateFile {
+                    phase: Phase::Abandoned,
+                    ..state
+                };
+                abandoned.write(&dir)?;
+            }
+            Phase::Finished { .. } | Phase::Abandoned => {}
+        }
+    }
+    recovered.sort_by_key(|r| r.id);
+    Ok(recovered)
+}
+
+fn kill_leftover_group(id: ExecutionId, pid: u32) {
+    let Ok(raw) = i32::try_from(pid) else { return };
+    if raw <= 1 {
+        return;
+    }
+    let group = Pid::from_raw(raw);
+    if killpg(group, None).is_ok() {
+        tracing::warn!(execution_id = %id, pid, "killing the process group left running by a previous agent");
+        if let Err(e) = killpg(group, Signal::SIGKILL) {
+            tracing::warn!(execution_id = %id, pid, "cannot kill process group: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(work: &Path, id: i64, phase: Phase) {
+        let dir = ExecDir::new(work, ExecutionId(id));
+        std::fs::create_dir_all(dir.root()).unwrap();
+        StateFile {
+            execution_id: ExecutionId(id),
+            task_id: id * 10,
+            phase,
+        }
+        .write(&dir)
+        .unwrap();
+    }
+
+    #[test]
+    fn scan_keeps_unacknowledged_finals_and_abandons_running_ones() {
+        let work = tempfile::tempdir().unwrap();
+        let report = FinalReport {
+            failure: None,
+            exit_code: Some(0),
+            message: String::new(),
+            stdout_bytes: 3,
+            stderr_bytes: 0,
+        };
+        let fin = |acknowledged| Phase::Finished {
+            report: report.clone(),
+            acknowledged,
+        };
+        write(work.path(), 1, fin(false));
+        write(work.path(), 2, fin(true));
+        write(work.path(), 3, Phase::Abandoned);
+        // A running process group of our own would be killed: use a pid that cannot exist.
+        write(work.path(), 4, Phase::Running { pid: 0x3fff_fff0 });
+        std::fs::create_dir_all(work.path().join("exec-5")).unwrap();
+        std::fs::create_dir_all(work.path().join("unrelated")).unwrap();
+
+        let found = scan(work.path()).unwrap();
+        assert_eq!(
+            found,
+            vec![Recovered {
+                id: ExecutionId(1),
+                task_id: 10,
+                report
+            }]
+        );
+        let four = StateFile::read(&ExecDir::new(work.path(), ExecutionId(4))).unwrap();
+        assert_eq!(four.phase, Phase::Abandoned);
+    }
+
+    #[test]
+    fn a_shorter_state_overwrites_a_longer_one_cleanly() {
+        let work = tempfile::tempdir().unwrap();
+        let report = FinalReport::failed(Failure::Run, "x".repeat(500));
+        write(
+            work.path(),
+            1,
+            Phase::Finished {
+                report,
+                acknowledged: false,
+            },
+        );
+        write(work.path(), 1, Phase::Running { pid: 7 });
+        let dir = ExecDir::new(work.path(), ExecutionId(1));
+        assert_eq!(
+            StateFile::read(&dir).unwrap().phase,
+            Phase::Running { pid: 7 }
+        );
+    }
+
+    #[test]
+    fn scan_kills_a_live_leftover_group() {
+        let work = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("sleep");
+        std::os::unix::process::CommandExt::process_group(&mut child, 0);
+        let mut child = child.arg("30").spawn().unwrap();
+        write(work.path(), 7, Phase::Running { pid: child.id() });
+        assert!(scan(work.path()).unwrap().is_empty());
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+    }
+}
