@@ -1,0 +1,111 @@
+//! Steering that belongs to the core: `task wait --retry`, settings pushed to a running
+//! agent, and scitqd refusing to expose tokens on the network without TLS.
+
+use std::process::Command;
+use std::time::Duration;
+
+use scitq_tests::{
+    Agent, Server, ServerOpts, bin, describe, poll, sh_quote, touch, wait_for_file_sh,
+};
+
+const CONNECT: Duration = Duration::from_secs(60);
+
+#[test]
+fn task_wait_retry_relaunches_a_failed_task_until_it_succeeds() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "retrier", 2, &[]);
+    c.wait_worker_online("retrier", CONNECT);
+
+    // Fails the first time it runs, succeeds the second.
+    let marker = c.scratch_path("ran-once");
+    let flaky = format!(
+        "if [ -f {m} ]; then echo second; else touch {m}; echo first; exit 3; fi",
+        m = sh_quote(&marker.display().to_string())
+    );
+    let flaky_id = c.create_sh("retry", &flaky, &[]);
+    let out = c.ctl(["task", "wait", &flaky_id.to_string(), "--retry", "2"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let shown = c.ctl_json(["task", "show", &flaky_id.to_string()]);
+    let executions = shown["executions"].as_array().expect("executions");
+    assert_eq!(executions.len(), 2, "{shown:#}");
+    assert_eq!(executions[0]["exit_code"], 3, "{shown:#}");
+    assert_eq!(c.output(flaky_id), "second\n");
+
+    // Always fails: `task wait` gives up after the retries and says so with its exit code.
+    let doomed = c.create_sh("retry", "exit 5", &[]);
+    let out = c.ctl(["task", "wait", &doomed.to_string(), "--retry", "1"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let shown = c.ctl_json(["task", "show", &doomed.to_string()]);
+    assert_eq!(shown["status"], "failed", "{shown:#}");
+    assert_eq!(shown["executions"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn a_concurrency_change_reaches_the_running_agent() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "elastic", 1, &[]);
+    let worker = c.wait_worker_online("elastic", CONNECT);
+
+    let flag = c.scratch_path("release");
+    let hold = wait_for_file_sh(&flag);
+    let ids: Vec<i64> = (0..3).map(|_| c.create_sh("elastic", &hold, &[])).collect();
+    let running =
+        |c: &scitq_tests::Client| ids.iter().filter(|id| c.status(**id) == "running").count();
+    poll(CONNECT, "one task running", || match running(&c) {
+        1 => Ok(()),
+        n => Err(format!("{n} running")),
+    });
+
+    c.ctl_ok(["worker", "set", &worker.to_string(), "--concurrency", "3"]);
+    poll(
+        CONNECT,
+        "three tasks running after the change",
+        || match running(&c) {
+            3 => Ok(()),
+            n => Err(format!("{n} running")),
+        },
+    );
+    let workers = c.workers();
+    let shown = workers.iter().find(|w| w["id"] == worker).expect("worker");
+    assert_eq!(shown["concurrency"], 3, "{shown}");
+
+    touch(&flag);
+    for id in ids {
+        c.wait_task(id, "succeeded", CONNECT);
+    }
+}
+
+#[test]
+fn scitqd_refuses_a_public_address_without_tls_and_says_how_to_fix_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let out = Command::new(bin("scitqd"))
+        .args(["--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&data)
+        .env("HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .output()
+        .expect("run scitqd");
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("0.0.0.0:0")
+            && stderr.contains("--tls-cert")
+            && stderr.contains("--tls-key"),
+        "{stderr}"
+    );
+    assert!(
+        !data.exists(),
+        "nothing is created when the configuration is refused"
+    );
+
+    let out = Command::new(bin("scitqd"))
+        .args(["--listen", "127.0.0.1:0", "--lease", "soon", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("run scitqd");
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"soon\""));
+}
