@@ -65,7 +65,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let local = listener.local_addr()?;
     if let Some(fresh) = fresh {
-        match auth::write_client_config(&local.to_string(), &fresh) {
+        let server = match config.tls {
+            Some(_) => format!("https://{local}"),
+            None => local.to_string(),
+        };
+        match auth::write_client_config(&server, &fresh) {
             Ok(Some(path)) => {
                 tracing::info!(path = %path.display(), "wrote the local client config")
             }

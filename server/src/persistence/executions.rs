@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use scitq_proto::v1;
 use sea_orm::sea_query::{BinOper, Expr, ExprTrait, Func, Query};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 
 use super::batch::StatementBatch;
@@ -77,52 +77,88 @@ pub async fn assign(
         .await?;
     let mut out = Vec::with_capacity(exec_ids.len());
     for chunk in exec_ids.chunks(500) {
-        let rows = execution::Entity::find()
-            .filter(execution::Column::Id.is_in(chunk.iter().copied()))
-            .order_by_asc(execution::Column::Id)
+        let rows = Frozen::find_by_statement(store.backend().build(&frozen_query(chunk)))
             .all(&store.db)
             .await?;
-        let details: HashMap<i64, (String, String, i32, i32)> = task::Entity::find()
-            .select_only()
-            .column(task::Column::Id)
-            .column(task::Column::Name)
-            .column(task::Column::Batch)
-            .column(task::Column::Retry)
-            .column(task::Column::Priority)
-            .filter(task::Column::Id.is_in(rows.iter().map(|r| r.task_id)))
-            .into_tuple::<(i64, String, String, i32, i32)>()
-            .all(&store.db)
-            .await?
-            .into_iter()
-            .map(|(id, name, batch, retry, priority)| (id, (name, batch, retry, priority)))
-            .collect();
-        for row in rows {
-            let (name, batch, retry, priority) =
-                details.get(&row.task_id).cloned().unwrap_or_default();
-            let spec = v1::TaskSpec {
-                name,
-                batch,
-                command: row.command.clone(),
-                shell: row.shell,
-                container: row.container.clone(),
-                container_options: from_json_list(&row.container_options),
-                inputs: from_json_list(&row.inputs),
-                output: row.output.clone(),
-                resources: from_json_list(&row.resources),
-                retry: Ord::max(retry, 0) as u32,
-                priority,
-            };
-            out.push((
-                WorkerId(row.worker_id),
-                v1::Assignment {
-                    execution_id: row.id,
-                    task_id: row.task_id,
-                    spec: Some(spec),
-                },
-            ));
-        }
+        out.extend(rows.into_iter().map(Frozen::into_assignment));
     }
     Ok(out)
+}
+
+/// An execution's frozen spec with its task's name, batch, retry and priority.
+#[derive(FromQueryResult)]
+struct Frozen {
+    id: i64,
+    task_id: i64,
+    worker_id: i64,
+    command: String,
+    shell: i32,
+    container: String,
+    container_options: String,
+    inputs: String,
+    output: String,
+    resources: String,
+    name: String,
+    batch: String,
+    retry: i32,
+    priority: i32,
+}
+
+impl Frozen {
+    fn into_assignment(self) -> (WorkerId, v1::Assignment) {
+        let spec = v1::TaskSpec {
+            name: self.name,
+            batch: self.batch,
+            command: self.command,
+            shell: self.shell,
+            container: self.container,
+            container_options: from_json_list(&self.container_options),
+            inputs: from_json_list(&self.inputs),
+            output: self.output,
+            resources: from_json_list(&self.resources),
+            retry: Ord::max(self.retry, 0) as u32,
+            priority: self.priority,
+        };
+        (
+            WorkerId(self.worker_id),
+            v1::Assignment {
+                execution_id: self.id,
+                task_id: self.task_id,
+                spec: Some(spec),
+            },
+        )
+    }
+}
+
+/// One read for a group of new executions and their tasks.
+fn frozen_query(ids: &[i64]) -> sea_orm::sea_query::SelectStatement {
+    use execution::Column as E;
+    use task::Column as T;
+    Query::select()
+        .columns(
+            [
+                E::Id,
+                E::TaskId,
+                E::WorkerId,
+                E::Command,
+                E::Shell,
+                E::Container,
+                E::ContainerOptions,
+                E::Inputs,
+                E::Output,
+                E::Resources,
+            ]
+            .map(|c| (execution::Entity, c)),
+        )
+        .columns([T::Name, T::Batch, T::Retry, T::Priority].map(|c| (task::Entity, c)))
+        .from(execution::Entity)
+        .inner_join(
+            task::Entity,
+            Expr::col((task::Entity, T::Id)).equals((execution::Entity, E::TaskId)),
+        )
+        .and_where(Expr::col((execution::Entity, E::Id)).is_in(ids.iter().copied()))
+        .order_by((execution::Entity, E::Id), sea_orm::Order::Asc)
+        .to_owned()
 }
 
 /// `INSERT INTO execution SELECT … FROM task WHERE id = task AND status = 'pending'`:

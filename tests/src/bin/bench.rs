@@ -45,6 +45,10 @@ struct Args {
     /// Throughput part: how many `true` tasks to run [default when no part is given: 10000].
     #[arg(long, value_name = "N")]
     tasks: Option<usize>,
+    /// Agent prefetch: tasks the agent holds beyond its running slots.
+    #[arg(long, value_name = "P", default_value_t = 0)]
+    prefetch: u32,
+
     /// Agent concurrency, and that of the direct-spawn baseline.
     #[arg(long, value_name = "C", default_value_t = 4)]
     concurrency: u32,
@@ -79,7 +83,7 @@ fn main() -> Result<()> {
         ..ServerOpts::default()
     };
     if let Some(n) = args.tasks {
-        throughput(&opts, n, args.concurrency)?;
+        throughput(&opts, n, args.concurrency, args.prefetch)?;
     }
     if let Some(n) = args.submit {
         submission(&opts, n)?;
@@ -132,10 +136,16 @@ fn build_binaries() -> Result<()> {
     Ok(())
 }
 
-fn throughput(opts: &ServerOpts, n: usize, concurrency: u32) -> Result<()> {
+fn throughput(opts: &ServerOpts, n: usize, concurrency: u32, prefetch: u32) -> Result<()> {
     let server = Server::start(opts.clone());
     let c = server.client();
-    let _agent = Agent::start(&server, "bench", concurrency, &[]);
+    let prefetch_arg = prefetch.to_string();
+    let _agent = Agent::start(
+        &server,
+        "bench",
+        concurrency,
+        &["--prefetch", &prefetch_arg],
+    );
     c.wait_worker_online("bench", Duration::from_secs(60));
 
     let commands = vec!["true".to_string(); n];
@@ -146,7 +156,7 @@ fn throughput(opts: &ServerOpts, n: usize, concurrency: u32) -> Result<()> {
     let elapsed = start.elapsed();
     let scitq_rate = n as f64 / elapsed.as_secs_f64();
     println!(
-        "throughput: {n} `true` tasks, one agent at concurrency {concurrency}: {:.2} s \
+        "throughput: {n} `true` tasks, one agent at concurrency {concurrency} prefetch {prefetch}: {:.2} s \
          (submission {:.2} s) -> {scitq_rate:.0} tasks/s",
         elapsed.as_secs_f64(),
         submitted.as_secs_f64()

@@ -1,0 +1,136 @@
+//! TLS end to end: scitqd with a certificate signed by a test CA, an agent and scitqctl that
+//! trust that CA (through SSL_CERT_FILE, as any rustls native-roots client does), and the
+//! client config pointing at `https://`.
+
+use std::path::Path;
+use std::process::Command;
+
+use scitq_tests::{Proc, Server, ServerOpts, bin, describe};
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
+fn make_certs(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (Debian package openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {}", describe(&out));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=scitq test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "req.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write ext.cnf");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "req.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[test]
+fn a_task_runs_over_tls_and_an_untrusted_certificate_is_refused() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    make_certs(certs.path());
+    let cert = certs.path().join("cert.pem").display().to_string();
+    let key = certs.path().join("key.pem").display().to_string();
+    let ca = certs.path().join("ca.pem");
+
+    let server = Server::start(
+        ServerOpts::default()
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key),
+    );
+    let config = std::fs::read_to_string(server.home().join(".config/scitq/config.toml"))
+        .expect("client config");
+    assert!(
+        config.contains(&format!("server = \"https://{}\"", server.addr())),
+        "the client config should point at https://: {config}"
+    );
+
+    // The agent and scitqctl find server and tokens in the client config, and trust the CA.
+    let work = certs.path().join("work");
+    let mut agent_cmd = Command::new(bin("scitq-agent"));
+    agent_cmd
+        .args([
+            "--name",
+            "tls-agent",
+            "--concurrency",
+            "1",
+            "--reconnect-max",
+            "1s",
+        ])
+        .arg("--work-dir")
+        .arg(&work)
+        .env("HOME", server.home())
+        .env("XDG_CONFIG_HOME", server.home().join(".config"))
+        .env("SSL_CERT_FILE", &ca);
+    let _agent = Proc::spawn(
+        "scitq-agent tls",
+        agent_cmd,
+        &certs.path().join("agent.log"),
+    );
+
+    let mut launch = server.client().bare_command();
+    launch
+        .args(["launch", "echo", "over tls"])
+        .env("SSL_CERT_FILE", &ca);
+    let out = launch.output().expect("run scitqctl launch");
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls\n");
+
+    // Without the CA, the certificate is not trusted and nothing is sent.
+    let mut untrusted = server.client().bare_command();
+    untrusted
+        .args(["task", "list"])
+        .env("SSL_CERT_FILE", certs.path().join("cert.pem"));
+    let out = untrusted.output().expect("run scitqctl task list");
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("certificate"),
+        "{}",
+        describe(&out)
+    );
+}
