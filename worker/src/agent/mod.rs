@@ -33,6 +33,8 @@ use crate::state::{ExecutionId, FinalReport, Recovered};
 
 /// First reconnection delay.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
+/// How long a progress update may wait to be sent with (or replaced by) a later one.
+const PROGRESS_DELAY: Duration = Duration::from_millis(15);
 
 /// Settings the server may change at any time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +176,11 @@ pub struct Agent {
     chores: JoinSet<()>,
     /// Set once shutdown began: when to escalate, then when to give up.
     shutdown_deadline: Option<(Instant, bool)>,
+    /// Executions with a progress update (accepted, running) not sent yet, and when to send
+    /// them. Progress waits a moment so that a short task's start and end travel (and are
+    /// committed by the server) together; final updates never wait.
+    deferred: Vec<ExecutionId>,
+    flush_at: Option<Instant>,
 }
 
 impl Agent {
@@ -231,6 +238,8 @@ impl Agent {
             reads: JoinSet::new(),
             chores: JoinSet::new(),
             shutdown_deadline: None,
+            deferred: Vec::new(),
+            flush_at: None,
         }
     }
 
@@ -283,6 +292,9 @@ impl Agent {
                 _ = async { gauge.as_ref().expect("guarded").drained.notified().await }, if gauge.is_some() => {
                     self.pump_all();
                 }
+                _ = tokio::time::sleep_until(self.flush_at.unwrap_or_else(Instant::now)), if self.flush_at.is_some() => {
+                    self.flush_deferred();
+                }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     if !self.escalate_shutdown() { break; }
                 }
@@ -302,13 +314,25 @@ impl Agent {
         send_update_on(&self.conn, &mut self.outbox, id);
     }
 
+    /// Records a progress update (accepted, running); it goes out after [`PROGRESS_DELAY`]
+    /// unless a later update of the same execution supersedes it first.
     fn record_update(&mut self, id: ExecutionId, state: ExecutionState) {
         self.outbox.record(ExecutionUpdate {
             execution_id: id.0,
             state: state as i32,
             ..ExecutionUpdate::default()
         });
-        self.send_update_if_due(id);
+        self.deferred.push(id);
+        if self.flush_at.is_none() {
+            self.flush_at = Some(Instant::now() + PROGRESS_DELAY);
+        }
+    }
+
+    fn flush_deferred(&mut self) {
+        self.flush_at = None;
+        for id in std::mem::take(&mut self.deferred) {
+            self.send_update_if_due(id);
+        }
     }
 
     fn connect(&mut self) {

@@ -98,6 +98,33 @@ impl Conversation {
         }
     }
 
+    /// Reads updates until `done` holds for those seen so far (progress updates may be
+    /// merged, so tests wait for states rather than count messages); returns them all.
+    pub(super) async fn recv_until(
+        &mut self,
+        mut done: impl FnMut(&[ExecutionUpdate]) -> bool,
+    ) -> Vec<ExecutionUpdate> {
+        let mut seen = Vec::new();
+        while !done(&seen) {
+            // Output may overtake a progress update that waits to be merged.
+            if let Some(agent_message::Kind::Update(update)) = self.recv().await.kind {
+                seen.push(update);
+            }
+        }
+        seen
+    }
+
+    /// Reads updates until execution `id` reports `state`.
+    pub(super) async fn recv_state(&mut self, id: i64, state: i32) -> ExecutionUpdate {
+        let seen = self
+            .recv_until(|seen| {
+                seen.last()
+                    .is_some_and(|u| u.execution_id == id && u.state == state)
+            })
+            .await;
+        seen.last().cloned().expect("one update")
+    }
+
     pub(super) fn send(&self, kind: server_message::Kind) {
         self.outbound
             .send(Ok(ServerMessage { kind: Some(kind) }))

@@ -25,12 +25,15 @@ async fn runs_a_task_streams_output_and_forgets_it_after_ack() {
     c.welcome(2, vec![], vec![]);
     c.assign(5, "echo hi; echo err >&2");
     let outcome = c.run_to_final(5, [0, 0]).await;
-    assert_eq!(
-        outcome.states,
-        [
-            state(ExecutionState::Accepted),
-            state(ExecutionState::Running)
-        ]
+    // Progress updates of a task this short may be merged into its final one.
+    let progress = [
+        state(ExecutionState::Accepted),
+        state(ExecutionState::Running),
+    ];
+    assert!(
+        outcome.states.iter().all(|s| progress.contains(s)),
+        "{:?}",
+        outcome.states
     );
     assert_eq!(outcome.output, [b"hi\n".to_vec(), b"err\n".to_vec()]);
     assert_eq!(outcome.last.state, state(ExecutionState::Succeeded));
@@ -85,9 +88,7 @@ async fn after_a_break_only_missing_output_and_the_final_update_are_resent() {
     hello_of(&mut c).await;
     c.welcome(1, vec![], vec![]);
     c.assign(7, "echo one; sleep 0.5; echo two");
-    let (_, accepted) = c.recv_update().await;
-    assert_eq!(accepted.state, state(ExecutionState::Accepted));
-    let (_, running) = c.recv_update().await;
+    let running = c.recv_state(7, state(ExecutionState::Running)).await;
     assert_eq!(running.state, state(ExecutionState::Running));
     drop(c); // the server goes away while the task runs
 
@@ -126,8 +127,7 @@ async fn welcome_cancel_kills_and_forgets_silently() {
     hello_of(&mut c).await;
     c.welcome(1, vec![], vec![]);
     c.assign(8, "sleep 30");
-    c.recv_update().await;
-    c.recv_update().await;
+    c.recv_state(8, state(ExecutionState::Running)).await;
     let pid = match disk_phase(&h.dir(8)) {
         Some(DiskPhase::Running { pid }) => pid,
         other => panic!("unexpected {other:?}"),
@@ -177,15 +177,16 @@ async fn signals_from_the_server() {
     c.assign(10, "sleep 30");
     c.assign(11, "echo never");
     c.assign(12, "echo never");
-    let mut states = Vec::new();
-    while states.len() < 4 {
-        let (_, u) = c.recv_update().await;
-        states.push((u.execution_id, u.state));
-    }
-    assert!(
-        states.contains(&(10, state(ExecutionState::Running))),
-        "{states:?}"
-    );
+    let want = [
+        (10, state(ExecutionState::Running)),
+        (11, state(ExecutionState::Accepted)),
+        (12, state(ExecutionState::Accepted)),
+    ];
+    c.recv_until(|seen| {
+        want.iter()
+            .all(|w| seen.iter().any(|u| (u.execution_id, u.state) == *w))
+    })
+    .await;
     c.signal(12, WireSignal::Cancel); // queued: dropped silently
     c.signal(11, WireSignal::Kill); // queued: failed as killed
     let (_, killed_queued) = c.recv_update().await;
@@ -214,13 +215,21 @@ async fn concurrency_limits_running_tasks_and_settings_change_it_live() {
     c.welcome(1, vec![], vec![]);
     c.assign(20, "sleep 30");
     c.assign(21, "echo second");
-    for _ in 0..3 {
-        let (_, u) = c.recv_update().await;
-        assert_ne!(
-            (u.execution_id, u.state),
-            (21, state(ExecutionState::Running))
-        );
-    }
+    let seen = c
+        .recv_until(|seen| {
+            let has = |id, s| {
+                seen.iter()
+                    .any(|u| u.execution_id == id && u.state == state(s))
+            };
+            has(20, ExecutionState::Running) && has(21, ExecutionState::Accepted)
+        })
+        .await;
+    assert!(
+        !seen
+            .iter()
+            .any(|u| u.execution_id == 21 && u.state == state(ExecutionState::Running)),
+        "{seen:?}"
+    );
     c.send(server_message::Kind::Settings(WireSettings {
         concurrency: 2,
         prefetch: 0,
@@ -291,8 +300,7 @@ async fn shutdown_kills_running_tasks_and_abandons_them() {
     hello_of(&mut c).await;
     c.welcome(1, vec![], vec![]);
     c.assign(40, "sleep 30");
-    c.recv_update().await;
-    c.recv_update().await;
+    c.recv_state(40, state(ExecutionState::Running)).await;
     shutdown.cancel();
     tokio::time::timeout(WAIT, agent)
         .await
