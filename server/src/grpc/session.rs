@@ -16,8 +16,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::State;
 use crate::core::ids::WorkerId;
 use crate::core::scheduler::{AgentTx, Command};
-use crate::persistence::executions::{self, AgentEvent};
+use crate::persistence::executions::{self, AgentEvent, Applied};
 use crate::persistence::workers::{self, settings_of};
+use crate::persistence::writer::Pending;
 
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 /// Most agent messages applied in one store write.
@@ -108,11 +109,32 @@ pub async fn open(
     Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
 }
 
+/// Reads the agent's messages and queues them for the store without waiting for each
+/// commit: while one group commits, the next messages are read and queued, and the writer
+/// commits them together. An acker task answers in order as commits land.
 async fn read(
     state: &State,
     worker: WorkerId,
     inbound: Streaming<v1::AgentMessage>,
     tx: &AgentTx,
+) -> Result<(), Status> {
+    let (commits_tx, commits_rx) = mpsc::unbounded_channel();
+    let acker = tokio::spawn(acknowledge(state.clone(), worker, commits_rx, tx.clone()));
+    let result = queue(state, worker, inbound, &commits_tx).await;
+    drop(commits_tx);
+    let acked = acker
+        .await
+        .unwrap_or_else(|e| Err(Status::internal(format!("acker failed: {e}"))));
+    result.and(acked)
+}
+
+type Commit = (u64, Option<Pending<Applied>>);
+
+async fn queue(
+    state: &State,
+    worker: WorkerId,
+    inbound: Streaming<v1::AgentMessage>,
+    commits: &mpsc::UnboundedSender<Commit>,
 ) -> Result<(), Status> {
     let mut batches = inbound.ready_chunks(MAX_BATCH);
     while let Some(batch) = batches.next().await {
@@ -142,8 +164,38 @@ async fn read(
                 None => {}
             }
         }
-        if !events.is_empty() {
-            let applied = executions::apply(&state.store, worker, events)
+        let pending = if events.is_empty() {
+            None
+        } else {
+            Some(
+                executions::apply(&state.store, worker, events)
+                    .await
+                    .map_err(|e| Status::aborted(format!("could not apply agent updates: {e}")))?,
+            )
+        };
+        if commits.send((last_seq, pending)).is_err() {
+            return Ok(()); // the acker stopped on an error it reports itself
+        }
+        if let Some(err) = stream_error {
+            // The transport broke (agent gone, network cut): not an error of ours.
+            tracing::debug!(%worker, error = %err, "agent stream broke");
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Waits for each queued write in order; once committed, acknowledges it and tells the
+/// scheduler and followers what changed.
+async fn acknowledge(
+    state: State,
+    worker: WorkerId,
+    mut commits: mpsc::UnboundedReceiver<Commit>,
+    tx: AgentTx,
+) -> Result<(), Status> {
+    while let Some((seq, pending)) = commits.recv().await {
+        if let Some(pending) = pending {
+            let applied = pending
                 .await
                 .map_err(|e| Status::aborted(format!("could not apply agent updates: {e}")))?;
             if !applied.finished.is_empty() {
@@ -161,15 +213,8 @@ async fn read(
                 }
             }
         }
-        if last_seq > 0 {
-            let _ = tx.send(message(v1::server_message::Kind::Ack(v1::Ack {
-                seq: last_seq,
-            })));
-        }
-        if let Some(err) = stream_error {
-            // The transport broke (agent gone, network cut): not an error of ours.
-            tracing::debug!(%worker, error = %err, "agent stream broke");
-            return Ok(());
+        if seq > 0 {
+            let _ = tx.send(message(v1::server_message::Kind::Ack(v1::Ack { seq })));
         }
     }
     Ok(())

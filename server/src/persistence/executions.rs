@@ -14,6 +14,7 @@ use sea_orm::{
 use super::batch::StatementBatch;
 use super::entities::{execution, log_chunk, task};
 use super::tasks::Queued;
+use super::writer::Pending;
 use super::{Store, StoreError, from_json_list, now_ms};
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
 use crate::core::state::{ExecState, TaskStatus, failure_as_str};
@@ -259,18 +260,19 @@ fn is_plain(event: &AgentEvent) -> bool {
     }
 }
 
-/// Applies, in order, the events one agent session sent.
+/// Queues, in order, the events one agent session sent; the result resolves once they
+/// are committed.
 pub async fn apply(
     store: &Store,
     worker: WorkerId,
     events: Vec<AgentEvent>,
-) -> Result<Applied, StoreError> {
+) -> Result<Pending<Applied>, StoreError> {
     if events.iter().all(is_plain) {
         // The common case (tasks starting and succeeding): plain statements only.
         let backend = store.backend();
         return store
             .writer
-            .execute(move |_ids| {
+            .submit_execute(move |_ids| {
                 let mut batch = StatementBatch::new(backend);
                 let mut applied = Applied::default();
                 for event in events {
@@ -297,7 +299,7 @@ pub async fn apply(
     }
     store
         .writer
-        .write(move |txn, _ids| {
+        .submit_write(move |txn, _ids| {
             Box::pin(async move {
                 let mut applied = Applied::default();
                 let mut chunks: Vec<v1::OutputChunk> = Vec::new();

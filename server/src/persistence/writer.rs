@@ -52,6 +52,18 @@ enum Op {
 /// Most writes grouped in one transaction.
 const MAX_GROUP: usize = 512;
 
+/// A submitted write; resolves to its result once committed.
+pub struct Pending<R>(oneshot::Receiver<Result<R, StoreError>>);
+
+impl<R: Send + 'static> std::future::IntoFuture for Pending<R> {
+    type Output = Result<R, StoreError>;
+    type IntoFuture = BoxFuture<'static, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.0.await.map_err(|_| StoreError::Closed)? })
+    }
+}
+
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Op>,
@@ -77,6 +89,22 @@ impl Writer {
             + Send
             + 'static,
     {
+        self.submit_write(f).await?.await
+    }
+
+    /// Queues `f` for the next group transaction; the returned [`Pending`] resolves once it
+    /// is committed. Writes from one caller commit in the order they were submitted, so a
+    /// caller can keep submitting while earlier writes commit.
+    pub async fn submit_write<R, F>(&self, f: F) -> Result<Pending<R>, StoreError>
+    where
+        R: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a DatabaseTransaction,
+                &'a mut Ids,
+            ) -> BoxFuture<'a, Result<R, StoreError>>
+            + Send
+            + 'static,
+    {
         let (reply_tx, reply_rx) = oneshot::channel();
         let op: TxnOp = Box::new(move |txn, ids| {
             Box::pin(async move {
@@ -92,7 +120,7 @@ impl Writer {
             .send(Op::Txn(op))
             .await
             .map_err(|_| StoreError::Closed)?;
-        reply_rx.await.map_err(|_| StoreError::Closed)?
+        Ok(Pending(reply_rx))
     }
 
     /// Runs the statements `build` renders (given the id allocator) in the next group
@@ -100,6 +128,15 @@ impl Writer {
     /// in normal operation (guarded UPDATEs, INSERTs of fresh ids): a failure fails the
     /// whole group.
     pub async fn execute<R, F>(&self, build: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Ids) -> (String, R) + Send + 'static,
+    {
+        self.submit_execute(build).await?.await
+    }
+
+    /// Like [`Writer::execute`], without waiting for the commit (see [`Writer::submit_write`]).
+    pub async fn submit_execute<R, F>(&self, build: F) -> Result<Pending<R>, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Ids) -> (String, R) + Send + 'static,
@@ -116,7 +153,7 @@ impl Writer {
             .send(Op::Sql(op))
             .await
             .map_err(|_| StoreError::Closed)?;
-        reply_rx.await.map_err(|_| StoreError::Closed)?
+        Ok(Pending(reply_rx))
     }
 }
 
