@@ -63,10 +63,17 @@ fn describe(status: &Status) -> String {
 }
 
 impl SessionError {
-    /// A bad token or an incompatible protocol will not get better by retrying.
+    /// A bad token, an incompatible protocol or a Hello the server refuses (a bad name,
+    /// say) will not get better by retrying.
     pub fn is_fatal(&self) -> bool {
         matches!(self, SessionError::Status(s)
-            if matches!(s.code(), Code::Unauthenticated | Code::FailedPrecondition | Code::PermissionDenied))
+        if matches!(
+            s.code(),
+            Code::Unauthenticated
+                | Code::FailedPrecondition
+                | Code::PermissionDenied
+                | Code::InvalidArgument
+        ))
     }
 }
 
@@ -300,7 +307,9 @@ mod tests {
         let status = |code| SessionError::Status(Status::new(code, "x"));
         assert!(status(Code::Unauthenticated).is_fatal());
         assert!(status(Code::FailedPrecondition).is_fatal());
+        assert!(status(Code::InvalidArgument).is_fatal());
         assert!(!status(Code::Unavailable).is_fatal());
+        assert!(!status(Code::Aborted).is_fatal());
         assert!(!SessionError::Closed.is_fatal());
     }
 

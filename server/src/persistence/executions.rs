@@ -391,17 +391,21 @@ async fn write_chunks(
             continue; // a replay of what we have
         }
         if start > *committed {
-            return Err(StoreError::Conflict(format!(
-                "output of execution {} has a gap: have {} bytes, got a chunk at {start}",
-                chunk.execution_id, committed
-            )));
+            // Agents resume from the offsets in Welcome, so this is a bug somewhere; keep
+            // the bytes (a hole beats losing the rest) and say so.
+            tracing::warn!(
+                execution_id = chunk.execution_id,
+                have = *committed,
+                offset = start,
+                "output has a gap; keeping the chunk at its offset"
+            );
         }
-        let skip = (*committed - start) as usize;
+        let skip = Ord::max(*committed - start, 0) as usize;
         inserts.push(log_chunk::ActiveModel {
             execution_id: Set(chunk.execution_id),
             task_id: Set(*task_id),
             stream: Set(stream as i32),
-            offset: Set(*committed),
+            offset: Set(start + skip as i64),
             data: Set(chunk.data[skip..].to_vec()),
             ..Default::default()
         });
