@@ -109,3 +109,38 @@ fn scitqd_refuses_a_public_address_without_tls_and_says_how_to_fix_it() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"soon\""));
 }
+
+#[test]
+fn an_agent_with_a_batch_filter_takes_only_that_batch_and_priority_goes_first() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "picky", 1, &["--batch", "mine"]);
+    c.wait_worker_online("picky", CONNECT);
+
+    // Hold the only slot while the queue fills, so the order is the scheduler's choice.
+    let flag = c.scratch_path("unblock");
+    let blocker = c.create_sh("mine", &wait_for_file_sh(&flag), &[]);
+    c.wait_task(blocker, "running", CONNECT);
+    let other = c.create_sh("theirs", "echo not mine", &[]);
+    let low = c.create_sh("mine", "echo low", &["--priority", "0"]);
+    let high = c.create_sh("mine", "echo high", &["--priority", "5"]);
+    touch(&flag);
+    c.wait_task(low, "succeeded", CONNECT);
+    c.wait_task(high, "succeeded", CONNECT);
+
+    let execution_of = |id: i64| {
+        let shown = c.ctl_json(["task", "show", &id.to_string()]);
+        shown["executions"][0]["id"]
+            .as_i64()
+            .expect("one execution")
+    };
+    assert!(
+        execution_of(high) < execution_of(low),
+        "the higher priority task was assigned first"
+    );
+    assert_eq!(
+        c.status(other),
+        "pending",
+        "a task of another batch stays queued"
+    );
+}
