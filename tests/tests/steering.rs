@@ -144,3 +144,115 @@ fn an_agent_with_a_batch_filter_takes_only_that_batch_and_priority_goes_first() 
         "a task of another batch stays queued"
     );
 }
+
+#[test]
+fn a_paused_task_is_skipped_until_resumed_and_kill_stops_a_running_one_for_good() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "steered", 1, &[]);
+    c.wait_worker_online("steered", CONNECT);
+
+    let flag = c.scratch_path("hold");
+    let blocker = c.create_sh("steer", &wait_for_file_sh(&flag), &["--retry", "2"]);
+    c.wait_task(blocker, "running", CONNECT);
+    let held = c.create_sh("steer", "echo held back", &[]);
+    let next = c.create_sh("steer", "echo next", &[]);
+    assert_eq!(
+        c.ctl_ok(["task", "pause", &held.to_string()]).trim(),
+        "paused (paused by an operator)"
+    );
+    let again = c.ctl(["task", "pause", &held.to_string()]);
+    assert!(!again.status.success(), "{}", describe(&again));
+
+    // Killing the running blocker frees the slot: `next` runs, the paused task does not.
+    c.ctl_ok(["task", "kill", &blocker.to_string()]);
+    let killed = c.wait_task(blocker, "failed", CONNECT);
+    assert_eq!(killed["retry_left"], 2, "a kill spends no retry: {killed}");
+    c.wait_task(next, "succeeded", CONNECT);
+    assert_eq!(c.status(held), "paused");
+    let executions = c.ctl_json(["task", "executions", &blocker.to_string()]);
+    assert_eq!(executions[0]["failure"], "killed", "{executions}");
+
+    c.ctl_ok(["task", "resume", &held.to_string()]);
+    c.wait_task(held, "succeeded", CONNECT);
+    assert_eq!(c.output(held), "held back\n");
+}
+
+#[test]
+fn tasks_not_started_are_edited_by_filter_with_a_dry_run_first() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let ids: Vec<i64> = (0..3)
+        .map(|i| c.create_sh("edits", &format!("echo old-{i}"), &[]))
+        .collect();
+    c.ctl_ok(["batch", "stop", "edits"]);
+
+    let preview = c.ctl_json([
+        "task",
+        "edit",
+        "--batch",
+        "edits",
+        "--command",
+        "echo new",
+        "--dry-run",
+    ]);
+    assert_eq!(preview.as_array().map(Vec::len), Some(3), "{preview}");
+    assert!(
+        preview
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["command"] == "echo new")
+    );
+    assert_eq!(
+        c.task(ids[0])["command"],
+        "echo old-0",
+        "a dry run changes nothing"
+    );
+
+    let refused = c.ctl(["task", "edit", "--command", "echo all"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+    let refused = c.ctl([
+        "task", "edit", "--batch", "edits", "--status", "running", "--retry", "1",
+    ]);
+    assert!(!refused.status.success(), "{}", describe(&refused));
+
+    c.ctl_ok([
+        "task",
+        "edit",
+        "--batch",
+        "edits",
+        "--command",
+        "echo new",
+        "--priority",
+        "3",
+    ]);
+    let edited = c.task(ids[1]);
+    assert_eq!(
+        (&edited["command"], &edited["priority"]),
+        (&"echo new".into(), &3.into())
+    );
+    let _agent = Agent::start(&server, "editor", 2, &[]);
+    c.wait_worker_online("editor", CONNECT);
+    c.ctl_ok(["batch", "go", "edits"]);
+    for id in &ids {
+        c.wait_task(*id, "succeeded", CONNECT);
+        assert_eq!(c.output(*id), "new\n");
+    }
+
+    // A task that has run cannot be edited: relaunch it instead.
+    let out = c.ctl([
+        "task",
+        "edit",
+        &ids[0].to_string(),
+        "--command",
+        "echo late",
+    ]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("succeeded"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(c.task(ids[0])["command"], "echo new");
+}

@@ -48,6 +48,19 @@ impl Queue {
         self.stopped.contains(batch)
     }
 
+    /// Takes one task out of the queue, if it is there.
+    pub fn remove(&mut self, batch: &str, priority: i32, id: TaskId) {
+        let Some(set) = self.batches.get_mut(batch) else {
+            return;
+        };
+        if set.remove(&(Reverse(priority), id)) {
+            self.len -= 1;
+        }
+        if set.is_empty() {
+            self.batches.remove(batch);
+        }
+    }
+
     /// Forgets a whole batch (deleted).
     pub fn remove_batch(&mut self, batch: &str) {
         if let Some(set) = self.batches.remove(batch) {
@@ -121,6 +134,9 @@ mod tests {
         q.push("a", 0, TaskId(1));
         q.push("a", 0, TaskId(2));
         assert_eq!(q.len(), 2);
+        q.remove("a", 0, TaskId(2));
+        q.remove("a", 0, TaskId(9));
+        assert_eq!(q.len(), 1);
         q.remove_batch("a");
         assert_eq!(q.len(), 0);
         assert_eq!(q.pop(None), None);

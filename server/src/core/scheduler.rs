@@ -43,6 +43,8 @@ pub enum Command {
         count: u32,
     },
     Enqueue(Vec<Queued>),
+    /// Takes tasks out of the queue (their priority is about to change).
+    Dequeue(Vec<Queued>),
     BatchStopped {
         batch: String,
         stopped: bool,
@@ -168,7 +170,7 @@ impl Scheduler {
                 }
                 _ = sleep_until(next_lease) => self.expire_leases().await,
             }
-            if self.dirty {
+            while self.dirty {
                 self.dirty = false;
                 self.dispatch().await;
             }
@@ -226,6 +228,11 @@ impl Scheduler {
                     self.queue.push(&q.batch, q.priority, q.id);
                 }
                 self.dirty = true;
+            }
+            Command::Dequeue(queued) => {
+                for q in queued {
+                    self.queue.remove(&q.batch, q.priority, q.id);
+                }
             }
             Command::BatchStopped { batch, stopped } => {
                 self.queue.set_stopped(&batch, stopped);
@@ -306,12 +313,14 @@ impl Scheduler {
                         w.push(v1::server_message::Kind::Assignment(assignment));
                     }
                 }
-                // Picked tasks the database no longer had pending: free their slots.
+                // Picked tasks the database no longer had pending (paused, deleted,
+                // edited): free their slots and look again.
                 for (task, worker) in picks {
                     if popped.contains_key(&task)
                         && let Some(w) = self.workers.get_mut(&worker)
                     {
                         w.active = w.active.saturating_sub(1);
+                        self.dirty = !self.queue.is_empty();
                     }
                 }
                 self.hub.notify(touched);

@@ -4,6 +4,7 @@
 pub mod convert;
 pub mod executions;
 pub mod session;
+pub mod steering;
 pub mod tasks;
 pub mod workers;
 

@@ -20,7 +20,7 @@ const MAX_LIMIT: u32 = 10_000;
 pub struct Tasks(pub State);
 
 /// Turns a glob (`*`, `?`) into a LIKE pattern.
-fn glob_to_like(glob: &str) -> String {
+pub fn glob_to_like(glob: &str) -> String {
     glob.chars()
         .map(|c| match c {
             '*' => '%',
@@ -144,6 +144,43 @@ impl TaskService for Tasks {
         self.0.scheduler.enqueue(vec![queued]);
         self.0.hub.notify([id]);
         Ok(Response::new(convert::task(&row)))
+    }
+
+    async fn pause_task(
+        &self,
+        request: Request<v1::TaskRef>,
+    ) -> Result<Response<v1::Task>, Status> {
+        require_admin(&request)?;
+        super::steering::pause(&self.0, request.into_inner().id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn resume_task(
+        &self,
+        request: Request<v1::TaskRef>,
+    ) -> Result<Response<v1::Task>, Status> {
+        require_admin(&request)?;
+        super::steering::resume(&self.0, request.into_inner().id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn kill_task(&self, request: Request<v1::TaskRef>) -> Result<Response<v1::Task>, Status> {
+        require_admin(&request)?;
+        super::steering::kill(&self.0, request.into_inner().id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn edit_tasks(
+        &self,
+        request: Request<v1::EditTasksRequest>,
+    ) -> Result<Response<v1::EditTasksResponse>, Status> {
+        require_admin(&request)?;
+        super::steering::edit(&self.0, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_batches(

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod entities;
 pub mod executions;
 pub mod migration;
+pub mod steering;
 pub mod tasks;
 pub mod workers;
 pub mod writer;

@@ -2,6 +2,7 @@
 
 mod create;
 mod from_file;
+mod steer;
 mod stream;
 mod wait;
 
@@ -36,6 +37,28 @@ pub enum TaskCommand {
     Output(OutputArgs),
     /// Wait until tasks end (the old `join`); exit 0 when all succeeded
     Wait(WaitArgs),
+    /// Hold a pending task back, or freeze a running one (SIGSTOP)
+    Pause {
+        /// Task id
+        id: i64,
+    },
+    /// Undo `pause`: a paused task is queued again, a frozen one runs on
+    Resume {
+        /// Task id
+        id: i64,
+    },
+    /// Kill a running task (no automatic retry) or cancel one not started
+    Kill {
+        /// Task id
+        id: i64,
+    },
+    /// Edit tasks not started yet, by id or by filter (`--dry-run` shows what would change)
+    Edit(steer::EditArgs),
+    /// List every execution (attempt) of a task
+    Executions {
+        /// Task id
+        id: i64,
+    },
     /// Run a finished task again, optionally with a new command; prints its new status
     Relaunch {
         /// Task id
@@ -73,6 +96,11 @@ pub async fn run(command: TaskCommand, ctx: &Context) -> anyhow::Result<Exit> {
         TaskCommand::Output(args) => stream::run(args, ctx).await,
         TaskCommand::Wait(args) => wait::run(args, ctx).await,
         TaskCommand::Relaunch { id, command } => relaunch(id, command, ctx).await,
+        TaskCommand::Pause { id } => steer::act(steer::Action::Pause, id, ctx).await,
+        TaskCommand::Resume { id } => steer::act(steer::Action::Resume, id, ctx).await,
+        TaskCommand::Kill { id } => steer::act(steer::Action::Kill, id, ctx).await,
+        TaskCommand::Edit(args) => steer::edit(args, ctx).await,
+        TaskCommand::Executions { id } => steer::executions(id, ctx).await,
     }
 }
 

@@ -1,0 +1,185 @@
+//! TaskService's steering calls (pause, resume, kill, edit), decoded and validated here.
+
+use scitq_proto::v1;
+use tonic::Status;
+
+use super::{State, convert, status};
+use crate::core::ids::TaskId;
+use crate::core::scheduler::Command;
+use crate::core::state::TaskStatus;
+use crate::core::task::{MAX_COMMAND_BYTES, MAX_FIELD_BYTES, validate_batch_name};
+use crate::persistence::steering::{self, Changes, EDITABLE, Selector, Target};
+
+fn signal(state: &State, target: Option<Target>, signal: v1::Signal) {
+    if let Some(target) = target {
+        state.scheduler.send(Command::Signal {
+            targets: vec![target],
+            signal,
+        });
+    }
+}
+
+pub async fn pause(state: &State, id: i64) -> Result<v1::Task, Status> {
+    let (row, target) = steering::pause(&state.store, TaskId(id))
+        .await
+        .map_err(status)?;
+    signal(state, target, v1::Signal::Pause);
+    state.hub.notify([TaskId(id)]);
+    Ok(convert::task(&row))
+}
+
+pub async fn resume(state: &State, id: i64) -> Result<v1::Task, Status> {
+    let (row, queued, target) = steering::resume(&state.store, TaskId(id))
+        .await
+        .map_err(status)?;
+    state.scheduler.enqueue(queued.into_iter().collect());
+    signal(state, target, v1::Signal::Resume);
+    state.hub.notify([TaskId(id)]);
+    Ok(convert::task(&row))
+}
+
+pub async fn kill(state: &State, id: i64) -> Result<v1::Task, Status> {
+    let (row, target) = steering::kill(&state.store, TaskId(id))
+        .await
+        .map_err(status)?;
+    signal(state, target, v1::Signal::Kill);
+    state.hub.notify([TaskId(id)]);
+    Ok(convert::task(&row))
+}
+
+fn selector(raw: Option<v1::TaskSelector>) -> Result<Selector, Status> {
+    let raw = raw.unwrap_or_default();
+    let mut statuses = Vec::new();
+    for value in &raw.status {
+        let status = v1::TaskStatus::try_from(*value)
+            .ok()
+            .and_then(TaskStatus::from_proto)
+            .ok_or_else(|| Status::invalid_argument(format!("unknown task status {value}")))?;
+        if !EDITABLE.contains(&status) {
+            return Err(Status::invalid_argument(format!(
+                "{status} tasks cannot be edited: only waiting, pending or paused ones"
+            )));
+        }
+        statuses.push(status);
+    }
+    let batch = match raw.batch {
+        Some(b) => {
+            Some(validate_batch_name(0, &b).map_err(|e| Status::invalid_argument(e.to_string()))?)
+        }
+        None => None,
+    };
+    let selector = Selector {
+        ids: raw.ids.into_iter().map(TaskId).collect(),
+        batch,
+        statuses,
+        name_like: raw.name.as_deref().map(super::tasks::glob_to_like),
+        all: raw.all,
+    };
+    let filtered =
+        selector.batch.is_some() || !selector.statuses.is_empty() || selector.name_like.is_some();
+    if !selector.ids.is_empty() && (filtered || selector.all) {
+        return Err(Status::invalid_argument(
+            "give task ids or a filter, not both",
+        ));
+    }
+    if selector.ids.is_empty() && !filtered && !selector.all {
+        return Err(Status::invalid_argument(
+            "no task selected: give task ids, a filter (batch, status, name), or all to edit every task not started",
+        ));
+    }
+    Ok(selector)
+}
+
+fn field(name: &str, value: &str) -> Result<(), Status> {
+    if value.len() > MAX_FIELD_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "{name} is {} bytes, the limit is {MAX_FIELD_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn changes(raw: Option<v1::TaskChanges>) -> Result<Changes, Status> {
+    let raw = raw.unwrap_or_default();
+    if let Some(command) = &raw.command {
+        if command.trim().is_empty() {
+            return Err(Status::invalid_argument("command is empty"));
+        }
+        if command.len() > MAX_COMMAND_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "command is {} bytes, the limit is {MAX_COMMAND_BYTES}",
+                command.len()
+            )));
+        }
+    }
+    if let Some(shell) = raw.shell {
+        v1::Shell::try_from(shell)
+            .map_err(|_| Status::invalid_argument(format!("shell value {shell} is unknown")))?;
+    }
+    for (name, value) in [
+        ("container", &raw.container),
+        ("output", &raw.output),
+        ("name", &raw.name),
+    ] {
+        if let Some(value) = value {
+            field(name, value)?;
+        }
+    }
+    let list = |l: Option<v1::StringList>| -> Result<Option<Vec<String>>, Status> {
+        let Some(l) = l else { return Ok(None) };
+        for value in &l.values {
+            field("uri or option", value)?;
+        }
+        Ok(Some(l.values))
+    };
+    let changes = Changes {
+        command: raw.command,
+        shell: raw.shell,
+        container: raw.container,
+        container_options: list(raw.container_options)?,
+        inputs: list(raw.inputs)?,
+        output: raw.output,
+        resources: list(raw.resources)?,
+        retry: raw.retry,
+        priority: raw.priority,
+        name: raw.name,
+    };
+    if changes.is_empty() {
+        return Err(Status::invalid_argument("no change given"));
+    }
+    if changes
+        .retry
+        .is_some_and(|r| r > crate::core::task::MAX_RETRY)
+    {
+        return Err(Status::invalid_argument(format!(
+            "retry {} is over the limit of {}",
+            changes.retry.unwrap_or_default(),
+            crate::core::task::MAX_RETRY
+        )));
+    }
+    Ok(changes)
+}
+
+pub async fn edit(
+    state: &State,
+    req: v1::EditTasksRequest,
+) -> Result<v1::EditTasksResponse, Status> {
+    let selector = selector(req.selector)?;
+    let changes = changes(req.changes)?;
+    let edited = steering::edit(&state.store, selector, changes, req.dry_run)
+        .await
+        .map_err(status)?;
+    if !req.dry_run {
+        let (old, new): (Vec<_>, Vec<_>) = edited.requeue.into_iter().unzip();
+        if !old.is_empty() {
+            state.scheduler.send(Command::Dequeue(old));
+            state.scheduler.enqueue(new);
+        }
+        state.hub.notify(edited.tasks.iter().map(|t| TaskId(t.id)));
+    }
+    Ok(v1::EditTasksResponse {
+        tasks: edited.tasks.iter().map(convert::task).collect(),
+        dry_run: req.dry_run,
+    })
+}

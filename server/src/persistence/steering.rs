@@ -1,0 +1,370 @@
+//! Operator steering of single tasks: pause, resume, kill, and edits of tasks that have
+//! not started.
+
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+};
+
+use super::entities::task;
+use super::tasks::{Queued, get};
+use super::{Store, StoreError, now_ms, to_json_list};
+use crate::core::ids::{ExecutionId, TaskId, WorkerId};
+use crate::core::state::TaskStatus;
+use crate::core::task::NewTask;
+
+/// Statuses in which a task can still be edited.
+pub const EDITABLE: [TaskStatus; 3] =
+    [TaskStatus::Waiting, TaskStatus::Pending, TaskStatus::Paused];
+
+/// Reason shown on a running task an operator froze.
+pub const FROZEN: &str = "frozen by an operator";
+
+/// An execution to signal after the commit.
+pub type Target = (ExecutionId, WorkerId);
+
+fn status_of(row: &task::Model) -> Result<TaskStatus, StoreError> {
+    row.status
+        .parse()
+        .map_err(|e: crate::core::state::UnknownStatus| StoreError::Conflict(e.to_string()))
+}
+
+fn target_of(row: &task::Model) -> Option<Target> {
+    Some((ExecutionId(row.execution_id?), WorkerId(row.worker_id?)))
+}
+
+async fn set_status(
+    txn: &DatabaseTransaction,
+    row: &task::Model,
+    from: TaskStatus,
+    to: TaskStatus,
+    reason: &str,
+) -> Result<(), StoreError> {
+    from.check(to)?;
+    task::Entity::update_many()
+        .col_expr(task::Column::Status, Expr::value(to.as_str()))
+        .col_expr(task::Column::StatusReason, Expr::value(reason))
+        .col_expr(task::Column::UpdatedAt, Expr::value(now_ms()))
+        .filter(task::Column::Id.eq(row.id))
+        .filter(task::Column::Status.eq(from.as_str()))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+async fn set_reason(txn: &DatabaseTransaction, id: i64, reason: &str) -> Result<(), StoreError> {
+    task::Entity::update_many()
+        .col_expr(task::Column::StatusReason, Expr::value(reason))
+        .col_expr(task::Column::UpdatedAt, Expr::value(now_ms()))
+        .filter(task::Column::Id.eq(id))
+        .exec(txn)
+        .await?;
+    Ok(())
+}
+
+/// Pauses a pending task (it stays out of the queue), or freezes an active one (the
+/// returned execution gets SIGSTOP).
+pub async fn pause(store: &Store, id: TaskId) -> Result<(task::Model, Option<Target>), StoreError> {
+    store
+        .writer
+        .write(move |txn, _ids| {
+            Box::pin(async move {
+                let row = get(txn, id).await?;
+                let status = status_of(&row)?;
+                let target = match status {
+                    TaskStatus::Pending => {
+                        set_status(
+                            txn,
+                            &row,
+                            status,
+                            TaskStatus::Paused,
+                            "paused by an operator",
+                        )
+                        .await?;
+                        None
+                    }
+                    s if s.is_active() => {
+                        if row.status_reason == FROZEN {
+                            return Err(StoreError::Conflict(format!(
+                                "task {id} is already frozen"
+                            )));
+                        }
+                        set_reason(txn, row.id, FROZEN).await?;
+                        target_of(&row)
+                    }
+                    TaskStatus::Paused => {
+                        return Err(StoreError::Conflict(format!("task {id} is already paused")));
+                    }
+                    s => {
+                        return Err(StoreError::Conflict(format!(
+                            "task {id} is {s}: only a pending or running task can be paused"
+                        )));
+                    }
+                };
+                Ok((get(txn, id).await?, target))
+            })
+        })
+        .await
+}
+
+/// Undoes [`pause`]: a paused task goes back to the queue, a frozen one runs on.
+pub async fn resume(
+    store: &Store,
+    id: TaskId,
+) -> Result<(task::Model, Option<Queued>, Option<Target>), StoreError> {
+    store
+        .writer
+        .write(move |txn, _ids| {
+            Box::pin(async move {
+                let row = get(txn, id).await?;
+                let status = status_of(&row)?;
+                let (queued, target) = match status {
+                    TaskStatus::Paused => {
+                        set_status(txn, &row, status, TaskStatus::Pending, "resumed").await?;
+                        let queued = Queued {
+                            id,
+                            batch: row.batch.clone(),
+                            priority: row.priority,
+                        };
+                        (Some(queued), None)
+                    }
+                    s if s.is_active() && row.status_reason == FROZEN => {
+                        set_reason(txn, row.id, "").await?;
+                        (None, target_of(&row))
+                    }
+                    s => {
+                        return Err(StoreError::Conflict(format!(
+                            "task {id} is {s} and not paused: nothing to resume"
+                        )));
+                    }
+                };
+                Ok((get(txn, id).await?, queued, target))
+            })
+        })
+        .await
+}
+
+/// Kills an active task (its execution is signalled; the agent reports it killed) or
+/// cancels one that has not started.
+pub async fn kill(store: &Store, id: TaskId) -> Result<(task::Model, Option<Target>), StoreError> {
+    store
+        .writer
+        .write(move |txn, _ids| {
+            Box::pin(async move {
+                let row = get(txn, id).await?;
+                let status = status_of(&row)?;
+                let target = if status.is_active() {
+                    set_reason(txn, row.id, "killed by an operator").await?;
+                    target_of(&row)
+                } else if EDITABLE.contains(&status) {
+                    set_status(
+                        txn,
+                        &row,
+                        status,
+                        TaskStatus::Canceled,
+                        "killed by an operator",
+                    )
+                    .await?;
+                    None
+                } else {
+                    return Err(StoreError::Conflict(format!(
+                        "task {id} is {status}: it is not running nor waiting to run"
+                    )));
+                };
+                Ok((get(txn, id).await?, target))
+            })
+        })
+        .await
+}
+
+/// Which tasks an edit touches.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    pub ids: Vec<TaskId>,
+    pub batch: Option<String>,
+    pub statuses: Vec<TaskStatus>,
+    /// SQL LIKE pattern.
+    pub name_like: Option<String>,
+    pub all: bool,
+}
+
+/// The changes of an edit, validated.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub command: Option<String>,
+    pub shell: Option<i32>,
+    pub container: Option<String>,
+    pub container_options: Option<Vec<String>>,
+    pub inputs: Option<Vec<String>>,
+    pub output: Option<String>,
+    pub resources: Option<Vec<String>>,
+    pub retry: Option<u32>,
+    pub priority: Option<i32>,
+    pub name: Option<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.command.is_none()
+            && self.shell.is_none()
+            && self.container.is_none()
+            && self.container_options.is_none()
+            && self.inputs.is_none()
+            && self.output.is_none()
+            && self.resources.is_none()
+            && self.retry.is_none()
+            && self.priority.is_none()
+            && self.name.is_none()
+    }
+
+    /// The row as it is after the change.
+    fn apply(&self, row: &mut task::Model) {
+        if let Some(v) = &self.command {
+            row.command = v.clone();
+        }
+        if let Some(v) = self.shell {
+            row.shell = v;
+        }
+        if let Some(v) = &self.container {
+            row.container = v.clone();
+        }
+        if let Some(v) = &self.container_options {
+            row.container_options = to_json_list(v);
+        }
+        if let Some(v) = &self.inputs {
+            row.inputs = to_json_list(v);
+        }
+        if let Some(v) = &self.output {
+            row.output = v.clone();
+        }
+        if let Some(v) = &self.resources {
+            row.resources = to_json_list(v);
+        }
+        if let Some(v) = self.retry {
+            row.retry = v as i32;
+            row.retry_left = v as i32;
+        }
+        if let Some(v) = self.priority {
+            row.priority = v;
+        }
+        if let Some(v) = &self.name {
+            row.name = v.clone();
+        }
+    }
+
+    /// Checks the changed task as a whole, as creation does.
+    fn validate(&self, row: &task::Model) -> Result<(), StoreError> {
+        let spec = scitq_proto::v1::TaskSpec {
+            name: row.name.clone(),
+            batch: row.batch.clone(),
+            command: row.command.clone(),
+            shell: row.shell,
+            retry: Ord::max(row.retry, 0) as u32,
+            ..Default::default()
+        };
+        NewTask::validate(0, spec).map(|_| ()).map_err(|e| {
+            StoreError::Conflict(format!("task {}: {}", row.id, e).replace("task 0: ", ""))
+        })
+    }
+}
+
+/// What an edit did (or would do).
+pub struct Edited {
+    pub tasks: Vec<task::Model>,
+    /// Pending tasks whose queue position changed: (old, new).
+    pub requeue: Vec<(Queued, Queued)>,
+}
+
+/// Edits the selected tasks, all or nothing. Every selected task must be editable.
+pub async fn edit(
+    store: &Store,
+    selector: Selector,
+    changes: Changes,
+    dry_run: bool,
+) -> Result<Edited, StoreError> {
+    store
+        .writer
+        .write(move |txn, _ids| {
+            Box::pin(async move {
+                let rows = select(txn, &selector).await?;
+                let mut edited = Edited {
+                    tasks: Vec::with_capacity(rows.len()),
+                    requeue: Vec::new(),
+                };
+                for row in rows {
+                    let status = status_of(&row)?;
+                    if !EDITABLE.contains(&status) {
+                        return Err(StoreError::Conflict(format!(
+                            "task {} is {status}: only waiting, pending or paused tasks can be \
+                             edited (relaunch a finished one with a new command instead)",
+                            row.id
+                        )));
+                    }
+                    let mut after = row.clone();
+                    changes.apply(&mut after);
+                    changes.validate(&after)?;
+                    if status == TaskStatus::Pending && after.priority != row.priority {
+                        let queued = |r: &task::Model| Queued {
+                            id: TaskId(r.id),
+                            batch: r.batch.clone(),
+                            priority: r.priority,
+                        };
+                        edited.requeue.push((queued(&row), queued(&after)));
+                    }
+                    edited.tasks.push(after);
+                }
+                if dry_run || edited.tasks.is_empty() {
+                    return Ok(edited);
+                }
+                let now = now_ms();
+                for after in &edited.tasks {
+                    // Every column written (a model converts to "unchanged" values).
+                    let mut active = task::ActiveModel::from(after.clone()).reset_all();
+                    active.updated_at = sea_orm::ActiveValue::Set(now);
+                    // Guarded: a task that started meanwhile is left alone (and reported).
+                    let changed = task::Entity::update_many()
+                        .set(active)
+                        .filter(task::Column::Id.eq(after.id))
+                        .filter(task::Column::Status.is_in(EDITABLE.map(|s| s.as_str())))
+                        .exec(txn)
+                        .await?
+                        .rows_affected;
+                    if changed == 0 {
+                        return Err(StoreError::Conflict(format!(
+                            "task {} started while being edited; nothing was changed",
+                            after.id
+                        )));
+                    }
+                }
+                Ok(edited)
+            })
+        })
+        .await
+}
+
+async fn select(
+    txn: &DatabaseTransaction,
+    selector: &Selector,
+) -> Result<Vec<task::Model>, StoreError> {
+    if !selector.ids.is_empty() {
+        let mut rows = Vec::with_capacity(selector.ids.len());
+        for id in &selector.ids {
+            rows.push(get(txn, *id).await?);
+        }
+        return Ok(rows);
+    }
+    let mut query = task::Entity::find();
+    if let Some(batch) = &selector.batch {
+        query = query.filter(task::Column::Batch.eq(batch.clone()));
+    }
+    let statuses: Vec<&str> = if selector.statuses.is_empty() {
+        EDITABLE.iter().map(|s| s.as_str()).collect()
+    } else {
+        selector.statuses.iter().map(|s| s.as_str()).collect()
+    };
+    query = query.filter(task::Column::Status.is_in(statuses));
+    if let Some(like) = &selector.name_like {
+        query = query.filter(Expr::col(task::Column::Name).like(like.clone()));
+    }
+    Ok(query.order_by_asc(task::Column::Id).all(txn).await?)
+}
