@@ -256,3 +256,56 @@ fn tasks_not_started_are_edited_by_filter_with_a_dry_run_first() {
     );
     assert_eq!(c.task(ids[0])["command"], "echo new");
 }
+
+/// The one-letter state of a process (R, S, T for stopped, ...).
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+#[test]
+fn a_suspended_batch_freezes_its_running_tasks_until_go() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "freezer", 2, &[]);
+    c.wait_worker_online("freezer", CONNECT);
+
+    let pid_file = c.scratch_path("pid");
+    let flag = c.scratch_path("finish");
+    let script = format!(
+        "echo $$ > {}; {}; echo thawed",
+        sh_quote(&pid_file.display().to_string()),
+        wait_for_file_sh(&flag)
+    );
+    let id = c.create_sh("cold", &script, &[]);
+    c.wait_task(id, "running", CONNECT);
+    let pid: i32 = poll(CONNECT, "the task to write its pid", || {
+        std::fs::read_to_string(&pid_file)
+            .map_err(|e| e.to_string())?
+            .trim()
+            .parse::<i32>()
+            .map_err(|e| e.to_string())
+    });
+
+    c.ctl_ok(["batch", "suspend", "cold"]);
+    poll(CONNECT, "the task to be frozen", || {
+        match process_state(pid) {
+            Some('T') => Ok(()),
+            other => Err(format!("state {other:?}")),
+        }
+    });
+    let listed = c.batches();
+    let batch = listed.iter().find(|b| b["name"] == "cold").expect("batch");
+    assert_eq!(batch["suspended"], true, "{batch}");
+    let later = c.create_sh("cold", "echo later", &[]);
+
+    c.ctl_ok(["batch", "go", "cold"]);
+    poll(CONNECT, "the task to run on", || match process_state(pid) {
+        Some('T') | None => Err(format!("state {:?}", process_state(pid))),
+        Some(_) => Ok(()),
+    });
+    touch(&flag);
+    c.wait_task(id, "succeeded", CONNECT);
+    c.wait_task(later, "succeeded", CONNECT);
+    assert_eq!(c.output(id), "thawed\n");
+}

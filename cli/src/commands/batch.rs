@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use scitq_proto::v1::{
     DeleteBatchRequest, GoBatchRequest, ListBatchesRequest, Signal, StopBatchRequest,
+    SuspendBatchRequest,
 };
 
 use super::{Context, Exit};
@@ -27,7 +28,12 @@ pub enum BatchCommand {
         #[arg(long)]
         kill: bool,
     },
-    /// Let a stopped batch run again
+    /// Suspend a batch: none of its tasks starts, running ones are frozen (SIGSTOP)
+    Suspend {
+        /// Batch name
+        name: String,
+    },
+    /// Let a stopped or suspended batch run again (frozen tasks go on)
     Go {
         /// Batch name
         name: String,
@@ -74,6 +80,14 @@ pub async fn run(command: BatchCommand, ctx: &Context) -> anyhow::Result<Exit> {
                 _ => "",
             };
             eprintln!("batch {name:?} stopped{told}");
+        }
+        BatchCommand::Suspend { name } => {
+            client
+                .tasks()
+                .suspend_batch(SuspendBatchRequest { name: name.clone() })
+                .await
+                .with_context(|| format!("cannot suspend batch {name:?}"))?;
+            eprintln!("batch {name:?} suspended (running tasks frozen)");
         }
         BatchCommand::Go { name } => {
             client

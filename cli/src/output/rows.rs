@@ -183,7 +183,14 @@ impl Listing for Batch {
         let total: u64 = self.counts.values().sum();
         let mut row = vec![
             self.name.clone(),
-            if self.stopped { "stopped" } else { "running" }.to_owned(),
+            if self.suspended {
+                "suspended"
+            } else if self.stopped {
+                "stopped"
+            } else {
+                "running"
+            }
+            .to_owned(),
         ];
         let mut accounted = 0;
         for names in shown {
@@ -270,6 +277,7 @@ mod tests {
         let batch = Batch {
             name: "b".into(),
             stopped: false,
+            suspended: false,
             counts: [
                 ("pending", 1),
                 ("assigned", 2),

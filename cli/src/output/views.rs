@@ -142,6 +142,7 @@ impl From<&Worker> for WorkerView {
 pub struct BatchView {
     pub name: String,
     pub stopped: bool,
+    pub suspended: bool,
     pub counts: BTreeMap<String, u64>,
 }
 
@@ -150,6 +151,7 @@ impl From<&Batch> for BatchView {
         Self {
             name: batch.name.clone(),
             stopped: batch.stopped,
+            suspended: batch.suspended,
             counts: batch.counts.clone().into_iter().collect(),
         }
     }
@@ -336,10 +338,11 @@ mod tests {
             name: "b".into(),
             stopped: true,
             counts: [("pending".to_owned(), 3)].into_iter().collect(),
+            suspended: false,
         };
         assert_eq!(
             serde_json::to_value(BatchView::from(&batch)).unwrap(),
-            serde_json::json!({"name": "b", "stopped": true, "counts": {"pending": 3}})
+            serde_json::json!({"name": "b", "stopped": true, "suspended": false, "counts": {"pending": 3}})
         );
     }
 

@@ -196,6 +196,7 @@ impl TaskService for Tasks {
                 name: row.name,
                 stopped: row.stopped,
                 counts: counts.into_iter().collect(),
+                suspended: row.suspended,
             })
             .collect();
         Ok(Response::new(v1::ListBatchesResponse { batches }))
@@ -218,7 +219,10 @@ impl TaskService for Tasks {
                 "batch stop takes TERM or KILL as signal",
             ));
         }
-        let row = tasks::set_batch_stopped(&self.0.store, name.clone(), true)
+        let current = tasks::get_batch(&self.0.store.db, &name)
+            .await
+            .map_err(status)?;
+        let (_, row) = tasks::set_batch_state(&self.0.store, name.clone(), true, current.suspended)
             .await
             .map_err(status)?;
         self.0.scheduler.send(Command::BatchStopped {
@@ -226,11 +230,25 @@ impl TaskService for Tasks {
             stopped: true,
         });
         if signal != v1::Signal::Unspecified {
-            let targets = tasks::active_executions_of_batch(&self.0.store.db, &name)
-                .await
-                .map_err(status)?;
-            self.0.scheduler.send(Command::Signal { targets, signal });
+            self.signal_batch(&name, signal).await?;
         }
+        Ok(Response::new(batch_message(row)))
+    }
+
+    async fn suspend_batch(
+        &self,
+        request: Request<v1::SuspendBatchRequest>,
+    ) -> Result<Response<v1::Batch>, Status> {
+        require_admin(&request)?;
+        let name = batch_name(&request.into_inner().name)?;
+        let (_, row) = tasks::set_batch_state(&self.0.store, name.clone(), true, true)
+            .await
+            .map_err(status)?;
+        self.0.scheduler.send(Command::BatchStopped {
+            batch: name.clone(),
+            stopped: true,
+        });
+        self.signal_batch(&name, v1::Signal::Pause).await?;
         Ok(Response::new(batch_message(row)))
     }
 
@@ -240,9 +258,12 @@ impl TaskService for Tasks {
     ) -> Result<Response<v1::Batch>, Status> {
         require_admin(&request)?;
         let name = batch_name(&request.into_inner().name)?;
-        let row = tasks::set_batch_stopped(&self.0.store, name.clone(), false)
+        let (before, row) = tasks::set_batch_state(&self.0.store, name.clone(), false, false)
             .await
             .map_err(status)?;
+        if before.suspended {
+            self.signal_batch(&name, v1::Signal::Resume).await?;
+        }
         self.0.scheduler.send(Command::BatchStopped {
             batch: name,
             stopped: false,
@@ -273,6 +294,18 @@ fn batch_message(row: crate::persistence::entities::batch::Model) -> v1::Batch {
         name: row.name,
         stopped: row.stopped,
         counts: Default::default(),
+        suspended: row.suspended,
+    }
+}
+
+impl Tasks {
+    /// Sends a signal to every execution of the batch that a worker holds.
+    async fn signal_batch(&self, name: &str, signal: v1::Signal) -> Result<(), Status> {
+        let targets = tasks::active_executions_of_batch(&self.0.store.db, name)
+            .await
+            .map_err(status)?;
+        self.0.scheduler.send(Command::Signal { targets, signal });
+        Ok(())
     }
 }
 

@@ -141,6 +141,8 @@ pub mod batch {
         pub name: String,
         pub stopped: bool,
         pub created_at: i64,
+        /// Stopped, and its running tasks frozen.
+        pub suspended: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

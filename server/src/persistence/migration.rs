@@ -8,7 +8,7 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial)]
+        vec![Box::new(Initial), Box::new(BatchSuspended)]
     }
 }
 
@@ -169,5 +169,28 @@ impl MigrationTrait for Initial {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// Batches can be suspended (running tasks frozen), not only stopped.
+struct BatchSuspended;
+
+impl MigrationName for BatchSuspended {
+    fn name(&self) -> &str {
+        "m0002_batch_suspended"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for BatchSuspended {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(col("batch"))
+                    .add_column(boolean("suspended").default(false))
+                    .to_owned(),
+            )
+            .await
     }
 }

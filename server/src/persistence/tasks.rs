@@ -39,6 +39,7 @@ pub async fn create(store: &Store, tasks: Vec<NewTask>) -> Result<Vec<Queued>, S
                     let row = batch::ActiveModel {
                         name: Set(name),
                         stopped: Set(false),
+                        suspended: Set(false),
                         created_at: Set(now),
                     };
                     batch::Entity::insert(row)
@@ -228,22 +229,25 @@ pub async fn get_batch(db: &impl ConnectionTrait, name: &str) -> Result<batch::M
         })
 }
 
-pub async fn set_batch_stopped(
+/// Sets a batch's state; returns it as it was before and as it is now.
+pub async fn set_batch_state(
     store: &Store,
     name: String,
     stopped: bool,
-) -> Result<batch::Model, StoreError> {
+    suspended: bool,
+) -> Result<(batch::Model, batch::Model), StoreError> {
     store
         .writer
         .write(move |txn, _ids| {
             Box::pin(async move {
-                get_batch(txn, &name).await?;
+                let before = get_batch(txn, &name).await?;
                 batch::Entity::update_many()
                     .col_expr(batch::Column::Stopped, Expr::value(stopped))
+                    .col_expr(batch::Column::Suspended, Expr::value(suspended))
                     .filter(batch::Column::Name.eq(name.clone()))
                     .exec(txn)
                     .await?;
-                get_batch(txn, &name).await
+                Ok((before, get_batch(txn, &name).await?))
             })
         })
         .await
