@@ -37,6 +37,11 @@ impl Agent {
         }
         let live = !spool.reading && offset <= spool.sent && spool.sent < end;
         if live && !link.gauge.congested() {
+            // A progress update waiting to be merged goes first: the server must not see a
+            // task print before it knows the task runs.
+            if self.outbox.unsent(id).is_some_and(|u| !is_final(u)) {
+                send_update_on(&self.conn, &mut self.outbox, id);
+            }
             let skip = (spool.sent - offset) as usize;
             let sent_at = spool.sent;
             spool.sent = end;
