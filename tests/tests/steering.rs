@@ -309,3 +309,42 @@ fn a_suspended_batch_freezes_its_running_tasks_until_go() {
     c.wait_task(later, "succeeded", CONNECT);
     assert_eq!(c.output(id), "thawed\n");
 }
+
+#[test]
+fn explain_says_why_a_pending_task_does_not_run() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let explain = |id: i64| {
+        let reply = c.ctl_json(["task", "explain", &id.to_string()]);
+        reply["reasons"].to_string()
+    };
+    let id = c.create_sh("why", "echo finally", &[]);
+    assert!(
+        explain(id).contains("no worker is connected"),
+        "{}",
+        explain(id)
+    );
+
+    let _other = Agent::start(&server, "elsewhere", 1, &["--batch", "other"]);
+    c.wait_worker_online("elsewhere", CONNECT);
+    assert!(
+        explain(id).contains("no connected worker serves batch"),
+        "{}",
+        explain(id)
+    );
+
+    c.ctl_ok(["batch", "stop", "why"]);
+    let _agent = Agent::start(&server, "why-agent", 1, &[]);
+    c.wait_worker_online("why-agent", CONNECT);
+    assert!(
+        explain(id).contains("batch \\\"why\\\" is stopped"),
+        "{}",
+        explain(id)
+    );
+
+    c.ctl_ok(["batch", "go", "why"]);
+    c.wait_task(id, "succeeded", CONNECT);
+    assert!(explain(id).contains("succeeded"), "{}", explain(id));
+    let unknown = c.ctl(["task", "explain", "999999"]);
+    assert!(!unknown.status.success(), "{}", describe(&unknown));
+}

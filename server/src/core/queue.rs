@@ -61,6 +61,14 @@ impl Queue {
         }
     }
 
+    /// Where a task stands in its batch's queue: how many go before it, or None when it
+    /// is not queued. Walks the tasks ahead, so for explanations only.
+    pub fn position(&self, batch: &str, priority: i32, id: TaskId) -> Option<usize> {
+        let set = self.batches.get(batch)?;
+        let key = (Reverse(priority), id);
+        set.contains(&key).then(|| set.range(..key).count())
+    }
+
     /// Forgets a whole batch (deleted).
     pub fn remove_batch(&mut self, batch: &str) {
         if let Some(set) = self.batches.remove(batch) {
@@ -125,6 +133,17 @@ mod tests {
         assert_eq!(q.pop(Some("a")), None);
         q.set_stopped("a", false);
         assert_eq!(q.pop(None), Some((TaskId(1), "a".to_owned(), 0)));
+    }
+
+    #[test]
+    fn position_counts_the_tasks_ahead() {
+        let mut q = Queue::default();
+        q.push("a", 0, TaskId(1));
+        q.push("a", 0, TaskId(2));
+        q.push("a", 9, TaskId(3));
+        assert_eq!(q.position("a", 0, TaskId(2)), Some(2));
+        assert_eq!(q.position("a", 9, TaskId(3)), Some(0));
+        assert_eq!(q.position("a", 0, TaskId(4)), None);
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub enum Command {
         signal: v1::Signal,
     },
     Active(oneshot::Sender<HashMap<WorkerId, u32>>),
+    /// Why a pending task of `batch` does not run yet.
+    Explain {
+        task: Queued,
+        reply: oneshot::Sender<Vec<String>>,
+    },
 }
 
 #[derive(Clone)]
@@ -78,6 +83,13 @@ impl SchedulerHandle {
         if !queued.is_empty() {
             self.send(Command::Enqueue(queued));
         }
+    }
+
+    /// Why a pending task does not run yet, in plain words.
+    pub async fn explain(&self, task: Queued) -> Vec<String> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Explain { task, reply });
+        rx.await.unwrap_or_default()
     }
 
     /// Active executions per connected worker.
@@ -262,10 +274,53 @@ impl Scheduler {
                     }
                 }
             }
+            Command::Explain { task, reply } => {
+                let _ = reply.send(self.explain(&task));
+            }
             Command::Active(reply) => {
                 let _ = reply.send(self.workers.iter().map(|(id, w)| (*id, w.active)).collect());
             }
         }
+    }
+
+    /// Reasons, in plain words, why a pending task is not running.
+    fn explain(&self, task: &Queued) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if self.queue.is_stopped(&task.batch) {
+            reasons.push(format!(
+                "batch {:?} is stopped: run `scitqctl batch go {}`",
+                task.batch, task.batch
+            ));
+        }
+        if self.workers.is_empty() {
+            reasons.push("no worker is connected".to_owned());
+            return reasons;
+        }
+        let serving: Vec<&Connected> = self
+            .workers
+            .values()
+            .filter(|w| w.settings.batch.as_deref().is_none_or(|b| b == task.batch))
+            .collect();
+        if serving.is_empty() {
+            reasons.push(format!(
+                "no connected worker serves batch {:?} (every one is limited to another batch)",
+                task.batch
+            ));
+            return reasons;
+        }
+        let free: u32 = serving.iter().map(|w| w.free()).sum();
+        if free == 0 {
+            reasons.push(format!(
+                "every slot is busy on the {} worker(s) that serve its batch",
+                serving.len()
+            ));
+        }
+        match self.queue.position(&task.batch, task.priority, task.id) {
+            Some(0) => reasons.push("it is next in its batch's queue".to_owned()),
+            Some(n) => reasons.push(format!("{n} task(s) of its batch go before it")),
+            None => reasons.push("it is about to be assigned".to_owned()),
+        }
+        reasons
     }
 
     /// Hands out tasks round-robin to workers with free slots, then commits and pushes.

@@ -183,3 +183,52 @@ pub async fn edit(
         dry_run: req.dry_run,
     })
 }
+
+/// Why a task is where it is.
+pub async fn explain(state: &State, id: i64) -> Result<v1::ExplainTaskResponse, Status> {
+    let row = crate::persistence::tasks::get(&state.store.db, TaskId(id))
+        .await
+        .map_err(status)?;
+    let task_status: TaskStatus = row
+        .status
+        .parse()
+        .map_err(|e: crate::core::state::UnknownStatus| Status::internal(e.to_string()))?;
+    let mut reasons = Vec::new();
+    if !row.status_reason.is_empty() {
+        reasons.push(row.status_reason.clone());
+    }
+    match task_status {
+        TaskStatus::Pending => {
+            let queued = crate::persistence::tasks::Queued {
+                id: TaskId(row.id),
+                batch: row.batch.clone(),
+                priority: row.priority,
+            };
+            reasons.extend(state.scheduler.explain(queued).await);
+        }
+        TaskStatus::Paused => reasons.push(format!(
+            "paused: run `scitqctl task resume {id}` to queue it again"
+        )),
+        TaskStatus::Assigned => reasons.push(format!(
+            "sent to worker {}, which has not acknowledged it yet",
+            row.worker_id.unwrap_or_default()
+        )),
+        TaskStatus::Accepted => reasons.push(format!(
+            "held by worker {}, waiting for a free slot or staging its inputs",
+            row.worker_id.unwrap_or_default()
+        )),
+        TaskStatus::Running | TaskStatus::Uploading => reasons.push(format!(
+            "{task_status} on worker {}",
+            row.worker_id.unwrap_or_default()
+        )),
+        TaskStatus::Succeeded => reasons.push("it succeeded".to_owned()),
+        TaskStatus::Failed | TaskStatus::Canceled => reasons.push(format!(
+            "it is {task_status}: `scitqctl task relaunch {id}` runs it again"
+        )),
+        TaskStatus::Waiting => reasons.push("it waits for its dependencies".to_owned()),
+    }
+    Ok(v1::ExplainTaskResponse {
+        status: task_status.to_proto() as i32,
+        reasons,
+    })
+}

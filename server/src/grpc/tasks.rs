@@ -183,6 +183,16 @@ impl TaskService for Tasks {
             .map(Response::new)
     }
 
+    async fn explain_task(
+        &self,
+        request: Request<v1::TaskRef>,
+    ) -> Result<Response<v1::ExplainTaskResponse>, Status> {
+        require_admin(&request)?;
+        super::steering::explain(&self.0, request.into_inner().id)
+            .await
+            .map(Response::new)
+    }
+
     async fn list_batches(
         &self,
         request: Request<v1::ListBatchesRequest>,

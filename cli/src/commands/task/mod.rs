@@ -54,6 +54,11 @@ pub enum TaskCommand {
     },
     /// Edit tasks not started yet, by id or by filter (`--dry-run` shows what would change)
     Edit(steer::EditArgs),
+    /// Say in plain words why a task is where it is (why a pending one does not run)
+    Explain {
+        /// Task id
+        id: i64,
+    },
     /// List every execution (attempt) of a task
     Executions {
         /// Task id
@@ -101,6 +106,7 @@ pub async fn run(command: TaskCommand, ctx: &Context) -> anyhow::Result<Exit> {
         TaskCommand::Kill { id } => steer::act(steer::Action::Kill, id, ctx).await,
         TaskCommand::Edit(args) => steer::edit(args, ctx).await,
         TaskCommand::Executions { id } => steer::executions(id, ctx).await,
+        TaskCommand::Explain { id } => steer::explain(id, ctx).await,
     }
 }
 

@@ -50,6 +50,32 @@ fn print_status(task: &Task, ctx: &Context) -> anyhow::Result<()> {
     }
 }
 
+pub async fn explain(id: i64, ctx: &Context) -> anyhow::Result<Exit> {
+    let client = ctx.connect().await?;
+    let reply = client
+        .tasks()
+        .explain_task(TaskRef { id })
+        .await
+        .with_context(|| format!("cannot explain task {id}"))?
+        .into_inner();
+    let status = output::views::task_status_name(reply.status);
+    match ctx.format {
+        Format::Json => output::print_json(&serde_json::json!({
+            "id": id,
+            "status": status,
+            "reasons": reply.reasons,
+        }))?,
+        Format::Table => {
+            let mut text = format!("task {id} is {status}\n");
+            for reason in &reply.reasons {
+                text.push_str(&format!("- {reason}\n"));
+            }
+            output::print_text(&text)?;
+        }
+    }
+    Ok(0)
+}
+
 pub async fn executions(id: i64, ctx: &Context) -> anyhow::Result<Exit> {
     let client = ctx.connect().await?;
     let executions = client
