@@ -348,3 +348,34 @@ fn explain_says_why_a_pending_task_does_not_run() {
     let unknown = c.ctl(["task", "explain", "999999"]);
     assert!(!unknown.status.success(), "{}", describe(&unknown));
 }
+
+#[test]
+fn batch_list_watch_redraws_until_interrupted() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    c.create_sh("watched", "true", &[]);
+    let mut cmd = c.command();
+    cmd.args(["batch", "list", "--watch", "--interval", "0.2"])
+        .stdout(Stdio::piped());
+    let mut child = scitq_tests::ChildGuard(cmd.spawn().expect("spawn scitqctl"));
+    let stdout = child.0.stdout.take().expect("stdout");
+    let mut draws = 0;
+    for line in BufReader::new(stdout).lines() {
+        if line.expect("read").contains("watched") {
+            draws += 1;
+            if draws == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(draws, 3, "three redraws of the listing");
+    assert!(
+        child.0.try_wait().expect("poll").is_none(),
+        "still watching"
+    );
+    let bad = c.ctl(["task", "list", "--watch", "--interval", "0"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", describe(&bad));
+}

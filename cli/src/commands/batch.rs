@@ -16,7 +16,7 @@ use crate::output;
 #[derive(Debug, Subcommand)]
 pub enum BatchCommand {
     /// List batches with their task counts
-    List,
+    List(super::watch::WatchArgs),
     /// Stop a batch: none of its tasks starts any more
     Stop {
         /// Batch name
@@ -51,14 +51,17 @@ pub enum BatchCommand {
 pub async fn run(command: BatchCommand, ctx: &Context) -> anyhow::Result<Exit> {
     let client = ctx.connect().await?;
     match command {
-        BatchCommand::List => {
-            let batches = client
-                .tasks()
-                .list_batches(ListBatchesRequest {})
-                .await?
-                .into_inner()
-                .batches;
-            output::print_list(&batches, ctx.format)?;
+        BatchCommand::List(watch) => {
+            return super::watch::run(watch, || async {
+                let batches = client
+                    .tasks()
+                    .list_batches(ListBatchesRequest {})
+                    .await?
+                    .into_inner()
+                    .batches;
+                output::print_list(&batches, ctx.format)
+            })
+            .await;
         }
         BatchCommand::Stop { name, term, kill } => {
             let signal = match (term, kill) {

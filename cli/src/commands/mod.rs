@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod launch;
 pub mod task;
+pub mod watch;
 pub mod worker;
 
 use std::sync::OnceLock;

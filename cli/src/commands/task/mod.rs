@@ -91,6 +91,8 @@ pub struct ListArgs {
     /// Only tasks with an id greater than this
     #[arg(long, value_name = "ID")]
     after: Option<i64>,
+    #[command(flatten)]
+    watch: super::watch::WatchArgs,
 }
 
 pub async fn run(command: TaskCommand, ctx: &Context) -> anyhow::Result<Exit> {
@@ -149,9 +151,11 @@ async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Exit> {
     };
     let client = ctx.connect().await?;
     let limit = args.limit.map(|n| n as usize);
-    let tasks = list_all(&client, request, limit, PAGE).await?;
-    output::print_list(&tasks, ctx.format)?;
-    Ok(0)
+    super::watch::run(args.watch, || async {
+        let tasks = list_all(&client, request.clone(), limit, PAGE).await?;
+        output::print_list(&tasks, ctx.format)
+    })
+    .await
 }
 
 async fn show(id: i64, ctx: &Context) -> anyhow::Result<Exit> {
