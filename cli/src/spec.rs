@@ -44,6 +44,21 @@ pub struct SpecArgs {
     /// Higher runs first
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub priority: Option<i32>,
+    /// Time limit of a run (e.g. 90s, 2h): past it the task gets SIGTERM, then SIGKILL
+    /// 10 s later, and fails as `timeout`
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: Option<u32>,
+}
+
+/// Parses a run time limit (`90s`, `2h30m`) into whole seconds.
+pub fn parse_timeout(text: &str) -> Result<u32, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("invalid duration {text:?}: {e} (examples: 90s, 30m, 2h)"))?;
+    let secs = duration.as_secs();
+    if secs == 0 {
+        return Err(format!("invalid duration {text:?}: at least one second"));
+    }
+    u32::try_from(secs).map_err(|_| format!("invalid duration {text:?}: too long"))
 }
 
 /// Parses a shell name as written in flags and files.
@@ -70,6 +85,7 @@ impl SpecArgs {
             resources: self.resources.clone(),
             retry: self.retry.unwrap_or(0),
             priority: self.priority.unwrap_or(0),
+            run_timeout_s: self.timeout.unwrap_or(0),
         }
     }
 

@@ -379,3 +379,38 @@ fn batch_list_watch_redraws_until_interrupted() {
     let bad = c.ctl(["task", "list", "--watch", "--interval", "0"]);
     assert_eq!(bad.status.code(), Some(2), "{}", describe(&bad));
 }
+
+#[test]
+fn a_task_past_its_run_timeout_is_stopped_and_fails_as_timeout() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "timer", 1, &[]);
+    c.wait_worker_online("timer", CONNECT);
+
+    let id = c.create_sh(
+        "slow",
+        "echo started; sleep 60",
+        &["--timeout", "1s", "--retry", "1"],
+    );
+    let task = c.wait_task(id, "failed", CONNECT);
+    assert_eq!(
+        task["retry_left"], 0,
+        "a timeout is retried like any failure: {task}"
+    );
+    let executions = c.ctl_json(["task", "executions", &id.to_string()]);
+    let executions = executions.as_array().expect("executions");
+    assert_eq!(executions.len(), 2, "{executions:?}");
+    for execution in executions {
+        assert_eq!(execution["failure"], "timeout", "{execution}");
+        assert!(
+            execution["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("time limit of 1s"),
+            "{execution}"
+        );
+    }
+    assert_eq!(c.output(id), "started\n");
+    let bad = c.ctl(["task", "create", "--timeout", "soon", "--", "true"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", describe(&bad));
+}

@@ -135,25 +135,63 @@ async fn execute(launch: &Launch, ctx: &ExecContext) -> FinalReport {
         )
     };
     let mut pipes = std::pin::pin!(pipes);
-    let exited = tokio::select! {
-        _ = &mut pipes => None,
-        status = child.wait() => Some(status),
-    };
-    let status = match exited {
-        Some(status) => {
-            if tokio::time::timeout(PIPE_GRACE, &mut pipes).await.is_err() {
-                tracing::warn!(execution_id = %id,
-                    "output still open {PIPE_GRACE:?} after the command exited; stopped reading it");
+    let wait = async {
+        let exited = tokio::select! {
+            _ = &mut pipes => None,
+            status = child.wait() => Some(status),
+        };
+        match exited {
+            Some(status) => {
+                if tokio::time::timeout(PIPE_GRACE, &mut pipes).await.is_err() {
+                    tracing::warn!(execution_id = %id,
+                        "output still open {PIPE_GRACE:?} after the command exited; stopped reading it");
+                }
+                status
             }
-            status
+            None => child.wait().await,
         }
-        None => child.wait().await,
+    };
+    let (status, timed_out) = match launch.run_timeout {
+        None => (wait.await, None),
+        Some(limit) => match tokio::time::timeout(limit, wait).await {
+            Ok(status) => (status, None),
+            Err(_) => (stop_after_timeout(&mut child, pid).await, Some(limit)),
+        },
     };
     let killed = ctx.killed.load(Ordering::Acquire);
-    let mut report = report_of(status, killed);
+    let mut report = match timed_out {
+        Some(limit) => FinalReport {
+            exit_code: status.as_ref().ok().and_then(|s| s.code()),
+            ..FinalReport::failed(
+                Failure::Timeout,
+                format!(
+                    "ran past its time limit of {}",
+                    humantime::format_duration(limit)
+                ),
+            )
+        },
+        None => report_of(status, killed),
+    };
     report.stdout_bytes = totals[0].load(Ordering::Acquire);
     report.stderr_bytes = totals[1].load(Ordering::Acquire);
     report
+}
+
+/// How long a command past its time limit has between SIGTERM and SIGKILL.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
+
+/// A command ran past its time limit: SIGTERM to its group, SIGKILL after a grace.
+async fn stop_after_timeout(child: &mut tokio::process::Child, pid: u32) -> io::Result<ExitStatus> {
+    let group = Pid::from_raw(pid as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    let _ = killpg(group, Signal::SIGCONT);
+    match tokio::time::timeout(TIMEOUT_GRACE, child.wait()).await {
+        Ok(status) => status,
+        Err(_) => {
+            let _ = killpg(group, Signal::SIGKILL);
+            child.wait().await
+        }
+    }
 }
 
 fn command(argv: &[String], dir: &ExecDir, cpu: u32) -> tokio::process::Command {

@@ -45,6 +45,7 @@ fn launch(command: &str, shell: Shell) -> Launch {
         id: ExecutionId(1),
         task_id: 10,
         argv: argv_of(&spec),
+        run_timeout: None,
     }
 }
 
@@ -184,6 +185,30 @@ async fn environment_points_into_the_work_dir() {
 }
 
 #[tokio::test]
+async fn a_run_past_its_time_limit_is_stopped_as_timeout() {
+    let work = tempfile::tempdir().unwrap();
+    let (ctx, rx) = context(work.path());
+    let dir = ctx.dir.clone();
+    let mut slow = launch("echo begun; sleep 30", Shell::Sh);
+    slow.run_timeout = Some(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let task = tokio::spawn(run(slow, ctx));
+    let ran = collect(rx, dir).await;
+    task.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "SIGTERM stopped it"
+    );
+    assert_eq!(ran.report.failure, Some(Failure::Timeout));
+    assert!(
+        ran.report.message.contains("time limit"),
+        "{}",
+        ran.report.message
+    );
+    assert_eq!(ran.output(Stream::Stdout), b"begun\n");
+}
+
+#[tokio::test]
 async fn stdin_is_empty() {
     let (ran, _work) = run_to_end("wc -c", Shell::None).await;
     assert_eq!(
@@ -307,6 +332,7 @@ async fn executor_rate(work: &Path, n: i64) -> f64 {
             id: ExecutionId(i),
             task_id: i,
             argv: Ok(vec!["true".into()]),
+            run_timeout: None,
         };
         let recycle = (spares.clone(), ctx.dir.clone());
         set.spawn(async move {

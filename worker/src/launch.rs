@@ -29,6 +29,8 @@ pub struct Launch {
     pub task_id: i64,
     /// The program and its arguments, or why there are none.
     pub argv: Result<Vec<String>, CommandError>,
+    /// How long the command may run.
+    pub run_timeout: Option<std::time::Duration>,
 }
 
 impl Launch {
@@ -41,6 +43,11 @@ impl Launch {
                 .as_ref()
                 .ok_or(CommandError::MissingSpec)
                 .and_then(argv_of),
+            run_timeout: assignment
+                .spec
+                .as_ref()
+                .filter(|spec| spec.run_timeout_s > 0)
+                .map(|spec| std::time::Duration::from_secs(spec.run_timeout_s.into())),
         }
     }
 }

@@ -109,6 +109,8 @@ pub enum Failure {
     Run,
     /// The server asked for it to be killed.
     Killed,
+    /// It ran past its time limit.
+    Timeout,
 }
 
 /// The result of a finished execution: what its final update says.
@@ -152,6 +154,7 @@ impl FinalReport {
             None => FailureClass::Unspecified,
             Some(Failure::Run) => FailureClass::Run,
             Some(Failure::Killed) => FailureClass::Killed,
+            Some(Failure::Timeout) => FailureClass::Timeout,
         };
         ExecutionUpdate {
             execution_id: id.0,

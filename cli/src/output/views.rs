@@ -24,6 +24,8 @@ pub struct TaskView {
     pub resources: Vec<String>,
     pub retry: u32,
     pub priority: i32,
+    /// Seconds a run may take; null: no limit.
+    pub run_timeout_s: Option<u32>,
     pub status: String,
     pub status_reason: String,
     pub retry_left: u32,
@@ -50,6 +52,7 @@ impl From<&Task> for TaskView {
             resources: spec.resources,
             retry: spec.retry,
             priority: spec.priority,
+            run_timeout_s: (spec.run_timeout_s > 0).then_some(spec.run_timeout_s),
             status: task_status_name(task.status),
             status_reason: task.status_reason.clone(),
             retry_left: task.retry_left,
@@ -262,6 +265,7 @@ mod tests {
                 resources: vec![],
                 retry: 2,
                 priority: -1,
+                run_timeout_s: 0,
             }),
             status: TaskStatus::Succeeded as i32,
             status_reason: String::new(),
@@ -279,7 +283,7 @@ mod tests {
                 "id": 42, "name": "align", "batch": "b1", "command": "echo 'a b'",
                 "shell": "bash", "container": "alpine", "container_options": ["--rm"],
                 "inputs": ["s3://in/a"], "output": "s3://out/", "resources": [],
-                "retry": 2, "priority": -1, "status": "succeeded", "status_reason": "",
+                "retry": 2, "priority": -1, "run_timeout_s": null, "status": "succeeded", "status_reason": "",
                 "retry_left": 1, "execution_id": 7, "worker_id": null, "exit_code": 0,
                 "created_at": "2023-11-14T22:13:20.005Z", "updated_at": null,
             })

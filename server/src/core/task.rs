@@ -9,6 +9,8 @@ pub const MAX_COMMAND_BYTES: usize = 1 << 20;
 pub const MAX_FIELD_BYTES: usize = 4096;
 /// Largest accepted retry budget.
 pub const MAX_RETRY: u32 = 1000;
+/// Longest accepted run time limit: a year.
+pub const MAX_RUN_TIMEOUT_S: u32 = 366 * 24 * 3600;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SpecError {
@@ -28,6 +30,8 @@ pub enum SpecError {
     BadShell { index: usize, value: i32 },
     #[error("task {index}: retry {value} is over the limit of {MAX_RETRY}")]
     RetryTooHigh { index: usize, value: u32 },
+    #[error("task {index}: run timeout {value}s is over the limit of {MAX_RUN_TIMEOUT_S}s")]
+    TimeoutTooLong { index: usize, value: u32 },
 }
 
 /// A task as submitted, validated.
@@ -44,6 +48,8 @@ pub struct NewTask {
     pub resources: Vec<String>,
     pub retry: u32,
     pub priority: i32,
+    /// Seconds the command may run; 0: no limit.
+    pub run_timeout_s: u32,
 }
 
 fn check_len(index: usize, field: &'static str, value: &str) -> Result<(), SpecError> {
@@ -96,6 +102,12 @@ impl NewTask {
                 value: spec.retry,
             });
         }
+        if spec.run_timeout_s > MAX_RUN_TIMEOUT_S {
+            return Err(SpecError::TimeoutTooLong {
+                index,
+                value: spec.run_timeout_s,
+            });
+        }
         check_len(index, "name", &spec.name)?;
         check_len(index, "container", &spec.container)?;
         check_len(index, "output", &spec.output)?;
@@ -119,6 +131,7 @@ impl NewTask {
             resources: spec.resources,
             retry: spec.retry,
             priority: spec.priority,
+            run_timeout_s: spec.run_timeout_s,
         })
     }
 }

@@ -144,6 +144,7 @@ fn changes(raw: Option<v1::TaskChanges>) -> Result<Changes, Status> {
         retry: raw.retry,
         priority: raw.priority,
         name: raw.name,
+        run_timeout_s: raw.run_timeout_s,
     };
     if changes.is_empty() {
         return Err(Status::invalid_argument("no change given"));

@@ -37,6 +37,8 @@ pub mod task {
         pub exit_code: Option<i32>,
         pub created_at: i64,
         pub updated_at: i64,
+        /// Seconds the command may run; 0: no limit.
+        pub run_timeout_s: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -76,6 +78,8 @@ pub mod execution {
         pub finished_at: Option<i64>,
         pub stdout_bytes: i64,
         pub stderr_bytes: i64,
+        /// The task's limit when the attempt was assigned.
+        pub run_timeout_s: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

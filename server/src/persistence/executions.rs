@@ -35,6 +35,7 @@ pub fn spec_of(row: &task::Model) -> v1::TaskSpec {
         resources: from_json_list(&row.resources),
         retry: row.retry as u32,
         priority: row.priority,
+        run_timeout_s: Ord::max(row.run_timeout_s, 0) as u32,
     }
 }
 
@@ -103,6 +104,7 @@ struct Frozen {
     batch: String,
     retry: i32,
     priority: i32,
+    run_timeout_s: i32,
 }
 
 impl Frozen {
@@ -119,6 +121,7 @@ impl Frozen {
             resources: from_json_list(&self.resources),
             retry: Ord::max(self.retry, 0) as u32,
             priority: self.priority,
+            run_timeout_s: Ord::max(self.run_timeout_s, 0) as u32,
         };
         (
             WorkerId(self.worker_id),
@@ -148,6 +151,7 @@ fn frozen_query(ids: &[i64]) -> sea_orm::sea_query::SelectStatement {
                 E::Inputs,
                 E::Output,
                 E::Resources,
+                E::RunTimeoutS,
             ]
             .map(|c| (execution::Entity, c)),
         )
@@ -194,6 +198,7 @@ fn insert_execution(
         .expr(Expr::val(Option::<i64>::None))
         .expr(Expr::val(0i64))
         .expr(Expr::val(0i64))
+        .column(T::RunTimeoutS)
         .from(task::Entity)
         .and_where(T::Id.eq(task.0))
         .and_where(T::Status.eq(TaskStatus::Pending.as_str()))
@@ -220,6 +225,7 @@ fn insert_execution(
             E::FinishedAt,
             E::StdoutBytes,
             E::StderrBytes,
+            E::RunTimeoutS,
         ])
         .select_from(select)
         .expect("the select has one value per column")

@@ -8,7 +8,11 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Initial), Box::new(BatchSuspended)]
+        vec![
+            Box::new(Initial),
+            Box::new(BatchSuspended),
+            Box::new(RunTimeout),
+        ]
     }
 }
 
@@ -192,5 +196,31 @@ impl MigrationTrait for BatchSuspended {
                     .to_owned(),
             )
             .await
+    }
+}
+
+/// Tasks (and the executions that freeze them) get a run time limit.
+struct RunTimeout;
+
+impl MigrationName for RunTimeout {
+    fn name(&self) -> &str {
+        "m0003_run_timeout"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RunTimeout {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for table in ["task", "execution"] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(col(table))
+                        .add_column(integer("run_timeout_s").default(0))
+                        .to_owned(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -201,6 +201,7 @@ pub struct Changes {
     pub retry: Option<u32>,
     pub priority: Option<i32>,
     pub name: Option<String>,
+    pub run_timeout_s: Option<u32>,
 }
 
 impl Changes {
@@ -215,6 +216,7 @@ impl Changes {
             && self.retry.is_none()
             && self.priority.is_none()
             && self.name.is_none()
+            && self.run_timeout_s.is_none()
     }
 
     /// The row as it is after the change.
@@ -250,6 +252,9 @@ impl Changes {
         if let Some(v) = &self.name {
             row.name = v.clone();
         }
+        if let Some(v) = self.run_timeout_s {
+            row.run_timeout_s = v as i32;
+        }
     }
 
     /// Checks the changed task as a whole, as creation does.
@@ -260,6 +265,7 @@ impl Changes {
             command: row.command.clone(),
             shell: row.shell,
             retry: Ord::max(row.retry, 0) as u32,
+            run_timeout_s: Ord::max(row.run_timeout_s, 0) as u32,
             ..Default::default()
         };
         NewTask::validate(0, spec).map(|_| ()).map_err(|e| {

@@ -77,6 +77,7 @@ pub async fn create(store: &Store, tasks: Vec<NewTask>) -> Result<Vec<Queued>, S
                         exit_code: Set(None),
                         created_at: Set(now),
                         updated_at: Set(now),
+                        run_timeout_s: Set(new.run_timeout_s as i32),
                     });
                     if rows.len() == INSERT_CHUNK {
                         task::Entity::insert_many(std::mem::take(&mut rows))

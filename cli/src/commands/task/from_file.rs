@@ -54,6 +54,8 @@ struct JsonTask {
     resources: Option<Vec<String>>,
     retry: Option<u32>,
     priority: Option<i32>,
+    /// Run time limit, e.g. "2h".
+    timeout: Option<String>,
 }
 
 /// Parses every line of `text`; the first bad line stops everything. `source` names the
@@ -124,6 +126,10 @@ fn json_line(line: &str, base: &TaskSpec) -> Result<TaskSpec, String> {
         resources: task.resources.unwrap_or_else(|| base.resources.clone()),
         retry: task.retry.unwrap_or(base.retry),
         priority: task.priority.unwrap_or(base.priority),
+        run_timeout_s: match task.timeout.as_deref() {
+            Some(text) => crate::spec::parse_timeout(text)?,
+            None => base.run_timeout_s,
+        },
     })
 }
 

@@ -143,6 +143,16 @@ pub struct EditArgs {
     /// New task name
     #[arg(long = "new-name", value_name = "NAME")]
     new_name: Option<String>,
+    /// New run time limit (e.g. 2h); `0s` removes it
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout_or_zero)]
+    timeout: Option<u32>,
+}
+
+fn parse_timeout_or_zero(text: &str) -> Result<u32, String> {
+    if matches!(text, "0" | "0s" | "none") {
+        return Ok(0);
+    }
+    crate::spec::parse_timeout(text)
 }
 
 fn list(values: Vec<String>) -> Option<StringList> {
@@ -176,6 +186,7 @@ impl EditArgs {
             retry: self.retry,
             priority: self.priority,
             name: self.new_name,
+            run_timeout_s: self.timeout,
         };
         if changes == TaskChanges::default() {
             return Err(crate::error::usage(
