@@ -414,3 +414,38 @@ fn a_task_past_its_run_timeout_is_stopped_and_fails_as_timeout() {
     let bad = c.ctl(["task", "create", "--timeout", "soon", "--", "true"]);
     assert_eq!(bad.status.code(), Some(2), "{}", describe(&bad));
 }
+
+#[test]
+fn a_paused_worker_takes_nothing_new_and_only_an_idle_offline_worker_can_be_deleted() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let mut agent = Agent::start(&server, "napper", 1, &[]);
+    let worker = c.wait_worker_online("napper", CONNECT);
+
+    c.ctl_ok(["worker", "pause", &worker.to_string()]);
+    let id = c.create_sh("nap", "echo awake", &[]);
+    let reasons = c.ctl_json(["task", "explain", &id.to_string()])["reasons"].to_string();
+    assert!(reasons.contains("paused"), "{reasons}");
+    assert_eq!(c.status(id), "pending");
+    let listed = c.workers();
+    assert_eq!(listed[0]["paused"], true, "{listed:?}");
+
+    c.ctl_ok(["worker", "resume", &worker.to_string()]);
+    c.wait_task(id, "succeeded", CONNECT);
+
+    let refused = c.ctl(["worker", "delete", &worker.to_string()]);
+    assert!(!refused.status.success(), "{}", describe(&refused));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("connected"));
+    agent.stop(Duration::from_secs(10));
+    poll(CONNECT, "the worker to go offline", || {
+        let out = c.ctl(["worker", "delete", &worker.to_string()]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(describe(&out))
+        }
+    });
+    assert!(c.workers().is_empty(), "the worker is forgotten");
+    let unknown = c.ctl(["worker", "pause", "999"]);
+    assert!(!unknown.status.success(), "{}", describe(&unknown));
+}

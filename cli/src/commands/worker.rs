@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Subcommand};
-use scitq_proto::v1::{ListWorkersRequest, UpdateWorkerRequest};
+use scitq_proto::v1::{ListWorkersRequest, UpdateWorkerRequest, WorkerRef};
 
 use super::{Context, Exit};
 use crate::output;
@@ -27,11 +27,51 @@ pub enum WorkerCommand {
         #[arg(long, group = "settings", value_name = "B")]
         batch: Option<String>,
     },
+    /// Give a worker no new task; what it holds runs on
+    Pause {
+        /// Worker id
+        id: i64,
+    },
+    /// Undo `pause`
+    Resume {
+        /// Worker id
+        id: i64,
+    },
+    /// Forget a worker that is not connected and holds nothing
+    Delete {
+        /// Worker id
+        id: i64,
+    },
 }
 
 pub async fn run(command: WorkerCommand, ctx: &Context) -> anyhow::Result<Exit> {
     let client = ctx.connect().await?;
     match command {
+        WorkerCommand::Pause { id } | WorkerCommand::Resume { id } => {
+            let paused = matches!(command, WorkerCommand::Pause { .. });
+            let worker = client
+                .workers()
+                .update_worker(UpdateWorkerRequest {
+                    id,
+                    paused: Some(paused),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| {
+                    let verb = if paused { "pause" } else { "resume" };
+                    format!("cannot {verb} worker {id}")
+                })?
+                .into_inner();
+            output::print_one(&worker, ctx.format)?;
+        }
+        WorkerCommand::Delete { id } => {
+            client
+                .workers()
+                .delete_worker(WorkerRef { id })
+                .await
+                .with_context(|| format!("cannot delete worker {id}"))?;
+            eprintln!("worker {id} deleted");
+        }
         WorkerCommand::List => {
             let workers = client
                 .workers()
@@ -54,6 +94,7 @@ pub async fn run(command: WorkerCommand, ctx: &Context) -> anyhow::Result<Exit> 
                     concurrency,
                     prefetch,
                     batch,
+                    paused: None,
                 })
                 .await
                 .with_context(|| format!("cannot update worker {id}"))?

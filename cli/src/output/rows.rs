@@ -133,7 +133,11 @@ impl Listing for Worker {
             self.id.to_string(),
             self.name.clone(),
             self.host.clone(),
-            worker_status_name(self.status),
+            if self.paused {
+                format!("{} (paused)", worker_status_name(self.status))
+            } else {
+                worker_status_name(self.status)
+            },
             self.concurrency.to_string(),
             self.prefetch.to_string(),
             if self.batch.is_empty() {

@@ -121,6 +121,7 @@ pub struct WorkerView {
     pub prefetch: u32,
     pub batch: String,
     pub status: String,
+    pub paused: bool,
     pub active: u32,
     pub last_contact: Option<String>,
 }
@@ -135,6 +136,7 @@ impl From<&Worker> for WorkerView {
             prefetch: worker.prefetch,
             batch: worker.batch.clone(),
             status: worker_status_name(worker.status),
+            paused: worker.paused,
             active: worker.active,
             last_contact: worker.last_contact.as_ref().and_then(rfc3339),
         }
@@ -334,9 +336,11 @@ mod tests {
             status: WorkerStatus::Lost as i32,
             active: 0,
             last_contact: None,
+            paused: true,
         };
         let json = serde_json::to_value(WorkerView::from(&worker)).unwrap();
         assert_eq!(json["status"], "lost");
+        assert_eq!(json["paused"], true);
         assert_eq!(json["last_contact"], serde_json::Value::Null);
         let batch = Batch {
             name: "b".into(),

@@ -109,6 +109,9 @@ struct Connected {
 
 impl Connected {
     fn free(&self) -> u32 {
+        if self.settings.paused {
+            return 0;
+        }
         (self.settings.concurrency + self.settings.prefetch).saturating_sub(self.active)
     }
 
@@ -309,7 +312,9 @@ impl Scheduler {
             return reasons;
         }
         let free: u32 = serving.iter().map(|w| w.free()).sum();
-        if free == 0 {
+        if serving.iter().all(|w| w.settings.paused) {
+            reasons.push("every worker that serves its batch is paused".to_owned());
+        } else if free == 0 {
             reasons.push(format!(
                 "every slot is busy on the {} worker(s) that serve its batch",
                 serving.len()

@@ -76,5 +76,6 @@ pub fn worker(row: &worker::Model, active: Option<u32>) -> v1::Worker {
         status: status as i32,
         active: active.unwrap_or(0),
         last_contact: Some(timestamp(row.last_contact)),
+        paused: row.paused,
     }
 }

@@ -63,6 +63,9 @@ impl WorkerService for Workers {
         if let Some(p) = req.prefetch {
             settings.prefetch = p;
         }
+        if let Some(paused) = req.paused {
+            settings.paused = paused;
+        }
         if let Some(batch) = req.batch {
             settings.batch = if batch.trim().is_empty() {
                 None
@@ -85,5 +88,21 @@ impl WorkerService for Workers {
             &row,
             active.get(&id).copied(),
         )))
+    }
+
+    async fn delete_worker(
+        &self,
+        request: Request<v1::WorkerRef>,
+    ) -> Result<Response<v1::DeleteWorkerResponse>, Status> {
+        require_admin(&request)?;
+        let id = WorkerId(request.into_inner().id);
+        workers::get(&self.0.store.db, id).await.map_err(status)?;
+        if self.0.scheduler.active().await.contains_key(&id) {
+            return Err(Status::failed_precondition(format!(
+                "worker {id} is connected: stop its agent first (or pause it)"
+            )));
+        }
+        workers::delete(&self.0.store, id).await.map_err(status)?;
+        Ok(Response::new(v1::DeleteWorkerResponse {}))
     }
 }

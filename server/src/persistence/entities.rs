@@ -127,6 +127,8 @@ pub mod worker {
         pub status: String,
         pub last_contact: i64,
         pub created_at: i64,
+        /// Paused by an operator: no new task.
+        pub paused: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(Initial),
             Box::new(BatchSuspended),
             Box::new(RunTimeout),
+            Box::new(WorkerPaused),
         ]
     }
 }
@@ -222,5 +223,28 @@ impl MigrationTrait for RunTimeout {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Workers can be paused by an operator.
+struct WorkerPaused;
+
+impl MigrationName for WorkerPaused {
+    fn name(&self) -> &str {
+        "m0004_worker_paused"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for WorkerPaused {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(col("worker"))
+                    .add_column(boolean("paused").default(false))
+                    .to_owned(),
+            )
+            .await
     }
 }

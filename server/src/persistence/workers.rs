@@ -19,6 +19,8 @@ pub struct WorkerSettings {
     pub prefetch: u32,
     /// Batch filter; None takes any batch.
     pub batch: Option<String>,
+    /// Paused by an operator: no new task.
+    pub paused: bool,
 }
 
 impl WorkerSettings {
@@ -36,6 +38,7 @@ pub fn settings_of(row: &worker::Model) -> WorkerSettings {
         concurrency: row.concurrency.max(0) as u32,
         prefetch: row.prefetch.max(0) as u32,
         batch: (!row.batch.is_empty()).then(|| row.batch.clone()),
+        paused: row.paused,
     }
 }
 
@@ -68,6 +71,7 @@ pub async fn hello(
                     status: Set("online".to_owned()),
                     last_contact: Set(now),
                     created_at: Set(now),
+                    paused: Set(false),
                 };
                 worker::Entity::insert(row)
                     .on_conflict(
@@ -181,10 +185,33 @@ pub async fn update_settings(
                         worker::Column::Batch,
                         Expr::value(settings.batch.clone().unwrap_or_default()),
                     )
+                    .col_expr(worker::Column::Paused, Expr::value(settings.paused))
                     .filter(worker::Column::Id.eq(id.0))
                     .exec(txn)
                     .await?;
                 get(txn, id).await
+            })
+        })
+        .await
+}
+
+/// Forgets a worker that holds no execution (the caller checks it is not connected).
+pub async fn delete(store: &Store, id: WorkerId) -> Result<(), StoreError> {
+    store
+        .writer
+        .write(move |txn, _ids| {
+            Box::pin(async move {
+                get(txn, id).await?;
+                let held = super::executions::active_of_worker(txn, id).await?;
+                if !held.is_empty() {
+                    return Err(StoreError::Conflict(format!(
+                        "worker {id} still holds {} execution(s); they end when it reconnects \
+                         or when its lease expires",
+                        held.len()
+                    )));
+                }
+                worker::Entity::delete_by_id(id.0).exec(txn).await?;
+                Ok(())
             })
         })
         .await

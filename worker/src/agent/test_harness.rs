@@ -73,6 +73,13 @@ impl WorkerService for FakeServer {
     ) -> Result<Response<Worker>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn delete_worker(
+        &self,
+        _: Request<scitq_proto::v1::WorkerRef>,
+    ) -> Result<Response<scitq_proto::v1::DeleteWorkerResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 impl Conversation {
