@@ -29,6 +29,10 @@ pub struct Cli {
     /// How long a silent worker keeps its tasks before they are re-queued [default: 6h].
     #[arg(long, env = "SCITQ_LEASE")]
     pub lease: Option<String>,
+    /// Output kept per execution and stream, in MiB: past it the first and last halves
+    /// are kept and a marker says how much was dropped [default: 64].
+    #[arg(long, env = "SCITQ_MAX_OUTPUT_MIB", value_name = "MIB")]
+    pub max_output_mib: Option<u64>,
     /// TLS certificate (PEM) for the gRPC port.
     #[arg(long, env = "SCITQ_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -48,6 +52,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub lease: Option<String>,
+    pub max_output_mib: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
 }
@@ -66,6 +71,7 @@ pub struct Config {
     /// None: SQLite in the data dir.
     pub database_url: Option<String>,
     pub lease: Duration,
+    pub max_output_mib: u64,
     pub tls: Option<Tls>,
 }
 
@@ -87,6 +93,8 @@ pub enum ConfigError {
     Lease { value: String, reason: String },
     #[error("invalid database_url {0:?}: expected sqlite://PATH or postgres://USER@HOST/DB")]
     DatabaseUrl(String),
+    #[error("invalid max_output_mib {0}: between 1 and 1048576")]
+    MaxOutput(u64),
     #[error("tls_cert and tls_key go together: {0} is missing")]
     TlsPair(&'static str),
     #[error(
@@ -171,6 +179,10 @@ impl Config {
             Some(value) => parse_lease(&value)?,
             None => Duration::from_secs(6 * 3600),
         };
+        let max_output_mib = cli.max_output_mib.or(file.max_output_mib).unwrap_or(64);
+        if !(1..=1 << 20).contains(&max_output_mib) {
+            return Err(ConfigError::MaxOutput(max_output_mib));
+        }
         let tls = match (
             cli.tls_cert.clone().or(file.tls_cert),
             cli.tls_key.clone().or(file.tls_key),
@@ -188,6 +200,7 @@ impl Config {
             data_dir,
             database_url,
             lease,
+            max_output_mib,
             tls,
         })
     }
@@ -199,6 +212,7 @@ impl Config {
             data_dir: Some(self.data_dir.clone()),
             database_url: self.database_url.clone(),
             lease: Some(humantime::format_duration(self.lease).to_string()),
+            max_output_mib: Some(self.max_output_mib),
             tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
             tls_key: self.tls.as_ref().map(|t| t.key.clone()),
         };

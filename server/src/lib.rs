@@ -47,7 +47,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("cannot open database {}", redact(&url)))?;
     let ids = persistence::load_ids(&db).await?;
     let (writer, writer_done) = Writer::spawn(writer_db, ids);
-    let store = Store { db, writer };
+    let store = Store {
+        db,
+        writer,
+        output_cap: config.max_output_mib << 20,
+    };
     let (tokens, fresh) = auth::bootstrap(&store, &config.data_dir).await?;
 
     let hub = Hub::default();

@@ -449,3 +449,37 @@ fn a_paused_worker_takes_nothing_new_and_only_an_idle_offline_worker_can_be_dele
     let unknown = c.ctl(["worker", "pause", "999"]);
     assert!(!unknown.status.success(), "{}", describe(&unknown));
 }
+
+#[test]
+fn output_past_the_cap_keeps_its_head_and_tail_with_a_marker() {
+    let server = Server::start(ServerOpts::default().arg("--max-output-mib").arg("1"));
+    let c = server.client();
+    let _agent = Agent::start(&server, "chatty", 1, &[]);
+    c.wait_worker_online("chatty", CONNECT);
+
+    // 20 MB of 'x', then a last line.
+    let id = c.create_sh(
+        "loud",
+        "echo BEGIN; head -c 20000000 /dev/zero | tr '\\0' x; echo; echo END",
+        &[],
+    );
+    c.wait_task(id, "succeeded", Duration::from_secs(120));
+    let output = c.output(id);
+    assert!(output.starts_with("BEGIN\nxxx"), "{}", &output[..20]);
+    assert!(
+        output.ends_with("x\nEND\n"),
+        "{}",
+        &output[output.len() - 20..]
+    );
+    assert!(output.contains("bytes of stdout dropped here"), "no marker");
+    assert!(
+        output.len() < 2 << 20,
+        "about 1 MiB kept, not {} bytes",
+        output.len()
+    );
+    let executions = c.ctl_json(["task", "executions", &id.to_string()]);
+    assert_eq!(
+        executions[0]["stdout_bytes"], 20_000_011,
+        "the full size is recorded"
+    );
+}

@@ -29,6 +29,41 @@ fn chunk(row: log_chunk::Model) -> v1::OutputChunk {
     }
 }
 
+/// Turns stored rows into chunks, with a marker where the middle of a too long output
+/// was dropped (a jump in a stream's offsets).
+#[derive(Default)]
+struct Gaps(HashMap<(i64, i32), u64>);
+
+impl Gaps {
+    fn convert(&mut self, row: log_chunk::Model) -> Vec<v1::OutputChunk> {
+        let key = (row.execution_id, row.stream);
+        let expected = self.0.get(&key).copied().unwrap_or(0);
+        let offset = row.offset as u64;
+        self.0.insert(key, offset + row.data.len() as u64);
+        let mut out = Vec::with_capacity(2);
+        if offset > expected {
+            let stream = if row.stream == v1::OutputStream::Stderr as i32 {
+                "stderr"
+            } else {
+                "stdout"
+            };
+            out.push(v1::OutputChunk {
+                execution_id: row.execution_id,
+                stream: row.stream,
+                offset: expected,
+                data: format!(
+                    "\n[scitq: {} bytes of {stream} dropped here: the output passed the \
+                     server's max_output_mib]\n",
+                    offset - expected
+                )
+                .into_bytes(),
+            });
+        }
+        out.push(chunk(row));
+        out
+    }
+}
+
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<v1::OutputChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -83,11 +118,12 @@ impl ExecutionService for Executions {
         let Some(execution) = execution else {
             return Ok(Response::new(v1::GetOutputResponse::default()));
         };
+        let mut gaps = Gaps::default();
         let chunks = executions::output(db, ExecutionId(execution))
             .await
             .map_err(status)?
             .into_iter()
-            .map(chunk)
+            .flat_map(|row| gaps.convert(row))
             .collect();
         Ok(Response::new(v1::GetOutputResponse {
             execution_id: execution,
@@ -129,6 +165,7 @@ async fn follow(
     // Start at the current execution's first chunk: earlier attempts are history.
     let mut cursor = 0i64;
     let mut skip_before = first_execution.unwrap_or(0);
+    let mut gaps = Gaps::default();
     loop {
         wake.mark_unchanged();
         loop {
@@ -142,8 +179,10 @@ async fn follow(
                     continue;
                 }
                 skip_before = row.execution_id;
-                if tx.send(Ok(chunk(row))).await.is_err() {
-                    return Ok(()); // the client went away
+                for piece in gaps.convert(row) {
+                    if tx.send(Ok(piece)).await.is_err() {
+                        return Ok(()); // the client went away
+                    }
                 }
             }
             if n < 1000 {
@@ -158,15 +197,26 @@ async fn follow(
         let finished = row.status.parse::<TaskStatus>().is_ok_and(|s| s.is_final());
         if finished {
             // A last read: output committed with the final update is already there.
-            let rows = executions::output_after(db, task, cursor)
-                .await
-                .map_err(status)?;
-            for row in rows.into_iter().filter(|r| r.execution_id >= skip_before) {
-                if tx.send(Ok(chunk(row))).await.is_err() {
+            loop {
+                let rows = executions::output_after(db, task, cursor)
+                    .await
+                    .map_err(status)?;
+                let n = rows.len();
+                for row in rows {
+                    cursor = row.id;
+                    if row.execution_id < skip_before {
+                        continue;
+                    }
+                    for piece in gaps.convert(row) {
+                        if tx.send(Ok(piece)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                if n < 1000 {
                     return Ok(());
                 }
             }
-            return Ok(());
         }
         // Wake on the next change, or re-check now and then (deleted tasks say nothing).
         tokio::select! {

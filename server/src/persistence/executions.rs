@@ -21,6 +21,9 @@ use crate::core::state::{ExecState, TaskStatus, failure_as_str};
 
 const ACTIVE: [&str; 4] = ["assigned", "accepted", "running", "uploading"];
 
+/// Largest piece of output stored in one row; trimming relies on this bound.
+const STORED_CHUNK: usize = 64 * 1024;
+
 /// The frozen spec of a task, as sent to an agent.
 pub fn spec_of(row: &task::Model) -> v1::TaskSpec {
     v1::TaskSpec {
@@ -303,6 +306,7 @@ pub async fn apply(
             })
             .await;
     }
+    let cap = store.output_cap;
     store
         .writer
         .submit_write(move |txn, _ids| {
@@ -319,6 +323,7 @@ pub async fn apply(
                                 txn,
                                 &mut batch,
                                 worker,
+                                cap,
                                 std::mem::take(&mut chunks),
                                 &mut applied,
                             )
@@ -328,7 +333,7 @@ pub async fn apply(
                         AgentEvent::Heartbeat => {}
                     }
                 }
-                write_chunks(txn, &mut batch, worker, chunks, &mut applied).await?;
+                write_chunks(txn, &mut batch, worker, cap, chunks, &mut applied).await?;
                 batch.push(&super::workers::touch_statement(worker));
                 batch.flush(txn).await?;
                 Ok(applied)
@@ -361,6 +366,7 @@ async fn write_chunks(
     txn: &DatabaseTransaction,
     batch: &mut StatementBatch,
     worker: WorkerId,
+    cap: u64,
     chunks: Vec<v1::OutputChunk>,
     applied: &mut Applied,
 ) -> Result<(), StoreError> {
@@ -381,6 +387,7 @@ async fn write_chunks(
         .collect();
     let before = lengths.clone();
     let mut inserts = Vec::new();
+    let mut trims: HashMap<(i64, i32), (i64, i64)> = HashMap::new();
     for chunk in chunks {
         let Some((task_id, out, err)) = lengths.get_mut(&chunk.execution_id) else {
             tracing::warn!(execution_id = chunk.execution_id, %worker, "output for an execution this worker does not hold, dropped");
@@ -407,21 +414,43 @@ async fn write_chunks(
             );
         }
         let skip = Ord::max(*committed - start, 0) as usize;
-        inserts.push(log_chunk::ActiveModel {
-            execution_id: Set(chunk.execution_id),
-            task_id: Set(*task_id),
-            stream: Set(stream as i32),
-            offset: Set(start + skip as i64),
-            data: Set(chunk.data[skip..].to_vec()),
-            ..Default::default()
-        });
+        let mut offset = start + skip as i64;
+        for piece in chunk.data[skip..].chunks(STORED_CHUNK) {
+            inserts.push(log_chunk::ActiveModel {
+                execution_id: Set(chunk.execution_id),
+                task_id: Set(*task_id),
+                stream: Set(stream as i32),
+                offset: Set(offset),
+                data: Set(piece.to_vec()),
+                ..Default::default()
+            });
+            offset += piece.len() as i64;
+        }
         *committed = end;
         applied.touched.insert(TaskId(*task_id));
+        let (head, tail) = ((cap / 2) as i64, (cap - cap / 2) as i64);
+        if end > head + tail + STORED_CHUNK as i64 {
+            trims.insert(
+                (chunk.execution_id, stream as i32),
+                (head, end - tail - STORED_CHUNK as i64),
+            );
+        }
     }
     for chunk in inserts.chunks(200) {
         log_chunk::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
             .await?;
+    }
+    // Past the cap, the middle goes: keep the head and (about) the last `tail` bytes.
+    for ((execution_id, stream), (head, before)) in trims {
+        batch.push(
+            &log_chunk::Entity::delete_many()
+                .filter(log_chunk::Column::ExecutionId.eq(execution_id))
+                .filter(log_chunk::Column::Stream.eq(stream))
+                .filter(log_chunk::Column::Offset.gte(head))
+                .filter(log_chunk::Column::Offset.lt(before))
+                .into_query(),
+        );
     }
     for (id, (_, out, err)) in lengths {
         let (_, out_before, err_before) = before[&id];

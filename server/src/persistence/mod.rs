@@ -109,6 +109,8 @@ pub async fn load_ids(db: &DatabaseConnection) -> Result<Ids, DbErr> {
 pub struct Store {
     pub db: DatabaseConnection,
     pub writer: Writer,
+    /// Output kept per execution and stream: half from the start, half from the end.
+    pub output_cap: u64,
 }
 
 impl Store {
