@@ -48,6 +48,10 @@ pub struct SpecArgs {
     /// 10 s later, and fails as `timeout`
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<u32>,
+    /// Run only after these tasks succeeded (repeatable or comma-separated ids)
+    #[arg(long = "depends-on", value_name = "ID", value_delimiter = ',',
+          num_args = 1.., value_parser = clap::value_parser!(i64).range(1..))]
+    pub depends_on: Vec<i64>,
 }
 
 /// Parses a run time limit (`90s`, `2h30m`) into whole seconds.
@@ -86,6 +90,7 @@ impl SpecArgs {
             retry: self.retry.unwrap_or(0),
             priority: self.priority.unwrap_or(0),
             run_timeout_s: self.timeout.unwrap_or(0),
+            depends_on: self.depends_on.clone(),
         }
     }
 

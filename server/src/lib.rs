@@ -47,10 +47,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .with_context(|| format!("cannot open database {}", redact(&url)))?;
     let ids = persistence::load_ids(&db).await?;
     let (writer, writer_done) = Writer::spawn(writer_db, ids);
+    let has_dependencies = persistence::deps::any(&db).await?;
     let store = Store {
         db,
         writer,
         output_cap: config.max_output_mib << 20,
+        has_dependencies: std::sync::Arc::new(has_dependencies.into()),
     };
     let (tokens, fresh) = auth::bootstrap(&store, &config.data_dir).await?;
 

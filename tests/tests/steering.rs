@@ -483,3 +483,58 @@ fn output_past_the_cap_keeps_its_head_and_tail_with_a_marker() {
         "the full size is recorded"
     );
 }
+
+#[test]
+fn dependants_wait_are_canceled_by_a_failure_and_come_back_with_a_relaunch() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "chain", 2, &[]);
+    c.wait_worker_online("chain", CONNECT);
+
+    let flag = c.scratch_path("go-first");
+    let first = c.create_sh("dag", &format!("{}; exit 1", wait_for_file_sh(&flag)), &[]);
+    let second = c.create_sh("dag", "echo second", &["--depends-on", &first.to_string()]);
+    let third = c.create_sh("dag", "echo third", &["--depends-on", &second.to_string()]);
+    assert_eq!(c.status(second), "waiting");
+    let reasons = c.ctl_json(["task", "explain", &second.to_string()])["reasons"].to_string();
+    assert!(
+        reasons.contains(&format!("task(s) {first} to succeed")),
+        "{reasons}"
+    );
+    assert_eq!(c.task(third)["depends_on"], serde_json::json!([second]));
+
+    touch(&flag);
+    c.wait_task(first, "failed", CONNECT);
+    poll(CONNECT, "the chain to be canceled", || {
+        let (s2, s3) = (c.task(second), c.task(third));
+        if s2["status"] == "canceled" && s3["status"] == "canceled" {
+            Ok((s2, s3))
+        } else {
+            Err(format!("{s2} {s3}"))
+        }
+    });
+    assert_eq!(
+        c.task(second)["status_reason"],
+        format!("dependency {first} failed")
+    );
+    assert_eq!(
+        c.task(third)["status_reason"],
+        format!("dependency {second} failed")
+    );
+
+    c.ctl_ok([
+        "task",
+        "relaunch",
+        &first.to_string(),
+        "--command",
+        "echo fixed",
+    ]);
+    c.wait_task(third, "succeeded", CONNECT);
+    assert_eq!(c.output(second), "second\n");
+
+    let before = c.task_count();
+    let unknown = c.ctl(["task", "create", "--depends-on", "999999", "--", "true"]);
+    assert!(!unknown.status.success(), "{}", describe(&unknown));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("999999"));
+    assert_eq!(c.task_count(), before, "nothing created");
+}

@@ -26,6 +26,8 @@ pub struct TaskView {
     pub priority: i32,
     /// Seconds a run may take; null: no limit.
     pub run_timeout_s: Option<u32>,
+    /// Tasks that must succeed first.
+    pub depends_on: Vec<i64>,
     pub status: String,
     pub status_reason: String,
     pub retry_left: u32,
@@ -53,6 +55,7 @@ impl From<&Task> for TaskView {
             retry: spec.retry,
             priority: spec.priority,
             run_timeout_s: (spec.run_timeout_s > 0).then_some(spec.run_timeout_s),
+            depends_on: spec.depends_on.clone(),
             status: task_status_name(task.status),
             status_reason: task.status_reason.clone(),
             retry_left: task.retry_left,
@@ -268,6 +271,7 @@ mod tests {
                 retry: 2,
                 priority: -1,
                 run_timeout_s: 0,
+                depends_on: vec![],
             }),
             status: TaskStatus::Succeeded as i32,
             status_reason: String::new(),
@@ -285,7 +289,7 @@ mod tests {
                 "id": 42, "name": "align", "batch": "b1", "command": "echo 'a b'",
                 "shell": "bash", "container": "alpine", "container_options": ["--rm"],
                 "inputs": ["s3://in/a"], "output": "s3://out/", "resources": [],
-                "retry": 2, "priority": -1, "run_timeout_s": null, "status": "succeeded", "status_reason": "",
+                "retry": 2, "priority": -1, "run_timeout_s": null, "depends_on": [], "status": "succeeded", "status_reason": "",
                 "retry_left": 1, "execution_id": 7, "worker_id": null, "exit_code": 0,
                 "created_at": "2023-11-14T22:13:20.005Z", "updated_at": null,
             })

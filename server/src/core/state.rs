@@ -100,6 +100,8 @@ impl TaskStatus {
             (Assigned | Accepted | Running | Uploading, Pending) => true,
             // Relaunch.
             (Succeeded | Failed | Canceled, Pending) => true,
+            // The failed dependency that canceled it was relaunched.
+            (Canceled, Waiting) => true,
             _ => false,
         };
         if legal {

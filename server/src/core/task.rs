@@ -9,6 +9,8 @@ pub const MAX_COMMAND_BYTES: usize = 1 << 20;
 pub const MAX_FIELD_BYTES: usize = 4096;
 /// Largest accepted retry budget.
 pub const MAX_RETRY: u32 = 1000;
+/// Most dependencies of one task.
+pub const MAX_DEPENDENCIES: usize = 10_000;
 /// Longest accepted run time limit: a year.
 pub const MAX_RUN_TIMEOUT_S: u32 = 366 * 24 * 3600;
 
@@ -30,6 +32,10 @@ pub enum SpecError {
     BadShell { index: usize, value: i32 },
     #[error("task {index}: retry {value} is over the limit of {MAX_RETRY}")]
     RetryTooHigh { index: usize, value: u32 },
+    #[error("task {index}: {count} dependencies, the limit is {MAX_DEPENDENCIES}")]
+    TooManyDependencies { index: usize, count: usize },
+    #[error("task {index}: dependency {id} is not a task id")]
+    BadDependency { index: usize, id: i64 },
     #[error("task {index}: run timeout {value}s is over the limit of {MAX_RUN_TIMEOUT_S}s")]
     TimeoutTooLong { index: usize, value: u32 },
 }
@@ -50,6 +56,8 @@ pub struct NewTask {
     pub priority: i32,
     /// Seconds the command may run; 0: no limit.
     pub run_timeout_s: u32,
+    /// Tasks that must succeed first (deduplicated).
+    pub depends_on: Vec<i64>,
 }
 
 fn check_len(index: usize, field: &'static str, value: &str) -> Result<(), SpecError> {
@@ -108,6 +116,15 @@ impl NewTask {
                 value: spec.run_timeout_s,
             });
         }
+        if spec.depends_on.len() > MAX_DEPENDENCIES {
+            return Err(SpecError::TooManyDependencies {
+                index,
+                count: spec.depends_on.len(),
+            });
+        }
+        if let Some(bad) = spec.depends_on.iter().find(|id| **id <= 0) {
+            return Err(SpecError::BadDependency { index, id: *bad });
+        }
         check_len(index, "name", &spec.name)?;
         check_len(index, "container", &spec.container)?;
         check_len(index, "output", &spec.output)?;
@@ -132,6 +149,12 @@ impl NewTask {
             retry: spec.retry,
             priority: spec.priority,
             run_timeout_s: spec.run_timeout_s,
+            depends_on: {
+                let mut deps = spec.depends_on;
+                deps.sort_unstable();
+                deps.dedup();
+                deps
+            },
         })
     }
 }

@@ -206,6 +206,20 @@ async fn acknowledge(
             }
             state.scheduler.enqueue(applied.requeued);
             state.hub.notify(applied.touched);
+            if !applied.succeeded.is_empty()
+                && state
+                    .store
+                    .has_dependencies
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                match executions::promote_dependants(&state.store, applied.succeeded).await {
+                    Ok(ready) => {
+                        state.hub.notify(ready.iter().map(|q| q.id));
+                        state.scheduler.enqueue(ready);
+                    }
+                    Err(err) => tracing::error!(error = %err, "could not promote dependants"),
+                }
+            }
             if !applied.executions.is_empty() && state.hub.has_followers() {
                 match executions::tasks_of(&state.store.db, &applied.executions).await {
                     Ok(tasks) => state.hub.notify(tasks),

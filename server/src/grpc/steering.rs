@@ -226,7 +226,16 @@ pub async fn explain(state: &State, id: i64) -> Result<v1::ExplainTaskResponse, 
         TaskStatus::Failed | TaskStatus::Canceled => reasons.push(format!(
             "it is {task_status}: `scitqctl task relaunch {id}` runs it again"
         )),
-        TaskStatus::Waiting => reasons.push("it waits for its dependencies".to_owned()),
+        TaskStatus::Waiting => {
+            let unmet = crate::persistence::deps::unmet(&state.store.db, TaskId(row.id))
+                .await
+                .map_err(status)?;
+            let list: Vec<String> = unmet.iter().map(i64::to_string).collect();
+            reasons.push(format!(
+                "it waits for task(s) {} to succeed",
+                list.join(", ")
+            ));
+        }
     }
     Ok(v1::ExplainTaskResponse {
         status: task_status.to_proto() as i32,

@@ -60,9 +60,9 @@ impl TaskService for Tasks {
             .map(|(i, spec)| NewTask::validate(i, spec))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let queued = tasks::create(&self.0.store, tasks).await.map_err(status)?;
-        let ids = queued.iter().map(|q| q.id.0).collect();
-        self.0.scheduler.enqueue(queued);
+        let created = tasks::create(&self.0.store, tasks).await.map_err(status)?;
+        let ids = created.ids.iter().map(|id| id.0).collect();
+        self.0.scheduler.enqueue(created.queued);
         Ok(Response::new(v1::CreateTasksResponse { ids }))
     }
 
@@ -103,8 +103,9 @@ impl TaskService for Tasks {
         } else {
             0
         };
+        let tasks = with_dependencies(&self.0, rows.iter().map(convert::task).collect()).await?;
         Ok(Response::new(v1::ListTasksResponse {
-            tasks: rows.iter().map(convert::task).collect(),
+            tasks,
             next_after_id,
         }))
     }
@@ -116,7 +117,8 @@ impl TaskService for Tasks {
         require_admin(&request)?;
         let id = TaskId(request.into_inner().id);
         let row = tasks::get(&self.0.store.db, id).await.map_err(status)?;
-        Ok(Response::new(convert::task(&row)))
+        let mut task = with_dependencies(&self.0, vec![convert::task(&row)]).await?;
+        Ok(Response::new(task.remove(0)))
     }
 
     async fn relaunch_task(
@@ -297,6 +299,30 @@ impl TaskService for Tasks {
         });
         Ok(Response::new(v1::DeleteBatchResponse { deleted }))
     }
+}
+
+/// Fills the dependencies of tasks about to be shown (one query per 500 tasks).
+async fn with_dependencies(
+    state: &State,
+    mut tasks: Vec<v1::Task>,
+) -> Result<Vec<v1::Task>, Status> {
+    if !state
+        .store
+        .has_dependencies
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return Ok(tasks);
+    }
+    let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+    let mut deps = crate::persistence::deps::of_tasks(&state.store.db, &ids)
+        .await
+        .map_err(status)?;
+    for task in &mut tasks {
+        if let (Some(spec), Some(list)) = (task.spec.as_mut(), deps.remove(&task.id)) {
+            spec.depends_on = list;
+        }
+    }
+    Ok(tasks)
 }
 
 fn batch_message(row: crate::persistence::entities::batch::Model) -> v1::Batch {

@@ -178,3 +178,22 @@ pub mod api_token {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod task_dependency {
+    use sea_orm::entity::prelude::*;
+
+    /// `task_id` runs only once `depends_on` succeeded.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "task_dependency")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub task_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub depends_on: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

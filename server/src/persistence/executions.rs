@@ -39,6 +39,8 @@ pub fn spec_of(row: &task::Model) -> v1::TaskSpec {
         retry: row.retry as u32,
         priority: row.priority,
         run_timeout_s: Ord::max(row.run_timeout_s, 0) as u32,
+        // Filled by the callers that show tasks (see `deps::of_tasks`).
+        depends_on: Vec::new(),
     }
 }
 
@@ -125,6 +127,7 @@ impl Frozen {
             retry: Ord::max(self.retry, 0) as u32,
             priority: self.priority,
             run_timeout_s: Ord::max(self.run_timeout_s, 0) as u32,
+            depends_on: Vec::new(),
         };
         (
             WorkerId(self.worker_id),
@@ -255,6 +258,8 @@ pub struct Applied {
     /// Executions whose status changed (their tasks are looked up only if someone
     /// follows them).
     pub executions: HashSet<ExecutionId>,
+    /// Executions that succeeded (their tasks' dependants may run now).
+    pub succeeded: Vec<ExecutionId>,
 }
 
 /// Whether an event needs no read to be applied.
@@ -546,6 +551,9 @@ fn progress(
                 .into_query(),
         );
         applied.finished.push(ExecutionId(update.execution_id));
+        if target == ExecState::Succeeded {
+            applied.succeeded.push(ExecutionId(update.execution_id));
+        }
     }
     batch.push(&exec_update.into_query());
     let mut task_update = task::Entity::update_many()
@@ -669,6 +677,7 @@ async fn end_task_attempt(
         }));
     }
     set_task_status(txn, row, TaskStatus::Failed, message, exit_code).await?;
+    super::deps::cancel_dependants(txn, row.id).await?;
     Ok(None)
 }
 
@@ -845,4 +854,22 @@ pub async fn output_after(
         .limit(1000)
         .all(db)
         .await?)
+}
+
+/// Promotes the waiting dependants of the tasks whose executions succeeded; returns
+/// those now ready to run.
+pub async fn promote_dependants(
+    store: &Store,
+    succeeded: Vec<ExecutionId>,
+) -> Result<Vec<Queued>, StoreError> {
+    store
+        .writer
+        .write(move |txn, _ids| {
+            Box::pin(async move {
+                let executions: HashSet<ExecutionId> = succeeded.into_iter().collect();
+                let tasks = tasks_of(txn, &executions).await?;
+                super::deps::promote(txn, &tasks).await
+            })
+        })
+        .await
 }

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(BatchSuspended),
             Box::new(RunTimeout),
             Box::new(WorkerPaused),
+            Box::new(Dependencies),
         ]
     }
 }
@@ -245,6 +246,38 @@ impl MigrationTrait for WorkerPaused {
                     .add_column(boolean("paused").default(false))
                     .to_owned(),
             )
+            .await
+    }
+}
+
+/// Task dependencies: `task_id` waits for `depends_on`.
+struct Dependencies;
+
+impl MigrationName for Dependencies {
+    fn name(&self) -> &str {
+        "m0005_dependencies"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Dependencies {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(col("task_dependency"))
+                    .col(big_integer("task_id"))
+                    .col(big_integer("depends_on"))
+                    .primary_key(Index::create().col(col("task_id")).col(col("depends_on")))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(index(
+                "task_dependency_depends_on",
+                "task_dependency",
+                &["depends_on"],
+            ))
             .await
     }
 }

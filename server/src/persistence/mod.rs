@@ -3,6 +3,7 @@
 //! through the [`writer::Writer`] (group commit).
 
 pub mod batch;
+pub mod deps;
 pub mod entities;
 pub mod executions;
 pub mod migration;
@@ -52,13 +53,17 @@ pub fn default_url(data_dir: &Path) -> String {
 /// Connects, applies pending migrations, and returns a pool for reads and the single
 /// connection of the store writer.
 pub async fn connect(url: &str) -> Result<(DatabaseConnection, DatabaseConnection), DbErr> {
-    let readers = Database::connect(options(url, 6)).await?;
-    migration::Migrator::up(&readers, None).await?;
-    let writer = Database::connect(options(url, 1)).await?;
+    // One connection alone switches SQLite to WAL (it needs the database to itself, and
+    // connections racing for that get "database is locked") and migrates; the mode stays.
+    let bootstrap = Database::connect(options(url, 1, true)).await?;
+    migration::Migrator::up(&bootstrap, None).await?;
+    bootstrap.close().await?;
+    let readers = Database::connect(options(url, 6, false)).await?;
+    let writer = Database::connect(options(url, 1, false)).await?;
     Ok((readers, writer))
 }
 
-fn options(url: &str, connections: u32) -> ConnectOptions {
+fn options(url: &str, connections: u32, set_wal: bool) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
@@ -70,13 +75,17 @@ fn options(url: &str, connections: u32) -> ConnectOptions {
         .idle_timeout(None)
         .max_lifetime(None);
     if url.starts_with("sqlite:") {
-        // WAL lets readers run beside the one writer. synchronous=FULL: a commit is on
-        // disk before it is acknowledged.
-        options.map_sqlx_sqlite_opts(|opts| {
-            opts.journal_mode(SqliteJournalMode::Wal)
+        // synchronous=FULL: a commit is on disk before it is acknowledged.
+        options.map_sqlx_sqlite_opts(move |opts| {
+            let opts = opts
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(30))
-                .foreign_keys(false)
+                .foreign_keys(false);
+            if set_wal {
+                opts.journal_mode(SqliteJournalMode::Wal)
+            } else {
+                opts
+            }
         });
     }
     options
@@ -111,6 +120,8 @@ pub struct Store {
     pub writer: Writer,
     /// Output kept per execution and stream: half from the start, half from the end.
     pub output_cap: u64,
+    /// Set once any task has dependencies: successes then promote waiting dependants.
+    pub has_dependencies: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {

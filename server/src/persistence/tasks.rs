@@ -25,8 +25,22 @@ pub struct Queued {
 /// Rows per INSERT statement: well under SQLite's limit on bound values.
 const INSERT_CHUNK: usize = 500;
 
-/// Creates tasks atomically; returns them in order.
-pub async fn create(store: &Store, tasks: Vec<NewTask>) -> Result<Vec<Queued>, StoreError> {
+/// What creating tasks did.
+pub struct Created {
+    /// Every new id, in order.
+    pub ids: Vec<TaskId>,
+    /// Those ready to run now (others wait for dependencies, or were canceled by a failed
+    /// one).
+    pub queued: Vec<Queued>,
+}
+
+/// Creates tasks atomically.
+pub async fn create(store: &Store, tasks: Vec<NewTask>) -> Result<Created, StoreError> {
+    if tasks.iter().any(|t| !t.depends_on.is_empty()) {
+        store
+            .has_dependencies
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     store
         .writer
         .write(move |txn, ids| {
@@ -47,15 +61,30 @@ pub async fn create(store: &Store, tasks: Vec<NewTask>) -> Result<Vec<Queued>, S
                         .exec(txn)
                         .await?;
                 }
-                let mut queued = Vec::with_capacity(tasks.len());
+                let mut created = Created {
+                    ids: Vec::with_capacity(tasks.len()),
+                    queued: Vec::with_capacity(tasks.len()),
+                };
                 let mut rows = Vec::with_capacity(INSERT_CHUNK);
+                let mut dependencies = Vec::new();
                 for new in tasks {
                     let id = ids.task();
-                    queued.push(Queued {
-                        id: TaskId(id),
-                        batch: new.batch.clone(),
-                        priority: new.priority,
-                    });
+                    let (status, reason) =
+                        super::deps::initial_status(txn, &new.depends_on).await?;
+                    created.ids.push(TaskId(id));
+                    if status == TaskStatus::Pending {
+                        created.queued.push(Queued {
+                            id: TaskId(id),
+                            batch: new.batch.clone(),
+                            priority: new.priority,
+                        });
+                    }
+                    dependencies.extend(new.depends_on.iter().map(|d| {
+                        super::entities::task_dependency::ActiveModel {
+                            task_id: Set(id),
+                            depends_on: Set(*d),
+                        }
+                    }));
                     rows.push(task::ActiveModel {
                         id: Set(id),
                         name: Set(new.name),
@@ -70,8 +99,8 @@ pub async fn create(store: &Store, tasks: Vec<NewTask>) -> Result<Vec<Queued>, S
                         retry: Set(new.retry as i32),
                         retry_left: Set(new.retry as i32),
                         priority: Set(new.priority),
-                        status: Set(TaskStatus::Pending.as_str().to_owned()),
-                        status_reason: Set(String::new()),
+                        status: Set(status.as_str().to_owned()),
+                        status_reason: Set(reason),
                         execution_id: Set(None),
                         worker_id: Set(None),
                         exit_code: Set(None),
@@ -90,7 +119,12 @@ pub async fn create(store: &Store, tasks: Vec<NewTask>) -> Result<Vec<Queued>, S
                         .exec_without_returning(txn)
                         .await?;
                 }
-                Ok(queued)
+                for chunk in dependencies.chunks(INSERT_CHUNK) {
+                    super::entities::task_dependency::Entity::insert_many(chunk.to_vec())
+                        .exec_without_returning(txn)
+                        .await?;
+                }
+                Ok(created)
             })
         })
         .await
@@ -167,6 +201,7 @@ pub async fn relaunch(
                     update = update.col_expr(task::Column::Command, Expr::value(command));
                 }
                 update.exec(txn).await?;
+                super::deps::restore_dependants(txn, id.0).await?;
                 let row = get(txn, id).await?;
                 let queued = Queued {
                     id,

@@ -56,6 +56,7 @@ struct JsonTask {
     priority: Option<i32>,
     /// Run time limit, e.g. "2h".
     timeout: Option<String>,
+    depends_on: Option<Vec<i64>>,
 }
 
 /// Parses every line of `text`; the first bad line stops everything. `source` names the
@@ -130,6 +131,7 @@ fn json_line(line: &str, base: &TaskSpec) -> Result<TaskSpec, String> {
             Some(text) => crate::spec::parse_timeout(text)?,
             None => base.run_timeout_s,
         },
+        depends_on: task.depends_on.unwrap_or_else(|| base.depends_on.clone()),
     })
 }
 
