@@ -409,7 +409,7 @@ impl Scheduler {
             .collect();
         for worker in due {
             self.leases.remove(&worker);
-            match executions::expire_lease(&self.store, worker).await {
+            match crate::persistence::recovery::expire_lease(&self.store, worker).await {
                 Ok((requeued, touched)) => {
                     if !touched.is_empty() {
                         tracing::warn!(%worker, executions = touched.len(), "lease expired, executions failed as lost");

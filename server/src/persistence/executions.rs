@@ -19,8 +19,6 @@ use super::{Store, StoreError, from_json_list, now_ms};
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
 use crate::core::state::{ExecState, TaskStatus, failure_as_str};
 
-const ACTIVE: [&str; 4] = ["assigned", "accepted", "running", "uploading"];
-
 /// Largest piece of output stored in one row; trimming relies on this bound.
 const STORED_CHUNK: usize = 64 * 1024;
 
@@ -632,7 +630,7 @@ async fn fail(
     Ok(())
 }
 
-async fn set_task_status(
+pub(super) async fn set_task_status(
     txn: &DatabaseTransaction,
     row: &task::Model,
     status: TaskStatus,
@@ -654,7 +652,7 @@ async fn set_task_status(
 
 /// The task's current attempt ended without success: relaunch it when `retry` allows
 /// and budget is left, or fail it. Returns the task when it goes back to the queue.
-async fn end_task_attempt(
+pub(super) async fn end_task_attempt(
     txn: &DatabaseTransaction,
     row: &task::Model,
     retry: bool,
@@ -679,130 +677,6 @@ async fn end_task_attempt(
     set_task_status(txn, row, TaskStatus::Failed, message, exit_code).await?;
     super::deps::cancel_dependants(txn, row.id).await?;
     Ok(None)
-}
-
-/// Ends an execution the worker no longer has. One never acknowledged by the agent was
-/// never started: it is canceled and its task re-queued without spending a retry.
-/// Others are failed as lost, and their task retried within its budget.
-async fn end_missing(
-    txn: &DatabaseTransaction,
-    row: &execution::Model,
-    why: &str,
-) -> Result<Option<Queued>, StoreError> {
-    let state: ExecState = row.state.parse().unwrap_or(ExecState::Canceled);
-    let never_started = state == ExecState::Assigned;
-    let (target, failure, message) = if never_started {
-        (ExecState::Canceled, "", format!("never delivered: {why}"))
-    } else {
-        (ExecState::Failed, "lost", format!("lost: {why}"))
-    };
-    let changed = execution::Entity::update_many()
-        .col_expr(execution::Column::State, Expr::value(target.as_str()))
-        .col_expr(execution::Column::Failure, Expr::value(failure))
-        .col_expr(execution::Column::Message, Expr::value(message.clone()))
-        .col_expr(execution::Column::FinishedAt, Expr::value(now_ms()))
-        .filter(execution::Column::Id.eq(row.id))
-        .filter(execution::Column::State.is_in(ExecState::predecessors(target)))
-        .exec(txn)
-        .await?
-        .rows_affected;
-    if changed == 0 {
-        return Ok(None);
-    }
-    let task_row = super::tasks::get(txn, TaskId(row.task_id)).await?;
-    if task_row.execution_id != Some(row.id) {
-        return Ok(None);
-    }
-    if never_started {
-        set_task_status(txn, &task_row, TaskStatus::Pending, &message, None).await?;
-        return Ok(Some(Queued {
-            id: TaskId(task_row.id),
-            batch: task_row.batch.clone(),
-            priority: task_row.priority,
-        }));
-    }
-    end_task_attempt(txn, &task_row, true, &message, None).await
-}
-
-/// Active executions a worker holds according to the database.
-pub async fn active_of_worker(
-    db: &impl ConnectionTrait,
-    worker: WorkerId,
-) -> Result<Vec<execution::Model>, StoreError> {
-    Ok(execution::Entity::find()
-        .filter(execution::Column::WorkerId.eq(worker.0))
-        .filter(execution::Column::State.is_in(ACTIVE))
-        .all(db)
-        .await?)
-}
-
-/// The outcome of a Hello.
-#[derive(Debug, Default)]
-pub struct Reconciled {
-    pub cancel: Vec<i64>,
-    pub offsets: Vec<v1::OutputOffsets>,
-    pub requeued: Vec<Queued>,
-    /// Executions the worker holds once reconciled.
-    pub active: u32,
-    pub touched: Vec<TaskId>,
-}
-
-/// Compares what an agent holds with what the database says it holds (see
-/// ARCHITECTURE.md, "The agent stream", step 2).
-pub async fn reconcile(
-    txn: &DatabaseTransaction,
-    worker: WorkerId,
-    held: &[v1::HeldExecution],
-) -> Result<Reconciled, StoreError> {
-    let mut out = Reconciled::default();
-    let held_ids: HashSet<i64> = held.iter().map(|h| h.execution_id).collect();
-    let active = active_of_worker(txn, worker).await?;
-    let active_ids: HashSet<i64> = active.iter().map(|r| r.id).collect();
-    for row in &active {
-        if held_ids.contains(&row.id) {
-            out.offsets.push(v1::OutputOffsets {
-                execution_id: row.id,
-                stdout: row.stdout_bytes as u64,
-                stderr: row.stderr_bytes as u64,
-            });
-            out.active += 1;
-        } else {
-            out.touched.push(TaskId(row.task_id));
-            if let Some(q) = end_missing(txn, row, "the agent no longer holds it").await? {
-                out.requeued.push(q);
-            }
-        }
-    }
-    out.cancel = held
-        .iter()
-        .map(|h| h.execution_id)
-        .filter(|id| !active_ids.contains(id))
-        .collect();
-    Ok(out)
-}
-
-/// A worker's lease expired: every execution it held is ended.
-pub async fn expire_lease(
-    store: &Store,
-    worker: WorkerId,
-) -> Result<(Vec<Queued>, Vec<TaskId>), StoreError> {
-    store
-        .writer
-        .write(move |txn, _ids| {
-            Box::pin(async move {
-                let mut requeued = Vec::new();
-                let mut touched = Vec::new();
-                for row in active_of_worker(txn, worker).await? {
-                    touched.push(TaskId(row.task_id));
-                    if let Some(q) = end_missing(txn, &row, "the worker's lease expired").await? {
-                        requeued.push(q);
-                    }
-                }
-                super::workers::set_status(txn, worker, "lost").await?;
-                Ok((requeued, touched))
-            })
-        })
-        .await
 }
 
 pub async fn of_task(

@@ -8,7 +8,7 @@ use sea_orm::{
 };
 
 use super::entities::worker;
-use super::executions::{Reconciled, reconcile};
+use super::recovery::{Reconciled, reconcile};
 use super::{Store, StoreError, now_ms};
 use crate::core::ids::WorkerId;
 
@@ -202,7 +202,7 @@ pub async fn delete(store: &Store, id: WorkerId) -> Result<(), StoreError> {
         .write(move |txn, _ids| {
             Box::pin(async move {
                 get(txn, id).await?;
-                let held = super::executions::active_of_worker(txn, id).await?;
+                let held = super::recovery::active_of_worker(txn, id).await?;
                 if !held.is_empty() {
                     return Err(StoreError::Conflict(format!(
                         "worker {id} still holds {} execution(s); they end when it reconnects \
