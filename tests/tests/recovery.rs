@@ -75,3 +75,36 @@ fn task_of_an_agent_killed_mid_task_succeeds_on_another_agent_after_the_lease() 
         .expect("the killed worker is still listed");
     assert_eq!(gone["status"], "lost", "{gone:#}");
 }
+
+#[test]
+fn an_agent_restarted_after_sigkill_gets_its_lost_task_requeued_at_once_not_after_the_lease() {
+    // A lease of an hour: only the restarted agent's Hello can end the lost execution.
+    let server = Server::start(ServerOpts::default().lease("1h"));
+    let c = server.client();
+    let mut agent = Agent::start(&server, "phoenix", 1, &[]);
+    c.wait_worker_online("phoenix", CONNECT);
+
+    let flag = c.scratch_path("phoenix-flag");
+    let script = format!("echo started; {}; echo finished", wait_for_file_sh(&flag));
+    let id = c.create_sh("rebirth", &script, &["--retry", "1"]);
+    c.wait_task(id, "running", CONNECT);
+
+    agent.kill9();
+    let _again = Agent::start(&server, "phoenix", 1, &[]);
+    poll(CONNECT, format!("task {id} to run a second time"), || {
+        let task = c.task(id);
+        let execs = task["executions"].as_array().cloned().unwrap_or_default();
+        match execs.as_slice() {
+            [first, second] if second["state"] == "running" => Ok(first.clone()),
+            _ => Err(task.to_string()),
+        }
+    });
+    touch(&flag);
+    let task = c.wait_task(id, "succeeded", CONNECT);
+    let first = &task["executions"][0];
+    assert_eq!(first["failure"], "lost", "{task:#}");
+    assert!(
+        str_field(first, "message").contains("no longer holds"),
+        "{task:#}"
+    );
+}
