@@ -153,6 +153,47 @@ impl ExecutionService for Executions {
     }
 }
 
+/// Where a follower is in a task's stored output.
+struct Reader {
+    /// Last chunk row sent (or skipped).
+    cursor: i64,
+    /// Chunks of executions before this one are history, not shown.
+    skip_before: i64,
+    gaps: Gaps,
+}
+
+impl Reader {
+    /// Sends every chunk stored since the last call; false when the client went away.
+    async fn send_new(
+        &mut self,
+        db: &sea_orm::DatabaseConnection,
+        task: TaskId,
+        tx: &mpsc::Sender<Result<v1::OutputChunk, Status>>,
+    ) -> Result<bool, Status> {
+        loop {
+            let rows = executions::output_after(db, task, self.cursor)
+                .await
+                .map_err(status)?;
+            let n = rows.len();
+            for row in rows {
+                self.cursor = row.id;
+                if row.execution_id < self.skip_before {
+                    continue;
+                }
+                self.skip_before = row.execution_id;
+                for piece in self.gaps.convert(row) {
+                    if tx.send(Ok(piece)).await.is_err() {
+                        return Ok(false);
+                    }
+                }
+            }
+            if n < executions::OUTPUT_PAGE {
+                return Ok(true);
+            }
+        }
+    }
+}
+
 /// Streams a task's output from its current execution on, until the task is final.
 async fn follow(
     state: State,
@@ -163,60 +204,25 @@ async fn follow(
 ) -> Result<(), Status> {
     let db = &state.store.db;
     // Start at the current execution's first chunk: earlier attempts are history.
-    let mut cursor = 0i64;
-    let mut skip_before = first_execution.unwrap_or(0);
-    let mut gaps = Gaps::default();
+    let mut reader = Reader {
+        cursor: 0,
+        skip_before: first_execution.unwrap_or(0),
+        gaps: Gaps::default(),
+    };
     loop {
         wake.mark_unchanged();
-        loop {
-            let rows = executions::output_after(db, task, cursor)
-                .await
-                .map_err(status)?;
-            let n = rows.len();
-            for row in rows {
-                cursor = row.id;
-                if row.execution_id < skip_before {
-                    continue;
-                }
-                skip_before = row.execution_id;
-                for piece in gaps.convert(row) {
-                    if tx.send(Ok(piece)).await.is_err() {
-                        return Ok(()); // the client went away
-                    }
-                }
-            }
-            if n < 1000 {
-                break;
-            }
+        if !reader.send_new(db, task, tx).await? {
+            return Ok(()); // the client went away
         }
         let row = match tasks::get(db, task).await {
             Ok(row) => row,
             Err(crate::persistence::StoreError::NotFound { .. }) => return Ok(()),
             Err(err) => return Err(status(err)),
         };
-        let finished = row.status.parse::<TaskStatus>().is_ok_and(|s| s.is_final());
-        if finished {
+        if row.status.parse::<TaskStatus>().is_ok_and(|s| s.is_final()) {
             // A last read: output committed with the final update is already there.
-            loop {
-                let rows = executions::output_after(db, task, cursor)
-                    .await
-                    .map_err(status)?;
-                let n = rows.len();
-                for row in rows {
-                    cursor = row.id;
-                    if row.execution_id < skip_before {
-                        continue;
-                    }
-                    for piece in gaps.convert(row) {
-                        if tx.send(Ok(piece)).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                }
-                if n < 1000 {
-                    return Ok(());
-                }
-            }
+            reader.send_new(db, task, tx).await?;
+            return Ok(());
         }
         // Wake on the next change, or re-check now and then (deleted tasks say nothing).
         tokio::select! {

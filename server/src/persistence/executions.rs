@@ -715,7 +715,11 @@ pub async fn output(
         .await?)
 }
 
-/// Output chunks of any execution of a task stored after the chunk `after`.
+/// Most chunks [`output_after`] returns at once.
+pub const OUTPUT_PAGE: usize = 1000;
+
+/// Output chunks of any execution of a task stored after the chunk `after`, at most
+/// [`OUTPUT_PAGE`].
 pub async fn output_after(
     db: &impl ConnectionTrait,
     task: TaskId,
@@ -725,7 +729,7 @@ pub async fn output_after(
         .filter(log_chunk::Column::TaskId.eq(task.0))
         .filter(log_chunk::Column::Id.gt(after))
         .order_by_asc(log_chunk::Column::Id)
-        .limit(1000)
+        .limit(OUTPUT_PAGE as u64)
         .all(db)
         .await?)
 }
