@@ -17,6 +17,9 @@ use super::{StoreError, now_ms};
 use crate::core::ids::TaskId;
 use crate::core::state::TaskStatus;
 
+/// Reason of a task waiting for its dependencies.
+const WAITING: &str = "waiting for its dependencies";
+
 fn reason_of(dependency: i64) -> String {
     format!("dependency {dependency} failed")
 }
@@ -52,10 +55,7 @@ pub async fn initial_status(
     if rows.iter().all(|(_, status)| status == "succeeded") {
         Ok((TaskStatus::Pending, String::new()))
     } else {
-        Ok((
-            TaskStatus::Waiting,
-            "waiting for its dependencies".to_owned(),
-        ))
+        Ok((TaskStatus::Waiting, WAITING.to_owned()))
     }
 }
 
@@ -71,27 +71,7 @@ async fn dependants(txn: &DatabaseTransaction, of: i64) -> Result<Vec<i64>, Stor
 
 /// `failed` failed or was canceled for good: cancel its waiting dependants, and theirs.
 pub async fn cancel_dependants(txn: &DatabaseTransaction, failed: i64) -> Result<(), StoreError> {
-    let mut todo = vec![failed];
-    while let Some(id) = todo.pop() {
-        for dependant in dependants(txn, id).await? {
-            let changed = task::Entity::update_many()
-                .col_expr(
-                    task::Column::Status,
-                    Expr::value(TaskStatus::Canceled.as_str()),
-                )
-                .col_expr(task::Column::StatusReason, Expr::value(reason_of(id)))
-                .col_expr(task::Column::UpdatedAt, Expr::value(now_ms()))
-                .filter(task::Column::Id.eq(dependant))
-                .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str()))
-                .exec(txn)
-                .await?
-                .rows_affected;
-            if changed > 0 {
-                todo.push(dependant);
-            }
-        }
-    }
-    Ok(())
+    cascade(txn, failed, Cascade::Cancel).await
 }
 
 /// `relaunched` runs again: the dependants its failure canceled wait again, and theirs.
@@ -99,26 +79,44 @@ pub async fn restore_dependants(
     txn: &DatabaseTransaction,
     relaunched: i64,
 ) -> Result<(), StoreError> {
-    let mut todo = vec![relaunched];
+    cascade(txn, relaunched, Cascade::Restore).await
+}
+
+#[derive(Clone, Copy)]
+enum Cascade {
+    /// waiting → canceled, because of the dependency.
+    Cancel,
+    /// canceled because of the dependency → waiting.
+    Restore,
+}
+
+/// Applies `how` to the dependants of `root`, then to the dependants of every task it
+/// changed, and so on down the graph.
+async fn cascade(txn: &DatabaseTransaction, root: i64, how: Cascade) -> Result<(), StoreError> {
+    let mut todo = vec![root];
     while let Some(id) = todo.pop() {
         for dependant in dependants(txn, id).await? {
-            let changed = task::Entity::update_many()
-                .col_expr(
-                    task::Column::Status,
-                    Expr::value(TaskStatus::Waiting.as_str()),
-                )
-                .col_expr(
-                    task::Column::StatusReason,
-                    Expr::value("waiting for its dependencies"),
-                )
+            let update = task::Entity::update_many()
                 .col_expr(task::Column::UpdatedAt, Expr::value(now_ms()))
-                .filter(task::Column::Id.eq(dependant))
-                .filter(task::Column::Status.eq(TaskStatus::Canceled.as_str()))
-                .filter(task::Column::StatusReason.eq(reason_of(id)))
-                .exec(txn)
-                .await?
-                .rows_affected;
-            if changed > 0 {
+                .filter(task::Column::Id.eq(dependant));
+            let update = match how {
+                Cascade::Cancel => update
+                    .col_expr(
+                        task::Column::Status,
+                        Expr::value(TaskStatus::Canceled.as_str()),
+                    )
+                    .col_expr(task::Column::StatusReason, Expr::value(reason_of(id)))
+                    .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str())),
+                Cascade::Restore => update
+                    .col_expr(
+                        task::Column::Status,
+                        Expr::value(TaskStatus::Waiting.as_str()),
+                    )
+                    .col_expr(task::Column::StatusReason, Expr::value(WAITING))
+                    .filter(task::Column::Status.eq(TaskStatus::Canceled.as_str()))
+                    .filter(task::Column::StatusReason.eq(reason_of(id))),
+            };
+            if update.exec(txn).await?.rows_affected > 0 {
                 todo.push(dependant);
             }
         }
