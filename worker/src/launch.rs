@@ -127,6 +127,7 @@ mod tests {
             execution_id: 3,
             task_id: 4,
             spec: None,
+            registry_credentials: Vec::new(),
         });
         assert_eq!(launch.id, ExecutionId(3));
         assert_eq!(launch.argv, Err(CommandError::MissingSpec));

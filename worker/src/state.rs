@@ -164,6 +164,7 @@ impl FinalReport {
             message: self.message.clone(),
             stdout_bytes: self.stdout_bytes,
             stderr_bytes: self.stderr_bytes,
+            uploaded: Vec::new(),
         }
     }
 }

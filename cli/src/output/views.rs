@@ -314,6 +314,7 @@ mod tests {
             finished_at: ts(60, 0),
             stdout_bytes: 10,
             stderr_bytes: 0,
+            uploaded: Vec::new(),
         };
         let json = serde_json::to_value(ExecutionView::from(&execution)).unwrap();
         assert_eq!(json["state"], "failed");
@@ -341,6 +342,7 @@ mod tests {
             active: 0,
             last_contact: None,
             paused: true,
+            draining: false,
         };
         let json = serde_json::to_value(WorkerView::from(&worker)).unwrap();
         assert_eq!(json["status"], "lost");

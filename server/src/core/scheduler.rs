@@ -109,7 +109,7 @@ struct Connected {
 
 impl Connected {
     fn free(&self) -> u32 {
-        if self.settings.paused {
+        if self.settings.paused || self.settings.draining {
             return 0;
         }
         (self.settings.concurrency + self.settings.prefetch).saturating_sub(self.active)
@@ -257,6 +257,9 @@ impl Scheduler {
             Command::Settings { worker, settings } => {
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.push(v1::server_message::Kind::Settings(settings.to_proto()));
+                    if settings.draining && !w.settings.draining {
+                        w.push(v1::server_message::Kind::Drain(v1::Drain {}));
+                    }
                     w.settings = settings;
                     self.dirty = true;
                 }
@@ -312,8 +315,11 @@ impl Scheduler {
             return reasons;
         }
         let free: u32 = serving.iter().map(|w| w.free()).sum();
-        if serving.iter().all(|w| w.settings.paused) {
-            reasons.push("every worker that serves its batch is paused".to_owned());
+        if serving
+            .iter()
+            .all(|w| w.settings.paused || w.settings.draining)
+        {
+            reasons.push("every worker that serves its batch is paused or draining".to_owned());
         } else if free == 0 {
             reasons.push(format!(
                 "every slot is busy on the {} worker(s) that serve its batch",

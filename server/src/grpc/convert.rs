@@ -56,6 +56,8 @@ pub fn execution(row: &execution::Model, worker_name: String) -> v1::Execution {
         finished_at: row.finished_at.map(timestamp),
         stdout_bytes: row.stdout_bytes as u64,
         stderr_bytes: row.stderr_bytes as u64,
+        // Not recorded yet: output upload is not wired to the agent.
+        uploaded: Vec::new(),
     }
 }
 
@@ -77,5 +79,6 @@ pub fn worker(row: &worker::Model, active: Option<u32>) -> v1::Worker {
         active: active.unwrap_or(0),
         last_contact: Some(timestamp(row.last_contact)),
         paused: row.paused,
+        draining: row.draining,
     }
 }

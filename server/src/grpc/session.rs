@@ -78,7 +78,11 @@ pub async fn open(
         settings: Some(settings.to_proto()),
         offsets: reconciled.offsets,
         cancel: reconciled.cancel,
+        rclone_config: String::new(),
     })));
+    if settings.draining {
+        let _ = tx.send(message(v1::server_message::Kind::Drain(v1::Drain {})));
+    }
     let _ = tx.send(message(v1::server_message::Kind::Ack(v1::Ack {
         seq: first.seq,
     })));

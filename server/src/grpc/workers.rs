@@ -65,6 +65,10 @@ impl WorkerService for Workers {
         }
         if let Some(paused) = req.paused {
             settings.paused = paused;
+            if !paused {
+                // Resuming also undoes a drain.
+                settings.draining = false;
+            }
         }
         if let Some(batch) = req.batch {
             settings.batch = if batch.trim().is_empty() {
@@ -76,18 +80,19 @@ impl WorkerService for Workers {
                 )
             };
         }
-        let row = workers::update_settings(&self.0.store, id, settings.clone())
-            .await
-            .map_err(status)?;
-        self.0.scheduler.send(Command::Settings {
-            worker: id,
-            settings,
-        });
-        let active = self.0.scheduler.active().await;
-        Ok(Response::new(convert::worker(
-            &row,
-            active.get(&id).copied(),
-        )))
+        self.apply(id, settings).await
+    }
+
+    async fn drain_worker(
+        &self,
+        request: Request<v1::WorkerRef>,
+    ) -> Result<Response<v1::Worker>, Status> {
+        require_admin(&request)?;
+        let id = WorkerId(request.into_inner().id);
+        let current = workers::get(&self.0.store.db, id).await.map_err(status)?;
+        let mut settings = settings_of(&current);
+        settings.draining = true;
+        self.apply(id, settings).await
     }
 
     async fn delete_worker(
@@ -104,5 +109,27 @@ impl WorkerService for Workers {
         }
         workers::delete(&self.0.store, id).await.map_err(status)?;
         Ok(Response::new(v1::DeleteWorkerResponse {}))
+    }
+}
+
+impl Workers {
+    /// Stores a worker's new settings, then pushes them to its agent.
+    async fn apply(
+        &self,
+        id: WorkerId,
+        settings: WorkerSettings,
+    ) -> Result<Response<v1::Worker>, Status> {
+        let row = workers::update_settings(&self.0.store, id, settings.clone())
+            .await
+            .map_err(status)?;
+        self.0.scheduler.send(Command::Settings {
+            worker: id,
+            settings,
+        });
+        let active = self.0.scheduler.active().await;
+        Ok(Response::new(convert::worker(
+            &row,
+            active.get(&id).copied(),
+        )))
     }
 }

@@ -129,6 +129,8 @@ pub mod worker {
         pub created_at: i64,
         /// Paused by an operator: no new task.
         pub paused: bool,
+        /// Draining: no new task; its agent exits once it holds nothing.
+        pub draining: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

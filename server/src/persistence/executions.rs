@@ -133,6 +133,8 @@ impl Frozen {
                 execution_id: self.id,
                 task_id: self.task_id,
                 spec: Some(spec),
+                // The server has no registry configuration yet.
+                registry_credentials: Vec::new(),
             },
         )
     }

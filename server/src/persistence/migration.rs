@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(RunTimeout),
             Box::new(WorkerPaused),
             Box::new(Dependencies),
+            Box::new(WorkerDraining),
         ]
     }
 }
@@ -278,6 +279,29 @@ impl MigrationTrait for Dependencies {
                 "task_dependency",
                 &["depends_on"],
             ))
+            .await
+    }
+}
+
+/// Workers can be drained by an operator.
+struct WorkerDraining;
+
+impl MigrationName for WorkerDraining {
+    fn name(&self) -> &str {
+        "m0006_worker_draining"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for WorkerDraining {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(col("worker"))
+                    .add_column(boolean("draining").default(false))
+                    .to_owned(),
+            )
             .await
     }
 }

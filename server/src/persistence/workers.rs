@@ -21,6 +21,8 @@ pub struct WorkerSettings {
     pub batch: Option<String>,
     /// Paused by an operator: no new task.
     pub paused: bool,
+    /// Draining: no new task; the agent exits once it holds nothing.
+    pub draining: bool,
 }
 
 impl WorkerSettings {
@@ -39,6 +41,7 @@ pub fn settings_of(row: &worker::Model) -> WorkerSettings {
         prefetch: row.prefetch.max(0) as u32,
         batch: (!row.batch.is_empty()).then(|| row.batch.clone()),
         paused: row.paused,
+        draining: row.draining,
     }
 }
 
@@ -72,6 +75,7 @@ pub async fn hello(
                     last_contact: Set(now),
                     created_at: Set(now),
                     paused: Set(false),
+                    draining: Set(false),
                 };
                 worker::Entity::insert(row)
                     .on_conflict(
@@ -186,6 +190,7 @@ pub async fn update_settings(
                         Expr::value(settings.batch.clone().unwrap_or_default()),
                     )
                     .col_expr(worker::Column::Paused, Expr::value(settings.paused))
+                    .col_expr(worker::Column::Draining, Expr::value(settings.draining))
                     .filter(worker::Column::Id.eq(id.0))
                     .exec(txn)
                     .await?;

@@ -181,6 +181,8 @@ pub struct Agent {
     /// committed by the server) together; final updates never wait.
     deferred: Vec<ExecutionId>,
     flush_at: Option<Instant>,
+    /// The server asked for a drain: once nothing is held, the agent exits.
+    draining: bool,
 }
 
 impl Agent {
@@ -240,6 +242,7 @@ impl Agent {
             shutdown_deadline: None,
             deferred: Vec::new(),
             flush_at: None,
+            draining: false,
         }
     }
 
@@ -249,6 +252,10 @@ impl Agent {
         let mut fatal = None;
         loop {
             if self.shutdown_deadline.is_some() && self.running == 0 {
+                break;
+            }
+            if self.draining && self.execs.is_empty() && self.running == 0 {
+                tracing::info!("drained: every result is delivered; exiting");
                 break;
             }
             let retry_at = match self.conn {

@@ -36,6 +36,7 @@ impl Agent {
                 }
             }
             server_message::Kind::Ack(ack) => self.on_ack(ack.seq),
+            server_message::Kind::Drain(_) => self.on_drain(),
         }
     }
 
@@ -177,6 +178,16 @@ impl Agent {
 
     /// Everything up to `seq` is committed: executions whose final update is are forgotten, and
     /// their work dir removed after a success or kept (marked acknowledged) after a failure.
+    fn on_drain(&mut self) {
+        if !self.draining {
+            tracing::info!(
+                held = self.execs.len(),
+                "draining: finishing what this agent holds, then exiting"
+            );
+        }
+        self.draining = true;
+    }
+
     fn on_ack(&mut self, seq: u64) {
         for id in self.outbox.ack(seq) {
             let Some(exec) = self.execs.remove(&id) else {

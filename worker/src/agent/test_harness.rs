@@ -80,6 +80,13 @@ impl WorkerService for FakeServer {
     ) -> Result<Response<scitq_proto::v1::DeleteWorkerResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn drain_worker(
+        &self,
+        _: Request<scitq_proto::v1::WorkerRef>,
+    ) -> Result<Response<scitq_proto::v1::Worker>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 impl Conversation {
@@ -148,6 +155,7 @@ impl Conversation {
             }),
             offsets,
             cancel,
+            rclone_config: String::new(),
         }));
     }
 
@@ -160,6 +168,7 @@ impl Conversation {
                 shell: Shell::Sh as i32,
                 ..TaskSpec::default()
             }),
+            registry_credentials: Vec::new(),
         }));
     }
 

@@ -377,6 +377,7 @@ async fn agent_throughput_against_an_instant_server() {
                 command: "true".into(),
                 ..TaskSpec::default()
             }),
+            registry_credentials: Vec::new(),
         }));
     };
     let start = std::time::Instant::now();
