@@ -82,7 +82,7 @@ impl SessionError {
 pub enum SessionEvent {
     Message {
         session: u64,
-        message: ServerMessage,
+        message: Box<ServerMessage>,
     },
     Closed {
         session: u64,
@@ -170,7 +170,10 @@ impl Connector {
             match incoming.message().await {
                 Ok(Some(message)) => {
                     if events
-                        .send(SessionEvent::Message { session, message })
+                        .send(SessionEvent::Message {
+                            session,
+                            message: Box::new(message),
+                        })
                         .is_err()
                     {
                         return SessionError::Closed;

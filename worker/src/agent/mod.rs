@@ -393,7 +393,7 @@ impl Agent {
     fn on_session_event(&mut self, event: SessionEvent) -> Result<(), SessionError> {
         match event {
             SessionEvent::Message { session, message } if session == self.session => {
-                self.on_server_message(message);
+                self.on_server_message(*message);
                 Ok(())
             }
             SessionEvent::Closed { session, error } if session == self.session => {
