@@ -538,3 +538,64 @@ fn dependants_wait_are_canceled_by_a_failure_and_come_back_with_a_relaunch() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("999999"));
     assert_eq!(c.task_count(), before, "nothing created");
 }
+
+#[test]
+fn a_drained_worker_finishes_what_it_holds_then_its_agent_exits() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    // One running slot and one prefetched: the drain must finish both.
+    let mut agent = Agent::start(&server, "drainer", 1, &["--prefetch", "1"]);
+    let worker = c.wait_worker_online("drainer", CONNECT);
+
+    let gate = c.scratch_path("gate");
+    let held: Vec<i64> = (0..2)
+        .map(|i| {
+            let script = format!("{}; echo held {i}", wait_for_file_sh(&gate));
+            c.create_sh("drain", &script, &[])
+        })
+        .collect();
+    poll(CONNECT, "both tasks to reach the agent", || {
+        let assigned = held.iter().filter(|id| c.status(**id) != "pending").count();
+        if assigned == 2 {
+            Ok(())
+        } else {
+            Err(format!("{assigned} of 2 assigned"))
+        }
+    });
+
+    let shown = c.ctl_json(["worker", "drain", &worker.to_string(), "--json"]);
+    assert_eq!(shown["draining"], true, "{shown:#}");
+    let late = c.create_sh("drain", "echo late", &[]);
+    let reasons = c.ctl_json(["task", "explain", &late.to_string()])["reasons"].to_string();
+    assert!(reasons.contains("draining"), "{reasons}");
+    assert!(
+        agent.wait_exit(Duration::from_millis(300)).is_none(),
+        "the agent must not exit while it holds tasks"
+    );
+
+    touch(&gate);
+    let status = agent
+        .wait_exit(CONNECT)
+        .expect("the drained agent exits once its tasks are delivered");
+    assert!(status.success(), "drained agent exit: {status:?}");
+    for (i, id) in held.iter().enumerate() {
+        assert_eq!(c.status(*id), "succeeded");
+        assert_eq!(c.output(*id), format!("held {i}\n"));
+    }
+    assert_eq!(
+        c.status(late),
+        "pending",
+        "a draining worker takes nothing new"
+    );
+
+    // Its agent started again is told to drain at once; resuming the worker undoes it.
+    let mut again = Agent::start(&server, "drainer", 1, &[]);
+    let status = again
+        .wait_exit(CONNECT)
+        .expect("an agent of a draining worker exits at once");
+    assert!(status.success(), "{status:?}");
+    c.ctl_ok(["worker", "resume", &worker.to_string()]);
+    let _third = Agent::start(&server, "drainer", 1, &[]);
+    c.wait_task(late, "succeeded", CONNECT);
+    assert_eq!(c.workers()[0]["draining"], false);
+}

@@ -32,8 +32,14 @@ pub enum WorkerCommand {
         /// Worker id
         id: i64,
     },
-    /// Undo `pause`
+    /// Undo `pause` or `drain`
     Resume {
+        /// Worker id
+        id: i64,
+    },
+    /// Give a worker no new task; its agent finishes what it holds (prefetched tasks
+    /// included), delivers every result, then exits
+    Drain {
         /// Worker id
         id: i64,
     },
@@ -61,6 +67,15 @@ pub async fn run(command: WorkerCommand, ctx: &Context) -> anyhow::Result<Exit> 
                     let verb = if paused { "pause" } else { "resume" };
                     format!("cannot {verb} worker {id}")
                 })?
+                .into_inner();
+            output::print_one(&worker, ctx.format)?;
+        }
+        WorkerCommand::Drain { id } => {
+            let worker = client
+                .workers()
+                .drain_worker(WorkerRef { id })
+                .await
+                .with_context(|| format!("cannot drain worker {id}"))?
                 .into_inner();
             output::print_one(&worker, ctx.format)?;
         }

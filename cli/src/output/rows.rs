@@ -133,7 +133,9 @@ impl Listing for Worker {
             self.id.to_string(),
             self.name.clone(),
             self.host.clone(),
-            if self.paused {
+            if self.draining {
+                format!("{} (draining)", worker_status_name(self.status))
+            } else if self.paused {
                 format!("{} (paused)", worker_status_name(self.status))
             } else {
                 worker_status_name(self.status)

@@ -125,6 +125,7 @@ pub struct WorkerView {
     pub batch: String,
     pub status: String,
     pub paused: bool,
+    pub draining: bool,
     pub active: u32,
     pub last_contact: Option<String>,
 }
@@ -140,6 +141,7 @@ impl From<&Worker> for WorkerView {
             batch: worker.batch.clone(),
             status: worker_status_name(worker.status),
             paused: worker.paused,
+            draining: worker.draining,
             active: worker.active,
             last_contact: worker.last_contact.as_ref().and_then(rfc3339),
         }
