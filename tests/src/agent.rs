@@ -28,12 +28,27 @@ impl Agent {
 
     /// Like [`Agent::start`] with the concurrency given as text, to try bad values.
     pub fn start_raw(server: &Server, name: &str, concurrency: &str, extra: &[&str]) -> Agent {
+        Agent::spawn(server, &server.addr(), name, concurrency, extra)
+    }
+
+    /// Like [`Agent::start`], reaching the server through `addr` (e.g. a [`crate::Proxy`]).
+    pub fn start_via(
+        server: &Server,
+        addr: &str,
+        name: &str,
+        concurrency: u32,
+        extra: &[&str],
+    ) -> Agent {
+        Agent::spawn(server, addr, name, &concurrency.to_string(), extra)
+    }
+
+    fn spawn(server: &Server, addr: &str, name: &str, concurrency: &str, extra: &[&str]) -> Agent {
         let dir = temp_dir(&format!("scitq-agent-{name}-"));
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).expect("create agent work dir");
         let mut cmd = Command::new(bin("scitq-agent"));
         cmd.arg("--server")
-            .arg(server.addr())
+            .arg(addr)
             .arg("--name")
             .arg(name)
             .arg("--concurrency")

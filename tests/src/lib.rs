@@ -22,6 +22,7 @@ mod client;
 mod grpcurl;
 mod postgres;
 mod process;
+mod proxy;
 mod server;
 mod wait;
 
@@ -31,6 +32,7 @@ pub use client::{Client, as_id, describe, sh_quote, str_field, wait_for_file_sh}
 pub use grpcurl::Grpcurl;
 pub use postgres::Postgres;
 pub use process::{ChildGuard, Proc, descendants, log_tail, rss_kib, touch};
+pub use proxy::Proxy;
 pub use server::{Backend, Server, ServerOpts};
 pub use wait::{poll, wait_until};
 

@@ -108,12 +108,47 @@ pub async fn reconcile(
             }
         }
     }
+    // A finished attempt the server already ended (its lease expired) is not canceled: the
+    // agent delivers its output and report, recorded as late without changing the task.
+    let finished_elsewhere: Vec<i64> = held
+        .iter()
+        .filter(|h| !active_ids.contains(&h.execution_id) && is_final(h.state))
+        .map(|h| h.execution_id)
+        .collect();
+    let late: HashSet<i64> = if finished_elsewhere.is_empty() {
+        HashSet::new()
+    } else {
+        execution::Entity::find()
+            .filter(execution::Column::Id.is_in(finished_elsewhere))
+            .filter(execution::Column::WorkerId.eq(worker.0))
+            .all(txn)
+            .await?
+            .into_iter()
+            .map(|row| {
+                out.offsets.push(v1::OutputOffsets {
+                    execution_id: row.id,
+                    stdout: row.stdout_bytes as u64,
+                    stderr: row.stderr_bytes as u64,
+                });
+                row.id
+            })
+            .collect()
+    };
     out.cancel = held
         .iter()
         .map(|h| h.execution_id)
-        .filter(|id| !active_ids.contains(id))
+        .filter(|id| !active_ids.contains(id) && !late.contains(id))
         .collect();
     Ok(out)
+}
+
+fn is_final(state: i32) -> bool {
+    matches!(
+        v1::ExecutionState::try_from(state),
+        Ok(v1::ExecutionState::Succeeded
+            | v1::ExecutionState::Failed
+            | v1::ExecutionState::Canceled)
+    )
 }
 
 /// A worker's lease expired: every execution it held is ended.

@@ -1,0 +1,198 @@
+//! Network failures between one agent and scitqd, played by a proxy the test controls:
+//! a cut shorter than the lease loses nothing and runs nothing twice; a cut longer than the
+//! lease re-queues the task, which runs once more elsewhere, and the old attempt's late
+//! report is recorded without changing the outcome.
+
+use std::time::Duration;
+
+use scitq_tests::{
+    Agent, Proxy, Server, ServerOpts, as_id, poll, sh_quote, str_field, touch, wait_for_file_sh,
+};
+
+const CONNECT: Duration = Duration::from_secs(60);
+
+/// A script that prints `before`, waits for `gate`, prints `lines` numbered lines, then
+/// touches `done` (so the test knows it ended on the agent's side).
+fn gated_script(gate: &std::path::Path, done: &std::path::Path, lines: u32) -> String {
+    format!(
+        "echo before; {}; i=1; while [ $i -le {lines} ]; do echo line $i; i=$((i+1)); done; touch {}",
+        wait_for_file_sh(gate),
+        sh_quote(&done.display().to_string())
+    )
+}
+
+fn expected_output(lines: u32) -> String {
+    let mut out = String::from("before\n");
+    for i in 1..=lines {
+        out.push_str(&format!("line {i}\n"));
+    }
+    out
+}
+
+fn worker_status(c: &scitq_tests::Client, name: &str) -> String {
+    c.workers()
+        .iter()
+        .find(|w| w["name"] == name)
+        .map(|w| str_field(w, "status"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_cut_shorter_than_the_lease_loses_no_output_and_runs_nothing_twice() {
+    let server = Server::start(ServerOpts::default().lease("1h"));
+    let c = server.client();
+    let proxy = Proxy::start(&server.addr());
+    let _agent = Agent::start_via(&server, &proxy.addr(), "islander", 2, &[]);
+    c.wait_worker_online("islander", CONNECT);
+
+    const LINES: u32 = 2000;
+    let gate = c.scratch_path("gate");
+    let tasks: Vec<(i64, std::path::PathBuf)> = (0..2)
+        .map(|i| {
+            let done = c.scratch_path(&format!("done-{i}"));
+            let id = c.create_sh("cut", &gated_script(&gate, &done, LINES), &[]);
+            (id, done)
+        })
+        .collect();
+    for (id, _) in &tasks {
+        poll(
+            CONNECT,
+            format!("task {id} to print its first line"),
+            || match c.output(*id).as_str() {
+                "before\n" => Ok(()),
+                other => Err(other.to_owned()),
+            },
+        );
+    }
+
+    proxy.cut();
+    poll(
+        CONNECT,
+        "scitqd to see the agent gone",
+        || match worker_status(&c, "islander").as_str() {
+            "offline" => Ok(()),
+            other => Err(other.to_owned()),
+        },
+    );
+    // The tasks finish while the agent cannot reach the server.
+    touch(&gate);
+    for (id, done) in &tasks {
+        poll(CONNECT, format!("task {id} to end on the agent"), || {
+            done.exists()
+                .then_some(())
+                .ok_or_else(|| "still running".to_owned())
+        });
+        assert_eq!(c.status(*id), "running", "nothing changes during the cut");
+    }
+
+    proxy.restore();
+    for (id, _) in &tasks {
+        let task = c.wait_task(*id, "succeeded", CONNECT);
+        let executions = task["executions"].as_array().expect("executions");
+        assert_eq!(executions.len(), 1, "ran once: {task:#}");
+        assert_eq!(c.output(*id), expected_output(LINES), "task {id}'s output");
+    }
+    assert!(
+        proxy.connections() >= 2,
+        "the agent reconnected through the proxy"
+    );
+}
+
+#[test]
+fn a_cut_longer_than_the_lease_requeues_and_the_late_report_changes_nothing() {
+    let lease = Duration::from_secs(5);
+    let server = Server::start(ServerOpts::default().lease("5s"));
+    let c = server.client();
+    let proxy = Proxy::start(&server.addr());
+    let _far = Agent::start_via(&server, &proxy.addr(), "far", 1, &[]);
+    let far_id = c.wait_worker_online("far", CONNECT);
+
+    let gate = c.scratch_path("gate");
+    let done = c.scratch_path("done-far");
+    // Both attempts run the same script; only the one in far's work dir marks `done`.
+    let script = gated_script(&gate, &c.scratch_path("done-any"), 3).replace(
+        "; touch ",
+        &format!(
+            "; case \"$PWD\" in *scitq-agent-far-*) touch {};; esac; touch ",
+            sh_quote(&done.display().to_string())
+        ),
+    );
+    let id = c.create_sh("lease", &script, &["--retry", "1"]);
+    c.wait_task(id, "running", CONNECT);
+
+    proxy.cut();
+    let cut_at = std::time::Instant::now();
+    poll(
+        CONNECT,
+        "scitqd to see the agent gone",
+        || match worker_status(&c, "far").as_str() {
+            "offline" => Ok(()),
+            other => Err(other.to_owned()),
+        },
+    );
+    // Before the lease ends the task stays with its worker.
+    let task = c.task(id);
+    assert!(
+        cut_at.elapsed() < lease,
+        "the check came too late to mean anything ({:?})",
+        cut_at.elapsed()
+    );
+    assert_eq!(task["status"], "running", "{task:#}");
+    assert_eq!(
+        task["executions"].as_array().map(Vec::len),
+        Some(1),
+        "{task:#}"
+    );
+
+    let _near = Agent::start(&server, "near", 1, &[]);
+    let near_id = c.wait_worker_online("near", CONNECT);
+    poll(CONNECT, format!("task {id} to run again on near"), || {
+        let task = c.task(id);
+        let executions = task["executions"].as_array().cloned().unwrap_or_default();
+        match executions.as_slice() {
+            [_, again] if again["state"] == "running" && as_id(&again["worker_id"]) == near_id => {
+                Ok(())
+            }
+            _ => Err(task.to_string()),
+        }
+    });
+    assert!(
+        cut_at.elapsed() >= lease,
+        "re-queued before the lease ended"
+    );
+
+    // Both attempts finish; the far one while still cut off.
+    touch(&gate);
+    c.wait_task(id, "succeeded", CONNECT);
+    poll(CONNECT, "the far attempt to end on its agent", || {
+        done.exists()
+            .then_some(())
+            .ok_or_else(|| "still running".to_owned())
+    });
+    proxy.restore();
+    poll(CONNECT, "the far agent to deliver its late report", || {
+        let task = c.task(id);
+        let first = &task["executions"][0];
+        if str_field(first, "message").contains("late report") {
+            Ok(task)
+        } else {
+            Err(task.to_string())
+        }
+    });
+
+    let task = c.task(id);
+    assert_eq!(task["status"], "succeeded", "{task:#}");
+    assert_eq!(as_id(&task["worker_id"]), near_id, "{task:#}");
+    let executions = task["executions"].as_array().expect("executions");
+    assert_eq!(executions.len(), 2, "no third attempt: {task:#}");
+    let (first, second) = (&executions[0], &executions[1]);
+    assert_eq!(as_id(&first["worker_id"]), far_id, "{first:#}");
+    assert_eq!(
+        first["state"], "failed",
+        "the late report cannot make it succeed: {first:#}"
+    );
+    assert_eq!(first["failure"], "lost", "{first:#}");
+    assert_eq!(second["state"], "succeeded", "{second:#}");
+    assert_eq!(c.output(id), expected_output(3));
+    assert_eq!(worker_status(&c, "far"), "online", "the far agent is back");
+}
