@@ -92,6 +92,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store: store.clone(),
         scheduler,
         hub,
+        shutdown: shutdown.clone(),
     };
     let check = auth::interceptor(tokens);
     let reflection_v1 = tonic_reflection::server::Builder::configure()

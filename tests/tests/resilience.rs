@@ -196,3 +196,67 @@ fn a_cut_longer_than_the_lease_requeues_and_the_late_report_changes_nothing() {
     assert_eq!(c.output(id), expected_output(3));
     assert_eq!(worker_status(&c, "far"), "online", "the far agent is back");
 }
+
+#[test]
+fn a_long_server_outage_keeps_output_in_a_bounded_spool_and_delivers_it_all() {
+    let mut server = Server::start(ServerOpts::default().lease("1h"));
+    let c = server.client();
+    // One slot, three prefetched; at most 1 MiB of output held for the server.
+    let agent = Agent::start(
+        &server,
+        "hermit",
+        1,
+        &["--prefetch", "3", "--spool-limit-mib", "1"],
+    );
+    c.wait_worker_online("hermit", CONNECT);
+
+    // Each task prints 600,000 bytes: two fit under the limit, a third would not.
+    let gate = c.scratch_path("gate");
+    let tasks: Vec<(i64, std::path::PathBuf)> = (0..4)
+        .map(|i| {
+            let started = c.scratch_path(&format!("started-{i}"));
+            let script = format!(
+                "touch {}; {}; head -c 600000 /dev/zero | tr '\\0' '{i}'",
+                sh_quote(&started.display().to_string()),
+                wait_for_file_sh(&gate)
+            );
+            (c.create_sh("outage", &script, &[]), started)
+        })
+        .collect();
+    poll(CONNECT, "all four tasks to reach the agent", || {
+        let held = tasks
+            .iter()
+            .filter(|(id, _)| c.status(*id) != "pending")
+            .count();
+        (held == 4)
+            .then_some(())
+            .ok_or_else(|| format!("{held} of 4"))
+    });
+
+    server.stop();
+    touch(&gate);
+    poll(CONNECT, "the agent to stop at its spool limit", || {
+        let log = agent.log_tail(200);
+        log.contains("spool full")
+            .then_some(())
+            .ok_or_else(|| "no spool-full warning yet".to_owned())
+    });
+    let started = tasks.iter().filter(|(_, s)| s.exists()).count();
+    assert_eq!(started, 2, "two tasks fill the 1 MiB spool; the rest wait");
+
+    server.start_again();
+    for (i, (id, _)) in tasks.iter().enumerate() {
+        let task = c.wait_task(*id, "succeeded", CONNECT);
+        assert_eq!(
+            task["executions"].as_array().map(Vec::len),
+            Some(1),
+            "{task:#}"
+        );
+        let output = c.output(*id);
+        assert_eq!(output.len(), 600_000, "task {id}");
+        assert!(
+            output.bytes().all(|b| b == b'0' + i as u8),
+            "task {id}'s bytes"
+        );
+    }
+}

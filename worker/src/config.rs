@@ -50,6 +50,15 @@ pub struct Args {
     /// Longest wait between two reconnection attempts.
     #[arg(long, env = "SCITQ_RECONNECT_MAX", default_value = "30s", value_parser = parse_duration)]
     pub reconnect_max: Duration,
+    /// Output the agent may hold on disk for the server (MiB): past it, no new task starts
+    /// until the server has taken some, so a long server outage cannot fill the disk.
+    #[arg(
+        long,
+        env = "SCITQ_SPOOL_LIMIT_MIB",
+        default_value_t = 10240,
+        value_name = "MIB"
+    )]
+    pub spool_limit_mib: u64,
     /// Print the effective configuration (token hidden) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -253,6 +262,8 @@ pub struct Config {
     pub work_dir: PathBuf,
     pub heartbeat: Duration,
     pub reconnect_max: Duration,
+    /// Bytes of output held on disk past which no new task starts.
+    pub spool_limit: u64,
 }
 
 impl fmt::Debug for Config {
@@ -268,6 +279,7 @@ impl fmt::Debug for Config {
             .field("work_dir", &self.work_dir)
             .field("heartbeat", &self.heartbeat)
             .field("reconnect_max", &self.reconnect_max)
+            .field("spool_limit", &self.spool_limit)
             .finish()
     }
 }
@@ -318,6 +330,7 @@ impl Config {
             work_dir,
             heartbeat: args.heartbeat,
             reconnect_max: args.reconnect_max,
+            spool_limit: args.spool_limit_mib.saturating_mul(1 << 20),
         })
     }
 
@@ -326,7 +339,8 @@ impl Config {
         let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
         format!(
             "server = {}\nworker_token = \"<hidden>\"\nconcurrency = {}\nprefetch = {}\n\
-             name = {}\nbatch = {}\nwork_dir = {}\nheartbeat = {}\nreconnect_max = {}\n",
+             name = {}\nbatch = {}\nwork_dir = {}\nheartbeat = {}\nreconnect_max = {}\n\
+             spool_limit_mib = {}\n",
             q(&self.server.uri()),
             self.concurrency,
             self.prefetch,
@@ -335,6 +349,7 @@ impl Config {
             q(&self.work_dir.to_string_lossy()),
             q(&humantime::format_duration(self.heartbeat).to_string()),
             q(&humantime::format_duration(self.reconnect_max).to_string()),
+            self.spool_limit >> 20,
         )
     }
 }

@@ -140,6 +140,7 @@ impl ExecutionService for Executions {
         require_admin(&request)?;
         let task = TaskId(request.into_inner().task_id);
         let state = self.0.clone();
+        let shutdown = state.shutdown.clone();
         // Subscribe before the first read so nothing committed in between is missed.
         let wake = state.hub.subscribe(task);
         let first = tasks::get(&state.store.db, task).await.map_err(status)?;
@@ -149,7 +150,10 @@ impl ExecutionService for Executions {
                 let _ = tx.send(Err(err)).await;
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(super::until_shutdown(
+            ReceiverStream::new(rx),
+            &shutdown,
+        ))))
     }
 }
 

@@ -8,6 +8,8 @@ pub mod steering;
 pub mod tasks;
 pub mod workers;
 
+use futures::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::core::hub::Hub;
@@ -20,6 +22,26 @@ pub struct State {
     pub store: Store,
     pub scheduler: SchedulerHandle,
     pub hub: Hub,
+    /// Cancelled when scitqd stops: long-lived response streams end then, or the graceful
+    /// shutdown would wait on them forever.
+    pub shutdown: CancellationToken,
+}
+
+/// Ends a response stream when scitqd shuts down, with an `UNAVAILABLE` status the client
+/// can retry on.
+pub fn until_shutdown<T: Send + 'static>(
+    stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+    shutdown: &CancellationToken,
+) -> impl Stream<Item = Result<T, Status>> + Send + 'static {
+    let stopped = shutdown.clone();
+    stream.take_until(shutdown.clone().cancelled_owned()).chain(
+        futures::stream::once(async move {
+            stopped
+                .is_cancelled()
+                .then(|| Err(Status::unavailable("scitqd is shutting down")))
+        })
+        .filter_map(futures::future::ready),
+    )
 }
 
 pub fn status(err: StoreError) -> Status {

@@ -97,6 +97,7 @@ pub async fn open(
     state.scheduler.enqueue(reconciled.requeued);
     state.hub.notify(reconciled.touched);
 
+    let state_shutdown = state.shutdown.clone();
     tokio::spawn(async move {
         let end = read(&state, worker, inbound, &tx).await;
         match end {
@@ -110,7 +111,11 @@ pub async fn open(
             .scheduler
             .send(Command::Disconnect { worker, session });
     });
-    Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    let stream = UnboundedReceiverStream::new(rx);
+    Ok(Response::new(Box::pin(super::until_shutdown(
+        stream,
+        &state_shutdown,
+    ))))
 }
 
 /// Reads the agent's messages and queues them for the store without waiting for each

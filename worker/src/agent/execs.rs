@@ -83,12 +83,33 @@ impl Agent {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        while self.running < self.settings.concurrency as usize {
+        while self.running < self.settings.concurrency as usize && !self.queue.is_empty() {
+            let spooled = self.spooled();
+            if spooled >= self.config.spool_limit {
+                if !self.spool_full {
+                    tracing::warn!(
+                        spooled,
+                        limit = self.config.spool_limit,
+                        "spool full: starting no new task until the server takes the output held"
+                    );
+                    self.spool_full = true;
+                }
+                return;
+            }
+            self.spool_full = false;
             let Some(id) = self.queue.pop_front() else {
                 break;
             };
             self.start(id);
         }
+    }
+
+    /// Bytes of output on disk for the executions held (removed once the server has them).
+    fn spooled(&self) -> u64 {
+        self.execs
+            .values()
+            .flat_map(|exec| exec.streams.iter().map(|s| s.written))
+            .sum()
     }
 
     pub(super) fn start(&mut self, id: ExecutionId) {

@@ -183,6 +183,8 @@ pub struct Agent {
     flush_at: Option<Instant>,
     /// The server asked for a drain: once nothing is held, the agent exits.
     draining: bool,
+    /// No task starts: the output held on disk reached the spool limit.
+    spool_full: bool,
 }
 
 impl Agent {
@@ -243,6 +245,7 @@ impl Agent {
             deferred: Vec::new(),
             flush_at: None,
             draining: false,
+            spool_full: false,
         }
     }
 

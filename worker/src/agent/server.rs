@@ -206,5 +206,8 @@ impl Agent {
                 self.chore_write_state(id, exec.task_id, phase);
             }
         }
+        if self.spool_full {
+            self.fill_slots();
+        }
     }
 }

@@ -269,6 +269,7 @@ impl Harness {
             work_dir,
             heartbeat: Duration::from_secs(3600),
             reconnect_max: Duration::from_millis(400),
+            spool_limit: u64::MAX,
         };
         Harness {
             sessions,
