@@ -260,3 +260,66 @@ fn a_long_server_outage_keeps_output_in_a_bounded_spool_and_delivers_it_all() {
         );
     }
 }
+
+/// Total size of the files under `dir`.
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_task_printing_a_gigabyte_leaves_scitqd_small_in_memory_and_on_disk() {
+    const SIZE: u64 = 1_000_000_000;
+    let server = Server::start(ServerOpts::default().arg("--max-output-mib").arg("1"));
+    let c = server.client();
+    let _agent = Agent::start(&server, "firehose", 1, &[]);
+    c.wait_worker_online("firehose", CONNECT);
+
+    let id = c.create_sh(
+        "flood",
+        &format!("echo BEGIN; head -c {SIZE} /dev/zero | tr '\\0' x; echo; echo END"),
+        &[],
+    );
+    let pid = server.pid();
+    let mut peak_kib = 0;
+    poll(
+        Duration::from_secs(600),
+        "the gigabyte task to succeed",
+        || {
+            peak_kib = peak_kib.max(scitq_tests::rss_kib(pid).unwrap_or(0));
+            match c.status(id).as_str() {
+                "succeeded" => Ok(()),
+                "failed" | "canceled" => panic!("{:#}", c.task(id)),
+                other => Err(other.to_owned()),
+            }
+        },
+    );
+    let executions = c.ctl_json(["task", "executions", &id.to_string()]);
+    assert_eq!(
+        executions[0]["stdout_bytes"],
+        SIZE + 11,
+        "the full size is recorded"
+    );
+    let output = c.output(id);
+    assert!(output.starts_with("BEGIN\nxxx") && output.ends_with("x\nEND\n"));
+    assert!(output.contains("bytes of stdout dropped here"), "no marker");
+    assert!(output.len() < 2 << 20, "kept {} bytes", output.len());
+    let on_disk = dir_size(&server.data_dir());
+    println!(
+        "1 GB of output: scitqd peak RSS {} MiB, data dir {} MiB",
+        peak_kib >> 10,
+        on_disk >> 20
+    );
+    assert!(peak_kib < 256 << 10, "scitqd peaked at {peak_kib} KiB");
+    assert!(on_disk < 64 << 20, "data dir holds {on_disk} bytes");
+}

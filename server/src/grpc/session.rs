@@ -5,11 +5,12 @@
 //! sequence number and tells the scheduler which slots freed.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{Stream, StreamExt};
 use scitq_proto::v1;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -23,6 +24,10 @@ use crate::persistence::writer::Pending;
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 /// Most agent messages applied in one store write.
 const MAX_BATCH: usize = 512;
+/// Output bytes of one session read but not yet committed. Past it the session stops
+/// reading, and HTTP/2 flow control holds the agent back: a task printing gigabytes fast
+/// cannot pile them up in scitqd's memory.
+const IN_FLIGHT_BYTES: usize = 8 << 20;
 const MAX_NAME: usize = 256;
 
 type ServerStream = Pin<Box<dyn Stream<Item = Result<v1::ServerMessage, Status>> + Send>>;
@@ -128,8 +133,9 @@ async fn read(
     tx: &AgentTx,
 ) -> Result<(), Status> {
     let (commits_tx, commits_rx) = mpsc::unbounded_channel();
+    let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES));
     let acker = tokio::spawn(acknowledge(state.clone(), worker, commits_rx, tx.clone()));
-    let result = queue(state, worker, inbound, &commits_tx).await;
+    let result = queue(state, worker, inbound, &commits_tx, &budget).await;
     drop(commits_tx);
     let acked = acker
         .await
@@ -137,13 +143,16 @@ async fn read(
     result.and(acked)
 }
 
-type Commit = (u64, Option<Pending<Applied>>);
+/// The last seq of a batch, its pending write, and the share of the in-flight budget it
+/// holds until committed.
+type Commit = (u64, Option<Pending<Applied>>, Option<OwnedSemaphorePermit>);
 
 async fn queue(
     state: &State,
     worker: WorkerId,
     inbound: Streaming<v1::AgentMessage>,
     commits: &mpsc::UnboundedSender<Commit>,
+    budget: &Arc<Semaphore>,
 ) -> Result<(), Status> {
     let mut batches = inbound.ready_chunks(MAX_BATCH);
     while let Some(batch) = batches.next().await {
@@ -173,6 +182,25 @@ async fn queue(
                 None => {}
             }
         }
+        let bytes: usize = events
+            .iter()
+            .map(|e| match e {
+                AgentEvent::Output(chunk) => chunk.data.len(),
+                _ => 0,
+            })
+            .sum();
+        let permit = if bytes == 0 {
+            None
+        } else {
+            let share = bytes.min(IN_FLIGHT_BYTES) as u32;
+            Some(
+                budget
+                    .clone()
+                    .acquire_many_owned(share)
+                    .await
+                    .map_err(|_| Status::internal("session budget closed"))?,
+            )
+        };
         let pending = if events.is_empty() {
             None
         } else {
@@ -182,7 +210,7 @@ async fn queue(
                     .map_err(|e| Status::aborted(format!("could not apply agent updates: {e}")))?,
             )
         };
-        if commits.send((last_seq, pending)).is_err() {
+        if commits.send((last_seq, pending, permit)).is_err() {
             return Ok(()); // the acker stopped on an error it reports itself
         }
         if let Some(err) = stream_error {
@@ -202,7 +230,7 @@ async fn acknowledge(
     mut commits: mpsc::UnboundedReceiver<Commit>,
     tx: AgentTx,
 ) -> Result<(), Status> {
-    while let Some((seq, pending)) = commits.recv().await {
+    while let Some((seq, pending, permit)) = commits.recv().await {
         if let Some(pending) = pending {
             let applied = pending
                 .await
@@ -236,6 +264,7 @@ async fn acknowledge(
                 }
             }
         }
+        drop(permit);
         if seq > 0 {
             let _ = tx.send(message(v1::server_message::Kind::Ack(v1::Ack { seq })));
         }
