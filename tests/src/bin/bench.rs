@@ -1,5 +1,11 @@
 //! scitq-bench: how fast scitq runs tiny tasks, compared with spawning them directly; how
-//! fast it takes submissions; how much memory a large queue costs scitqd.
+//! fast it takes submissions; how much memory a large queue costs scitqd; how fast output
+//! and steering reach their destination; what thousands of agents cost scitqd.
+
+#[path = "bench/scale.rs"]
+mod scale;
+#[path = "bench/steering.rs"]
+mod steering;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -19,8 +25,7 @@ const CHUNK: usize = 100_000;
 /// Benchmarks scitq with its real binaries: scitqd (SQLite in a temp dir unless
 /// --database-url is given), one scitq-agent and scitqctl, all on 127.0.0.1.
 ///
-/// Parts, each selected by giving its size (with none given, all three run with their
-/// defaults):
+/// Parts, each selected by giving its size (with none given, all run with their defaults):
 ///
 ///   --tasks N: throughput. N `true` tasks submitted with `task create --from-file` and run by
 ///   one agent at --concurrency C, timed from submission until all succeeded; then the bare
@@ -32,6 +37,16 @@ const CHUNK: usize = 100_000;
 ///
 ///   --queue-memory N: scitqd's resident memory (VmRSS) idle and with N pending tasks queued
 ///   (no agent), submitted in chunks of 100,000.
+///
+///   --log-latency N: a task prints N lines 5 ms apart, each with the time it was written;
+///   `scitqctl task output --follow` prints them: p50 and p99 of write-to-print latency.
+///
+///   --steering-agents N: N agents each run one task that waits for SIGTERM; the time from
+///   `batch stop --term` returning to the last task getting the signal.
+///
+///   --scale-agents N (with --scale-tasks M, --scale-heartbeat D): N simulated agents speaking
+///   the real protocol, heart-beating, while M tasks flow through them: scitqd's CPU (cores)
+///   and memory, idle and under load.
 ///
 /// Example:
 ///
@@ -59,6 +74,21 @@ struct Args {
     /// Memory part: how many pending tasks to queue [default when no part is given: 1000000].
     #[arg(long, value_name = "N")]
     queue_memory: Option<usize>,
+    /// Log-latency part: how many lines [default when no part is given: 1000].
+    #[arg(long, value_name = "N")]
+    log_latency: Option<usize>,
+    /// Steering-latency part: how many agents [default when no part is given: 50].
+    #[arg(long, value_name = "N")]
+    steering_agents: Option<usize>,
+    /// Scale part: how many simulated agents [default when no part is given: 2000].
+    #[arg(long, value_name = "N")]
+    scale_agents: Option<usize>,
+    /// Scale part: how many tasks flow through the simulated agents.
+    #[arg(long, value_name = "M", default_value_t = 100_000)]
+    scale_tasks: usize,
+    /// Scale part: heartbeat interval of the simulated agents (as real agents' default).
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = humantime::parse_duration)]
+    scale_heartbeat: Duration,
     /// Run scitqd on this database (e.g. postgres://…) instead of SQLite in a temp dir.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
@@ -70,10 +100,19 @@ struct Args {
 fn main() -> Result<()> {
     let mut args = Args::parse();
     ensure!(args.concurrency > 0, "--concurrency must be at least 1");
-    if args.tasks.is_none() && args.submit.is_none() && args.queue_memory.is_none() {
+    if args.tasks.is_none()
+        && args.submit.is_none()
+        && args.queue_memory.is_none()
+        && args.log_latency.is_none()
+        && args.steering_agents.is_none()
+        && args.scale_agents.is_none()
+    {
         args.tasks = Some(10_000);
         args.submit = Some(100_000);
         args.queue_memory = Some(1_000_000);
+        args.log_latency = Some(1000);
+        args.steering_agents = Some(50);
+        args.scale_agents = Some(2000);
     }
     if !args.no_build {
         build_binaries()?;
@@ -90,6 +129,18 @@ fn main() -> Result<()> {
     }
     if let Some(n) = args.queue_memory {
         queue_memory(&opts, n)?;
+    }
+    if let Some(n) = args.log_latency {
+        ensure!(n > 0, "--log-latency must be at least 1");
+        steering::log_latency(&opts, n)?;
+    }
+    if let Some(n) = args.steering_agents {
+        ensure!(n > 0, "--steering-agents must be at least 1");
+        steering::steering_latency(&opts, n)?;
+    }
+    if let Some(n) = args.scale_agents {
+        ensure!(n > 0, "--scale-agents must be at least 1");
+        scale::scale(&opts, n, args.scale_tasks, args.scale_heartbeat)?;
     }
     Ok(())
 }
