@@ -177,10 +177,10 @@ async fn simulated_agent(
     counters: Arc<Counters>,
     stop: CancellationToken,
 ) {
-    if let Err(e) = run_agent(channel, token, &name, heartbeat, &counters, &stop).await {
-        if !stop.is_cancelled() {
-            eprintln!("simulated agent {name}: {e:#}");
-        }
+    if let Err(e) = run_agent(channel, token, &name, heartbeat, &counters, &stop).await
+        && !stop.is_cancelled()
+    {
+        eprintln!("simulated agent {name}: {e:#}");
     }
 }
 
