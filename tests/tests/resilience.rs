@@ -323,3 +323,45 @@ fn a_task_printing_a_gigabyte_leaves_scitqd_small_in_memory_and_on_disk() {
     assert!(peak_kib < 256 << 10, "scitqd peaked at {peak_kib} KiB");
     assert!(on_disk < 64 << 20, "data dir holds {on_disk} bytes");
 }
+
+#[test]
+fn a_silent_stall_loses_nothing_and_the_session_carries_on() {
+    let server = Server::start(ServerOpts::default().lease("1h"));
+    let c = server.client();
+    let proxy = Proxy::start(&server.addr());
+    let _agent = Agent::start_via(&server, &proxy.addr(), "stalled", 1, &[]);
+    c.wait_worker_online("stalled", CONNECT);
+
+    const LINES: u32 = 500;
+    let gate = c.scratch_path("gate");
+    let done = c.scratch_path("done");
+    let id = c.create_sh("stall", &gated_script(&gate, &done, LINES), &[]);
+    poll(
+        CONNECT,
+        format!("task {id} to print its first line"),
+        || match c.output(id).as_str() {
+            "before\n" => Ok(()),
+            other => Err(other.to_owned()),
+        },
+    );
+
+    // No byte crosses, but no connection breaks: the task ends meanwhile.
+    proxy.blackhole();
+    touch(&gate);
+    poll(CONNECT, "the task to end on the agent", || {
+        done.exists()
+            .then_some(())
+            .ok_or_else(|| "still running".to_owned())
+    });
+    assert_eq!(c.status(id), "running", "the server cannot know yet");
+
+    proxy.restore();
+    let task = c.wait_task(id, "succeeded", CONNECT);
+    assert_eq!(
+        task["executions"].as_array().map(Vec::len),
+        Some(1),
+        "{task:#}"
+    );
+    assert_eq!(c.output(id), expected_output(LINES));
+    assert_eq!(proxy.connections(), 1, "the same session carried on");
+}
