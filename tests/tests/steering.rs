@@ -599,3 +599,66 @@ fn a_drained_worker_finishes_what_it_holds_then_its_agent_exits() {
     c.wait_task(late, "succeeded", CONNECT);
     assert_eq!(c.workers()[0]["draining"], false);
 }
+
+/// `task output ID --follow` as a child; returns it with a thread collecting its stdout.
+fn follow(
+    c: &scitq_tests::Client,
+    id: i64,
+) -> (std::process::Child, std::thread::JoinHandle<String>) {
+    use std::io::Read;
+    let mut child = c
+        .command()
+        .args(["task", "output", &id.to_string(), "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start scitqctl task output --follow");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout
+            .read_to_string(&mut text)
+            .expect("read --follow output");
+        text
+    });
+    (child, reader)
+}
+
+#[test]
+fn follow_waits_for_a_task_not_started_and_goes_on_through_a_retry_and_a_relaunch() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+
+    // Not started yet (no agent): the follower waits, then shows both attempts of a retry.
+    let marker = c.scratch_path("attempted");
+    let flaky = format!(
+        "if [ -f {m} ]; then echo attempt 2; else touch {m}; echo attempt 1; exit 3; fi",
+        m = sh_quote(&marker.display().to_string())
+    );
+    let id = c.create_sh("follow", &flaky, &["--retry", "1"]);
+    let (mut child, reader) = follow(&c, id);
+    let _agent = Agent::start(&server, "narrator", 1, &[]);
+    let status = child.wait().expect("wait for --follow");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(reader.join().unwrap(), "attempt 1\nattempt 2\n");
+    assert_eq!(c.status(id), "succeeded");
+
+    // A failed task relaunched with a new command: the follower shows the new attempt.
+    let failed = c.create_sh("follow", "echo old; exit 1", &[]);
+    c.wait_task(failed, "failed", CONNECT);
+    let gate = c.scratch_path("relaunch-gate");
+    let command = format!("echo new; {}; echo done", wait_for_file_sh(&gate));
+    c.ctl_ok([
+        "task",
+        "relaunch",
+        &failed.to_string(),
+        "--command",
+        &command,
+    ]);
+    let (mut child, reader) = follow(&c, failed);
+    c.wait_task(failed, "running", CONNECT);
+    touch(&gate);
+    let status = child.wait().expect("wait for --follow");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(reader.join().unwrap(), "new\ndone\n");
+}
