@@ -173,9 +173,17 @@ fn worker_concurrency_must_be_positive() {
         &c.ctl(["worker", "set", "999999", "--concurrency", "2"]),
         &["999999"],
     );
+    for verb in ["drain", "pause", "resume", "delete"] {
+        assert_refused(
+            &format!("worker {verb} on an unknown worker"),
+            &c.ctl(["worker", verb, "999999"]),
+            &["999999"],
+        );
+    }
     let workers = c.workers();
     assert_eq!(workers.len(), 1, "{workers:?}");
     assert_eq!(workers[0]["concurrency"], 4, "{workers:?}");
+    assert_eq!(workers[0]["draining"], false, "{workers:?}");
 }
 
 #[test]
