@@ -76,7 +76,7 @@ impl Listing for Execution {
     type View = ExecutionView;
     const HEADERS: &'static [&'static str] = &[
         "ID", "WORKER", "STATE", "EXIT", "FAILURE", "ASSIGNED", "STARTED", "FINISHED", "STDOUT",
-        "STDERR", "MESSAGE",
+        "STDERR", "UPLOADED", "MESSAGE",
     ];
 
     fn view(&self) -> ExecutionView {
@@ -100,6 +100,11 @@ impl Listing for Execution {
             time_or_dash(self.finished_at.as_ref()),
             self.stdout_bytes.to_string(),
             self.stderr_bytes.to_string(),
+            match self.uploaded.len() {
+                0 => "-".to_owned(),
+                1 => "1 file".to_owned(),
+                n => format!("{n} files"),
+            },
             truncate(&self.message, COMMAND_WIDTH),
         ]
     }

@@ -92,6 +92,14 @@ pub struct ExecutionView {
     pub finished_at: Option<String>,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// Files uploaded from the output folder.
+    pub uploaded: Vec<UploadedView>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct UploadedView {
+    pub uri: String,
+    pub size: u64,
 }
 
 impl From<&Execution> for ExecutionView {
@@ -111,6 +119,14 @@ impl From<&Execution> for ExecutionView {
             finished_at: execution.finished_at.as_ref().and_then(rfc3339),
             stdout_bytes: execution.stdout_bytes,
             stderr_bytes: execution.stderr_bytes,
+            uploaded: execution
+                .uploaded
+                .iter()
+                .map(|f| UploadedView {
+                    uri: f.uri.clone(),
+                    size: f.size,
+                })
+                .collect(),
         }
     }
 }

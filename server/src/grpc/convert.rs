@@ -56,8 +56,7 @@ pub fn execution(row: &execution::Model, worker_name: String) -> v1::Execution {
         finished_at: row.finished_at.map(timestamp),
         stdout_bytes: row.stdout_bytes as u64,
         stderr_bytes: row.stderr_bytes as u64,
-        // Not recorded yet: output upload is not wired to the agent.
-        uploaded: Vec::new(),
+        uploaded: crate::persistence::uploaded_from_json(&row.uploaded),
     }
 }
 

@@ -80,6 +80,9 @@ pub mod execution {
         pub stderr_bytes: i64,
         /// The task's limit when the attempt was assigned.
         pub run_timeout_s: i32,
+        /// Files uploaded from the output folder: a JSON array of `{"uri", "size"}`.
+        #[sea_orm(column_type = "Text")]
+        pub uploaded: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

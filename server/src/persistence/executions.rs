@@ -531,6 +531,12 @@ fn progress(
                 execution::Column::Message,
                 Expr::value(update.message.clone()),
             );
+        if !update.uploaded.is_empty() {
+            exec_update = exec_update.col_expr(
+                execution::Column::Uploaded,
+                Expr::value(super::uploaded_to_json(&update.uploaded)),
+            );
+        }
         // A success reported after the lease expired is recorded, not applied.
         batch.push(
             &execution::Entity::update_many()
@@ -593,6 +599,10 @@ async fn fail(
     let failure =
         v1::FailureClass::try_from(update.failure).unwrap_or(v1::FailureClass::Unspecified);
     execution::Entity::update_many()
+        .col_expr(
+            execution::Column::Uploaded,
+            Expr::value(super::uploaded_to_json(&update.uploaded)),
+        )
         .col_expr(execution::Column::State, Expr::value(target.as_str()))
         .col_expr(execution::Column::FinishedAt, Expr::value(now))
         .col_expr(execution::Column::ExitCode, Expr::value(update.exit_code))

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(WorkerPaused),
             Box::new(Dependencies),
             Box::new(WorkerDraining),
+            Box::new(ExecutionUploaded),
         ]
     }
 }
@@ -300,6 +301,29 @@ impl MigrationTrait for WorkerDraining {
                 Table::alter()
                     .table(col("worker"))
                     .add_column(boolean("draining").default(false))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Executions list the files they uploaded.
+struct ExecutionUploaded;
+
+impl MigrationName for ExecutionUploaded {
+    fn name(&self) -> &str {
+        "m0007_execution_uploaded"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ExecutionUploaded {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(col("execution"))
+                    .add_column(text("uploaded").default("[]"))
                     .to_owned(),
             )
             .await

@@ -140,3 +140,32 @@ pub fn to_json_list(values: &[String]) -> String {
 pub fn from_json_list(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
 }
+
+/// Uploaded files as stored in `execution.uploaded`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredUpload {
+    uri: String,
+    size: u64,
+}
+
+pub fn uploaded_to_json(files: &[scitq_proto::v1::UploadedFile]) -> String {
+    let stored: Vec<StoredUpload> = files
+        .iter()
+        .map(|f| StoredUpload {
+            uri: f.uri.clone(),
+            size: f.size,
+        })
+        .collect();
+    serde_json::to_string(&stored).expect("plain structs serialize")
+}
+
+pub fn uploaded_from_json(text: &str) -> Vec<scitq_proto::v1::UploadedFile> {
+    serde_json::from_str::<Vec<StoredUpload>>(text)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| scitq_proto::v1::UploadedFile {
+            uri: f.uri,
+            size: f.size,
+        })
+        .collect()
+}
