@@ -23,7 +23,7 @@ pub struct Cli {
     #[arg(long, env = "SCITQ_DATABASE_URL")]
     pub database_url: Option<String>,
     /// TOML config file with the same keys as the flags (listen, data_dir, database_url,
-    /// lease, tls_cert, tls_key).
+    /// lease, max_output_mib, tls_cert, tls_key, rclone_config).
     #[arg(long, env = "SCITQ_CONFIG")]
     pub config: Option<PathBuf>,
     /// How long a silent worker keeps its tasks before they are re-queued [default: 6h].
@@ -39,6 +39,10 @@ pub struct Cli {
     /// TLS private key (PEM) for the gRPC port.
     #[arg(long, env = "SCITQ_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// rclone.conf naming the storage remotes (`myremote://path`) tasks may use; agents get
+    /// it from scitqd, so they need no copy of their own.
+    #[arg(long, env = "SCITQ_RCLONE_CONFIG", value_name = "FILE")]
+    pub rclone_config: Option<PathBuf>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -55,6 +59,7 @@ pub struct FileConfig {
     pub max_output_mib: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub rclone_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +78,8 @@ pub struct Config {
     pub lease: Duration,
     pub max_output_mib: u64,
     pub tls: Option<Tls>,
+    /// rclone.conf handed to agents for storage remotes.
+    pub rclone_config: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +209,7 @@ impl Config {
             lease,
             max_output_mib,
             tls,
+            rclone_config: cli.rclone_config.clone().or(file.rclone_config),
         })
     }
 
@@ -215,6 +223,7 @@ impl Config {
             max_output_mib: Some(self.max_output_mib),
             tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
             tls_key: self.tls.as_ref().map(|t| t.key.clone()),
+            rclone_config: self.rclone_config.clone(),
         };
         toml::to_string(&file).unwrap_or_default()
     }

@@ -55,6 +55,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         has_dependencies: std::sync::Arc::new(has_dependencies.into()),
     };
     let (tokens, fresh) = auth::bootstrap(&store, &config.data_dir).await?;
+    let rclone_config: std::sync::Arc<str> = match &config.rclone_config {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read rclone_config {}", path.display()))?
+            .into(),
+        None => "".into(),
+    };
 
     let hub = Hub::default();
     let scheduler_stop = CancellationToken::new();
@@ -93,6 +99,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         scheduler,
         hub,
         shutdown: shutdown.clone(),
+        rclone_config,
     };
     let check = auth::interceptor(tokens);
     let reflection_v1 = tonic_reflection::server::Builder::configure()

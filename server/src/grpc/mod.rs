@@ -25,6 +25,8 @@ pub struct State {
     /// Cancelled when scitqd stops: long-lived response streams end then, or the graceful
     /// shutdown would wait on them forever.
     pub shutdown: CancellationToken,
+    /// Storage remotes (rclone.conf text) handed to every agent in `Welcome`.
+    pub rclone_config: std::sync::Arc<str>,
 }
 
 /// Ends a response stream when scitqd shuts down, with an `UNAVAILABLE` status the client

@@ -83,7 +83,7 @@ pub async fn open(
         settings: Some(settings.to_proto()),
         offsets: reconciled.offsets,
         cancel: reconciled.cancel,
-        rclone_config: String::new(),
+        rclone_config: state.rclone_config.to_string(),
     })));
     if settings.draining {
         let _ = tx.send(message(v1::server_message::Kind::Drain(v1::Drain {})));
