@@ -8,7 +8,7 @@ use scitq_tests::describe;
 fn bench_runs_every_part_on_tiny_sizes() {
     let out = Command::new(env!("CARGO_BIN_EXE_scitq-bench"))
         .args(["--no-build", "--tasks", "20", "--concurrency", "2"])
-        .args(["--submit", "200", "--queue-memory", "1000"])
+        .args(["--submit", "200", "--queue-memory", "1000", "--docker", "4"])
         .output()
         .expect("run scitq-bench");
     assert!(out.status.success(), "scitq-bench: {}", describe(&out));
@@ -19,6 +19,9 @@ fn bench_runs_every_part_on_tiny_sizes() {
         "ratio:",
         "submission:",
         "memory:",
+        "docker:",
+        "docker run:",
+        "docker ratio:",
     ] {
         assert!(
             report.lines().any(|l| l.starts_with(part)),

@@ -269,6 +269,10 @@ impl Harness {
             work_dir,
             heartbeat: Duration::from_secs(3600),
             reconnect_max: Duration::from_millis(400),
+            docker_network: scitq_proto::container::Network::None,
+            pull_timeout: Duration::from_secs(60),
+            keep_failed: Duration::from_secs(3600),
+            disk_threshold: 100,
         };
         Harness {
             sessions,
