@@ -107,7 +107,7 @@ impl Agent {
         let Phase::Queued(launch) = std::mem::replace(&mut exec.phase, Phase::Running) else {
             return;
         };
-        self.spawn_executor(id, launch, None);
+        self.spawn_executor(id, *launch, None);
     }
 
     /// Starts the executor of `id`, or re-attaches to its container.

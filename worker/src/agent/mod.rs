@@ -49,8 +49,8 @@ struct Settings {
 #[derive(Debug)]
 enum Phase {
     /// Accepted, waiting for a running slot.
-    Queued(Launch),
-    /// Its executor runs (the process exists once `pid` is known).
+    Queued(Box<Launch>),
+    /// Its executor runs (the process or container exists once `started`).
     Running,
     /// Ended; waiting for its output and final update to be committed.
     Finished(FinalReport),
