@@ -144,17 +144,21 @@ pub fn docker(args: &[&str]) -> String {
 
 /// Ids of the containers (any state) whose label `key` is `value`.
 pub fn containers_labelled(key: &str, value: &str) -> Vec<String> {
-    docker(&[
-        "ps",
-        "--all",
-        "--quiet",
-        "--no-trunc",
-        "--filter",
-        &format!("label={key}={value}"),
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect()
+    containers_with(&[(key, value)])
+}
+
+/// Ids of the containers (any state) carrying all these labels (one `docker ps`, so a
+/// container removed meanwhile is simply not listed).
+pub fn containers_with(labels: &[(&str, &str)]) -> Vec<String> {
+    let filters: Vec<String> = labels
+        .iter()
+        .map(|(key, value)| format!("label={key}={value}"))
+        .collect();
+    let mut args = vec!["ps", "--all", "--quiet", "--no-trunc"];
+    for filter in &filters {
+        args.extend(["--filter", filter]);
+    }
+    docker(&args).lines().map(str::to_owned).collect()
 }
 
 /// Removes containers by id (force), ignoring ones already gone.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use scitq_tests::images::{containers_labelled, docker, remove_containers};
+use scitq_tests::images::{containers_labelled, containers_with, docker, remove_containers};
 use scitq_tests::{Agent, Image, Registry, Server, ServerOpts, as_id, poll, str_field};
 
 const CONNECT: Duration = Duration::from_secs(60);
@@ -33,19 +33,10 @@ impl Containers {
     }
 
     fn of_execution(&self, execution: i64) -> Vec<String> {
-        self.all()
-            .into_iter()
-            .filter(|id| {
-                docker(&[
-                    "inspect",
-                    "--format",
-                    "{{index .Config.Labels \"scitq.execution\"}}",
-                    id,
-                ])
-                .trim()
-                    == execution.to_string()
-            })
-            .collect()
+        containers_with(&[
+            ("scitq.agent", &self.0),
+            ("scitq.execution", &execution.to_string()),
+        ])
     }
 }
 
@@ -410,7 +401,7 @@ fn failed_containers_are_kept_for_a_while_then_removed() {
     let image = Image::tiny();
     let server = Server::start(ServerOpts::default());
     let c = server.client();
-    let a = agent(&server, "janitor", 1, &["--keep-failed", "3s"]);
+    let a = agent(&server, "janitor", 1, &["--keep-failed", "5s"]);
     let containers = Containers::of(&a);
     let id = c.create(&["--container", image.tag(), "--", "false"]);
     let task = c.wait_task(id, "failed", RUN);
