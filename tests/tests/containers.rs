@@ -330,7 +330,7 @@ fn a_restarted_agent_reattaches_to_running_and_exited_containers() {
     let image = Image::tiny();
     let server = Server::start(ServerOpts::default());
     let c = server.client();
-    let mut a = agent(&server, "phoenix", 2, &[]);
+    let mut a = agent(&server, "phoenix", 3, &[]);
     let containers = Containers::of(&a);
     let flags = tempfile::tempdir().unwrap();
     let volume = format!("-v {}:/flags", flags.path().display());
@@ -357,10 +357,20 @@ fn a_restarted_agent_reattaches_to_running_and_exited_containers() {
         "--",
         &waiter("b"),
     ]);
-    for id in [running, exited] {
+    // Its time limit must survive the restart too.
+    let timed = c.create(&[
+        "--container",
+        image.tag(),
+        "--timeout",
+        "6s",
+        "--shell",
+        "--",
+        "echo slow; sleep 60",
+    ]);
+    for id in [running, exited, timed] {
         poll(RUN, format!("task {id} to print"), || {
             let out = c.output(id);
-            if out.ends_with("one\n") {
+            if out.ends_with("one\n") || out == "slow\n" {
                 Ok(())
             } else {
                 Err(out)
@@ -388,6 +398,14 @@ fn a_restarted_agent_reattaches_to_running_and_exited_containers() {
         }
     });
     c.wait_task(exited, "succeeded", RUN);
+    let task = c.wait_task(timed, "failed", RUN);
+    let execution = last_execution(&task);
+    assert_eq!(
+        str_field(&execution, "failure").to_lowercase(),
+        "timeout",
+        "{execution:#}"
+    );
+    assert_eq!(c.output(timed), "slow\n");
     assert_eq!(c.output(exited), "b one\nb two\n");
     assert_eq!(c.status(running), "running");
     std::fs::write(flags.path().join("a"), "").unwrap();

@@ -114,19 +114,19 @@ pub async fn execute(
         Ok(docker) => docker.clone(),
         Err(e) => return failed(format!("cannot reach the Docker daemon: {e}")),
     };
-    let (container, spools) = match start {
+    let (container, spools, ran) = match start {
         Start::Reattach(container) => match reattach(&docker, &ctx.dir, &container).await {
-            Ok(spools) => (container, spools),
+            Ok((spools, ran)) => (container, spools, ran),
             Err(message) => return failed(message),
         },
         Start::Fresh => match create(&docker, launch, spec, ctx).await {
-            Ok(created) => created,
+            Ok((container, spools)) => (container, spools, Duration::ZERO),
             Err((message, container)) => {
                 return (FinalReport::failed(Failure::Run, message), container);
             }
         },
     };
-    let report = follow(&docker, launch, ctx, &container, spools).await;
+    let report = follow(&docker, launch, ctx, &container, spools, ran).await;
     (report, Some(container))
 }
 
@@ -178,6 +178,7 @@ async fn create(
         phase: Phase::Running {
             pid: 0,
             container: Some(container.clone()),
+            run_timeout_s: launch.run_timeout.map(|limit| limit.as_secs()),
         },
     };
     if let Err(e) = crate::executor::write_state(&ctx.dir, running).await {
@@ -196,8 +197,12 @@ async fn create(
 }
 
 /// Opens the spool files of a container left running (or exited) by a previous agent, and
-/// starts it if it was created but never started.
-async fn reattach(docker: &Docker, dir: &ExecDir, container: &str) -> Result<[Spool; 2], String> {
+/// starts it if it was created but never started. Also returns how long it has run.
+async fn reattach(
+    docker: &Docker,
+    dir: &ExecDir,
+    container: &str,
+) -> Result<([Spool; 2], Duration), String> {
     let state = docker
         .inspect_container(container, None)
         .await
@@ -208,6 +213,12 @@ async fn reattach(docker: &Docker, dir: &ExecDir, container: &str) -> Result<[Sp
             )
         })?
         .state
+        .unwrap_or_default();
+    let ran = state
+        .started_at
+        .as_deref()
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .and_then(|t| t.elapsed().ok())
         .unwrap_or_default();
     if state.status == Some(bollard::models::ContainerStateStatusEnum::CREATED) {
         docker
@@ -232,7 +243,7 @@ async fn reattach(docker: &Docker, dir: &ExecDir, container: &str) -> Result<[Sp
         spools.push(Spool::new(file, size));
     }
     let [stdout, stderr]: [Spool; 2] = spools.try_into().map_err(|_| "spools".to_owned())?;
-    Ok([stdout, stderr])
+    Ok(([stdout, stderr], ran))
 }
 
 /// Pulls `image` unless the daemon has it, within `limit`.
@@ -370,6 +381,7 @@ async fn follow(
     ctx: &mut ExecContext,
     container: &str,
     spools: [Spool; 2],
+    ran: Duration,
 ) -> FinalReport {
     let id = launch.id;
     let _ = ctx
@@ -387,9 +399,11 @@ async fn follow(
         (status, spools)
     };
     let mut exit = std::pin::pin!(exit);
-    let deadline = launch
-        .run_timeout
-        .map(|limit| (tokio::time::Instant::now() + limit, limit));
+    // A re-attached container has used part of its time already.
+    let deadline = launch.run_timeout.map(|limit| {
+        let left = limit.saturating_sub(ran);
+        (tokio::time::Instant::now() + left, limit)
+    });
     let mut timed_out = None;
     let (status, totals) = loop {
         let at = deadline.map(|(at, _)| at);
@@ -473,8 +487,12 @@ async fn apply(docker: &Docker, container: &str, signal: Signal) {
     };
     match result {
         Ok(()) => tracing::debug!(container, %signal, "signal applied"),
-        // Not paused, not running: nothing to do.
-        Err(e) if status_of(&e) == Some(409) => {
+        // Not paused, not running: nothing to do (Docker 20.10 says so with a 500).
+        Err(e)
+            if status_of(&e) == Some(409)
+                || message_of(&e).contains("is not paused")
+                || message_of(&e).contains("is not running") =>
+        {
             tracing::debug!(container, %signal, "signal not applied: {}", message_of(&e));
         }
         Err(e) => tracing::warn!(container, %signal, "cannot signal container: {}", message_of(&e)),

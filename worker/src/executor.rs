@@ -168,6 +168,7 @@ async fn execute(launch: &Launch, ctx: &ExecContext) -> FinalReport {
         phase: Phase::Running {
             pid,
             container: None,
+            run_timeout_s: None,
         },
     };
     if let Err(e) = write_state(&ctx.dir, running).await {

@@ -179,6 +179,9 @@ pub enum Phase {
         pid: u32,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         container: Option<String>,
+        /// The task's run time limit, so a re-attached container still gets it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_timeout_s: Option<u64>,
     },
     /// It ended; the server may not have committed the report yet.
     Finished {
@@ -243,6 +246,7 @@ pub struct Reattach {
     pub id: ExecutionId,
     pub task_id: i64,
     pub container: String,
+    pub run_timeout: Option<std::time::Duration>,
     /// Bytes of stdout and stderr already in the spool files.
     pub spooled: [u64; 2],
 }
@@ -291,11 +295,13 @@ pub fn scan(work_dir: &Path) -> io::Result<Found> {
             }),
             Phase::Running {
                 container: Some(container),
+                run_timeout_s,
                 ..
             } => reattach.push(Reattach {
                 id,
                 task_id: state.task_id,
                 container,
+                run_timeout: run_timeout_s.map(std::time::Duration::from_secs),
                 spooled: Stream::BOTH
                     .map(|stream| std::fs::metadata(dir.log(stream)).map_or(0, |m| m.len())),
             }),
@@ -372,6 +378,7 @@ mod tests {
             Phase::Running {
                 pid: 0x3fff_fff0,
                 container: None,
+                run_timeout_s: None,
             },
         );
         write(
@@ -380,6 +387,7 @@ mod tests {
             Phase::Running {
                 pid: 0,
                 container: Some("abc".into()),
+                run_timeout_s: Some(30),
             },
         );
         std::fs::create_dir_all(work.path().join("exec-5")).unwrap();
@@ -392,6 +400,7 @@ mod tests {
                 id: ExecutionId(6),
                 task_id: 60,
                 container: "abc".into(),
+                run_timeout: Some(std::time::Duration::from_secs(30)),
                 spooled: [0, 0],
             }]
         );
@@ -422,6 +431,7 @@ mod tests {
         let running = Phase::Running {
             pid: 7,
             container: None,
+            run_timeout_s: None,
         };
         write(work.path(), 1, running.clone());
         let dir = ExecDir::new(work.path(), ExecutionId(1));
@@ -440,6 +450,7 @@ mod tests {
             Phase::Running {
                 pid: child.id(),
                 container: None,
+                run_timeout_s: None,
             },
         );
         assert_eq!(scan(work.path()).unwrap(), Found::default());

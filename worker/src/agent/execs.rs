@@ -160,8 +160,7 @@ impl Agent {
                 id: found.id,
                 task_id: found.task_id,
                 argv: Ok(Vec::new()),
-                // Not recorded on disk: a re-attached task runs without its time limit.
-                run_timeout: None,
+                run_timeout: found.run_timeout,
                 container: Some(ContainerSpec {
                     image: String::new(),
                     options: Ok(Default::default()),
