@@ -321,15 +321,16 @@ pub fn parse_size(value: &str) -> Result<i64, &'static str> {
     Ok(bytes)
 }
 
-/// The registry an image reference pulls from, as Docker decides it: the first path
-/// component when it looks like a host (has a `.` or a `:`, or is `localhost`), else Docker
-/// Hub (`docker.io`).
-pub fn registry_of(image: &str) -> &str {
+/// The registry an image reference names: its first path component when that looks like a
+/// host (has a `.` or a `:`, or is `localhost`), as Docker decides it. `None` for references
+/// to the daemon's default registry (no host in the reference); scitq hands out no
+/// credentials for those.
+pub fn registry_of(image: &str) -> Option<&str> {
     match image.split_once('/') {
         Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first
+            Some(first)
         }
-        _ => "docker.io",
+        _ => None,
     }
 }
 
@@ -439,10 +440,13 @@ mod tests {
 
     #[test]
     fn registries_of_image_references() {
-        assert_eq!(registry_of("busybox"), "docker.io");
-        assert_eq!(registry_of("library/busybox:1"), "docker.io");
-        assert_eq!(registry_of("quay.io/biocontainers/fastp:0.23"), "quay.io");
-        assert_eq!(registry_of("127.0.0.1:5000/tiny:1"), "127.0.0.1:5000");
-        assert_eq!(registry_of("localhost/x"), "localhost");
+        assert_eq!(registry_of("busybox"), None);
+        assert_eq!(registry_of("library/busybox:1"), None);
+        assert_eq!(
+            registry_of("registry.example.org/tools/fastp:0.23"),
+            Some("registry.example.org")
+        );
+        assert_eq!(registry_of("127.0.0.1:5000/tiny:1"), Some("127.0.0.1:5000"));
+        assert_eq!(registry_of("localhost/x"), Some("localhost"));
     }
 }

@@ -157,6 +157,34 @@ fn a_forbidden_container_option_is_refused_at_create_and_creates_nothing() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("absolute host path"));
     assert_eq!(c.task_count(), 0);
+
+    // Edits are checked the same way, and a refused edit changes nothing.
+    let id = c.create(&[
+        "--container",
+        "busybox",
+        "--container-option",
+        "--shm-size=1g",
+        "--",
+        "true",
+    ]);
+    let out = server.ctl([
+        "task",
+        "edit",
+        &id.to_string(),
+        "--container-option",
+        "--privileged",
+    ]);
+    assert!(!out.status.success(), "the edit was accepted");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("container option \"--privileged\" is not allowed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        c.task(id)["container_options"],
+        serde_json::json!(["--shm-size=1g"])
+    );
 }
 
 /// A server whose config hands out `password` for the registry.

@@ -226,24 +226,26 @@ async fn reattach(
             .await
             .map_err(|e| format!("cannot start container {container}: {}", message_of(&e)))?;
     }
-    let mut spools = Vec::with_capacity(2);
-    for stream in Stream::BOTH {
-        let path = dir.log(stream);
-        let file = tokio::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .await
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-            .len();
-        spools.push(Spool::new(file, size));
-    }
-    let [stdout, stderr]: [Spool; 2] = spools.try_into().map_err(|_| "spools".to_owned())?;
+    let stdout = reopen(dir, Stream::Stdout).await?;
+    let stderr = reopen(dir, Stream::Stderr).await?;
     Ok(([stdout, stderr], ran))
+}
+
+/// Opens a spool file for appending, its stream's total being what it holds already.
+async fn reopen(dir: &ExecDir, stream: Stream) -> Result<Spool, String> {
+    let path = dir.log(stream);
+    let file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .len();
+    Ok(Spool::new(file, size))
 }
 
 /// Pulls `image` unless the daemon has it, within `limit`.
@@ -261,7 +263,7 @@ async fn ensure_image(
     let registry = registry_of(image);
     let auth = credentials
         .iter()
-        .find(|c| c.registry == registry)
+        .find(|c| Some(c.registry.as_str()) == registry)
         .map(|c| DockerCredentials {
             username: Some(c.username.clone()),
             password: Some(c.password.clone()),
@@ -430,7 +432,19 @@ async fn follow(
         }
     };
     let killed = ctx.killed.load(Ordering::Acquire);
-    let mut report = match (status, timed_out) {
+    let mut report = report_of(status, timed_out, killed);
+    report.stdout_bytes = totals[0];
+    report.stderr_bytes = totals[1];
+    report
+}
+
+/// The report of a container that exited with `status` (or could not be waited for).
+fn report_of(
+    status: Result<i32, String>,
+    timed_out: Option<Duration>,
+    killed: bool,
+) -> FinalReport {
+    match (status, timed_out) {
         (status, Some(limit)) => FinalReport {
             exit_code: status.ok(),
             ..FinalReport::failed(
@@ -460,10 +474,7 @@ async fn follow(
             }
         }
         (Err(message), None) => FinalReport::failed(Failure::Run, message),
-    };
-    report.stdout_bytes = totals[0];
-    report.stderr_bytes = totals[1];
-    report
+    }
 }
 
 async fn recv(signals: &mut Option<mpsc::UnboundedReceiver<Signal>>) -> Option<Signal> {
@@ -588,6 +599,24 @@ pub async fn remove(docker: &Docker, container: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_of_exits() {
+        assert_eq!(report_of(Ok(0), None, false).failure, None);
+        let run = report_of(Ok(3), None, false);
+        assert_eq!((run.failure, run.exit_code), (Some(Failure::Run), Some(3)));
+        assert_eq!(run.message, "exited with code 3");
+        let killed = report_of(Ok(137), None, true);
+        assert_eq!(killed.failure, Some(Failure::Killed));
+        let late = report_of(Ok(143), Some(Duration::from_secs(2)), false);
+        assert_eq!(late.failure, Some(Failure::Timeout));
+        assert_eq!(late.message, "ran past its time limit of 2s");
+        let lost = report_of(Err("daemon gone".into()), None, false);
+        assert_eq!(
+            (lost.failure, lost.message.as_str()),
+            (Some(Failure::Run), "daemon gone")
+        );
+    }
 
     #[test]
     fn tags_and_digests() {

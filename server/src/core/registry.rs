@@ -37,10 +37,9 @@ impl Registries {
 
     /// The credential for `image`'s registry, if the server has one.
     pub fn for_image(&self, image: &str) -> Vec<RegistryCredential> {
-        if image.is_empty() {
+        let Some(registry) = registry_of(image) else {
             return Vec::new();
-        }
-        let registry = registry_of(image);
+        };
         self.0
             .iter()
             .filter(|r| r.host == registry)
@@ -84,7 +83,10 @@ mod tests {
 
     #[test]
     fn only_the_image_registry_credential_is_handed_out() {
-        let registries = Registries::new(vec![registry("127.0.0.1:5000"), registry("quay.io")]);
+        let registries = Registries::new(vec![
+            registry("127.0.0.1:5000"),
+            registry("registry.example.org"),
+        ]);
         let got = registries.for_image("127.0.0.1:5000/tiny:1");
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].registry, "127.0.0.1:5000");
