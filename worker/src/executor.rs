@@ -130,16 +130,16 @@ pub async fn run(launch: Launch, mut ctx: ExecContext) {
     if let Err(e) = write_state(&ctx.dir, state).await {
         tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
     }
-    // A failed container is kept for inspection (the janitor removes it later); a succeeded
-    // one goes once its report is on disk.
     let success = report.failure.is_none();
+    // The loop is gone only when the agent is shutting down; nothing to do then.
+    let _ = ctx.events.send(ExecEvent::Finished { id, report }).await;
+    // A failed container is kept for inspection (the janitor removes it later); a succeeded
+    // one goes now that its report is on disk. After the report, so the slot is free at once.
     if let (Some(container), true) = (container, success)
         && let Ok(docker) = ctx.engine.docker().await
     {
         container::remove(docker, &container).await;
     }
-    // The loop is gone only when the agent is shutting down; nothing to do then.
-    let _ = ctx.events.send(ExecEvent::Finished { id, report }).await;
 }
 
 async fn execute(launch: &Launch, ctx: &ExecContext) -> FinalReport {
