@@ -17,3 +17,5 @@ pub const DEFAULT_PORT: u16 = 5000;
 
 /// Name of the batch a task lands in when none is given.
 pub const DEFAULT_BATCH: &str = "Default";
+
+pub mod container;

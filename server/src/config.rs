@@ -60,6 +60,9 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub rclone_config: Option<PathBuf>,
+    /// Credentials for private container registries (`[[registry]]` tables); file only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registry: Vec<crate::core::registry::Registry>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +83,8 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// rclone.conf handed to agents for storage remotes.
     pub rclone_config: Option<PathBuf>,
+    /// Credentials handed to agents for their tasks' images.
+    pub registries: Vec<crate::core::registry::Registry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +115,8 @@ pub enum ConfigError {
          or listen on 127.0.0.1"
     )]
     InsecureListen(SocketAddr),
+    #[error("invalid [[registry]]: {0}")]
+    Registry(String),
 }
 
 fn default_data_dir() -> PathBuf {
@@ -202,7 +209,10 @@ impl Config {
         if tls.is_none() && !listen.ip().is_loopback() {
             return Err(ConfigError::InsecureListen(listen));
         }
+        crate::core::registry::Registries::validate(&file.registry)
+            .map_err(ConfigError::Registry)?;
         Ok(Config {
+            registries: file.registry,
             listen,
             data_dir,
             database_url,
@@ -224,6 +234,15 @@ impl Config {
             tls_cert: self.tls.as_ref().map(|t| t.cert.clone()),
             tls_key: self.tls.as_ref().map(|t| t.key.clone()),
             rclone_config: self.rclone_config.clone(),
+            // Passwords are not printed.
+            registry: self
+                .registries
+                .iter()
+                .map(|r| crate::core::registry::Registry {
+                    password: "<hidden>".into(),
+                    ..r.clone()
+                })
+                .collect(),
         };
         toml::to_string(&file).unwrap_or_default()
     }
@@ -272,6 +291,23 @@ mod tests {
         };
         let err = Config::load(&cli).unwrap_err().to_string();
         assert!(err.contains("--tls-cert"), "{err}");
+
+        std::fs::write(
+            &path,
+            "[[registry]]\nhost = \"127.0.0.1:5001\"\nusername = \"u\"\npassword = \"secret\"\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let config = Config::load(&cli).unwrap();
+        assert_eq!(config.registries[0].host, "127.0.0.1:5001");
+        let printed = config.to_toml();
+        assert!(
+            printed.contains("127.0.0.1:5001") && !printed.contains("secret"),
+            "{printed}"
+        );
 
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let cli = Cli {

@@ -68,6 +68,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         store.clone(),
         hub.clone(),
         config.lease,
+        crate::core::registry::Registries::new(config.registries.clone()),
         scheduler_stop.clone(),
     )
     .await?;

@@ -16,6 +16,10 @@ pub struct Agent {
     name: String,
     proc: Proc,
     dir: TempDir,
+    /// How it was started, to start it again on the same work dir.
+    command: Vec<std::ffi::OsString>,
+    home: PathBuf,
+    starts: u32,
 }
 
 impl Agent {
@@ -58,6 +62,7 @@ impl Agent {
             .arg("--reconnect-max")
             .arg("1s")
             .args(extra);
+        let command = cmd.get_args().map(ToOwned::to_owned).collect();
         apply_env(&mut cmd, &server.home());
         let log = dir.path().join("agent.log");
         let proc = Proc::spawn(&format!("scitq-agent {name}"), cmd, &log);
@@ -65,7 +70,26 @@ impl Agent {
             name: name.to_string(),
             proc,
             dir,
+            command,
+            home: server.home(),
+            starts: 1,
         }
+    }
+
+    /// Starts the agent again with the same arguments and work dir, once it has exited (after
+    /// [`Agent::kill9`] or [`Agent::stop`]). Its log goes to a new file.
+    pub fn start_again(&mut self) {
+        assert!(self.proc.try_exit().is_some(), "the agent still runs");
+        self.starts += 1;
+        let mut cmd = Command::new(bin("scitq-agent"));
+        cmd.args(&self.command);
+        apply_env(&mut cmd, &self.home);
+        let log = self.dir.path().join(format!("agent-{}.log", self.starts));
+        self.proc = Proc::spawn(
+            &format!("scitq-agent {} (start {})", self.name, self.starts),
+            cmd,
+            &log,
+        );
     }
 
     pub fn name(&self) -> &str {

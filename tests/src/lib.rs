@@ -1,6 +1,7 @@
 //! End-to-end test harness for scitq: starts the real `scitqd`, `scitq-agent` and `scitqctl`
 //! binaries (and, when asked, a throwaway PostgreSQL cluster) on loopback, in temp dirs, and
-//! tears them down afterwards.
+//! tears them down afterwards; builds tiny container images (`images`) and starts a private
+//! registry (`registry`) for the container tests.
 //!
 //! The binaries are taken from the cargo target dir the running executable lives in, so build
 //! them first: `cargo build --workspace` (scripts/test does it). Everything is polled with a
@@ -20,9 +21,11 @@ mod agent;
 mod bins;
 mod client;
 mod grpcurl;
+pub mod images;
 mod postgres;
 mod process;
 mod proxy;
+pub mod registry;
 mod server;
 mod wait;
 
@@ -30,9 +33,11 @@ pub use agent::Agent;
 pub use bins::{bin, bin_dir};
 pub use client::{Client, as_id, describe, sh_quote, str_field, wait_for_file_sh};
 pub use grpcurl::Grpcurl;
+pub use images::Image;
 pub use postgres::Postgres;
 pub use process::{ChildGuard, Proc, descendants, log_tail, rss_kib, touch};
 pub use proxy::Proxy;
+pub use registry::Registry;
 pub use server::{Backend, Server, ServerOpts};
 pub use wait::{poll, wait_until};
 

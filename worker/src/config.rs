@@ -59,6 +59,25 @@ pub struct Args {
         value_name = "MIB"
     )]
     pub spool_limit_mib: u64,
+    /// Network of containers whose task does not choose one: none, host or bridge.
+    #[arg(
+        long,
+        env = "SCITQ_DOCKER_NETWORK",
+        default_value = "bridge",
+        value_name = "MODE"
+    )]
+    pub docker_network: scitq_proto::container::Network,
+    /// Longest time an image pull may take before the execution fails.
+    #[arg(long, env = "SCITQ_PULL_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
+    pub pull_timeout: Duration,
+    /// How long the container and work dir of a failed execution are kept for inspection.
+    #[arg(long, env = "SCITQ_KEEP_FAILED", default_value = "24h", value_parser = parse_duration)]
+    pub keep_failed: Duration,
+    /// Disk use (percent of the work dir's filesystem) past which failed executions'
+    /// containers and work dirs are removed at once.
+    #[arg(long, env = "SCITQ_DISK_THRESHOLD", default_value_t = 90, value_name = "PERCENT",
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub disk_threshold: u8,
     /// Print the effective configuration (token hidden) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -264,6 +283,10 @@ pub struct Config {
     pub reconnect_max: Duration,
     /// Bytes of output held on disk past which no new task starts.
     pub spool_limit: u64,
+    pub docker_network: scitq_proto::container::Network,
+    pub pull_timeout: Duration,
+    pub keep_failed: Duration,
+    pub disk_threshold: u8,
 }
 
 impl fmt::Debug for Config {
@@ -280,6 +303,10 @@ impl fmt::Debug for Config {
             .field("heartbeat", &self.heartbeat)
             .field("reconnect_max", &self.reconnect_max)
             .field("spool_limit", &self.spool_limit)
+            .field("docker_network", &self.docker_network)
+            .field("pull_timeout", &self.pull_timeout)
+            .field("keep_failed", &self.keep_failed)
+            .field("disk_threshold", &self.disk_threshold)
             .finish()
     }
 }
@@ -331,6 +358,10 @@ impl Config {
             heartbeat: args.heartbeat,
             reconnect_max: args.reconnect_max,
             spool_limit: args.spool_limit_mib.saturating_mul(1 << 20),
+            docker_network: args.docker_network,
+            pull_timeout: args.pull_timeout,
+            keep_failed: args.keep_failed,
+            disk_threshold: args.disk_threshold,
         })
     }
 
@@ -340,7 +371,8 @@ impl Config {
         format!(
             "server = {}\nworker_token = \"<hidden>\"\nconcurrency = {}\nprefetch = {}\n\
              name = {}\nbatch = {}\nwork_dir = {}\nheartbeat = {}\nreconnect_max = {}\n\
-             spool_limit_mib = {}\n",
+             spool_limit_mib = {}\n\
+             docker_network = {}\npull_timeout = {}\nkeep_failed = {}\ndisk_threshold = {}\n",
             q(&self.server.uri()),
             self.concurrency,
             self.prefetch,
@@ -350,6 +382,10 @@ impl Config {
             q(&humantime::format_duration(self.heartbeat).to_string()),
             q(&humantime::format_duration(self.reconnect_max).to_string()),
             self.spool_limit >> 20,
+            q(self.docker_network.as_str()),
+            q(&humantime::format_duration(self.pull_timeout).to_string()),
+            q(&humantime::format_duration(self.keep_failed).to_string()),
+            self.disk_threshold,
         )
     }
 }

@@ -1,10 +1,13 @@
-//! Runs one execution natively: prepares its work dir, spawns the command in its own process
-//! group, appends stdout and stderr to the spool files and reports every read at once as an
-//! [`ExecEvent::Output`], then writes the final report.
+//! Runs one execution: natively here (its work dir prepared, the command spawned in its own
+//! process group), or in a container (`container.rs`) when its task names an image. Either
+//! way stdout and stderr are appended to the spool files and every read is reported at once
+//! as an [`ExecEvent::Output`], then the final report is written to `state.json`.
 //!
-//! Events of one execution arrive in order: `Started`, the `Output`s of each stream in stream
-//! order, then `Finished` after all output. The agent loop never waits on an executor; it
-//! signals the process group directly ([`signal_group`]) and reads the spool files for replays.
+//! The contract with the agent loop, the same for both kinds: events of one execution arrive
+//! in order: `Started`, the `Output`s of each stream in stream order, then `Finished` after all
+//! output. The agent loop never waits on an executor; it signals through a [`Handle`]: a
+//! native process group directly ([`signal_group`]), a container through a channel its
+//! executor reads (pause, unpause, kill), and it reads the spool files for replays.
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -31,11 +34,44 @@ pub const CHUNK: usize = 64 * 1024;
 /// behind may hold them open forever.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
 
+/// What runs an execution once it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runner {
+    /// A native process; its pid is also its process group id.
+    Group(u32),
+    /// A container, by id.
+    Container(String),
+}
+
+/// How the agent loop signals a started execution.
+#[derive(Debug, Clone)]
+pub enum Handle {
+    Group(u32),
+    /// The container's executor applies the signals it receives, in order: SIGSTOP pauses,
+    /// SIGCONT unpauses, others are sent with `docker kill`.
+    Container {
+        signals: mpsc::UnboundedSender<Signal>,
+    },
+}
+
+impl Handle {
+    pub fn signal(&self, signal: Signal) -> Result<(), String> {
+        match self {
+            Handle::Group(pgid) => signal_group(*pgid, signal).map_err(|e| e.to_string()),
+            // A closed channel means the executor is done: nothing left to signal.
+            Handle::Container { signals, .. } => {
+                let _ = signals.send(signal);
+                Ok(())
+            }
+        }
+    }
+}
+
 /// What an executor tells the agent loop.
 #[derive(Debug)]
 pub enum ExecEvent {
-    /// The process runs; `pid` is also its process group id.
-    Started { id: ExecutionId, pid: u32 },
+    /// The process or container runs.
+    Started { id: ExecutionId, runner: Runner },
     /// `data` was appended to the stream's spool file at `offset`.
     Output {
         id: ExecutionId,
@@ -51,7 +87,7 @@ pub enum ExecEvent {
 }
 
 /// What one executor needs besides its launch.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ExecContext {
     pub dir: ExecDir,
     /// Cores the task may use (the `CPU` variable).
@@ -61,12 +97,28 @@ pub struct ExecContext {
     /// Clean work dirs to reuse.
     pub spares: Arc<Spares>,
     pub events: mpsc::Sender<ExecEvent>,
+    /// The Docker daemon, for container tasks.
+    pub engine: Arc<crate::container::Engine>,
+    /// Signals for a container task (see [`Handle::Container`]).
+    pub signals: Option<mpsc::UnboundedReceiver<Signal>>,
+    /// Re-attach to this container instead of starting the task.
+    pub reattach: Option<String>,
 }
 
 /// Runs the execution to its end. Never fails: every problem becomes the final report.
-pub async fn run(launch: Launch, ctx: ExecContext) {
+pub async fn run(launch: Launch, mut ctx: ExecContext) {
+    use crate::container::{self, Start};
     let id = launch.id;
-    let report = execute(&launch, &ctx).await;
+    let (report, container) = match &launch.container {
+        None => (execute(&launch, &ctx).await, None),
+        Some(spec) => {
+            let start = match ctx.reattach.take() {
+                Some(container) => Start::Reattach(container),
+                None => Start::Fresh,
+            };
+            container::execute(&launch, spec, &mut ctx, start).await
+        }
+    };
     let state = StateFile {
         execution_id: id,
         task_id: launch.task_id,
@@ -78,8 +130,16 @@ pub async fn run(launch: Launch, ctx: ExecContext) {
     if let Err(e) = write_state(&ctx.dir, state).await {
         tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
     }
+    let success = report.failure.is_none();
     // The loop is gone only when the agent is shutting down; nothing to do then.
     let _ = ctx.events.send(ExecEvent::Finished { id, report }).await;
+    // A failed container is kept for inspection (the janitor removes it later); a succeeded
+    // one goes now that its report is on disk. After the report, so the slot is free at once.
+    if let (Some(container), true) = (container, success)
+        && let Ok(docker) = ctx.engine.docker().await
+    {
+        container::remove(docker, &container).await;
+    }
 }
 
 async fn execute(launch: &Launch, ctx: &ExecContext) -> FinalReport {
@@ -105,12 +165,22 @@ async fn execute(launch: &Launch, ctx: &ExecContext) -> FinalReport {
     let running = StateFile {
         execution_id: id,
         task_id: launch.task_id,
-        phase: Phase::Running { pid },
+        phase: Phase::Running {
+            pid,
+            container: None,
+            run_timeout_s: None,
+        },
     };
     if let Err(e) = write_state(&ctx.dir, running).await {
         tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
     }
-    let _ = ctx.events.send(ExecEvent::Started { id, pid }).await;
+    let _ = ctx
+        .events
+        .send(ExecEvent::Started {
+            id,
+            runner: Runner::Group(pid),
+        })
+        .await;
 
     let totals = [AtomicU64::new(0), AtomicU64::new(0)];
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
@@ -178,7 +248,7 @@ async fn execute(launch: &Launch, ctx: &ExecContext) -> FinalReport {
 }
 
 /// How long a command past its time limit has between SIGTERM and SIGKILL.
-const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
 
 /// A command ran past its time limit: SIGTERM to its group, SIGKILL after a grace.
 async fn stop_after_timeout(child: &mut tokio::process::Child, pid: u32) -> io::Result<ExitStatus> {
@@ -212,7 +282,7 @@ fn command(argv: &[String], dir: &ExecDir, cpu: u32) -> tokio::process::Command 
 }
 
 /// Creates the work dir (or moves a spare in place) and its spool files (truncated).
-async fn prepare(
+pub(crate) async fn prepare(
     dir: ExecDir,
     spares: Arc<Spares>,
 ) -> io::Result<(tokio::fs::File, tokio::fs::File)> {
@@ -243,7 +313,7 @@ async fn prepare(
     .map_err(io::Error::other)?
 }
 
-async fn write_state(dir: &ExecDir, state: StateFile) -> io::Result<()> {
+pub(crate) async fn write_state(dir: &ExecDir, state: StateFile) -> io::Result<()> {
     let dir = dir.clone();
     tokio::task::spawn_blocking(move || state.write(&dir))
         .await
@@ -287,6 +357,54 @@ async fn pump(
             })
             .await;
         total.store(offset + n as u64, Ordering::Release);
+    }
+}
+
+/// A spool file being appended to, and how many bytes its stream has in all.
+#[derive(Debug)]
+pub(crate) struct Spool {
+    file: tokio::fs::File,
+    pub total: u64,
+    ok: bool,
+}
+
+impl Spool {
+    pub fn new(file: tokio::fs::File, total: u64) -> Spool {
+        Spool {
+            file,
+            total,
+            ok: true,
+        }
+    }
+
+    /// Appends `data` to the file, then tells the agent loop.
+    pub async fn write(
+        &mut self,
+        id: ExecutionId,
+        stream: Stream,
+        data: Bytes,
+        events: &mpsc::Sender<ExecEvent>,
+    ) {
+        if data.is_empty() {
+            return;
+        }
+        // The file must hold the bytes before the loop hears of them: replays read it.
+        if self.ok
+            && let Err(e) = append(&mut self.file, &data).await
+        {
+            tracing::warn!(execution_id = %id, ?stream, "cannot write spool file: {e}");
+            self.ok = false;
+        }
+        let offset = self.total;
+        self.total += data.len() as u64;
+        let _ = events
+            .send(ExecEvent::Output {
+                id,
+                stream,
+                offset,
+                data,
+            })
+            .await;
     }
 }
 

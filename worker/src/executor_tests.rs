@@ -46,7 +46,16 @@ fn launch(command: &str, shell: Shell) -> Launch {
         task_id: 10,
         argv: argv_of(&spec),
         run_timeout: None,
+        container: None,
     }
+}
+
+fn test_engine() -> Arc<crate::container::Engine> {
+    Arc::new(crate::container::Engine::new(
+        scitq_proto::container::Network::None,
+        Duration::from_secs(60),
+        "test".into(),
+    ))
 }
 
 fn context(work: &Path) -> (ExecContext, mpsc::Receiver<ExecEvent>) {
@@ -57,6 +66,9 @@ fn context(work: &Path) -> (ExecContext, mpsc::Receiver<ExecEvent>) {
         killed: Arc::new(AtomicBool::new(false)),
         spares: Arc::new(Spares::new(work, 4)),
         events,
+        engine: test_engine(),
+        signals: None,
+        reattach: None,
     };
     (ctx, rx)
 }
@@ -91,7 +103,9 @@ async fn run_to_end(command: &str, shell: Shell) -> (Ran, tempfile::TempDir) {
 #[tokio::test]
 async fn echo_output_reaches_events_and_spool() {
     let (ran, _work) = run_to_end("echo hello world", Shell::None).await;
-    assert!(matches!(ran.events[0], ExecEvent::Started { pid, .. } if pid > 1));
+    assert!(
+        matches!(ran.events[0], ExecEvent::Started { runner: Runner::Group(pid), .. } if pid > 1)
+    );
     assert_eq!(ran.output(Stream::Stdout), b"hello world\n");
     assert_eq!(ran.spool(Stream::Stdout), b"hello world\n");
     assert_eq!(ran.spool(Stream::Stderr), b"");
@@ -242,7 +256,10 @@ async fn killing_the_group_kills_children_and_reports_killed() {
         ctx,
     ));
     let pid = match rx.recv().await.unwrap() {
-        ExecEvent::Started { pid, .. } => pid,
+        ExecEvent::Started {
+            runner: Runner::Group(pid),
+            ..
+        } => pid,
         other => panic!("unexpected {other:?}"),
     };
     let started = Instant::now();
@@ -266,7 +283,10 @@ async fn output_arrives_while_the_task_runs() {
         ctx,
     ));
     let pid = match rx.recv().await.unwrap() {
-        ExecEvent::Started { pid, .. } => pid,
+        ExecEvent::Started {
+            runner: Runner::Group(pid),
+            ..
+        } => pid,
         other => panic!("unexpected {other:?}"),
     };
     let started = Instant::now();
@@ -327,12 +347,16 @@ async fn executor_rate(work: &Path, n: i64) -> f64 {
             killed: Arc::new(AtomicBool::new(false)),
             spares: spares.clone(),
             events: events.clone(),
+            engine: test_engine(),
+            signals: None,
+            reattach: None,
         };
         let launch = Launch {
             id: ExecutionId(i),
             task_id: i,
             argv: Ok(vec!["true".into()]),
             run_timeout: None,
+            container: None,
         };
         let recycle = (spares.clone(), ctx.dir.clone());
         set.spawn(async move {

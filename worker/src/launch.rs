@@ -3,7 +3,8 @@
 //! An invalid assignment is not dropped: it is accepted, then fails with a message that says
 //! why, so the operator sees it on the task.
 
-use scitq_proto::v1::{Assignment, Shell, TaskSpec};
+use scitq_proto::container::{ContainerOptions, OptionError};
+use scitq_proto::v1::{Assignment, RegistryCredential, Shell, TaskSpec};
 
 use crate::state::ExecutionId;
 
@@ -18,12 +19,20 @@ pub enum CommandError {
     Unparsable(String),
     #[error("unknown shell {0}")]
     UnknownShell(i32),
-    #[error("task wants container {0:?} but this agent only runs tasks natively for now")]
-    Container(String),
+}
+
+/// The container a task runs in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSpec {
+    pub image: String,
+    /// Validated again here: an agent does not trust a server of another version.
+    pub options: Result<ContainerOptions, OptionError>,
+    /// Credentials for the image's registry, when the server has some.
+    pub credentials: Vec<RegistryCredential>,
 }
 
 /// One execution to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Launch {
     pub id: ExecutionId,
     pub task_id: i64,
@@ -31,6 +40,8 @@ pub struct Launch {
     pub argv: Result<Vec<String>, CommandError>,
     /// How long the command may run.
     pub run_timeout: Option<std::time::Duration>,
+    /// The container to run it in; `None` runs it natively.
+    pub container: Option<ContainerSpec>,
 }
 
 impl Launch {
@@ -48,15 +59,21 @@ impl Launch {
                 .as_ref()
                 .filter(|spec| spec.run_timeout_s > 0)
                 .map(|spec| std::time::Duration::from_secs(spec.run_timeout_s.into())),
+            container: assignment
+                .spec
+                .as_ref()
+                .filter(|spec| !spec.container.is_empty())
+                .map(|spec| ContainerSpec {
+                    image: spec.container.clone(),
+                    options: ContainerOptions::parse(&spec.container_options),
+                    credentials: assignment.registry_credentials.clone(),
+                }),
         }
     }
 }
 
-/// Turns a command and its shell mode into argv.
+/// Turns a command and its shell mode into argv (run in the container for container tasks).
 pub fn argv_of(spec: &TaskSpec) -> Result<Vec<String>, CommandError> {
-    if !spec.container.is_empty() {
-        return Err(CommandError::Container(spec.container.clone()));
-    }
     let command = &spec.command;
     if command.trim().is_empty() {
         return Err(CommandError::Empty);
@@ -116,9 +133,34 @@ mod tests {
         let mut odd = spec("x", Shell::None);
         odd.shell = 42;
         assert_eq!(argv_of(&odd), Err(CommandError::UnknownShell(42)));
-        let mut boxed = spec("x", Shell::None);
-        boxed.container = "alpine".into();
-        assert!(matches!(argv_of(&boxed), Err(CommandError::Container(_))));
+    }
+
+    #[test]
+    fn container_tasks_carry_their_image_options_and_credentials() {
+        let credential = RegistryCredential {
+            registry: "127.0.0.1:5000".into(),
+            username: "u".into(),
+            password: "p".into(),
+        };
+        let launch = Launch::from_assignment(&Assignment {
+            execution_id: 1,
+            task_id: 2,
+            spec: Some(TaskSpec {
+                command: "ls /input".into(),
+                container: "127.0.0.1:5000/tiny:1".into(),
+                container_options: vec!["--privileged".into()],
+                ..TaskSpec::default()
+            }),
+            registry_credentials: vec![credential.clone()],
+        });
+        assert_eq!(launch.argv, Ok(vec!["ls".into(), "/input".into()]));
+        let container = launch.container.unwrap();
+        assert_eq!(container.image, "127.0.0.1:5000/tiny:1");
+        assert_eq!(container.credentials, vec![credential]);
+        assert_eq!(
+            container.options,
+            Err(OptionError::Forbidden("--privileged".into()))
+        );
     }
 
     #[test]

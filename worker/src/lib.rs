@@ -1,24 +1,29 @@
 //! `scitq-agent`: the worker side of scitq.
 //!
 //! The agent keeps one stream open to `scitqd` (`WorkerService.Session`), accepts assignments,
-//! runs them natively in their own work dir and process group, spools their output to disk
+//! runs them natively in their own work dir and process group or in a Docker container,
+//! spools their output to disk
 //! while streaming it live, and reports state changes until the server has committed them.
 //! It survives losing the server: tasks keep running, output keeps being spooled, and after a
 //! reconnect only what the server lacks is sent again. See ARCHITECTURE.md, "The agent stream".
 //!
 //! Module map: [`config`] (flags, env, client config), [`agent`] (the service loop),
 //! [`session`] (the gRPC stream and reconnection), [`outbox`] (sequence numbers and
-//! unacknowledged updates), [`executor`] (running one task), [`launch`] (assignments validated
-//! into commands), [`state`] (work dir layout, `state.json`, startup scan), [`stats`]
-//! (heartbeat figures).
+//! unacknowledged updates), [`executor`] (running one task), [`container`] (running one task
+//! in Docker), [`janitor`] (removing failed containers and work dirs), [`launch`] (assignments
+//! validated into commands), [`state`] (work dir layout, `state.json`, startup scan),
+//! [`stats`] (heartbeat figures).
 //!
 //! On SIGINT/SIGTERM the agent stops taking tasks, sends SIGTERM to running ones (SIGKILL
 //! after 10 s), marks them abandoned and closes the stream; the server fails them as lost
 //! (and re-queues them within their retry budget) at the next `Hello` or when the lease ends.
+//! Containers are left running instead: the next agent re-attaches to them.
 
 pub mod agent;
 pub mod config;
+pub mod container;
 pub mod executor;
+pub mod janitor;
 pub mod launch;
 pub mod outbox;
 pub mod session;
@@ -62,7 +67,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         let work_dir = work_dir.clone();
         tokio::task::spawn_blocking(move || prepare_work_dir(&work_dir)).await
     };
-    let (lock, spares, recovered) = match prepared {
+    let (lock, spares, found) = match prepared {
         Ok(Ok(prepared)) => prepared,
         Ok(Err(PrepareError::InUse)) => return Err(AgentError::WorkDirInUse { path: work_dir }),
         Ok(Err(PrepareError::Io(source))) => {
@@ -79,9 +84,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             });
         }
     };
-    if !recovered.is_empty() {
+    if !found.recovered.is_empty() {
         tracing::info!(
-            count = recovered.len(),
+            count = found.recovered.len(),
             "found finished executions not yet reported"
         );
     }
@@ -104,7 +109,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         "scitq-agent starting, server {}",
         config.server
     );
-    let result = agent::Agent::new(config, connector, spares, recovered, heartbeat_rx)
+    let result = agent::Agent::new(config, connector, spares, found, heartbeat_rx)
         .run(shutdown)
         .await;
     stop_stats.cancel();
@@ -123,7 +128,7 @@ enum PrepareError {
 /// Spare work dirs kept for reuse.
 const MAX_SPARES: usize = 64;
 
-type Prepared = (std::fs::File, Arc<Spares>, Vec<state::Recovered>);
+type Prepared = (std::fs::File, Arc<Spares>, state::Found);
 
 /// Creates and locks the work dir, then scans it. Blocking.
 fn prepare_work_dir(work_dir: &std::path::Path) -> Result<Prepared, PrepareError> {

@@ -173,8 +173,16 @@ impl FinalReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
-    /// The process was started with this pid, which is also its process group id.
-    Running { pid: u32 },
+    /// The process was started with this pid, which is also its process group id; or, for a
+    /// container task, the container was created (pid 0) and may run.
+    Running {
+        pid: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        container: Option<String>,
+        /// The task's run time limit, so a re-attached container still gets it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_timeout_s: Option<u64>,
+    },
     /// It ended; the server may not have committed the report yet.
     Finished {
         report: FinalReport,
@@ -232,12 +240,32 @@ pub struct Recovered {
     pub report: FinalReport,
 }
 
+/// A container task a previous agent process left running (or exited, not yet reported).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reattach {
+    pub id: ExecutionId,
+    pub task_id: i64,
+    pub container: String,
+    pub run_timeout: Option<std::time::Duration>,
+    /// Bytes of stdout and stderr already in the spool files.
+    pub spooled: [u64; 2],
+}
+
+/// What a starting agent found in its work dir.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    pub recovered: Vec<Recovered>,
+    pub reattach: Vec<Reattach>,
+}
+
 /// Scans the work dir at startup. Finished but unacknowledged executions are returned so they
-/// can be reported again. Executions still marked running cannot be re-attached (they are
-/// native processes): their process group is killed if alive and they are marked abandoned, so
-/// the server, not finding them in `Hello`, fails them as lost. Blocking.
-pub fn scan(work_dir: &Path) -> io::Result<Vec<Recovered>> {
+/// can be reported again, and container tasks still marked running so the agent re-attaches
+/// to them. Native executions still marked running cannot be re-attached: their process group
+/// is killed if alive and they are marked abandoned, so the server, not finding them in
+/// `Hello`, fails them as lost. Blocking.
+pub fn scan(work_dir: &Path) -> io::Result<Found> {
     let mut recovered = Vec::new();
+    let mut reattach = Vec::new();
     for entry in std::fs::read_dir(work_dir)? {
         let entry = entry?;
         let Some(id) = entry.file_name().to_str().and_then(ExecDir::parse_id) else {
@@ -265,7 +293,19 @@ pub fn scan(work_dir: &Path) -> io::Result<Vec<Recovered>> {
                 task_id: state.task_id,
                 report,
             }),
-            Phase::Running { pid } => {
+            Phase::Running {
+                container: Some(container),
+                run_timeout_s,
+                ..
+            } => reattach.push(Reattach {
+                id,
+                task_id: state.task_id,
+                container,
+                run_timeout: run_timeout_s.map(std::time::Duration::from_secs),
+                spooled: Stream::BOTH
+                    .map(|stream| std::fs::metadata(dir.log(stream)).map_or(0, |m| m.len())),
+            }),
+            Phase::Running { pid, .. } => {
                 kill_leftover_group(id, pid);
                 let abandoned = StateFile {
                     phase: Phase::Abandoned,
@@ -277,7 +317,11 @@ pub fn scan(work_dir: &Path) -> io::Result<Vec<Recovered>> {
         }
     }
     recovered.sort_by_key(|r| r.id);
-    Ok(recovered)
+    reattach.sort_by_key(|r| r.id);
+    Ok(Found {
+        recovered,
+        reattach,
+    })
 }
 
 fn kill_leftover_group(id: ExecutionId, pid: u32) {
@@ -328,13 +372,40 @@ mod tests {
         write(work.path(), 2, fin(true));
         write(work.path(), 3, Phase::Abandoned);
         // A running process group of our own would be killed: use a pid that cannot exist.
-        write(work.path(), 4, Phase::Running { pid: 0x3fff_fff0 });
+        write(
+            work.path(),
+            4,
+            Phase::Running {
+                pid: 0x3fff_fff0,
+                container: None,
+                run_timeout_s: None,
+            },
+        );
+        write(
+            work.path(),
+            6,
+            Phase::Running {
+                pid: 0,
+                container: Some("abc".into()),
+                run_timeout_s: Some(30),
+            },
+        );
         std::fs::create_dir_all(work.path().join("exec-5")).unwrap();
         std::fs::create_dir_all(work.path().join("unrelated")).unwrap();
 
         let found = scan(work.path()).unwrap();
         assert_eq!(
-            found,
+            found.reattach,
+            vec![Reattach {
+                id: ExecutionId(6),
+                task_id: 60,
+                container: "abc".into(),
+                run_timeout: Some(std::time::Duration::from_secs(30)),
+                spooled: [0, 0],
+            }]
+        );
+        assert_eq!(
+            found.recovered,
             vec![Recovered {
                 id: ExecutionId(1),
                 task_id: 10,
@@ -357,12 +428,14 @@ mod tests {
                 acknowledged: false,
             },
         );
-        write(work.path(), 1, Phase::Running { pid: 7 });
+        let running = Phase::Running {
+            pid: 7,
+            container: None,
+            run_timeout_s: None,
+        };
+        write(work.path(), 1, running.clone());
         let dir = ExecDir::new(work.path(), ExecutionId(1));
-        assert_eq!(
-            StateFile::read(&dir).unwrap().phase,
-            Phase::Running { pid: 7 }
-        );
+        assert_eq!(StateFile::read(&dir).unwrap().phase, running);
     }
 
     #[test]
@@ -371,8 +444,16 @@ mod tests {
         let mut child = std::process::Command::new("sleep");
         std::os::unix::process::CommandExt::process_group(&mut child, 0);
         let mut child = child.arg("30").spawn().unwrap();
-        write(work.path(), 7, Phase::Running { pid: child.id() });
-        assert!(scan(work.path()).unwrap().is_empty());
+        write(
+            work.path(),
+            7,
+            Phase::Running {
+                pid: child.id(),
+                container: None,
+                run_timeout_s: None,
+            },
+        );
+        assert_eq!(scan(work.path()).unwrap(), Found::default());
         let status = child.wait().unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),

@@ -3,6 +3,7 @@
 pub mod hub;
 pub mod ids;
 pub mod queue;
+pub mod registry;
 pub mod scheduler;
 pub mod state;
 pub mod task;

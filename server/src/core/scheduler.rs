@@ -124,6 +124,7 @@ pub struct Scheduler {
     store: Store,
     hub: Hub,
     lease: Duration,
+    registries: crate::core::registry::Registries,
     queue: Queue,
     workers: BTreeMap<WorkerId, Connected>,
     /// Disconnected workers and when their lease ends.
@@ -138,6 +139,7 @@ impl Scheduler {
         store: Store,
         hub: Hub,
         lease: Duration,
+        registries: crate::core::registry::Registries,
         cancel: CancellationToken,
     ) -> Result<(SchedulerHandle, tokio::task::JoinHandle<()>), crate::persistence::StoreError>
     {
@@ -160,6 +162,7 @@ impl Scheduler {
             store,
             hub,
             lease,
+            registries,
             queue,
             workers: BTreeMap::new(),
             leases,
@@ -371,8 +374,12 @@ impl Scheduler {
         match executions::assign(&self.store, picks.clone()).await {
             Ok(assigned) => {
                 let mut touched = Vec::with_capacity(assigned.len());
-                for (worker, assignment) in assigned {
+                for (worker, mut assignment) in assigned {
                     let task = TaskId(assignment.task_id);
+                    if let Some(spec) = &assignment.spec {
+                        assignment.registry_credentials =
+                            self.registries.for_image(&spec.container);
+                    }
                     popped.remove(&task);
                     touched.push(task);
                     if let Some(w) = self.workers.get(&worker) {

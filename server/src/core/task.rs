@@ -38,6 +38,34 @@ pub enum SpecError {
     BadDependency { index: usize, id: i64 },
     #[error("task {index}: run timeout {value}s is over the limit of {MAX_RUN_TIMEOUT_S}s")]
     TimeoutTooLong { index: usize, value: u32 },
+    #[error("task {index}: {source}")]
+    ContainerOption {
+        index: usize,
+        source: scitq_proto::container::OptionError,
+    },
+    #[error("task {index}: container options given without a container image")]
+    OptionsWithoutContainer { index: usize },
+    #[error("task {index}: invalid container image {image:?}: {reason}")]
+    BadImage {
+        index: usize,
+        image: String,
+        reason: &'static str,
+    },
+}
+
+/// Checks an image reference enough to refuse what Docker never accepts (the daemon has the
+/// last word on the rest).
+pub fn check_image(image: &str) -> Result<(), &'static str> {
+    if image.is_empty() {
+        return Ok(());
+    }
+    if image.trim() != image || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("spaces and control characters are not allowed");
+    }
+    if image.starts_with('-') {
+        return Err("must not start with -");
+    }
+    Ok(())
 }
 
 /// A task as submitted, validated.
@@ -125,6 +153,16 @@ impl NewTask {
         if let Some(bad) = spec.depends_on.iter().find(|id| **id <= 0) {
             return Err(SpecError::BadDependency { index, id: *bad });
         }
+        check_image(&spec.container).map_err(|reason| SpecError::BadImage {
+            index,
+            image: spec.container.clone(),
+            reason,
+        })?;
+        if spec.container.is_empty() && !spec.container_options.is_empty() {
+            return Err(SpecError::OptionsWithoutContainer { index });
+        }
+        scitq_proto::container::ContainerOptions::parse(&spec.container_options)
+            .map_err(|source| SpecError::ContainerOption { index, source })?;
         check_len(index, "name", &spec.name)?;
         check_len(index, "container", &spec.container)?;
         check_len(index, "output", &spec.output)?;
@@ -194,6 +232,20 @@ mod tests {
         assert_eq!(
             NewTask::validate(0, bad_shell),
             Err(SpecError::BadShell { index: 0, value: 9 })
+        );
+        let mut privileged = spec("true");
+        privileged.container = "busybox".into();
+        privileged.container_options = vec!["--privileged".into()];
+        let err = NewTask::validate(2, privileged).unwrap_err().to_string();
+        assert!(
+            err.starts_with("task 2: container option \"--privileged\" is not allowed"),
+            "{err}"
+        );
+        let mut orphan = spec("true");
+        orphan.container_options = vec!["--gpus all".into()];
+        assert_eq!(
+            NewTask::validate(0, orphan),
+            Err(SpecError::OptionsWithoutContainer { index: 0 })
         );
         let mut bad_batch = spec("true");
         bad_batch.batch = "a\nb".into();

@@ -133,6 +133,15 @@ fn changes(raw: Option<v1::TaskChanges>) -> Result<Changes, Status> {
         }
         Ok(Some(l.values))
     };
+    if let Some(image) = &raw.container {
+        crate::core::task::check_image(image).map_err(|reason| {
+            Status::invalid_argument(format!("invalid container image {image:?}: {reason}"))
+        })?;
+    }
+    if let Some(options) = &raw.container_options {
+        scitq_proto::container::ContainerOptions::parse(&options.values)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    }
     let changes = Changes {
         command: raw.command,
         shell: raw.shell,

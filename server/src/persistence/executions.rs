@@ -133,7 +133,7 @@ impl Frozen {
                 execution_id: self.id,
                 task_id: self.task_id,
                 spec: Some(spec),
-                // The server has no registry configuration yet.
+                // Filled by the scheduler from the configured registries.
                 registry_credentials: Vec::new(),
             },
         )

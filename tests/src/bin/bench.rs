@@ -1,6 +1,7 @@
 //! scitq-bench: how fast scitq runs tiny tasks, compared with spawning them directly; how
 //! fast it takes submissions; how much memory a large queue costs scitqd; how fast output
-//! and steering reach their destination; what thousands of agents cost scitqd.
+//! and steering reach their destination; what thousands of agents cost scitqd; and the
+//! per-task overhead of container tasks against a bare `docker run` loop.
 
 #[path = "bench/scale.rs"]
 mod scale;
@@ -17,7 +18,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use serde_json::Value;
 
-use scitq_tests::{Agent, Client, Server, ServerOpts, bin_dir, rss_kib};
+use scitq_tests::images::{containers_labelled, remove_containers};
+use scitq_tests::{Agent, Client, Image, Server, ServerOpts, bin_dir, rss_kib};
 
 /// Tasks per `task create --from-file` call when queuing a large number of tasks.
 const CHUNK: usize = 100_000;
@@ -47,6 +49,11 @@ const CHUNK: usize = 100_000;
 ///   --scale-agents N (with --scale-tasks M, --scale-heartbeat D): N simulated agents speaking
 ///   the real protocol, heart-beating, while M tasks flow through them: scitqd's CPU (cores)
 ///   and memory, idle and under load.
+///   --docker N: container overhead (only when asked). A tiny busybox image is built and
+///   imported locally; N tasks running `true` in it through scitqd + one agent at
+///   --concurrency C (containers without network), then N `docker run --rm --network none
+///   IMAGE true` at the same concurrency, and the ratio of the two rates. The image and
+///   every container are removed afterwards.
 ///
 /// Example:
 ///
@@ -89,6 +96,12 @@ struct Args {
     /// Scale part: heartbeat interval of the simulated agents (as real agents' default).
     #[arg(long, value_name = "D", default_value = "10s", value_parser = humantime::parse_duration)]
     scale_heartbeat: Duration,
+    /// Scale part: how long the agents heart-beat with no task, to measure the idle cost.
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = humantime::parse_duration)]
+    scale_idle: Duration,
+    /// Docker part: how many container tasks to run (only when given).
+    #[arg(long, value_name = "N")]
+    docker: Option<usize>,
     /// Run scitqd on this database (e.g. postgres://…) instead of SQLite in a temp dir.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
@@ -106,6 +119,7 @@ fn main() -> Result<()> {
         && args.log_latency.is_none()
         && args.steering_agents.is_none()
         && args.scale_agents.is_none()
+        && args.docker.is_none()
     {
         args.tasks = Some(10_000);
         args.submit = Some(100_000);
@@ -140,9 +154,92 @@ fn main() -> Result<()> {
     }
     if let Some(n) = args.scale_agents {
         ensure!(n > 0, "--scale-agents must be at least 1");
-        scale::scale(&opts, n, args.scale_tasks, args.scale_heartbeat)?;
+        scale::scale(
+            &opts,
+            n,
+            args.scale_tasks,
+            args.scale_heartbeat,
+            args.scale_idle,
+        )?;
+    }
+    if let Some(n) = args.docker {
+        docker_overhead(&opts, n, args.concurrency)?;
     }
     Ok(())
+}
+
+/// Container tasks through scitq against a bare `docker run` loop, in the same run.
+fn docker_overhead(opts: &ServerOpts, n: usize, concurrency: u32) -> Result<()> {
+    let image = Image::tiny();
+    let server = Server::start(opts.clone());
+    let c = server.client();
+    let agent = Agent::start(
+        &server,
+        "bench-docker",
+        concurrency,
+        &["--docker-network", "none"],
+    );
+    c.wait_worker_online("bench-docker", Duration::from_secs(60));
+    let commands = vec!["true".to_string(); n];
+    let start = Instant::now();
+    submit_with(&c, &commands, "docker", &["--container", image.tag()])?;
+    wait_all_succeeded(&c, "docker", n)?;
+    let elapsed = start.elapsed();
+    let scitq_rate = n as f64 / elapsed.as_secs_f64();
+    println!(
+        "docker:     {n} `true` container tasks, one agent at concurrency {concurrency}: {:.2} s -> {scitq_rate:.2} tasks/s",
+        elapsed.as_secs_f64()
+    );
+    let leftover = containers_labelled("scitq.agent", &agent.work_dir().to_string_lossy());
+    remove_containers(&leftover);
+    drop(agent);
+
+    let elapsed = docker_run_directly(image.tag(), n, concurrency)?;
+    let bare_rate = n as f64 / elapsed.as_secs_f64();
+    println!(
+        "docker run: {n} `docker run --rm --network none IMAGE true` at concurrency {concurrency}: {:.2} s -> {bare_rate:.2} tasks/s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "docker ratio: scitq / docker run = {:.3}{}",
+        scitq_rate / bare_rate,
+        if leftover.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} containers were left behind)", leftover.len())
+        }
+    );
+    Ok(())
+}
+
+fn docker_run_directly(image: &str, n: usize, concurrency: u32) -> Result<Duration> {
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let next = next.clone();
+            let image = image.to_owned();
+            std::thread::spawn(move || -> Result<()> {
+                while next.fetch_add(1, Ordering::Relaxed) < n as u64 {
+                    let out = Command::new("docker")
+                        .args(["run", "--rm", "--network", "none", &image, "true"])
+                        .stdin(Stdio::null())
+                        .output()?;
+                    ensure!(
+                        out.status.success(),
+                        "docker run exited with {}: {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("docker run thread")?;
+    }
+    Ok(start.elapsed())
 }
 
 /// Rebuilds scitqd, scitq-agent and scitqctl with this binary's profile, into this binary's
@@ -319,15 +416,22 @@ fn queue_memory(opts: &ServerOpts, n: usize) -> Result<()> {
 
 /// `task create --batch BATCH --from-file` of `commands`.
 fn submit(c: &Client, commands: &[String], batch: &str) -> Result<()> {
+    submit_with(c, commands, batch, &[])
+}
+
+/// `task create --from-file` with `extra` field flags as the defaults of every line.
+fn submit_with(c: &Client, commands: &[String], batch: &str, extra: &[&str]) -> Result<()> {
     let file = c.scratch_file("bench", &(commands.join("\n") + "\n"));
-    let out = c.ctl([
+    let mut args: Vec<&std::ffi::OsStr> = vec![
         "task".as_ref(),
         "create".as_ref(),
         "--batch".as_ref(),
         batch.as_ref(),
-        "--from-file".as_ref(),
-        file.as_os_str(),
-    ]);
+    ];
+    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+    args.push("--from-file".as_ref());
+    args.push(file.as_os_str());
+    let out = c.ctl(args);
     let _ = std::fs::remove_file(&file);
     if !out.status.success() {
         bail!(

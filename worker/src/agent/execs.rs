@@ -3,14 +3,15 @@
 use scitq_proto::v1::ExecutionState;
 use tracing::Instrument;
 
-use super::{Agent, Phase};
-use crate::executor::{self, ExecContext, ExecEvent};
+use super::{Agent, Exec, Phase};
+use crate::executor::{self, ExecContext, ExecEvent, Handle, Runner};
+use crate::launch::{ContainerSpec, Launch};
 use crate::state::{ExecDir, ExecutionId, Failure, FinalReport, Phase as DiskPhase, StateFile};
 
 impl Agent {
     pub(super) fn on_exec_event(&mut self, event: ExecEvent) {
         match event {
-            ExecEvent::Started { id, pid } => self.on_started(id, pid),
+            ExecEvent::Started { id, runner } => self.on_started(id, runner),
             ExecEvent::Output {
                 id,
                 stream,
@@ -23,16 +24,20 @@ impl Agent {
         }
     }
 
-    pub(super) fn on_started(&mut self, id: ExecutionId, pid: u32) {
+    pub(super) fn on_started(&mut self, id: ExecutionId, runner: Runner) {
         let Some(exec) = self.execs.get_mut(&id) else {
             return;
         };
-        exec.pid = Some(pid);
+        let was_started = exec.started;
+        exec.started = true;
+        if let Runner::Group(pid) = runner {
+            exec.handle = Some(Handle::Group(pid));
+        }
         for signal in std::mem::take(&mut exec.pending) {
             exec.signal(id, signal);
         }
-        if matches!(exec.phase, Phase::Running) {
-            tracing::debug!(execution_id = %id, pid, "running");
+        if matches!(exec.phase, Phase::Running) && !was_started {
+            tracing::debug!(execution_id = %id, ?runner, "running");
             self.record_update(id, ExecutionState::Running);
         }
     }
@@ -71,6 +76,10 @@ impl Agent {
             return;
         };
         if let Err(e) = done {
+            if e.is_cancelled() {
+                // Left running at shutdown (a container): the next agent re-attaches.
+                return;
+            }
             // Its Finished event never came: report the execution failed so the slot frees.
             tracing::error!(execution_id = %id, "executor failed: {e}");
             let report = FinalReport::failed(Failure::Run, format!("agent error: {e}"));
@@ -119,20 +128,82 @@ impl Agent {
         let Phase::Queued(launch) = std::mem::replace(&mut exec.phase, Phase::Running) else {
             return;
         };
+        self.spawn_executor(id, *launch, None);
+    }
+
+    /// Starts the executor of `id`, or re-attaches to its container.
+    fn spawn_executor(&mut self, id: ExecutionId, launch: Launch, reattach: Option<String>) {
+        let Some(exec) = self.execs.get_mut(&id) else {
+            return;
+        };
         let cpu = (self.cpus / self.settings.concurrency.max(1)).max(1);
+        let mut signals = None;
+        if launch.container.is_some() {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            exec.handle = Some(Handle::Container { signals: tx });
+            exec.container = true;
+            signals = Some(rx);
+            for signal in std::mem::take(&mut exec.pending) {
+                exec.signal(id, signal);
+            }
+        }
         let ctx = ExecContext {
             dir: ExecDir::new(&self.config.work_dir, id),
             cpu,
             killed: exec.killed.clone(),
             spares: self.spares.clone(),
             events: self.exec_tx.clone(),
+            engine: self.engine.clone(),
+            signals,
+            reattach,
         };
         let span = tracing::info_span!("execution", execution_id = %id, task_id = exec.task_id);
         let handle = self
             .executors
             .spawn(executor::run(launch, ctx).instrument(span));
+        exec.abort = Some(handle.clone());
         self.executor_ids.insert(handle.id(), id);
         self.running += 1;
+    }
+
+    /// Re-attaches to the containers a previous agent left: they hold slots and are reported
+    /// as running in `Hello`.
+    pub(super) fn start_reattached(&mut self) {
+        for found in std::mem::take(&mut self.reattach) {
+            tracing::info!(execution_id = %found.id, container = found.container, "re-attaching to a container left by a previous agent");
+            let mut exec = Exec::new(found.task_id, Phase::Running);
+            exec.started = true;
+            for stream in crate::state::Stream::BOTH {
+                exec.streams[stream.index()].written = found.spooled[stream.index()];
+            }
+            self.execs.insert(found.id, exec);
+            let launch = Launch {
+                id: found.id,
+                task_id: found.task_id,
+                argv: Ok(Vec::new()),
+                run_timeout: found.run_timeout,
+                container: Some(ContainerSpec {
+                    image: String::new(),
+                    options: Ok(Default::default()),
+                    credentials: Vec::new(),
+                }),
+            };
+            self.spawn_executor(found.id, launch, Some(found.container));
+        }
+    }
+
+    /// Removes failed containers and work dirs past their keeping time (or at once when the
+    /// disk is filling up).
+    pub(super) fn chore_sweep(&mut self) {
+        let engine = self.engine.clone();
+        let policy = crate::janitor::Policy {
+            work_dir: self.config.work_dir.clone(),
+            keep_failed: self.config.keep_failed,
+            disk_threshold: self.config.disk_threshold,
+        };
+        let held: Vec<ExecutionId> = self.execs.keys().copied().collect();
+        self.chores
+            .spawn(async move { crate::janitor::sweep(&engine, &policy, held).await });
     }
 
     /// The work dir is no longer needed: recycle it (see `spares`).

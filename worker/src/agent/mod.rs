@@ -24,12 +24,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::container::Engine;
 use crate::executor::{self, ExecEvent};
 use crate::launch::Launch;
 use crate::outbox::Outbox;
 use crate::session::{Backoff, Connector, Link, SessionError, SessionEvent};
 use crate::spares::Spares;
-use crate::state::{ExecutionId, FinalReport, Recovered};
+use crate::state::{ExecutionId, FinalReport, Found, Reattach, Recovered};
 
 /// First reconnection delay.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
@@ -48,8 +49,8 @@ struct Settings {
 #[derive(Debug)]
 enum Phase {
     /// Accepted, waiting for a running slot.
-    Queued(Launch),
-    /// Its executor runs (the process exists once `pid` is known).
+    Queued(Box<Launch>),
+    /// Its executor runs (the process or container exists once `started`).
     Running,
     /// Ended; waiting for its output and final update to be committed.
     Finished(FinalReport),
@@ -70,7 +71,14 @@ struct Spool {
 struct Exec {
     task_id: i64,
     phase: Phase,
-    pid: Option<u32>,
+    /// How to signal it; for a container task, from the moment its executor starts.
+    handle: Option<executor::Handle>,
+    /// Its process or container runs (or ran).
+    started: bool,
+    /// Runs in a container: it survives the agent, which re-attaches after a restart.
+    container: bool,
+    /// Its executor, aborted when the agent leaves a container running at shutdown.
+    abort: Option<tokio::task::AbortHandle>,
     /// Signals asked for before the process existed, delivered when it starts.
     pending: Vec<Signal>,
     /// Set when the server asked for a kill, read by the executor for the failure class.
@@ -85,7 +93,10 @@ impl Exec {
         Exec {
             task_id,
             phase,
-            pid: None,
+            handle: None,
+            started: false,
+            container: false,
+            abort: None,
             pending: Vec::new(),
             killed: Arc::new(AtomicBool::new(false)),
             abandoned: false,
@@ -93,12 +104,12 @@ impl Exec {
         }
     }
 
-    /// Signals its process group now, or as soon as the process exists.
+    /// Signals its process group or container now, or as soon as the process exists.
     fn signal(&mut self, id: ExecutionId, signal: Signal) {
-        match self.pid {
-            Some(pid) => {
-                if let Err(e) = executor::signal_group(pid, signal) {
-                    tracing::warn!(execution_id = %id, "cannot send {signal} to process group {pid}: {e}");
+        match &self.handle {
+            Some(handle) => {
+                if let Err(e) = handle.signal(signal) {
+                    tracing::warn!(execution_id = %id, ?handle, "cannot send {signal}: {e}");
                 }
             }
             None => self.pending.push(signal),
@@ -109,7 +120,7 @@ impl Exec {
     fn held_state(&self) -> ExecutionState {
         match &self.phase {
             Phase::Queued(_) | Phase::Canceled => ExecutionState::Accepted,
-            Phase::Running if self.pid.is_none() => ExecutionState::Accepted,
+            Phase::Running if !self.started => ExecutionState::Accepted,
             Phase::Running => ExecutionState::Running,
             Phase::Finished(report) => report.state(),
         }
@@ -154,6 +165,9 @@ struct ReadDone {
 pub struct Agent {
     config: Config,
     spares: Arc<Spares>,
+    engine: Arc<Engine>,
+    /// Container tasks a previous agent left, re-attached when the loop starts.
+    reattach: Vec<Reattach>,
     settings: Settings,
     cpus: u32,
     execs: HashMap<ExecutionId, Exec>,
@@ -192,9 +206,13 @@ impl Agent {
         config: Config,
         connector: Connector,
         spares: Arc<Spares>,
-        recovered: Vec<Recovered>,
+        found: Found,
         heartbeats: mpsc::Receiver<Heartbeat>,
     ) -> Agent {
+        let Found {
+            recovered,
+            reattach,
+        } = found;
         let (exec_tx, exec_rx) = mpsc::channel(1024);
         let (session_tx, session_rx) = mpsc::unbounded_channel();
         let mut outbox = Outbox::new();
@@ -213,7 +231,14 @@ impl Agent {
             execs.insert(id, exec);
         }
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let engine = Arc::new(Engine::new(
+            config.docker_network,
+            config.pull_timeout,
+            config.work_dir.to_string_lossy().into_owned(),
+        ));
         Agent {
+            engine,
+            reattach,
             settings: Settings {
                 concurrency: config.concurrency,
                 prefetch: config.prefetch,
@@ -253,6 +278,9 @@ impl Agent {
     /// way running tasks are terminated first.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SessionError> {
         let mut fatal = None;
+        self.start_reattached();
+        let mut sweep = tokio::time::interval(crate::janitor::interval(self.config.keep_failed));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.shutdown_deadline.is_some() && self.running == 0 {
                 break;
@@ -305,6 +333,7 @@ impl Agent {
                 _ = tokio::time::sleep_until(self.flush_at.unwrap_or_else(Instant::now)), if self.flush_at.is_some() => {
                     self.flush_deferred();
                 }
+                _ = sweep.tick(), if self.shutdown_deadline.is_none() => self.chore_sweep(),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     if !self.escalate_shutdown() { break; }
                 }

@@ -115,8 +115,10 @@ impl Agent {
             return;
         }
         tracing::debug!(execution_id = %id, task_id = launch.task_id, "assigned");
-        self.execs
-            .insert(id, Exec::new(launch.task_id, Phase::Queued(launch)));
+        self.execs.insert(
+            id,
+            Exec::new(launch.task_id, Phase::Queued(Box::new(launch))),
+        );
         self.queue.push_back(id);
         self.record_update(id, ExecutionState::Accepted);
         self.fill_slots();

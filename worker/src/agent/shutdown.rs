@@ -34,12 +34,28 @@ impl Agent {
             self.execs.remove(&id);
             self.outbox.forget(id);
         }
+        let mut detached = Vec::new();
         for (id, exec) in &mut self.execs {
-            if matches!(exec.phase, Phase::Running) {
-                exec.abandoned = true;
-                exec.signal(*id, Signal::SIGTERM);
-                exec.signal(*id, Signal::SIGCONT);
+            if !matches!(exec.phase, Phase::Running) {
+                continue;
             }
+            if exec.container {
+                // Containers outlive the agent: the next one re-attaches to them.
+                if let Some(abort) = exec.abort.take() {
+                    abort.abort();
+                }
+                detached.push(*id);
+                continue;
+            }
+            exec.abandoned = true;
+            exec.signal(*id, Signal::SIGTERM);
+            exec.signal(*id, Signal::SIGCONT);
+        }
+        for id in detached {
+            tracing::info!(execution_id = %id, "leaving its container running for the next agent");
+            self.execs.remove(&id);
+            self.outbox.forget(id);
+            self.running = self.running.saturating_sub(1);
         }
     }
 

@@ -270,6 +270,10 @@ impl Harness {
             heartbeat: Duration::from_secs(3600),
             reconnect_max: Duration::from_millis(400),
             spool_limit: u64::MAX,
+            docker_network: scitq_proto::container::Network::None,
+            pull_timeout: Duration::from_secs(60),
+            keep_failed: Duration::from_secs(3600),
+            disk_threshold: 100,
         };
         Harness {
             sessions,

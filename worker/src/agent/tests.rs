@@ -129,7 +129,7 @@ async fn welcome_cancel_kills_and_forgets_silently() {
     c.assign(8, "sleep 30");
     c.recv_state(8, state(ExecutionState::Running)).await;
     let pid = match disk_phase(&h.dir(8)) {
-        Some(DiskPhase::Running { pid }) => pid,
+        Some(DiskPhase::Running { pid, .. }) => pid,
         other => panic!("unexpected {other:?}"),
     };
     drop(c);

@@ -123,7 +123,11 @@ pub struct EditArgs {
     #[arg(long, value_name = "IMAGE")]
     container: Option<String>,
     /// New container options (replace the old ones; repeatable)
-    #[arg(long = "container-option", value_name = "OPT")]
+    #[arg(
+        long = "container-option",
+        value_name = "OPT",
+        allow_hyphen_values = true
+    )]
     container_options: Vec<String>,
     /// New input URIs (replace the old ones; repeatable)
     #[arg(long = "input", value_name = "URI")]

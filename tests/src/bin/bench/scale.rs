@@ -27,8 +27,6 @@ use scitq_tests::{Server, ServerOpts, rss_kib};
 
 /// Simulated agents per HTTP/2 connection.
 const PER_CONNECTION: usize = 100;
-/// How long the fleet heart-beats with no task before the tasks come, to measure idle cost.
-const IDLE: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Counters {
@@ -49,7 +47,15 @@ fn cpu_seconds(pid: nix::unistd::Pid) -> Result<f64> {
     Ok((utime + stime) / 100.0)
 }
 
-pub fn scale(opts: &ServerOpts, agents: usize, tasks: usize, heartbeat: Duration) -> Result<()> {
+/// `idle`: how long the fleet heart-beats with no task before the tasks come, to measure
+/// the idle cost.
+pub fn scale(
+    opts: &ServerOpts,
+    agents: usize,
+    tasks: usize,
+    heartbeat: Duration,
+    idle: Duration,
+) -> Result<()> {
     let server = Server::start(opts.clone());
     let c = server.client();
     let pid = server.pid();
@@ -97,7 +103,7 @@ pub fn scale(opts: &ServerOpts, agents: usize, tasks: usize, heartbeat: Duration
 
     let idle_cpu = cpu_seconds(pid)?;
     let idle_start = Instant::now();
-    std::thread::sleep(IDLE);
+    std::thread::sleep(idle);
     let idle_cores = (cpu_seconds(pid)? - idle_cpu) / idle_start.elapsed().as_secs_f64();
     let idle_rss = rss_kib(pid).context("scitqd VmRSS")?;
 
