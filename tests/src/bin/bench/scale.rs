@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use scitq_tests::{Server, ServerOpts, rss_kib};
+use scitq_tests::{Server, ServerOpts, poll, rss_kib};
 
 /// Simulated agents per HTTP/2 connection.
 const PER_CONNECTION: usize = 100;
@@ -140,21 +140,28 @@ pub fn scale(
         peak_rss = peak_rss.max(rss_kib(pid).unwrap_or(0));
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Every report is sent; the flow ends when scitqd has committed them all.
+    let counts = poll(Duration::from_secs(120), "scitqd to commit every report", || {
+        let counts = c
+            .batches()
+            .into_iter()
+            .find(|b| b["name"] == "scale")
+            .map(|b| b["counts"].clone())
+            .unwrap_or_default();
+        if counts["succeeded"] == tasks as u64 {
+            Ok(counts)
+        } else {
+            Err(counts.to_string())
+        }
+    });
     let flow = flow_start.elapsed();
     let flow_cores = (cpu_seconds(pid)? - cpu_before) / flow.as_secs_f64();
     peak_rss = peak_rss.max(rss_kib(pid).unwrap_or(0));
     stop.cancel();
     runtime.shutdown_timeout(Duration::from_secs(5));
-
-    let counts = c
-        .batches()
-        .into_iter()
-        .find(|b| b["name"] == "scale")
-        .map(|b| b["counts"].clone())
-        .unwrap_or_default();
     ensure!(
-        counts["succeeded"] == tasks as u64,
-        "scitqd counts {counts} for {tasks} tasks"
+        counts["failed"].as_u64().unwrap_or(0) == 0,
+        "tasks failed: {counts}"
     );
     println!(
         "scale: {agents} simulated agents (heartbeat every {}) connected in {:.1} s; idle: \
