@@ -57,10 +57,16 @@ fn parse_action(uri: &str, text: &str) -> Result<Action> {
         "unzip" => Action::Unzip,
         "mv" => {
             let dir = arg.ok_or_else(|| bad("mv needs a folder: mv:SUBDIR"))?;
-            return Ok(Action::Move(valid_subdir(dir).map_err(|reason| bad(reason))?));
+            return Ok(Action::Move(
+                valid_subdir(dir).map_err(|reason| bad(reason))?,
+            ));
         }
         "" => return Err(bad("empty action")),
-        _ => return Err(bad("unknown action (known: gunzip, untar, unzip, mv:SUBDIR)")),
+        _ => {
+            return Err(bad(
+                "unknown action (known: gunzip, untar, unzip, mv:SUBDIR)",
+            ));
+        }
     };
     if arg.is_some() {
         return Err(bad("this action takes no argument"));
@@ -86,7 +92,11 @@ fn valid_subdir(dir: &str) -> std::result::Result<PathBuf, &'static str> {
 }
 
 /// Applies `actions` in order to `paths` (files or folders inside `dest`); returns the results.
-pub(crate) fn apply(actions: &[Action], dest: &Path, mut paths: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+pub(crate) fn apply(
+    actions: &[Action],
+    dest: &Path,
+    mut paths: Vec<PathBuf>,
+) -> Result<Vec<PathBuf>> {
     for action in actions {
         let mut next = Vec::new();
         match action {
@@ -152,7 +162,10 @@ fn apply_one(action: &Action, path: &Path) -> Result<Vec<PathBuf>> {
             let mut tops = Vec::new();
             for entry in archive.entries().map_err(|e| failed(action, path, e))? {
                 let mut entry = entry.map_err(|e| failed(action, path, e))?;
-                let entry_path = entry.path().map_err(|e| failed(action, path, e))?.into_owned();
+                let entry_path = entry
+                    .path()
+                    .map_err(|e| failed(action, path, e))?
+                    .into_owned();
                 note_top(&mut tops, dir, &entry_path);
                 // unpack_in refuses entries that would land outside `dir`.
                 entry.unpack_in(dir).map_err(|e| failed(action, path, e))?;
@@ -223,7 +236,10 @@ mod tests {
         for (uri, action, reason) in cases {
             let err = split_actions(uri).unwrap_err().to_string();
             let prefix = format!("invalid action \"{action}\" in \"{uri}\": ");
-            assert!(err.starts_with(&prefix) && err.contains(reason), "{uri}: {err}");
+            assert!(
+                err.starts_with(&prefix) && err.contains(reason),
+                "{uri}: {err}"
+            );
         }
     }
 
@@ -254,13 +270,18 @@ mod tests {
             header.set_size(5);
             header.set_mode(0o644);
             header.set_cksum();
-            builder.append_data(&mut header, "db/index.txt", &b"hello"[..]).unwrap();
+            builder
+                .append_data(&mut header, "db/index.txt", &b"hello"[..])
+                .unwrap();
             let tar = builder.into_inner().unwrap();
             let archive = dir.path().join("db.tar.gz");
             std::fs::write(&archive, if gzipped { gz(&tar) } else { tar }).unwrap();
             let out = apply(&[Action::Untar], dir.path(), vec![archive.clone()]).unwrap();
             assert_eq!(out, [dir.path().join("db")]);
-            assert_eq!(std::fs::read(dir.path().join("db/index.txt")).unwrap(), b"hello");
+            assert_eq!(
+                std::fs::read(dir.path().join("db/index.txt")).unwrap(),
+                b"hello"
+            );
             assert!(!archive.exists());
         }
     }
@@ -286,7 +307,11 @@ mod tests {
         std::fs::write(&file, b"not gzip").unwrap();
         let err = apply(&[Action::Gunzip], dir.path(), vec![file.clone()]).unwrap_err();
         assert!(err.to_string().starts_with("action gunzip on "), "{err}");
-        assert!(err.to_string().contains("plain.txt: name does not end in .gz"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("plain.txt: name does not end in .gz"),
+            "{err}"
+        );
         let bad = dir.path().join("bad.gz");
         std::fs::write(&bad, b"not gzip").unwrap();
         assert!(apply(&[Action::Gunzip], dir.path(), vec![bad]).is_err());

@@ -13,6 +13,9 @@ use crate::uri::{Location, Service};
 const RETRIES: usize = 5;
 
 pub(crate) fn build(loc: &Location) -> Result<Operator> {
+    // Installs opendal's HTTP transport (reqwest) as the process default; idempotent. The
+    // `auto-register-services` feature does it before main as well, this keeps it explicit.
+    opendal::install_default();
     let uri = loc.uri();
     let config = |e: opendal::Error| StorageError::Remote {
         uri: uri.clone(),
@@ -73,7 +76,9 @@ pub(crate) fn build(loc: &Location) -> Result<Operator> {
             user,
             password,
         } => {
-            let mut b = opendal::services::Ftp::default().endpoint(endpoint).root("/");
+            let mut b = opendal::services::Ftp::default()
+                .endpoint(endpoint)
+                .root("/");
             if let Some(user) = user {
                 b = b.user(user);
             }

@@ -68,7 +68,11 @@ impl ResourceCache {
     }
 
     /// As [`ResourceCache::fetch`], also saying whether it downloaded.
-    pub async fn fetch_with_outcome(&self, storage: &Storage, uri: &str) -> Result<(PathBuf, FetchOutcome)> {
+    pub async fn fetch_with_outcome(
+        &self,
+        storage: &Storage,
+        uri: &str,
+    ) -> Result<(PathBuf, FetchOutcome)> {
         // Validate everything (actions too) before touching the network.
         storage.parse(uri)?;
         let key = hex::encode(Sha256::digest(uri.as_bytes()));
@@ -133,12 +137,16 @@ async fn read_state(path: &Path) -> Option<State> {
 async fn write_state(path: &Path, state: &State) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_vec_pretty(state).expect("state serializes");
-    tokio::fs::write(&tmp, text).await.map_err(|e| StorageError::local(&tmp, e))?;
+    tokio::fs::write(&tmp, text)
+        .await
+        .map_err(|e| StorageError::local(&tmp, e))?;
     rename(&tmp, path).await
 }
 
 async fn rename(from: &Path, to: &Path) -> Result<()> {
-    tokio::fs::rename(from, to).await.map_err(|e| StorageError::local(to, e))
+    tokio::fs::rename(from, to)
+        .await
+        .map_err(|e| StorageError::local(to, e))
 }
 
 async fn remove_if_present(path: &Path) -> Result<()> {
@@ -146,9 +154,13 @@ async fn remove_if_present(path: &Path) -> Result<()> {
         Err(_) => Ok(()),
         Ok(meta) if meta.is_dir() => {
             // Read-only files inside a writable folder can be removed.
-            tokio::fs::remove_dir_all(path).await.map_err(|e| StorageError::local(path, e))
+            tokio::fs::remove_dir_all(path)
+                .await
+                .map_err(|e| StorageError::local(path, e))
         }
-        Ok(_) => tokio::fs::remove_file(path).await.map_err(|e| StorageError::local(path, e)),
+        Ok(_) => tokio::fs::remove_file(path)
+            .await
+            .map_err(|e| StorageError::local(path, e)),
     }
 }
 
@@ -157,7 +169,9 @@ fn make_read_only(dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| StorageError::local(dir, e))? {
         let entry = entry.map_err(|e| StorageError::local(dir, e))?;
         let path = entry.path();
-        let kind = entry.file_type().map_err(|e| StorageError::local(&path, e))?;
+        let kind = entry
+            .file_type()
+            .map_err(|e| StorageError::local(&path, e))?;
         if kind.is_dir() {
             make_read_only(&path)?;
         } else if kind.is_file() {

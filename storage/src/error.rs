@@ -23,6 +23,8 @@ pub enum StorageError {
     BadRemote { remote: String, reason: String },
     #[error("{uri}: no such object")]
     NotFound { uri: String },
+    #[error("{uri}: no such bucket or container")]
+    NoSuchBucket { uri: String },
     #[error("{uri}: access denied: {source}")]
     Denied {
         uri: String,
@@ -77,6 +79,11 @@ impl StorageError {
         let uri = uri.to_string();
         match source.kind() {
             opendal::ErrorKind::NotFound => StorageError::NotFound { uri },
+            _ if source.to_string().contains("NoSuchBucket")
+                || source.to_string().contains("ContainerNotFound") =>
+            {
+                StorageError::NoSuchBucket { uri }
+            }
             opendal::ErrorKind::PermissionDenied => StorageError::Denied { uri, source },
             _ if looks_like_denied(&source) => StorageError::Denied { uri, source },
             _ => StorageError::Remote { uri, source },
@@ -92,12 +99,17 @@ impl StorageError {
 
     /// True when the object (or folder) does not exist.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, StorageError::NotFound { .. })
+        matches!(
+            self,
+            StorageError::NotFound { .. } | StorageError::NoSuchBucket { .. }
+        )
     }
 }
 
 /// Some services report a refused login as a generic error (FTP's 530 reply, for one).
 fn looks_like_denied(e: &opendal::Error) -> bool {
     let text = e.to_string();
-    text.contains("530") || text.contains("Login incorrect") || text.contains("Authentication failed")
+    text.contains("530")
+        || text.contains("Login incorrect")
+        || text.contains("Authentication failed")
 }

@@ -19,6 +19,7 @@ mod actions;
 mod backend;
 mod cache;
 mod error;
+mod ftp_empty;
 mod progress;
 mod rclone;
 mod storage;

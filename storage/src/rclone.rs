@@ -175,8 +175,14 @@ mod tests {
     #[test]
     fn matches_rclone_test_vectors() {
         // From rclone's own obscure tests (IV of 16 'a' or 'b').
-        assert_eq!(obscure_with_iv("potato", [b'a'; 16]), "YWFhYWFhYWFhYWFhYWFhYXMaGgIlEQ");
-        assert_eq!(obscure_with_iv("potato", [b'b'; 16]), "YmJiYmJiYmJiYmJiYmJiYp3gcEWbAw");
+        assert_eq!(
+            obscure_with_iv("potato", [b'a'; 16]),
+            "YWFhYWFhYWFhYWFhYWFhYXMaGgIlEQ"
+        );
+        assert_eq!(
+            obscure_with_iv("potato", [b'b'; 16]),
+            "YmJiYmJiYmJiYmJiYmJiYp3gcEWbAw"
+        );
         assert_eq!(reveal("YWFhYWFhYWFhYWFhYWFhYXMaGgIlEQ").unwrap(), "potato");
     }
 
@@ -190,6 +196,9 @@ mod tests {
     fn revealed_names_remote_and_key() {
         let remotes = Remotes::parse("[f]\ntype = ftp\npass = !!\n").unwrap();
         let err = remotes.get("f").unwrap().revealed("pass").unwrap_err();
-        assert!(err.to_string().starts_with("rclone remote f: pass is not"), "{err}");
+        assert!(
+            err.to_string().starts_with("rclone remote f: pass is not"),
+            "{err}"
+        );
     }
 }

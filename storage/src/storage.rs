@@ -137,16 +137,22 @@ impl Storage {
         }
         // Object stores have no folders, only prefixes: a folder exists if it holds something.
         let folder = loc.as_folder();
-        let mut lister = op
-            .lister_with(&folder.path)
-            .recursive(true)
-            .await
-            .map_err(|e| StorageError::remote(&loc.uri(), e))?;
-        while let Some(entry) = lister
-            .try_next()
-            .await
-            .map_err(|e| StorageError::remote(&loc.uri(), e))?
-        {
+        let not_listable = |e: &opendal::Error| e.kind() == opendal::ErrorKind::Unsupported;
+        let mut lister = match op.lister_with(&folder.path).recursive(true).await {
+            Ok(lister) => lister,
+            // Plain HTTP cannot list: what stat did not find does not exist.
+            Err(e) if not_listable(&e) => return Err(StorageError::NotFound { uri: loc.uri() }),
+            Err(e) => return Err(StorageError::remote(&loc.uri(), e)),
+        };
+        loop {
+            let entry = match lister.try_next().await {
+                Ok(Some(entry)) => entry,
+                Ok(None) => break,
+                Err(e) if not_listable(&e) => {
+                    return Err(StorageError::NotFound { uri: loc.uri() });
+                }
+                Err(e) => return Err(StorageError::remote(&loc.uri(), e)),
+            };
             if entry.path() != folder.path {
                 return Ok(Kind::Folder);
             }
@@ -159,7 +165,11 @@ impl Storage {
     }
 
     /// Every file under the folder `loc`, as (relative path, metadata), sorted by path.
-    async fn files_under(&self, op: &Operator, loc: &Location) -> Result<BTreeMap<String, Metadata>> {
+    async fn files_under(
+        &self,
+        op: &Operator,
+        loc: &Location,
+    ) -> Result<BTreeMap<String, Metadata>> {
         let folder = loc.as_folder();
         let uri = folder.uri();
         let mut lister = match op.lister_with(&folder.path).recursive(true).await {
@@ -168,7 +178,11 @@ impl Storage {
             Err(e) => return Err(StorageError::remote(&uri, e)),
         };
         let mut files = BTreeMap::new();
-        while let Some(entry) = lister.try_next().await.map_err(|e| StorageError::remote(&uri, e))? {
+        while let Some(entry) = lister
+            .try_next()
+            .await
+            .map_err(|e| StorageError::remote(&uri, e))?
+        {
             if entry.metadata().mode() != EntryMode::FILE {
                 continue;
             }
@@ -176,7 +190,10 @@ impl Storage {
             let (path, mut meta) = entry.into_parts();
             // Some listings (local files, FTP) carry only the mode: ask for the rest.
             if meta.content_length() == 0 && meta.last_modified().is_none() {
-                meta = op.stat(&path).await.map_err(|e| StorageError::remote(&folder.uri_of(&path), e))?;
+                meta = op
+                    .stat(&path)
+                    .await
+                    .map_err(|e| StorageError::remote(&folder.uri_of(&path), e))?;
             }
             files.insert(rel, meta);
         }
@@ -211,8 +228,14 @@ impl Storage {
                 for e in entries {
                     let rel = e.path()[folder.path.len()..].to_string();
                     let mut meta = e.metadata().clone();
-                    if meta.is_file() && meta.content_length() == 0 && meta.last_modified().is_none() {
-                        meta = op.stat(e.path()).await.map_err(|err| StorageError::remote(uri, err))?;
+                    if meta.is_file()
+                        && meta.content_length() == 0
+                        && meta.last_modified().is_none()
+                    {
+                        meta = op
+                            .stat(e.path())
+                            .await
+                            .map_err(|err| StorageError::remote(uri, err))?;
                     }
                     out.push(entry(&folder.join(&rel), rel, &meta));
                 }
@@ -229,7 +252,11 @@ impl Storage {
             .stat(&loc.path)
             .await
             .map_err(|e| StorageError::remote(uri, e))?;
-        Ok(entry(&loc, loc.file_name().unwrap_or_default().to_string(), &meta))
+        Ok(entry(
+            &loc,
+            loc.file_name().unwrap_or_default().to_string(),
+            &meta,
+        ))
     }
 
     /// Downloads `src` (a file or a folder, optionally followed by `|actions`) into the local
@@ -237,7 +264,12 @@ impl Storage {
     ///
     /// A file lands as `dest_dir/NAME`. A folder written with a trailing `/` has its content
     /// copied into `dest_dir`; without it, into `dest_dir/NAME/` (as `cp -r` and rsync do).
-    pub async fn download(&self, src: &str, dest_dir: &Path, progress: &dyn Progress) -> Result<Vec<PathBuf>> {
+    pub async fn download(
+        &self,
+        src: &str,
+        dest_dir: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Vec<PathBuf>> {
         let (loc, actions) = self.parse(src)?;
         tokio::fs::create_dir_all(dest_dir)
             .await
@@ -267,7 +299,9 @@ impl Storage {
                 let report = self.copy_folder(&op, &loc, &target, progress).await?;
                 match top {
                     Some(top) => {
-                        tokio::fs::create_dir_all(&top).await.map_err(|e| StorageError::local(&top, e))?;
+                        tokio::fs::create_dir_all(&top)
+                            .await
+                            .map_err(|e| StorageError::local(&top, e))?;
                         vec![top]
                     }
                     None => top_level(dest_dir, &report, &target),
@@ -284,7 +318,12 @@ impl Storage {
     }
 
     /// Uploads everything under the local folder `local_dir` to the folder `dst`.
-    pub async fn upload_dir(&self, local_dir: &Path, dst: &str, progress: &dyn Progress) -> Result<Vec<Uploaded>> {
+    pub async fn upload_dir(
+        &self,
+        local_dir: &Path,
+        dst: &str,
+        progress: &dyn Progress,
+    ) -> Result<Vec<Uploaded>> {
         let src_text = format!("{}/", local_dir.display());
         let report = self.copy(&src_text, dst, progress).await?;
         Ok(report.copied)
@@ -292,7 +331,12 @@ impl Storage {
 
     /// Copies a file or a folder to `dst`. A file copied onto a folder (trailing `/` or an
     /// existing folder) keeps its name; a folder's content goes under `dst`.
-    pub async fn copy(&self, src: &str, dst: &str, progress: &dyn Progress) -> Result<TransferReport> {
+    pub async fn copy(
+        &self,
+        src: &str,
+        dst: &str,
+        progress: &dyn Progress,
+    ) -> Result<TransferReport> {
         let src_loc = self.location(src)?;
         let dst_loc = self.location(dst)?;
         let op = self.operator(&src_loc)?;
@@ -302,17 +346,29 @@ impl Storage {
                 progress.plan(1, meta.content_length());
                 let size = self.copy_file(&src_loc, &meta, &target, progress).await?;
                 Ok(TransferReport {
-                    copied: vec![Uploaded { uri: target.uri(), size }],
+                    copied: vec![Uploaded {
+                        uri: target.uri(),
+                        size,
+                    }],
                     ..TransferReport::default()
                 })
             }
-            Kind::Folder => self.copy_folder(&op, &src_loc, &dst_loc.as_folder(), progress).await,
+            Kind::Folder => {
+                self.copy_folder(&op, &src_loc, &dst_loc.as_folder(), progress)
+                    .await
+            }
         }
     }
 
     /// Makes the folder `dst` hold what the folder `src` holds: copies files missing in `dst`
     /// or differing in size or older there; deletes files `src` lacks only if `delete_extra`.
-    pub async fn sync(&self, src: &str, dst: &str, delete_extra: bool, progress: &dyn Progress) -> Result<TransferReport> {
+    pub async fn sync(
+        &self,
+        src: &str,
+        dst: &str,
+        delete_extra: bool,
+        progress: &dyn Progress,
+    ) -> Result<TransferReport> {
         let src_loc = self.location(src)?;
         let dst_loc = self.location(dst)?.as_folder();
         let src_op = self.operator(&src_loc)?;
@@ -322,12 +378,28 @@ impl Storage {
                 let name = src_loc.file_name().unwrap_or_default().to_string();
                 let mut parent = src_loc.clone();
                 parent.path.truncate(parent.path.len() - name.len());
-                return self.sync_files(&parent, BTreeMap::from([(name, meta)]), &dst_loc, &dst_op, false, progress).await;
+                return self
+                    .sync_files(
+                        &parent,
+                        BTreeMap::from([(name, meta)]),
+                        &dst_loc,
+                        &dst_op,
+                        false,
+                        progress,
+                    )
+                    .await;
             }
             Kind::Folder => self.files_under(&src_op, &src_loc).await?,
         };
-        self.sync_files(&src_loc.as_folder(), src_files, &dst_loc, &dst_op, delete_extra, progress)
-            .await
+        self.sync_files(
+            &src_loc.as_folder(),
+            src_files,
+            &dst_loc,
+            &dst_op,
+            delete_extra,
+            progress,
+        )
+        .await
     }
 
     async fn sync_files(
@@ -371,7 +443,9 @@ impl Storage {
         let op = self.operator(&loc)?;
         match self.kind(&op, &loc).await? {
             Kind::File(_) => {
-                op.delete(&loc.path).await.map_err(|e| StorageError::remote(uri, e))?;
+                op.delete(&loc.path)
+                    .await
+                    .map_err(|e| StorageError::remote(uri, e))?;
                 Ok(1)
             }
             Kind::Folder => {
@@ -399,13 +473,23 @@ impl Storage {
         }
     }
 
-    async fn copy_folder(&self, op: &Operator, src: &Location, dst: &Location, progress: &dyn Progress) -> Result<TransferReport> {
+    async fn copy_folder(
+        &self,
+        op: &Operator,
+        src: &Location,
+        dst: &Location,
+        progress: &dyn Progress,
+    ) -> Result<TransferReport> {
         let files = self.files_under(op, src).await?;
         if let Some(local) = dst.local_path() {
             // An empty source still yields its (empty) destination folder.
-            tokio::fs::create_dir_all(&local).await.map_err(|e| StorageError::local(&local, e))?;
+            tokio::fs::create_dir_all(&local)
+                .await
+                .map_err(|e| StorageError::local(&local, e))?;
         }
-        let copied = self.copy_many(&src.as_folder(), files, dst, progress).await?;
+        let copied = self
+            .copy_many(&src.as_folder(), files, dst, progress)
+            .await?;
         Ok(TransferReport {
             copied,
             ..TransferReport::default()
@@ -419,13 +503,19 @@ impl Storage {
         dst: &Location,
         progress: &dyn Progress,
     ) -> Result<Vec<Uploaded>> {
-        progress.plan(files.len() as u64, files.values().map(Metadata::content_length).sum());
+        progress.plan(
+            files.len() as u64,
+            files.values().map(Metadata::content_length).sum(),
+        );
         let jobs = files.into_iter().map(|(rel, meta)| {
             let from = src.join(&rel);
             let to = dst.join(&rel);
             async move {
                 let size = self.copy_file(&from, &meta, &to, progress).await?;
-                Ok::<_, StorageError>(Uploaded { uri: to.uri(), size })
+                Ok::<_, StorageError>(Uploaded {
+                    uri: to.uri(),
+                    size,
+                })
             }
         });
         let mut copied: Vec<Uploaded> = futures::stream::iter(jobs)
@@ -438,7 +528,13 @@ impl Storage {
 
     /// Streams one file, then checks the size written (and the md5 when the source or the
     /// destination states one).
-    async fn copy_file(&self, src: &Location, meta: &Metadata, dst: &Location, progress: &dyn Progress) -> Result<u64> {
+    async fn copy_file(
+        &self,
+        src: &Location,
+        meta: &Metadata,
+        dst: &Location,
+        progress: &dyn Progress,
+    ) -> Result<u64> {
         let src_uri = src.uri();
         let dst_uri = dst.uri();
         let src_op = self.operator(src)?;
@@ -456,6 +552,11 @@ impl Storage {
             .into_bytes_stream(..)
             .await
             .map_err(|e| StorageError::remote(&src_uri, e))?;
+        if expected == 0 && meta.is_file() {
+            return self
+                .copy_empty(&src_op, src, &dst_op, dst, &name, progress)
+                .await;
+        }
         let mut writer = dst_op
             .writer_with(&dst.path)
             .chunk(CHUNK)
@@ -465,17 +566,16 @@ impl Storage {
         let mut md5 = Md5::new();
         let mut done = 0u64;
         let copied: Result<()> = async {
-            while let Some(bytes) = stream
-                .try_next()
-                .await
-                .map_err(|e| StorageError::Read {
-                    uri: src_uri.clone(),
-                    source: e,
-                })?
-            {
+            while let Some(bytes) = stream.try_next().await.map_err(|e| StorageError::Read {
+                uri: src_uri.clone(),
+                source: e,
+            })? {
                 md5.update(&bytes);
                 let len = bytes.len() as u64;
-                writer.write(bytes).await.map_err(|e| StorageError::remote(&dst_uri, e))?;
+                writer
+                    .write(bytes)
+                    .await
+                    .map_err(|e| StorageError::remote(&dst_uri, e))?;
                 done += len;
                 progress.advance(len);
             }
@@ -486,12 +586,22 @@ impl Storage {
             let _ = writer.abort().await;
             return Err(e);
         }
-        writer.close().await.map_err(|e| StorageError::remote(&dst_uri, e))?;
-        let written = dst_op.stat(&dst.path).await.map_err(|e| StorageError::remote(&dst_uri, e))?;
+        writer
+            .close()
+            .await
+            .map_err(|e| StorageError::remote(&dst_uri, e))?;
+        let written = dst_op
+            .stat(&dst.path)
+            .await
+            .map_err(|e| StorageError::remote(&dst_uri, e))?;
         let size_known = expected > 0 || meta.last_modified().is_some() || meta.etag().is_some();
         for (actual, what) in [(done, &src_uri), (written.content_length(), &dst_uri)] {
             if size_known && actual != expected {
-                return Err(StorageError::SizeMismatch { uri: what.clone(), expected, actual });
+                return Err(StorageError::SizeMismatch {
+                    uri: what.clone(),
+                    expected,
+                    actual,
+                });
             }
         }
         let digest = hex::encode(md5.finalize());
@@ -499,12 +609,76 @@ impl Storage {
             if let Some(stated) = stated
                 && stated != digest
             {
-                return Err(StorageError::ChecksumMismatch { uri: uri.clone(), expected: stated, actual: digest });
+                return Err(StorageError::ChecksumMismatch {
+                    uri: uri.clone(),
+                    expected: stated,
+                    actual: digest,
+                });
             }
         }
         progress.finish(&name);
         tracing::debug!(src = %src_uri, dst = %dst_uri, bytes = done, "copied");
         Ok(done)
+    }
+}
+
+impl Storage {
+    /// An empty file: one plain write (some services create nothing for a writer that was
+    /// never written to), after checking the source really is empty.
+    async fn copy_empty(
+        &self,
+        src_op: &Operator,
+        src: &Location,
+        dst_op: &Operator,
+        dst: &Location,
+        name: &str,
+        progress: &dyn Progress,
+    ) -> Result<u64> {
+        let content = src_op
+            .read(&src.path)
+            .await
+            .map_err(|e| StorageError::remote(&src.uri(), e))?;
+        if !content.is_empty() {
+            return Err(StorageError::SizeMismatch {
+                uri: src.uri(),
+                expected: 0,
+                actual: content.len() as u64,
+            });
+        }
+        match &dst.service {
+            Service::Ftp {
+                endpoint,
+                user,
+                password,
+            } => {
+                crate::ftp_empty::create_empty(
+                    &dst.uri(),
+                    endpoint,
+                    user.as_deref(),
+                    password.as_deref(),
+                    &dst.path,
+                )
+                .await?
+            }
+            _ => dst_op
+                .write(&dst.path, Vec::<u8>::new())
+                .await
+                .map(|_| ())
+                .map_err(|e| StorageError::remote(&dst.uri(), e))?,
+        }
+        let written = dst_op
+            .stat(&dst.path)
+            .await
+            .map_err(|e| StorageError::remote(&dst.uri(), e))?;
+        if written.content_length() != 0 {
+            return Err(StorageError::SizeMismatch {
+                uri: dst.uri(),
+                expected: 0,
+                actual: written.content_length(),
+            });
+        }
+        progress.finish(name);
+        Ok(0)
     }
 }
 
@@ -517,17 +691,23 @@ fn md5_of(meta: &Metadata) -> Option<String> {
     {
         return Some(hex::encode(raw));
     }
-    let etag = meta.etag()?.trim_matches('"').trim_start_matches("W/").trim_matches('"');
-    (etag.len() == 32 && etag.chars().all(|c| c.is_ascii_hexdigit())).then(|| etag.to_ascii_lowercase())
+    let etag = meta
+        .etag()?
+        .trim_matches('"')
+        .trim_start_matches("W/")
+        .trim_matches('"');
+    (etag.len() == 32 && etag.chars().all(|c| c.is_ascii_hexdigit()))
+        .then(|| etag.to_ascii_lowercase())
 }
 
-/// Sync's notion of "already there": same size, and the copy is not older than the source.
+/// Sync's notion of "already there": same size, and the copy is not older than the source
+/// (to the second: object stores keep whole seconds).
 fn same_content(src: &Metadata, dst: &Metadata) -> bool {
     if src.content_length() != dst.content_length() {
         return false;
     }
     match (src.last_modified(), dst.last_modified()) {
-        (Some(s), Some(d)) => d >= s,
+        (Some(s), Some(d)) => d.into_inner().as_second() >= s.into_inner().as_second(),
         _ => true,
     }
 }

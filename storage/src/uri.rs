@@ -278,7 +278,9 @@ fn parse_url_like(raw: &str, scheme: &str) -> Result<Location> {
         .filter(|h| !h.is_empty())
         .ok_or_else(|| malformed("missing host".to_string()))?;
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(malformed("query strings and fragments are not supported".to_string()));
+        return Err(malformed(
+            "query strings and fragments are not supported".to_string(),
+        ));
     }
     let host_port = match url.port() {
         Some(port) => format!("{host}:{port}"),
@@ -314,10 +316,17 @@ fn parse_url_like(raw: &str, scheme: &str) -> Result<Location> {
         }
         _ => {
             if user.is_some() {
-                return Err(malformed("credentials in http uris are not supported".to_string()));
+                return Err(malformed(
+                    "credentials in http uris are not supported".to_string(),
+                ));
             }
             let endpoint = format!("{scheme}://{host_port}");
-            (Service::Http { endpoint: endpoint.clone() }, format!("{endpoint}/"))
+            (
+                Service::Http {
+                    endpoint: endpoint.clone(),
+                },
+                format!("{endpoint}/"),
+            )
         }
     };
     Ok(Location {
@@ -400,8 +409,7 @@ fn from_remote(raw: &str, remote: &Remote, rest: &str, base: &str) -> Result<Loc
             })
         }
         "azureblob" => {
-            let (container, path) =
-                split_bucket(raw, rest.trim_start_matches('/'), "container")?;
+            let (container, path) = split_bucket(raw, rest.trim_start_matches('/'), "container")?;
             let (mut endpoint, mut sas_token) = (None, None);
             if let Some(sas_url) = remote.get("sas_url") {
                 let url = url::Url::parse(sas_url).map_err(|e| bad(format!("sas_url: {e}")))?;
@@ -526,7 +534,10 @@ mod tests {
         let err = parse("s3:///x").unwrap_err().to_string();
         assert_eq!(err, "invalid uri \"s3:///x\": missing bucket name");
         let err = parse("s3://Bad_Bucket/x").unwrap_err().to_string();
-        assert_eq!(err, "invalid uri \"s3://Bad_Bucket/x\": invalid bucket name Bad_Bucket");
+        assert_eq!(
+            err,
+            "invalid uri \"s3://Bad_Bucket/x\": invalid bucket name Bad_Bucket"
+        );
     }
 
     #[test]
@@ -589,7 +600,9 @@ mod tests {
             assert_eq!(loc.uri(), raw);
         }
         let loc = parse("box:in/a").unwrap();
-        assert!(matches!(loc.service, Service::Ftp { ref endpoint, .. } if endpoint == "ftp://ftp.example.org:21"));
+        assert!(
+            matches!(loc.service, Service::Ftp { ref endpoint, .. } if endpoint == "ftp://ftp.example.org:21")
+        );
         assert_eq!(parse("disk:/srv/x").unwrap().uri(), "file:///srv/x");
     }
 
@@ -612,7 +625,12 @@ mod tests {
             "invalid uri \"ftp:///nohost\": missing host"
         );
         assert!(parse("").is_err());
-        assert!(parse("http://h/x?y=1").unwrap_err().to_string().contains("query"));
+        assert!(
+            parse("http://h/x?y=1")
+                .unwrap_err()
+                .to_string()
+                .contains("query")
+        );
     }
 
     #[test]
