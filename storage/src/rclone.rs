@@ -95,7 +95,9 @@ impl Remotes {
 
     /// Reads and parses an rclone.conf file.
     pub fn load(path: &Path) -> Result<Remotes> {
-        let text = std::fs::read_to_string(path).map_err(|e| StorageError::local(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| StorageError::RcloneConfig {
+            reason: format!("{}: {e}", path.display()),
+        })?;
         Remotes::parse(&text).map_err(|e| match e {
             StorageError::RcloneConfig { reason } => StorageError::RcloneConfig {
                 reason: format!("{}: {reason}", path.display()),
