@@ -601,3 +601,118 @@ async fn resource_cache_refetches_on_change_and_shares_one_download() {
     let err = cache.fetch(&storage, "s3://res/absent/").await.unwrap_err();
     assert_eq!(err.to_string(), "s3://res/absent/: no such object");
 }
+
+/// Runs `scitqctl ARGS` with `env`; returns (exit code, stdout, stderr).
+fn scitqctl(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
+    let mut cmd = Command::new(scitq_tests::bin("scitqctl"));
+    cmd.args(args).env_remove("SCITQ_RCLONE_CONFIG");
+    // No rclone.conf from the machine's user: only what the test gives.
+    let home = tempfile::tempdir().unwrap();
+    cmd.env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn scitqctl_fetch_commands_through_the_binary() {
+    let s3 = S3Server::start(&["cli"]);
+    let work = tempfile::tempdir().unwrap();
+    let conf = work.path().join("rclone.conf");
+    std::fs::write(&conf, s3.rclone_section("lab")).unwrap();
+    let conf_env = [("SCITQ_RCLONE_CONFIG", conf.display().to_string())];
+    let src = work.path().join("src");
+    write_tree(&src, &sample_tree());
+    let src_arg = format!("{}/", src.display());
+
+    let (code, stdout, stderr) = scitqctl(&["fetch", "copy", &src_arg, "lab:cli/copy/"], &conf_env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("lab:cli/copy/sub/b.bin"), "{stdout}");
+    assert_eq!(
+        s3.get_object("cli", "copy/sub/b.bin").unwrap(),
+        sample_tree()["sub/b.bin"]
+    );
+
+    // Bare s3:// URIs take the endpoint and keys from the AWS variables.
+    let aws: Vec<(&str, String)> = s3.env();
+    let (code, stdout, stderr) =
+        scitqctl(&["--json", "fetch", "list", "-R", "s3://cli/copy"], &aws);
+    assert_eq!(code, 0, "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let sizes: Vec<(String, u64)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap().to_string(),
+                e["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("a.txt".to_string(), 6),
+            ("sub/b.bin".to_string(), 300_000),
+            ("sub/deeper/c.txt".to_string(), 0)
+        ]
+    );
+
+    let (code, _, stderr) = scitqctl(
+        &["fetch", "sync", &src_arg, "--delete", "lab:cli/copy"],
+        &conf_env,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("copied 0 file(s), 0 bytes; 3 unchanged; 0 deleted"),
+        "{stderr}"
+    );
+
+    let dest = work.path().join("dest");
+    let (code, _, stderr) = scitqctl(
+        &[
+            "fetch",
+            "copy",
+            "lab:cli/copy/a.txt",
+            &dest.display().to_string(),
+        ],
+        &conf_env,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(std::fs::read(&dest).unwrap(), b"alpha\n");
+
+    let (code, _, stderr) = scitqctl(&["fetch", "delete", "lab:cli/copy"], &conf_env);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(s3.get_object("cli", "copy/a.txt"), Err(404));
+
+    // Bad input: a clear line naming the value, and a non-zero exit.
+    let missing_conf = work.path().join("absent.conf").display().to_string();
+    let cases: Vec<(Vec<&str>, i32, String)> = vec![
+        (vec!["fetch", "list", "s4://x/y"], 2, "error: invalid uri \"s4://x/y\": unknown scheme s4".into()),
+        (vec!["fetch", "list", "nowhere:x"], 2, "error: invalid uri \"nowhere:x\": unknown rclone remote nowhere".into()),
+        (vec!["fetch", "list", "lab:cli/none.txt"], 1, "error: lab:cli/none.txt: no such object".into()),
+        (
+            vec!["fetch", "copy", "lab:cli/x|unpack", "/tmp/"],
+            2,
+            "error: invalid action \"unpack\" in \"lab:cli/x|unpack\": unknown action (known: gunzip, untar, unzip, mv:SUBDIR)".into(),
+        ),
+        (
+            vec!["fetch", "--rclone-config", &missing_conf, "list", "lab:cli"],
+            2,
+            format!("error: rclone config: {missing_conf}: No such file or directory (os error 2)"),
+        ),
+    ];
+    for (args, expected_code, expected) in cases {
+        let (code, _, stderr) = scitqctl(&args, &conf_env);
+        assert_eq!(code, expected_code, "{args:?}: {stderr}");
+        assert_eq!(stderr.trim(), expected, "{args:?}");
+    }
+}
