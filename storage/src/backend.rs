@@ -108,6 +108,12 @@ pub(crate) fn build(loc: &Location) -> Result<Operator> {
             let b = opendal::services::Http::default().endpoint(endpoint);
             Operator::new(b).map_err(config)?
         }
+        Service::Ena { .. } => {
+            return Err(StorageError::Unsupported {
+                uri,
+                op: "anything but a download",
+            });
+        }
         Service::Fs => {
             let b = opendal::services::Fs::default().root("/");
             Operator::new(b).map_err(config)?

@@ -63,6 +63,8 @@ pub enum StorageError {
         expected: String,
         actual: String,
     },
+    #[error("{uri}: ENA: {reason}")]
+    Ena { uri: String, reason: String },
     #[error("action {action} on {}: {reason}", path.display())]
     ActionFailed {
         action: String,

@@ -18,6 +18,7 @@
 mod actions;
 mod backend;
 mod cache;
+mod ena;
 mod error;
 mod ftp_empty;
 mod progress;
@@ -27,6 +28,7 @@ mod uri;
 
 pub use actions::{Action, split_actions};
 pub use cache::{FetchOutcome, ResourceCache, link_into};
+pub use ena::{DEFAULT_ENA_URL, FastqFile};
 pub use error::{Result, StorageError};
 pub use progress::{NoProgress, Progress};
 pub use rclone::{Remote, Remotes, obscure_with_iv, reveal};

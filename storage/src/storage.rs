@@ -276,6 +276,25 @@ impl Storage {
             .map_err(|e| StorageError::local(dest_dir, e))?;
         let dest_text = format!("{}/", dest_dir.display());
         let dest = self.location(&dest_text)?;
+        if let Service::Ena {
+            accession,
+            report_url,
+            fastq_scheme,
+        } = &loc.service
+        {
+            let paths = self
+                .download_run(
+                    src,
+                    accession,
+                    report_url,
+                    fastq_scheme,
+                    &dest,
+                    dest_dir,
+                    progress,
+                )
+                .await?;
+            return self.apply_actions(actions, dest_dir, paths).await;
+        }
         let op = self.operator(&loc)?;
         let paths = match self.kind(&op, &loc).await? {
             Kind::File(meta) => {
@@ -288,7 +307,7 @@ impl Storage {
                     .to_string();
                 let to = dest.join(&name);
                 progress.plan(1, meta.content_length());
-                self.copy_file(&loc, &meta, &to, progress).await?;
+                self.copy_file(&loc, &meta, &to, progress, None).await?;
                 vec![dest_dir.join(name)]
             }
             Kind::Folder => {
@@ -308,6 +327,15 @@ impl Storage {
                 }
             }
         };
+        self.apply_actions(actions, dest_dir, paths).await
+    }
+
+    async fn apply_actions(
+        &self,
+        actions: Vec<Action>,
+        dest_dir: &Path,
+        paths: Vec<PathBuf>,
+    ) -> Result<Vec<PathBuf>> {
         if actions.is_empty() {
             return Ok(paths);
         }
@@ -315,6 +343,43 @@ impl Storage {
         tokio::task::spawn_blocking(move || actions::apply(&actions, &dest_dir, paths))
             .await
             .expect("actions do not panic")
+    }
+
+    /// `run+fastq://ACCESSION`: every FASTQ file ENA lists, checked against its md5 and size.
+    #[allow(clippy::too_many_arguments)]
+    async fn download_run(
+        &self,
+        uri: &str,
+        accession: &str,
+        report_url: &str,
+        scheme: &str,
+        dest: &Location,
+        dest_dir: &Path,
+        progress: &dyn Progress,
+    ) -> Result<Vec<PathBuf>> {
+        let files = crate::ena::resolve(uri, accession, report_url, scheme).await?;
+        progress.plan(files.len() as u64, files.iter().map(|f| f.size).sum());
+        let mut paths = Vec::new();
+        for file in files {
+            let loc = self.location(&file.url)?;
+            let op = self.operator(&loc)?;
+            let meta = op
+                .stat(&loc.path)
+                .await
+                .map_err(|e| StorageError::remote(&file.url, e))?;
+            if meta.content_length() != file.size {
+                return Err(StorageError::SizeMismatch {
+                    uri: file.url,
+                    expected: file.size,
+                    actual: meta.content_length(),
+                });
+            }
+            let name = loc.file_name().unwrap_or(accession).to_string();
+            self.copy_file(&loc, &meta, &dest.join(&name), progress, Some(&file.md5))
+                .await?;
+            paths.push(dest_dir.join(name));
+        }
+        Ok(paths)
     }
 
     /// Uploads everything under the local folder `local_dir` to the folder `dst`.
@@ -344,7 +409,9 @@ impl Storage {
             Kind::File(meta) => {
                 let target = self.file_target(&src_loc, &dst_loc).await?;
                 progress.plan(1, meta.content_length());
-                let size = self.copy_file(&src_loc, &meta, &target, progress).await?;
+                let size = self
+                    .copy_file(&src_loc, &meta, &target, progress, None)
+                    .await?;
                 Ok(TransferReport {
                     copied: vec![Uploaded {
                         uri: target.uri(),
@@ -511,7 +578,7 @@ impl Storage {
             let from = src.join(&rel);
             let to = dst.join(&rel);
             async move {
-                let size = self.copy_file(&from, &meta, &to, progress).await?;
+                let size = self.copy_file(&from, &meta, &to, progress, None).await?;
                 Ok::<_, StorageError>(Uploaded {
                     uri: to.uri(),
                     size,
@@ -526,14 +593,15 @@ impl Storage {
         Ok(copied)
     }
 
-    /// Streams one file, then checks the size written (and the md5 when the source or the
-    /// destination states one).
+    /// Streams one file, then checks the size written (and the md5 when the caller, the
+    /// source or the destination states one).
     async fn copy_file(
         &self,
         src: &Location,
         meta: &Metadata,
         dst: &Location,
         progress: &dyn Progress,
+        expected_md5: Option<&str>,
     ) -> Result<u64> {
         let src_uri = src.uri();
         let dst_uri = dst.uri();
@@ -594,27 +662,18 @@ impl Storage {
             .stat(&dst.path)
             .await
             .map_err(|e| StorageError::remote(&dst_uri, e))?;
-        let size_known = expected > 0 || meta.last_modified().is_some() || meta.etag().is_some();
-        for (actual, what) in [(done, &src_uri), (written.content_length(), &dst_uri)] {
-            if size_known && actual != expected {
-                return Err(StorageError::SizeMismatch {
-                    uri: what.clone(),
-                    expected,
-                    actual,
-                });
-            }
-        }
         let digest = hex::encode(md5.finalize());
-        for (stated, uri) in [(md5_of(meta), &src_uri), (md5_of(&written), &dst_uri)] {
-            if let Some(stated) = stated
-                && stated != digest
-            {
-                return Err(StorageError::ChecksumMismatch {
-                    uri: uri.clone(),
-                    expected: stated,
-                    actual: digest,
-                });
-            }
+        let checks = Checks {
+            src: meta,
+            dst: &written,
+            done,
+            digest,
+            expected_md5,
+        };
+        if let Err(e) = checks.verify(&src_uri, &dst_uri) {
+            // A copy that failed its check is not left where it would be taken as good.
+            let _ = dst_op.delete(&dst.path).await;
+            return Err(e);
         }
         progress.finish(&name);
         tracing::debug!(src = %src_uri, dst = %dst_uri, bytes = done, "copied");
@@ -682,6 +741,53 @@ impl Storage {
     }
 }
 
+/// What a finished copy is checked against.
+struct Checks<'a> {
+    src: &'a Metadata,
+    dst: &'a Metadata,
+    /// Bytes that went through.
+    done: u64,
+    /// md5 of the bytes that went through.
+    digest: String,
+    /// md5 stated by the caller (ENA's, for one).
+    expected_md5: Option<&'a str>,
+}
+
+impl Checks<'_> {
+    /// Size read = size stated = size the destination reports; md5 = every md5 stated.
+    fn verify(&self, src_uri: &str, dst_uri: &str) -> Result<()> {
+        let expected = self.src.content_length();
+        let size_known =
+            expected > 0 || self.src.last_modified().is_some() || self.src.etag().is_some();
+        for (actual, what) in [(self.done, src_uri), (self.dst.content_length(), dst_uri)] {
+            if size_known && actual != expected {
+                return Err(StorageError::SizeMismatch {
+                    uri: what.to_string(),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        let given = self.expected_md5.map(str::to_ascii_lowercase);
+        for (stated, uri) in [
+            (given, src_uri),
+            (md5_of(self.src), src_uri),
+            (md5_of(self.dst), dst_uri),
+        ] {
+            if let Some(stated) = stated
+                && stated != self.digest
+            {
+                return Err(StorageError::ChecksumMismatch {
+                    uri: uri.to_string(),
+                    expected: stated,
+                    actual: self.digest.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The md5 a service states for an object: Content-MD5, or an S3-style single-part etag.
 fn md5_of(meta: &Metadata) -> Option<String> {
     use base64::Engine;
@@ -736,4 +842,100 @@ fn top_level(dest_dir: &Path, report: &TransferReport, target: &Location) -> Vec
         }
     }
     tops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(len: u64, etag: Option<&str>, mtime: Option<i64>) -> Metadata {
+        let mut meta = opendal::MetadataBuilder::file(len);
+        if let Some(etag) = etag {
+            meta.etag(etag);
+        }
+        if let Some(secs) = mtime {
+            meta.last_modified(opendal::raw::Timestamp::from_second(secs).unwrap());
+        }
+        meta.build()
+    }
+
+    const MD5_ABC: &str = "900150983cd24fb0d6963f7d28e17f72";
+
+    fn checks<'a>(
+        src: &'a Metadata,
+        dst: &'a Metadata,
+        done: u64,
+        expected: Option<&'a str>,
+    ) -> Checks<'a> {
+        Checks {
+            src,
+            dst,
+            done,
+            digest: MD5_ABC.to_string(),
+            expected_md5: expected,
+        }
+    }
+
+    #[test]
+    fn md5_from_single_part_etags_only() {
+        assert_eq!(
+            md5_of(&file(3, Some(&format!("\"{MD5_ABC}\"")), None)),
+            Some(MD5_ABC.to_string())
+        );
+        assert_eq!(
+            md5_of(&file(3, Some("\"abc-2\""), None)),
+            None,
+            "multipart etags are not md5s"
+        );
+        assert_eq!(md5_of(&file(3, None, None)), None);
+    }
+
+    #[test]
+    fn verification_names_what_differs() {
+        let good = file(3, Some(MD5_ABC), Some(10));
+        assert!(
+            checks(&good, &good, 3, Some(MD5_ABC))
+                .verify("s", "d")
+                .is_ok()
+        );
+        let short = file(2, None, Some(10));
+        let err = checks(&good, &short, 3, None).verify("s", "d").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "d: size mismatch after transfer: expected 3 bytes, got 2"
+        );
+        let err = checks(&good, &good, 2, None).verify("s", "d").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "s: size mismatch after transfer: expected 3 bytes, got 2"
+        );
+        let other = "0".repeat(32);
+        let err = checks(&good, &good, 3, Some(&other))
+            .verify("s", "d")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("s: md5 mismatch after transfer: expected {other}, got {MD5_ABC}")
+        );
+    }
+
+    #[test]
+    fn sync_compares_size_then_whole_seconds() {
+        assert!(same_content(
+            &file(3, None, Some(10)),
+            &file(3, None, Some(10))
+        ));
+        assert!(same_content(
+            &file(3, None, Some(10)),
+            &file(3, None, Some(11))
+        ));
+        assert!(
+            !same_content(&file(3, None, Some(11)), &file(3, None, Some(10))),
+            "source newer"
+        );
+        assert!(
+            !same_content(&file(3, None, Some(10)), &file(4, None, Some(10))),
+            "size differs"
+        );
+    }
 }

@@ -45,6 +45,12 @@ pub(crate) enum Service {
     },
     /// The local file system, rooted at `/`.
     Fs,
+    /// A public sequencing run (`run+fastq://ACCESSION`), resolved through ENA; downloads only.
+    Ena {
+        accession: String,
+        report_url: String,
+        fastq_scheme: String,
+    },
 }
 
 /// Credentials and endpoints taken from the environment for URIs that name no remote.
@@ -58,13 +64,18 @@ pub struct EnvDefaults {
     pub azure_account: Option<String>,
     pub azure_key: Option<String>,
     pub azure_endpoint: Option<String>,
+    /// ENA's file report URL for `run+fastq://` (default [`crate::DEFAULT_ENA_URL`]).
+    pub ena_url: Option<String>,
+    /// Scheme put before ENA's scheme-less FASTQ locations (default `https`).
+    pub ena_fastq_scheme: Option<String>,
 }
 
 impl EnvDefaults {
     /// The usual AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AWS_SESSION_TOKEN`, `AWS_REGION` or `AWS_DEFAULT_REGION`, `AWS_ENDPOINT_URL_S3` or
     /// `AWS_ENDPOINT_URL`) and Azure's (`AZURE_STORAGE_ACCOUNT`, `AZURE_STORAGE_KEY`,
-    /// `AZURE_STORAGE_ENDPOINT`).
+    /// `AZURE_STORAGE_ENDPOINT`); `SCITQ_ENA_URL` and `SCITQ_ENA_FASTQ_SCHEME` for
+    /// `run+fastq://`.
     pub fn from_env() -> EnvDefaults {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         EnvDefaults {
@@ -76,6 +87,8 @@ impl EnvDefaults {
             azure_account: var("AZURE_STORAGE_ACCOUNT"),
             azure_key: var("AZURE_STORAGE_KEY"),
             azure_endpoint: var("AZURE_STORAGE_ENDPOINT"),
+            ena_url: var("SCITQ_ENA_URL"),
+            ena_fastq_scheme: var("SCITQ_ENA_FASTQ_SCHEME"),
         }
     }
 }
@@ -158,6 +171,28 @@ pub fn parse_location(raw: &str, remotes: &Remotes, env: &EnvDefaults) -> Result
             "azure" | "az" => parse_azure(raw, rest, env),
             "ftp" | "sftp" | "http" | "https" => parse_url_like(raw, scheme),
             "file" => parse_file(raw, rest),
+            "run+fastq" => {
+                if !crate::ena::valid_accession(rest) {
+                    return Err(malformed(
+                        "not a run accession (SRR, ERR or DRR and digits)",
+                    ));
+                }
+                Ok(Location {
+                    service: Service::Ena {
+                        accession: rest.to_string(),
+                        report_url: env
+                            .ena_url
+                            .clone()
+                            .unwrap_or_else(|| crate::ena::DEFAULT_ENA_URL.to_string()),
+                        fastq_scheme: env
+                            .ena_fastq_scheme
+                            .clone()
+                            .unwrap_or_else(|| "https".to_string()),
+                    },
+                    path: String::new(),
+                    base: format!("run+fastq://{rest}"),
+                })
+            }
             name => match remotes.get(name) {
                 Some(remote) => from_remote(raw, remote, rest, &format!("{name}://")),
                 None => Err(StorageError::UnknownScheme {

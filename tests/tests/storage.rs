@@ -716,3 +716,103 @@ fn scitqctl_fetch_commands_through_the_binary() {
         assert_eq!(stderr.trim(), expected, "{args:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_fastq_resolves_through_a_recorded_ena_report() {
+    use md5::Digest;
+    let http = HttpServer::start();
+    let (r1, r2) = (gz(b"@r1/1\nACGT\n+\nIIII\n"), gz(b"@r1/2\nTGCA\n+\nIIII\n"));
+    let dir = http.root().join("vol1/fastq/ERR001");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ERR001_1.fastq.gz"), &r1).unwrap();
+    std::fs::write(dir.join("ERR001_2.fastq.gz"), &r2).unwrap();
+    let md5 = |b: &[u8]| hex::encode(md5::Md5::digest(b));
+    let host = format!("127.0.0.1:{}", http.port());
+    // The shape of ENA's answer (TSV, scheme-less locations, `;` between paired files).
+    let report = |second_md5: &str| {
+        format!(
+            "run_accession\tfastq_ftp\tfastq_md5\tfastq_bytes\n\
+             ERR001\t{host}/vol1/fastq/ERR001/ERR001_1.fastq.gz;{host}/vol1/fastq/ERR001/ERR001_2.fastq.gz\t{};{second_md5}\t{};{}\n",
+            md5(&r1),
+            r1.len(),
+            r2.len()
+        )
+    };
+    std::fs::write(http.root().join("filereport"), report(&md5(&r2))).unwrap();
+    std::fs::write(
+        http.root().join("badreport"),
+        report("0123456789abcdef0123456789abcdef"),
+    )
+    .unwrap();
+    let env = |report: &str| EnvDefaults {
+        ena_url: Some(http.url(report)),
+        ena_fastq_scheme: Some("http".to_string()),
+        ..EnvDefaults::default()
+    };
+
+    let storage = Storage::with_env(Remotes::empty(), env("filereport"));
+    let dest = tempfile::tempdir().unwrap();
+    let paths = storage
+        .download("run+fastq://ERR001|gunzip", dest.path(), &NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(
+        paths,
+        [
+            dest.path().join("ERR001_1.fastq"),
+            dest.path().join("ERR001_2.fastq")
+        ]
+    );
+    assert_eq!(std::fs::read(&paths[1]).unwrap(), b"@r1/2\nTGCA\n+\nIIII\n");
+
+    let err = storage
+        .download("run+fastq://ERR999", dest.path(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "run+fastq://ERR999: no such object");
+    let err = storage
+        .download("run+fastq://PRJ1", dest.path(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid uri \"run+fastq://PRJ1\": not a run accession (SRR, ERR or DRR and digits)"
+    );
+
+    let storage = Storage::with_env(Remotes::empty(), env("badreport"));
+    let err = storage
+        .download("run+fastq://ERR001", dest.path(), &NoProgress)
+        .await
+        .unwrap_err();
+    let expected = format!(
+        "http://{host}/vol1/fastq/ERR001/ERR001_2.fastq.gz: md5 mismatch after transfer: expected 0123456789abcdef0123456789abcdef, got {}",
+        md5(&r2)
+    );
+    assert_eq!(err.to_string(), expected);
+    let bad_dest = tempfile::tempdir().unwrap();
+    let err = storage
+        .download("run+fastq://ERR001", bad_dest.path(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::ChecksumMismatch { .. }));
+    let left: Vec<_> = std::fs::read_dir(bad_dest.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        ["ERR001_1.fastq.gz"],
+        "the file that failed its md5 is removed"
+    );
+
+    let storage = Storage::with_env(Remotes::empty(), env("no-such-report"));
+    let err = storage
+        .download("run+fastq://ERR001", dest.path(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("run+fastq://ERR001: ENA: file report answered 404"),
+        "{err}"
+    );
+}
