@@ -57,9 +57,7 @@ fn parse_action(uri: &str, text: &str) -> Result<Action> {
         "unzip" => Action::Unzip,
         "mv" => {
             let dir = arg.ok_or_else(|| bad("mv needs a folder: mv:SUBDIR"))?;
-            return Ok(Action::Move(
-                valid_subdir(dir).map_err(&bad)?,
-            ));
+            return Ok(Action::Move(valid_subdir(dir).map_err(&bad)?));
         }
         "" => return Err(bad("empty action")),
         _ => {

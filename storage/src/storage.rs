@@ -19,7 +19,7 @@ use crate::uri::{EnvDefaults, Location, Service, parse_location};
 /// Transfers move in chunks of this size: memory per transfer stays around
 /// `CHUNK * CONCURRENT_CHUNKS`, whatever the file size.
 const CHUNK: usize = 8 * 1024 * 1024;
-/// Chunks of one file read or written at the same time (ranged GETs, multipart parts).
+/// Multipart parts of one file written at the same time (reads are one streaming GET).
 const CONCURRENT_CHUNKS: usize = 4;
 /// Files of a folder transferred at the same time.
 const CONCURRENT_FILES: usize = 4;
@@ -612,8 +612,8 @@ impl Storage {
         progress.start(&name, Some(expected));
         let reader = src_op
             .reader_with(&src.path)
-            .chunk(CHUNK)
-            .concurrent(CONCURRENT_CHUNKS)
+            // One streaming GET: ranged reads in parallel made moto (and servers that slice
+            // the whole object per range) many times slower on large files.
             .await
             .map_err(|e| StorageError::remote(&src_uri, e))?;
         let mut stream = reader
