@@ -3,7 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    batch::BatchCommand, launch::LaunchArgs, task::TaskCommand, worker::WorkerCommand,
+    batch::BatchCommand, fetch::FetchArgs, launch::LaunchArgs, task::TaskCommand,
+    worker::WorkerCommand,
 };
 
 /// scitqctl: steer a scitq server (tasks, batches, workers).
@@ -53,6 +54,8 @@ pub enum Command {
     Worker(WorkerCommand),
     /// Create one task, print its output as it runs and exit with its exit code
     Launch(LaunchArgs),
+    /// Copy, sync, list and delete storage URIs (no server needed)
+    Fetch(FetchArgs),
 }
 
 #[cfg(test)]

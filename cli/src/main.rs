@@ -6,6 +6,7 @@ use clap::Parser;
 use scitq_cli::Cli;
 
 fn main() -> ExitCode {
+    scitq_proto::install_crypto_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

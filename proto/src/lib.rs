@@ -19,3 +19,11 @@ pub const DEFAULT_PORT: u16 = 5000;
 pub const DEFAULT_BATCH: &str = "Default";
 
 pub mod container;
+
+/// Selects rustls's ring crypto provider for the process. Call it first thing in `main`:
+/// the workspace enables two providers (tonic's ring, the storage clients' aws-lc-rs), and
+/// rustls then refuses to guess, panicking at the first TLS connection.
+pub fn install_crypto_provider() {
+    // Err only when a provider is already installed, which is what we want anyway.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    scitq_proto::install_crypto_provider();
     let cli = Cli::parse();
     let config = match Config::load(&cli) {
         Ok(config) => config,

@@ -14,30 +14,41 @@
 //! - `SCITQ_BIN_DIR`: where the scitq binaries are (default: this executable's profile dir).
 //! - `SCITQ_PG_BIN`: PostgreSQL's bin dir (default: the newest /usr/lib/postgresql/*/bin).
 //! - `GRPCURL`: the grpcurl binary (default: target/test-tools/bin/grpcurl, then PATH).
+//! - `MOTO_SERVER`: moto's S3 server (default: target/test-tools/venv/bin/moto_server, then PATH).
+//! - `SCITQ_TEST_PYTHON`: a Python with pyftpdlib (default: the venv's python3, then PATH).
+//! - `RCLONE`: the rclone binary for the storage tests and the benchmark (default: PATH).
 
 #![forbid(unsafe_code)]
 
 mod agent;
 mod bins;
 mod client;
+mod ftp;
 mod grpcurl;
+mod http;
 pub mod images;
+mod loopback;
 mod postgres;
 mod process;
 mod proxy;
 pub mod registry;
+mod s3;
 mod server;
 mod wait;
 
 pub use agent::Agent;
 pub use bins::{bin, bin_dir};
 pub use client::{Client, as_id, describe, sh_quote, str_field, wait_for_file_sh};
+pub use ftp::{FTP_PASSWORD, FTP_USER, FtpServer};
 pub use grpcurl::Grpcurl;
+pub use http::HttpServer;
 pub use images::Image;
+pub use loopback::{find_tool, http_request, python};
 pub use postgres::Postgres;
 pub use process::{ChildGuard, Proc, descendants, log_tail, rss_kib, touch};
 pub use proxy::Proxy;
 pub use registry::Registry;
+pub use s3::{S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, S3Server};
 pub use server::{Backend, Server, ServerOpts};
 pub use wait::{poll, wait_until};
 

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    scitq_proto::install_crypto_provider();
     let args = Args::parse();
     let print_config = args.print_config;
     let config = match Config::from_args(args, &Environment::from_process()) {

@@ -1,6 +1,7 @@
 //! One module per noun. Each command validates what it was given, then connects.
 
 pub mod batch;
+pub mod fetch;
 pub mod launch;
 pub mod task;
 pub mod watch;
@@ -60,5 +61,6 @@ pub async fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<Exit> {
         Command::Batch(command) => batch::run(command, ctx).await,
         Command::Worker(command) => worker::run(command, ctx).await,
         Command::Launch(args) => launch::run(args, ctx).await,
+        Command::Fetch(args) => fetch::run(args, ctx).await,
     }
 }

@@ -141,19 +141,23 @@ pub fn scale(
         std::thread::sleep(Duration::from_millis(100));
     }
     // Every report is sent; the flow ends when scitqd has committed them all.
-    let counts = poll(Duration::from_secs(120), "scitqd to commit every report", || {
-        let counts = c
-            .batches()
-            .into_iter()
-            .find(|b| b["name"] == "scale")
-            .map(|b| b["counts"].clone())
-            .unwrap_or_default();
-        if counts["succeeded"] == tasks as u64 {
-            Ok(counts)
-        } else {
-            Err(counts.to_string())
-        }
-    });
+    let counts = poll(
+        Duration::from_secs(120),
+        "scitqd to commit every report",
+        || {
+            let counts = c
+                .batches()
+                .into_iter()
+                .find(|b| b["name"] == "scale")
+                .map(|b| b["counts"].clone())
+                .unwrap_or_default();
+            if counts["succeeded"] == tasks as u64 {
+                Ok(counts)
+            } else {
+                Err(counts.to_string())
+            }
+        },
+    );
     let flow = flow_start.elapsed();
     let flow_cores = (cpu_seconds(pid)? - cpu_before) / flow.as_secs_f64();
     peak_rss = peak_rss.max(rss_kib(pid).unwrap_or(0));
