@@ -179,6 +179,7 @@ async fn create(
             pid: 0,
             container: Some(container.clone()),
             run_timeout_s: launch.run_timeout.map(|limit| limit.as_secs()),
+            output: launch.data.output.clone(),
         },
     };
     if let Err(e) = crate::executor::write_state(&ctx.dir, running).await {
@@ -461,6 +462,7 @@ fn report_of(
             message: String::new(),
             stdout_bytes: 0,
             stderr_bytes: 0,
+            uploaded: Vec::new(),
         },
         (Ok(code), None) => {
             let failure = if killed {

@@ -79,6 +79,8 @@ pub enum ExecEvent {
         offset: u64,
         data: Bytes,
     },
+    /// The command ended; its output folder is being uploaded.
+    Uploading { id: ExecutionId },
     /// The execution ended and `state.json` holds the report.
     Finished {
         id: ExecutionId,
@@ -103,22 +105,33 @@ pub struct ExecContext {
     pub signals: Option<mpsc::UnboundedReceiver<Signal>>,
     /// Re-attach to this container instead of starting the task.
     pub reattach: Option<String>,
+    /// Storage for inputs, resources and output, or why there is none.
+    pub stager: Result<Arc<crate::staging::Stager>, String>,
+    /// Inputs and resources being staged since the task was accepted.
+    pub staged: Option<crate::staging::StageIn>,
 }
 
 /// Runs the execution to its end. Never fails: every problem becomes the final report.
 pub async fn run(launch: Launch, mut ctx: ExecContext) {
     use crate::container::{self, Start};
     let id = launch.id;
-    let (report, container) = match &launch.container {
-        None => (execute(&launch, &ctx).await, None),
-        Some(spec) => {
-            let start = match ctx.reattach.take() {
-                Some(container) => Start::Reattach(container),
-                None => Start::Fresh,
-            };
-            container::execute(&launch, spec, &mut ctx, start).await
-        }
+    let (mut report, container) = match stage_in(&launch, &mut ctx).await {
+        Err(message) => (FinalReport::failed(Failure::Download, message), None),
+        Ok(()) => match &launch.container {
+            None => (execute(&launch, &ctx).await, None),
+            Some(spec) => {
+                let start = match ctx.reattach.take() {
+                    Some(container) => Start::Reattach(container),
+                    None => Start::Fresh,
+                };
+                container::execute(&launch, spec, &mut ctx, start).await
+            }
+        },
     };
+    if !launch.data.output.is_empty() && report.failure != Some(Failure::Download) {
+        let _ = ctx.events.send(ExecEvent::Uploading { id }).await;
+        stage_out(&launch, &ctx, &mut report).await;
+    }
     let state = StateFile {
         execution_id: id,
         task_id: launch.task_id,
@@ -139,6 +152,38 @@ pub async fn run(launch: Launch, mut ctx: ExecContext) {
         && let Ok(docker) = ctx.engine.docker().await
     {
         container::remove(docker, &container).await;
+    }
+}
+
+/// Waits for the inputs and resources staged since the task was accepted (or stages them now).
+async fn stage_in(launch: &Launch, ctx: &mut ExecContext) -> Result<(), String> {
+    let handle = match ctx.staged.take() {
+        Some(handle) => handle,
+        None if launch.data.needs_staging_in() => {
+            let stager = ctx.stager.clone()?;
+            crate::staging::stage_in(stager, ctx.dir.clone(), launch.data.clone())
+        }
+        None => return Ok(()),
+    };
+    handle
+        .await
+        .map_err(|e| format!("staging the inputs stopped: {e}"))?
+}
+
+/// Uploads the output folder, also after a failed run; an upload failure fails a run that
+/// succeeded and is added to the message of one that did not.
+async fn stage_out(launch: &Launch, ctx: &ExecContext, report: &mut FinalReport) {
+    let uploaded = match &ctx.stager {
+        Ok(stager) => crate::staging::stage_out(stager, &ctx.dir, &launch.data.output).await,
+        Err(e) => Err(e.clone()),
+    };
+    match uploaded {
+        Ok(files) => report.uploaded = files.into_iter().map(|f| (f.uri, f.size)).collect(),
+        Err(message) if report.failure.is_none() => {
+            report.failure = Some(Failure::Upload);
+            report.message = message;
+        }
+        Err(message) => report.message = format!("{}; {message}", report.message),
     }
 }
 
@@ -169,6 +214,7 @@ async fn execute(launch: &Launch, ctx: &ExecContext) -> FinalReport {
             pid,
             container: None,
             run_timeout_s: None,
+            output: String::new(),
         },
     };
     if let Err(e) = write_state(&ctx.dir, running).await {
@@ -430,6 +476,7 @@ fn report_of(status: io::Result<ExitStatus>, killed: bool) -> FinalReport {
             message: String::new(),
             stdout_bytes: 0,
             stderr_bytes: 0,
+            uploaded: Vec::new(),
         };
     }
     match status.code() {

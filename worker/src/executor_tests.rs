@@ -47,6 +47,7 @@ fn launch(command: &str, shell: Shell) -> Launch {
         argv: argv_of(&spec),
         run_timeout: None,
         container: None,
+        data: crate::staging::DataSpec::default(),
     }
 }
 
@@ -69,6 +70,8 @@ fn context(work: &Path) -> (ExecContext, mpsc::Receiver<ExecEvent>) {
         engine: test_engine(),
         signals: None,
         reattach: None,
+        stager: Err("no storage in this test".into()),
+        staged: None,
     };
     (ctx, rx)
 }
@@ -350,6 +353,8 @@ async fn executor_rate(work: &Path, n: i64) -> f64 {
             engine: test_engine(),
             signals: None,
             reattach: None,
+            stager: Err("no storage in this test".into()),
+            staged: None,
         };
         let launch = Launch {
             id: ExecutionId(i),
@@ -357,6 +362,7 @@ async fn executor_rate(work: &Path, n: i64) -> f64 {
             argv: Ok(vec!["true".into()]),
             run_timeout: None,
             container: None,
+            data: crate::staging::DataSpec::default(),
         };
         let recycle = (spares.clone(), ctx.dir.clone());
         set.spawn(async move {

@@ -6,6 +6,7 @@
 use scitq_proto::container::{ContainerOptions, OptionError};
 use scitq_proto::v1::{Assignment, RegistryCredential, Shell, TaskSpec};
 
+use crate::staging::DataSpec;
 use crate::state::ExecutionId;
 
 /// Why a task's command cannot be run.
@@ -42,6 +43,8 @@ pub struct Launch {
     pub run_timeout: Option<std::time::Duration>,
     /// The container to run it in; `None` runs it natively.
     pub container: Option<ContainerSpec>,
+    /// Inputs, resources and output URI.
+    pub data: DataSpec,
 }
 
 impl Launch {
@@ -68,6 +71,15 @@ impl Launch {
                     options: ContainerOptions::parse(&spec.container_options),
                     credentials: assignment.registry_credentials.clone(),
                 }),
+            data: assignment
+                .spec
+                .as_ref()
+                .map(|spec| DataSpec {
+                    inputs: spec.inputs.clone(),
+                    resources: spec.resources.clone(),
+                    output: spec.output.clone(),
+                })
+                .unwrap_or_default(),
         }
     }
 }

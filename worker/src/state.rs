@@ -111,6 +111,10 @@ pub enum Failure {
     Killed,
     /// It ran past its time limit.
     Timeout,
+    /// Its inputs or resources could not be staged.
+    Download,
+    /// Its output folder could not be uploaded.
+    Upload,
 }
 
 /// The result of a finished execution: what its final update says.
@@ -122,6 +126,9 @@ pub struct FinalReport {
     pub message: String,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// Files uploaded from the output folder: URI and size.
+    #[serde(default)]
+    pub uploaded: Vec<(String, u64)>,
 }
 
 impl FinalReport {
@@ -132,6 +139,7 @@ impl FinalReport {
             message: message.into(),
             stdout_bytes: 0,
             stderr_bytes: 0,
+            uploaded: Vec::new(),
         }
     }
 
@@ -155,6 +163,8 @@ impl FinalReport {
             Some(Failure::Run) => FailureClass::Run,
             Some(Failure::Killed) => FailureClass::Killed,
             Some(Failure::Timeout) => FailureClass::Timeout,
+            Some(Failure::Download) => FailureClass::Download,
+            Some(Failure::Upload) => FailureClass::Upload,
         };
         ExecutionUpdate {
             execution_id: id.0,
@@ -164,7 +174,14 @@ impl FinalReport {
             message: self.message.clone(),
             stdout_bytes: self.stdout_bytes,
             stderr_bytes: self.stderr_bytes,
-            uploaded: Vec::new(),
+            uploaded: self
+                .uploaded
+                .iter()
+                .map(|(uri, size)| scitq_proto::v1::UploadedFile {
+                    uri: uri.clone(),
+                    size: *size,
+                })
+                .collect(),
         }
     }
 }
@@ -182,6 +199,9 @@ pub enum Phase {
         /// The task's run time limit, so a re-attached container still gets it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         run_timeout_s: Option<u64>,
+        /// Where `output/` goes after the run, so a re-attached container still uploads it.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        output: String,
     },
     /// It ended; the server may not have committed the report yet.
     Finished {
@@ -247,6 +267,8 @@ pub struct Reattach {
     pub task_id: i64,
     pub container: String,
     pub run_timeout: Option<std::time::Duration>,
+    /// The task's output URI (empty: none).
+    pub output: String,
     /// Bytes of stdout and stderr already in the spool files.
     pub spooled: [u64; 2],
 }
@@ -296,12 +318,14 @@ pub fn scan(work_dir: &Path) -> io::Result<Found> {
             Phase::Running {
                 container: Some(container),
                 run_timeout_s,
+                output,
                 ..
             } => reattach.push(Reattach {
                 id,
                 task_id: state.task_id,
                 container,
                 run_timeout: run_timeout_s.map(std::time::Duration::from_secs),
+                output,
                 spooled: Stream::BOTH
                     .map(|stream| std::fs::metadata(dir.log(stream)).map_or(0, |m| m.len())),
             }),
@@ -363,6 +387,7 @@ mod tests {
             message: String::new(),
             stdout_bytes: 3,
             stderr_bytes: 0,
+            uploaded: Vec::new(),
         };
         let fin = |acknowledged| Phase::Finished {
             report: report.clone(),
@@ -379,6 +404,7 @@ mod tests {
                 pid: 0x3fff_fff0,
                 container: None,
                 run_timeout_s: None,
+                output: String::new(),
             },
         );
         write(
@@ -388,6 +414,7 @@ mod tests {
                 pid: 0,
                 container: Some("abc".into()),
                 run_timeout_s: Some(30),
+                output: String::new(),
             },
         );
         std::fs::create_dir_all(work.path().join("exec-5")).unwrap();
@@ -401,6 +428,7 @@ mod tests {
                 task_id: 60,
                 container: "abc".into(),
                 run_timeout: Some(std::time::Duration::from_secs(30)),
+                output: String::new(),
                 spooled: [0, 0],
             }]
         );
@@ -432,6 +460,7 @@ mod tests {
             pid: 7,
             container: None,
             run_timeout_s: None,
+            output: String::new(),
         };
         write(work.path(), 1, running.clone());
         let dir = ExecDir::new(work.path(), ExecutionId(1));
@@ -451,6 +480,7 @@ mod tests {
                 pid: child.id(),
                 container: None,
                 run_timeout_s: None,
+                output: String::new(),
             },
         );
         assert_eq!(scan(work.path()).unwrap(), Found::default());

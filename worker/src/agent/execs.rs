@@ -6,6 +6,7 @@ use tracing::Instrument;
 use super::{Agent, Exec, Phase};
 use crate::executor::{self, ExecContext, ExecEvent, Handle, Runner};
 use crate::launch::{ContainerSpec, Launch};
+use crate::staging::DataSpec;
 use crate::state::{ExecDir, ExecutionId, Failure, FinalReport, Phase as DiskPhase, StateFile};
 
 impl Agent {
@@ -19,6 +20,11 @@ impl Agent {
                 data,
             } => {
                 self.on_output(id, stream, offset, data);
+            }
+            ExecEvent::Uploading { id } => {
+                if matches!(self.execs.get(&id).map(|e| &e.phase), Some(Phase::Running)) {
+                    self.record_update(id, ExecutionState::Uploading);
+                }
             }
             ExecEvent::Finished { id, report } => self.on_finished(id, report),
         }
@@ -156,6 +162,8 @@ impl Agent {
             engine: self.engine.clone(),
             signals,
             reattach,
+            stager: self.stager.clone(),
+            staged: exec.staging.take(),
         };
         let span = tracing::info_span!("execution", execution_id = %id, task_id = exec.task_id);
         let handle = self
@@ -187,6 +195,10 @@ impl Agent {
                     options: Ok(Default::default()),
                     credentials: Vec::new(),
                 }),
+                data: DataSpec {
+                    output: found.output,
+                    ..DataSpec::default()
+                },
             };
             self.spawn_executor(found.id, launch, Some(found.container));
         }

@@ -86,6 +86,8 @@ struct Exec {
     /// Killed because the agent is shutting down: not a result to report.
     abandoned: bool,
     streams: [Spool; 2],
+    /// Its inputs and resources, staged from the moment it is accepted.
+    staging: Option<crate::staging::StageIn>,
 }
 
 impl Exec {
@@ -101,6 +103,7 @@ impl Exec {
             killed: Arc::new(AtomicBool::new(false)),
             abandoned: false,
             streams: [Spool::default(); 2],
+            staging: None,
         }
     }
 
@@ -199,6 +202,8 @@ pub struct Agent {
     draining: bool,
     /// No task starts: the output held on disk reached the spool limit.
     spool_full: bool,
+    /// Storage for the tasks' data, set up from the remotes in `Welcome`.
+    stager: Result<Arc<crate::staging::Stager>, String>,
 }
 
 impl Agent {
@@ -271,6 +276,7 @@ impl Agent {
             flush_at: None,
             draining: false,
             spool_full: false,
+            stager: Err("no storage configuration from the server yet".to_owned()),
         }
     }
 

@@ -1,6 +1,7 @@
 //! What the agent does with each server message.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use nix::sys::signal::Signal as Sig;
@@ -11,7 +12,7 @@ use scitq_proto::v1::{
 
 use super::{Agent, Conn, Exec, Phase, Settings};
 use crate::launch::Launch;
-use crate::state::{ExecutionId, Failure, FinalReport, Phase as DiskPhase};
+use crate::state::{ExecDir, ExecutionId, Failure, FinalReport, Phase as DiskPhase};
 
 impl Agent {
     pub(super) fn on_server_message(&mut self, message: ServerMessage) {
@@ -68,6 +69,11 @@ impl Agent {
         if let Some(settings) = welcome.settings {
             self.apply_settings(settings);
         }
+        let cache = self.config.work_dir.join(crate::staging::CACHE_DIR);
+        self.stager = crate::staging::Stager::new(&welcome.rclone_config, &cache).map(Arc::new);
+        if let Err(e) = &self.stager {
+            tracing::error!("tasks with inputs or outputs will fail: {e}");
+        }
         for id in welcome.cancel {
             self.cancel(ExecutionId(id));
         }
@@ -115,10 +121,19 @@ impl Agent {
             return;
         }
         tracing::debug!(execution_id = %id, task_id = launch.task_id, "assigned");
-        self.execs.insert(
-            id,
-            Exec::new(launch.task_id, Phase::Queued(Box::new(launch))),
-        );
+        let mut exec = Exec::new(launch.task_id, Phase::Queued(Box::new(launch.clone())));
+        // A prefetched task's data is staged while other tasks run.
+        if launch.data.needs_staging_in()
+            && let Ok(stager) = &self.stager
+        {
+            let dir = ExecDir::new(&self.config.work_dir, id);
+            exec.staging = Some(crate::staging::stage_in(
+                stager.clone(),
+                dir,
+                launch.data.clone(),
+            ));
+        }
+        self.execs.insert(id, exec);
         self.queue.push_back(id);
         self.record_update(id, ExecutionState::Accepted);
         self.fill_slots();
@@ -164,7 +179,13 @@ impl Agent {
         match exec.phase {
             Phase::Queued(_) => {
                 self.queue.retain(|queued| *queued != id);
-                self.execs.remove(&id);
+                if let Some(staging) = exec.staging.take() {
+                    staging.abort();
+                    self.execs.remove(&id);
+                    self.chore_recycle(id);
+                } else {
+                    self.execs.remove(&id);
+                }
             }
             Phase::Running => {
                 exec.signal(id, Sig::SIGKILL);
