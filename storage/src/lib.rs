@@ -24,6 +24,7 @@ mod ftp_empty;
 mod progress;
 mod rclone;
 mod storage;
+mod transfer;
 mod uri;
 
 pub use actions::{Action, split_actions};
