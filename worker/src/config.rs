@@ -56,7 +56,8 @@ pub struct Args {
         long,
         env = "SCITQ_SPOOL_LIMIT_MIB",
         default_value_t = 10240,
-        value_name = "MIB"
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub spool_limit_mib: u64,
     /// Network of containers whose task does not choose one: none, host or bridge.
@@ -446,6 +447,15 @@ mod tests {
         let err = Args::try_parse_from(["scitq-agent", "--concurrency", "-1"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("at least 1"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_spool_limit_is_refused_naming_the_value() {
+        let err = Args::try_parse_from(["scitq-agent", "--spool-limit-mib", "0"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("'0'"), "{err}");
+        let args = Args::try_parse_from(["scitq-agent", "--spool-limit-mib", "1"]).unwrap();
+        assert_eq!(args.spool_limit_mib, 1);
     }
 
     fn env_with_config(dir: &Path, text: &str) -> Environment {
