@@ -34,6 +34,13 @@ const MAX_MESSAGE: usize = 64 << 20;
 
 /// Runs the server until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Read before anything is created: a bad path changes nothing.
+    let rclone_config: std::sync::Arc<str> = match &config.rclone_config {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read rclone_config {}", path.display()))?
+            .into(),
+        None => "".into(),
+    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
@@ -55,12 +62,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         has_dependencies: std::sync::Arc::new(has_dependencies.into()),
     };
     let (tokens, fresh) = auth::bootstrap(&store, &config.data_dir).await?;
-    let rclone_config: std::sync::Arc<str> = match &config.rclone_config {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read rclone_config {}", path.display()))?
-            .into(),
-        None => "".into(),
-    };
 
     let hub = Hub::default();
     let scheduler_stop = CancellationToken::new();

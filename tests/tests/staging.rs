@@ -154,3 +154,26 @@ fn bad_data_uris_fail_the_task_as_a_download_naming_the_value() {
     c.wait_task(healthy, "succeeded", CONNECT);
     assert_eq!(c.output(healthy), "fine\n");
 }
+
+#[test]
+fn scitqd_refuses_an_unreadable_rclone_config_naming_it_and_creates_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let missing = dir.path().join("no-such-rclone.conf");
+    let out = std::process::Command::new(scitq_tests::bin("scitqd"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--rclone-config")
+        .arg(&missing)
+        .env("HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
+        .output()
+        .expect("run scitqd");
+    assert!(!out.status.success(), "{}", scitq_tests::describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no-such-rclone.conf"), "{stderr}");
+    assert!(
+        !data.exists(),
+        "nothing is created when the config is refused"
+    );
+}
