@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use scitq_proto::v1::execution_service_server::ExecutionServiceServer;
+use scitq_proto::v1::storage_service_server::StorageServiceServer;
 use scitq_proto::v1::task_service_server::TaskServiceServer;
 use scitq_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio_util::sync::CancellationToken;
@@ -136,6 +137,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .add_service(InterceptedService::new(
             WorkerServiceServer::new(grpc::workers::Workers(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
+            check.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            StorageServiceServer::new(grpc::storage::Storage(state.clone())),
             check.clone(),
         ))
         .add_service(InterceptedService::new(reflection_v1, check.clone()))

@@ -22,6 +22,7 @@ fn grpcurl_lists_describes_and_creates_a_task_with_reflection_only() {
         "scitq.v1.TaskService",
         "scitq.v1.WorkerService",
         "scitq.v1.ExecutionService",
+        "scitq.v1.StorageService",
     ] {
         assert!(
             services.lines().any(|l| l.trim() == service),
@@ -153,4 +154,46 @@ fn grpcurl_a_ten_megabyte_command_is_refused_naming_the_size_limit() {
         0,
         "a refused request created tasks"
     );
+}
+
+#[test]
+fn grpcurl_the_storage_config_is_for_admin_tokens_only() {
+    let grpcurl = Grpcurl::find();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    let text = "[lab]\ntype = s3\nendpoint = http://127.0.0.1:9\nsecret_access_key = hush\n";
+    std::fs::write(&conf, text).unwrap();
+    let server = Server::start(
+        ServerOpts::default()
+            .arg("--rclone-config")
+            .arg(&conf.display().to_string()),
+    );
+    let addr = server.addr();
+    let method = "scitq.v1.StorageService/GetStorageConfig";
+
+    let out = grpcurl.run(&addr, Some(server.admin_token()), &[], &[method]);
+    assert!(out.status.success(), "{method}: {}", describe(&out));
+    let reply: Value = serde_json::from_slice(&out.stdout).expect("GetStorageConfig reply");
+    assert_eq!(reply["rcloneConfig"], text, "{reply}");
+
+    for (token, code) in [
+        (Some(server.worker_token()), "permissiondenied"),
+        (Some("not-a-token"), "unauthenticated"),
+        (None, "unauthenticated"),
+    ] {
+        let out = grpcurl.run(&addr, token, &[], &[method]);
+        assert!(
+            !out.status.success(),
+            "{method} with {token:?}: {}",
+            describe(&out)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.to_lowercase().replace(' ', "").contains(code),
+            "{method} with {token:?}: {}",
+            describe(&out)
+        );
+        assert!(!stderr.contains("hush"), "{}", describe(&out));
+        assert!(out.stdout.is_empty(), "{}", describe(&out));
+    }
 }

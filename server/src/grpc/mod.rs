@@ -5,6 +5,7 @@ pub mod convert;
 pub mod executions;
 pub mod session;
 pub mod steering;
+pub mod storage;
 pub mod tasks;
 pub mod workers;
 
@@ -25,7 +26,8 @@ pub struct State {
     /// Cancelled when scitqd stops: long-lived response streams end then, or the graceful
     /// shutdown would wait on them forever.
     pub shutdown: CancellationToken,
-    /// Storage remotes (rclone.conf text) handed to every agent in `Welcome`.
+    /// Storage remotes (rclone.conf text) handed to every agent in `Welcome`, and to admin
+    /// clients by `StorageService.GetStorageConfig`.
     pub rclone_config: std::sync::Arc<str>,
 }
 
