@@ -117,6 +117,15 @@ impl Remotes {
     pub fn is_empty(&self) -> bool {
         self.remotes.is_empty()
     }
+
+    /// These remotes plus those of `fallback` whose names these lack: a name in both keeps
+    /// this side's definition (`scitqctl fetch` puts scitqd's remotes over the local file's).
+    pub fn with_fallback(mut self, fallback: Remotes) -> Remotes {
+        for (name, remote) in fallback.remotes {
+            self.remotes.entry(name).or_insert(remote);
+        }
+        self
+    }
 }
 
 /// rclone's `reveal`: base64url (no padding) of a 16-byte IV followed by the AES-256-CTR
@@ -159,6 +168,21 @@ mod tests {
         assert_eq!(s3.kind, "s3");
         assert_eq!(s3.get("endpoint"), Some("http://127.0.0.1:9000"));
         assert_eq!(s3.get("region"), None);
+    }
+
+    #[test]
+    fn with_fallback_adds_missing_names_and_keeps_its_own() {
+        let server = Remotes::parse("[lab]\ntype = s3\nendpoint = http://server\n").unwrap();
+        let local =
+            Remotes::parse("[lab]\ntype = s3\nendpoint = http://local\n\n[mine]\ntype = local\n")
+                .unwrap();
+        let merged = server.with_fallback(local);
+        assert_eq!(merged.names().collect::<Vec<_>>(), ["lab", "mine"]);
+        assert_eq!(
+            merged.get("lab").unwrap().get("endpoint"),
+            Some("http://server")
+        );
+        assert_eq!(merged.get("mine").unwrap().kind, "local");
     }
 
     #[test]
