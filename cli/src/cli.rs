@@ -54,7 +54,21 @@ pub enum Command {
     Worker(WorkerCommand),
     /// Create one task, print its output as it runs and exit with its exit code
     Launch(LaunchArgs),
-    /// Copy, sync, list and delete storage URIs (no server needed)
+    /// Copy, sync, list and delete storage URIs (remotes from scitqd or a local rclone.conf)
+    ///
+    /// A URI naming an rclone remote (NAME:path or NAME://path) finds NAME in:
+    ///
+    ///   1. --rclone-config FILE, else SCITQ_RCLONE_CONFIG: that file alone.
+    ///   2. Otherwise scitqd's rclone config (the remotes its tasks use), asked with the
+    ///      server and admin token of --server/--token, SCITQ_SERVER/SCITQ_TOKEN or the
+    ///      client config, waiting 5 s at most; and rclone's own file
+    ///      ($XDG_CONFIG_HOME/rclone/rclone.conf, else ~/.config/rclone/rclone.conf).
+    ///      A remote in both is scitqd's (a note says so), so fetch reaches what tasks
+    ///      reach; one only in the local file works too, also when scitqd cannot be reached.
+    ///
+    /// Other URIs (s3://, azure:// with the AWS_* / AZURE_STORAGE_* variables, http(s)://,
+    /// ftp://, sftp://, file://, local paths) need neither a file nor a server.
+    #[command(verbatim_doc_comment)]
     Fetch(FetchArgs),
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use scitq_proto::v1::execution_service_client::ExecutionServiceClient;
+use scitq_proto::v1::storage_service_client::StorageServiceClient;
 use scitq_proto::v1::task_service_client::TaskServiceClient;
 use scitq_proto::v1::worker_service_client::WorkerServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -44,7 +45,7 @@ impl Interceptor for BearerAuth {
 
 type Authed = InterceptedService<Channel, BearerAuth>;
 
-/// A connected client for the three services.
+/// A connected client for the services.
 #[derive(Clone)]
 pub struct Client {
     channel: Channel,
@@ -54,11 +55,17 @@ pub struct Client {
 impl Client {
     /// Connects now, so an unreachable server is reported as such before any work starts.
     pub async fn connect(target: &Target) -> anyhow::Result<Self> {
+        Self::connect_within(target, Duration::from_secs(10)).await
+    }
+
+    /// [`Client::connect`], giving up on the connection after `timeout` (for a command that
+    /// can do without the server).
+    pub async fn connect_within(target: &Target, timeout: Duration) -> anyhow::Result<Self> {
         let auth = BearerAuth::new(&target.token)?;
         let address = &target.address;
         let mut endpoint = Endpoint::from_shared(address.uri())
             .map_err(|e| UsageError(format!("invalid server address \"{address}\": {e}")))?
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(timeout)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
         if address.tls() {
@@ -88,6 +95,10 @@ impl Client {
     pub fn workers(&self) -> WorkerServiceClient<Authed> {
         WorkerServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
             .max_decoding_message_size(MAX_MESSAGE)
+    }
+
+    pub fn storage(&self) -> StorageServiceClient<Authed> {
+        StorageServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 }
 

@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod output;
+pub mod remotes;
 pub mod spec;
 
 pub use cli::Cli;

@@ -696,8 +696,16 @@ fn scitqctl_fetch_commands_through_the_binary() {
     // Bad input: a clear line naming the value, and a non-zero exit.
     let missing_conf = work.path().join("absent.conf").display().to_string();
     let cases: Vec<(Vec<&str>, i32, String)> = vec![
-        (vec!["fetch", "list", "s4://x/y"], 2, "error: invalid uri \"s4://x/y\": unknown scheme s4".into()),
-        (vec!["fetch", "list", "nowhere:x"], 2, "error: invalid uri \"nowhere:x\": unknown rclone remote nowhere".into()),
+        (
+            vec!["fetch", "list", "s4://x/y"],
+            2,
+            format!("error: invalid uri \"s4://x/y\": unknown scheme s4, and no rclone remote s4 (not in {})", conf.display()),
+        ),
+        (
+            vec!["fetch", "list", "nowhere:x"],
+            2,
+            format!("error: invalid uri \"nowhere:x\": unknown rclone remote nowhere (not in {})", conf.display()),
+        ),
         (vec!["fetch", "list", "lab:cli/none.txt"], 1, "error: lab:cli/none.txt: no such object".into()),
         (
             vec!["fetch", "copy", "lab:cli/x|unpack", "/tmp/"],

@@ -1,20 +1,22 @@
 //! `scitqctl fetch copy|sync|list|delete`: storage URIs from the command line, with the same
-//! code (scitq-storage) and the same rclone.conf remotes the agent uses. Needs no server.
+//! code (scitq-storage) and the same rclone.conf remotes the agent uses (see
+//! [`crate::remotes`] for where they come from). Plain URIs need no server.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use scitq_storage::{Entry, Progress, Remotes, Storage, TransferReport, Uploaded};
+use scitq_storage::{Entry, Progress, Storage, TransferReport, Uploaded};
 
 use super::{Context, Exit};
 use crate::error::usage;
 use crate::output::{self, Format, Listing};
+use crate::remotes;
 
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// rclone.conf naming the storage remotes [default: $XDG_CONFIG_HOME/rclone/rclone.conf,
-    /// else ~/.config/rclone/rclone.conf, when present]
+    /// rclone.conf naming the storage remotes, used alone: scitqd is not asked [default:
+    /// scitqd's remotes, then rclone's own rclone.conf; see `scitqctl fetch --help`]
     #[arg(long, env = "SCITQ_RCLONE_CONFIG", value_name = "FILE", global = true)]
     pub rclone_config: Option<PathBuf>,
     #[command(subcommand)]
@@ -50,13 +52,29 @@ pub enum FetchCommand {
     Delete { uri: String },
 }
 
+impl FetchCommand {
+    /// The URIs the command names, to find the remotes they need before anything starts.
+    fn uris(&self) -> Vec<&str> {
+        match self {
+            FetchCommand::Copy { src, dst } | FetchCommand::Sync { src, dst, .. } => {
+                vec![src, dst]
+            }
+            FetchCommand::List { uri, .. } | FetchCommand::Delete { uri } => vec![uri],
+        }
+    }
+}
+
 pub async fn run(args: FetchArgs, ctx: &Context) -> anyhow::Result<Exit> {
-    let remotes = load_remotes(args.rclone_config.as_deref())?;
-    let storage = Storage::new(remotes);
+    let found = remotes::find(args.rclone_config.as_deref(), &args.command.uris(), || {
+        ctx.target()
+    })
+    .await?;
+    let bad_uri = |err| found.explain(err);
+    let storage = Storage::new(found.remotes.clone());
     match args.command {
         FetchCommand::Copy { src, dst } => {
-            let (_, actions) = storage.parse(&src).map_err(|e| usage(e.to_string()))?;
-            let dst_loc = storage.location(&dst).map_err(|e| usage(e.to_string()))?;
+            let (_, actions) = storage.parse(&src).map_err(bad_uri)?;
+            let dst_loc = storage.location(&dst).map_err(bad_uri)?;
             let bar = Bar::new();
             let report = if actions.is_empty() {
                 storage.copy(&src, &dst, &bar).await?
@@ -82,42 +100,26 @@ pub async fn run(args: FetchArgs, ctx: &Context) -> anyhow::Result<Exit> {
             print_report(&report, ctx.format)?;
         }
         FetchCommand::Sync { src, dst, delete } => {
-            storage.location(&src).map_err(|e| usage(e.to_string()))?;
-            storage.location(&dst).map_err(|e| usage(e.to_string()))?;
+            storage.location(&src).map_err(bad_uri)?;
+            storage.location(&dst).map_err(bad_uri)?;
             let bar = Bar::new();
             let report = storage.sync(&src, &dst, delete, &bar).await?;
             bar.done();
             print_report(&report, ctx.format)?;
         }
         FetchCommand::List { uri, recursive } => {
-            storage.location(&uri).map_err(|e| usage(e.to_string()))?;
+            storage.location(&uri).map_err(bad_uri)?;
             let entries = storage.list(&uri, recursive).await?;
             let rows: Vec<Listed> = entries.into_iter().map(Listed).collect();
             output::print_list(&rows, ctx.format)?;
         }
         FetchCommand::Delete { uri } => {
-            storage.location(&uri).map_err(|e| usage(e.to_string()))?;
+            storage.location(&uri).map_err(bad_uri)?;
             let count = storage.delete(&uri).await?;
             eprintln!("deleted {count} file(s) under {uri}");
         }
     }
     Ok(0)
-}
-
-/// The rclone.conf to read: the flag or env (must exist), else rclone's default place.
-fn load_remotes(explicit: Option<&Path>) -> anyhow::Result<Remotes> {
-    if let Some(path) = explicit {
-        return Remotes::load(path).map_err(|e| usage(e.to_string()));
-    }
-    let default = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .map(|dir| dir.join("rclone/rclone.conf"));
-    match default {
-        Some(path) if path.is_file() => Remotes::load(&path).map_err(|e| usage(e.to_string())),
-        _ => Ok(Remotes::empty()),
-    }
 }
 
 fn print_report(report: &TransferReport, format: Format) -> anyhow::Result<()> {

@@ -12,7 +12,8 @@ use std::sync::OnceLock;
 use crate::address::ServerAddress;
 use crate::cli::{Cli, Command};
 use crate::client::Client;
-use crate::config;
+use crate::config::{self, Target};
+use crate::error::UsageError;
 use crate::output::Format;
 
 /// The process exit code a command ends with.
@@ -39,14 +40,19 @@ impl Context {
 
     /// Resolves the server and token (flags, env, client config) and connects.
     pub async fn connect(&self) -> anyhow::Result<Client> {
+        let target = self.target()?;
+        let _ = self.connected.set(target.address.clone());
+        Client::connect(&target).await
+    }
+
+    /// The server and token from flags, env or the client config, without connecting.
+    pub fn target(&self) -> Result<Target, UsageError> {
         let path = config::default_path();
-        let target = config::resolve(
+        config::resolve(
             self.server.as_deref(),
             self.token.as_deref(),
             path.as_deref(),
-        )?;
-        let _ = self.connected.set(target.address.clone());
-        Client::connect(&target).await
+        )
     }
 
     /// The server this command talked to, once it tried.
