@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    batch::BatchCommand, fetch::FetchArgs, launch::LaunchArgs, task::TaskCommand,
-    worker::WorkerCommand,
+    batch::BatchCommand, fetch::FetchArgs, launch::LaunchArgs, samples::SamplesArgs,
+    task::TaskCommand, worker::WorkerCommand,
 };
 
 /// scitqctl: steer a scitq server (tasks, batches, workers).
@@ -56,6 +56,8 @@ pub enum Command {
     Launch(LaunchArgs),
     /// Copy, sync, list and delete storage URIs (no server needed)
     Fetch(FetchArgs),
+    /// List the samples of a sequencing project and their runs, from ENA (no server needed)
+    Samples(SamplesArgs),
 }
 
 #[cfg(test)]

@@ -65,6 +65,12 @@ pub enum StorageError {
     },
     #[error("{uri}: ENA: {reason}")]
     Ena { uri: String, reason: String },
+    #[error(
+        "invalid project accession \"{project}\": expected PRJEB, PRJNA, PRJDB, ERP, SRP or DRP and digits"
+    )]
+    BadProject { project: String },
+    #[error("ENA project {project}: {reason}")]
+    EnaProject { project: String, reason: String },
     #[error("action {action} on {}: {reason}", path.display())]
     ActionFailed {
         action: String,
