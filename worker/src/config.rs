@@ -532,6 +532,26 @@ mod tests {
     }
 
     #[test]
+    fn the_sra_tools_image_has_a_default_and_a_blank_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_config(dir.path(), "worker_token = \"wt\"\n");
+        let args = Args::try_parse_from(["scitq-agent"]).unwrap();
+        let config = Config::from_args(args, &env).unwrap();
+        assert_eq!(config.sra_tools_image, "ncbi/sra-tools");
+        assert!(
+            config
+                .to_toml()
+                .contains("sra_tools_image = \"ncbi/sra-tools\"\n")
+        );
+        let args = Args::try_parse_from(["scitq-agent", "--sra-tools-image", " "]).unwrap();
+        let err = Config::from_args(args, &env).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid --sra-tools-image \" \": expected an image reference"
+        );
+    }
+
+    #[test]
     fn missing_token_names_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let env = env_with_config(dir.path(), "server = \"h\"\n");
