@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    batch::BatchCommand, fetch::FetchArgs, launch::LaunchArgs, task::TaskCommand,
-    worker::WorkerCommand,
+    batch::BatchCommand, fetch::FetchArgs, launch::LaunchArgs, samples::SamplesArgs,
+    task::TaskCommand, worker::WorkerCommand,
 };
 
 /// scitqctl: steer a scitq server (tasks, batches, workers).
@@ -70,6 +70,8 @@ pub enum Command {
     /// ftp://, sftp://, file://, local paths) need neither a file nor a server.
     #[command(verbatim_doc_comment)]
     Fetch(FetchArgs),
+    /// List the samples of a sequencing project and their runs, from ENA (no server needed)
+    Samples(SamplesArgs),
 }
 
 #[cfg(test)]

@@ -3,7 +3,10 @@
 //!
 //! The report URL and the scheme used for the FASTQ locations (ENA gives them without one)
 //! are settings (`SCITQ_ENA_URL`, `SCITQ_ENA_FASTQ_SCHEME`) so tests can replay recorded
-//! answers from a local server. The NCBI `fasterq-dump` fallback is not implemented here.
+//! answers from a local server. The NCBI `fasterq-dump` fallback needs Docker: the agent runs
+//! it (`scitq-worker`'s `sra.rs`) when [`StorageError::ena_may_fall_back`] says so.
+//!
+//! [`StorageError::ena_may_fall_back`]: crate::StorageError::ena_may_fall_back
 
 use crate::error::{Result, StorageError};
 
@@ -38,21 +41,13 @@ pub(crate) async fn resolve(
         uri: uri.to_string(),
         reason,
     };
-    let url = format!(
-        "{report_url}?accession={accession}&result=read_run&fields=run_accession,fastq_ftp,fastq_md5,fastq_bytes&format=tsv"
-    );
-    let response = reqwest::get(&url)
-        .await
-        .map_err(|e| failed(format!("file report request failed: {e}")))?;
-    let status = response.status();
-    let body = response
-        .text()
-        .await
-        .map_err(|e| failed(format!("file report unreadable: {e}")))?;
-    if !status.is_success() {
-        let first = body.lines().next().unwrap_or_default();
-        return Err(failed(format!("file report answered {status}: {first}")));
-    }
+    let body = file_report(
+        report_url,
+        accession,
+        "run_accession,fastq_ftp,fastq_md5,fastq_bytes",
+    )
+    .await
+    .map_err(failed)?;
     let files = parse_report(&body, accession, scheme).map_err(failed)?;
     if files.is_empty() {
         return Err(StorageError::NotFound {
@@ -60,6 +55,32 @@ pub(crate) async fn resolve(
         });
     }
     Ok(files)
+}
+
+/// Asks ENA's file report for `fields` of the runs of `accession` (a run, sample, study or
+/// project) and returns the TSV body. The error says what failed: the request, or the status
+/// and first line of ENA's answer.
+pub(crate) async fn file_report(
+    report_url: &str,
+    accession: &str,
+    fields: &str,
+) -> std::result::Result<String, String> {
+    let url = format!(
+        "{report_url}?accession={accession}&result=read_run&fields={fields}&format=tsv&limit=0"
+    );
+    let response = reqwest::get(&url)
+        .await
+        .map_err(|e| format!("file report request failed: {e}"))?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| format!("file report unreadable: {e}"))?;
+    if !status.is_success() {
+        let first = body.lines().next().unwrap_or_default();
+        return Err(format!("file report answered {status}: {first}"));
+    }
+    Ok(body)
 }
 
 /// Parses ENA's TSV file report (a header line, then one line per run).

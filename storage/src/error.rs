@@ -65,6 +65,12 @@ pub enum StorageError {
     },
     #[error("{uri}: ENA: {reason}")]
     Ena { uri: String, reason: String },
+    #[error(
+        "invalid project accession \"{project}\": expected PRJEB, PRJNA, PRJDB, ERP, SRP or DRP and digits"
+    )]
+    BadProject { project: String },
+    #[error("ENA project {project}: {reason}")]
+    EnaProject { project: String, reason: String },
     #[error("action {action} on {}: {reason}", path.display())]
     ActionFailed {
         action: String,
@@ -97,6 +103,34 @@ impl StorageError {
             path: path.into(),
             source,
         }
+    }
+
+    /// True when the data could not be fetched whole from its source (a remote error, or a
+    /// size or md5 mismatch after the transfer).
+    pub fn is_transfer_failure(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Remote { .. }
+                | StorageError::Read { .. }
+                | StorageError::SizeMismatch { .. }
+                | StorageError::ChecksumMismatch { .. }
+        )
+    }
+
+    /// For a `run+fastq://` download: true when ENA could not deliver the run (its file
+    /// report failed, lists no FASTQ for it, or a file could not be fetched whole), so another
+    /// source may; false for a bad URI or action, or a local problem, which no other source
+    /// would fix.
+    pub fn ena_may_fall_back(&self) -> bool {
+        self.is_transfer_failure()
+            || matches!(
+                self,
+                StorageError::Ena { .. }
+                    | StorageError::NotFound { .. }
+                    | StorageError::NoSuchBucket { .. }
+                    | StorageError::Denied { .. }
+                    | StorageError::Unsupported { .. }
+            )
     }
 
     /// True when the object (or folder) does not exist.

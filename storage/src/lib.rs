@@ -1,7 +1,8 @@
 //! Storage for scitq, shared by the agent and `scitqctl fetch`: storage URIs (`s3://`,
 //! `azure://`, `ftp://`, `sftp://`, `http(s)://`, `file://`, rclone remotes) with input actions
 //! after `|`, streaming transfers through opendal (retried with backoff, sizes and md5s
-//! verified), and the agent's resource cache.
+//! verified), the agent's resource cache, and the runs of a sequencing project from ENA
+//! ([`project_samples`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), scitq_storage::StorageError> {
@@ -19,6 +20,7 @@ mod actions;
 mod backend;
 mod cache;
 mod ena;
+mod ena_project;
 mod error;
 mod ftp_empty;
 mod progress;
@@ -30,6 +32,7 @@ mod uri;
 pub use actions::{Action, split_actions};
 pub use cache::{FetchOutcome, ResourceCache, link_into};
 pub use ena::{DEFAULT_ENA_URL, FastqFile};
+pub use ena_project::{ProjectRun, ProjectSample, project_samples, valid_project};
 pub use error::{Result, StorageError};
 pub use progress::{NoProgress, Progress};
 pub use rclone::{Remote, Remotes, obscure_with_iv, reveal};

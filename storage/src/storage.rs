@@ -23,6 +23,8 @@ pub(crate) const CHUNK: usize = 8 * 1024 * 1024;
 pub(crate) const CONCURRENT_CHUNKS: usize = 4;
 /// Files of a folder transferred at the same time.
 const CONCURRENT_FILES: usize = 4;
+/// Downloads of one ENA FASTQ file before its run is given up.
+const ENA_ATTEMPTS: u32 = 2;
 
 /// A file or folder as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -375,11 +377,44 @@ impl Storage {
                 });
             }
             let name = loc.file_name().unwrap_or(accession).to_string();
-            self.copy_file(&loc, &meta, &dest.join(&name), progress, Some(&file.md5))
-                .await?;
+            let to = dest.join(&name);
+            let mut attempt = 1;
+            // Transient errors are retried inside opendal already; a file that arrives
+            // damaged (size or md5) is fetched once more before the run is given up.
+            while let Err(e) = self
+                .copy_file(&loc, &meta, &to, progress, Some(&file.md5))
+                .await
+            {
+                if attempt >= ENA_ATTEMPTS || !e.is_transfer_failure() {
+                    return Err(e);
+                }
+                tracing::warn!(uri = file.url, attempt, "downloading again: {e}");
+                attempt += 1;
+            }
             paths.push(dest_dir.join(name));
         }
         Ok(paths)
+    }
+
+    /// The run accession of a `run+fastq://ACCESSION` URI (actions allowed), else `None`.
+    pub fn run_accession(&self, uri: &str) -> Option<String> {
+        match self.parse(uri).ok()?.0.service {
+            Service::Ena { accession, .. } => Some(accession),
+            _ => None,
+        }
+    }
+
+    /// Applies the actions of `src` (what follows `|`) to `paths`, files that landed in
+    /// `dest_dir` by other means than [`Storage::download`] (the agent's `fasterq-dump`
+    /// fallback for `run+fastq://`). Returns the resulting top-level paths.
+    pub async fn apply_actions_of(
+        &self,
+        src: &str,
+        dest_dir: &Path,
+        paths: Vec<PathBuf>,
+    ) -> Result<Vec<PathBuf>> {
+        let (_, actions) = self.parse(src)?;
+        self.apply_actions(actions, dest_dir, paths).await
     }
 
     /// Uploads everything under the local folder `local_dir` to the folder `dst`.

@@ -18,6 +18,8 @@ pub struct Agent {
     dir: TempDir,
     /// How it was started, to start it again on the same work dir.
     command: Vec<std::ffi::OsString>,
+    /// Environment variables given at the start.
+    env: Vec<(String, String)>,
     home: PathBuf,
     starts: u32,
 }
@@ -32,7 +34,20 @@ impl Agent {
 
     /// Like [`Agent::start`] with the concurrency given as text, to try bad values.
     pub fn start_raw(server: &Server, name: &str, concurrency: &str, extra: &[&str]) -> Agent {
-        Agent::spawn(server, &server.addr(), name, concurrency, extra)
+        Agent::spawn(server, &server.addr(), name, concurrency, extra, &[])
+    }
+
+    /// Like [`Agent::start`] with these environment variables set (and kept by
+    /// [`Agent::start_again`]).
+    pub fn start_with_env(
+        server: &Server,
+        name: &str,
+        concurrency: u32,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let concurrency = concurrency.to_string();
+        Agent::spawn(server, &server.addr(), name, &concurrency, extra, env)
     }
 
     /// Like [`Agent::start`], reaching the server through `addr` (e.g. a [`crate::Proxy`]).
@@ -43,10 +58,17 @@ impl Agent {
         concurrency: u32,
         extra: &[&str],
     ) -> Agent {
-        Agent::spawn(server, addr, name, &concurrency.to_string(), extra)
+        Agent::spawn(server, addr, name, &concurrency.to_string(), extra, &[])
     }
 
-    fn spawn(server: &Server, addr: &str, name: &str, concurrency: &str, extra: &[&str]) -> Agent {
+    fn spawn(
+        server: &Server,
+        addr: &str,
+        name: &str,
+        concurrency: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let dir = temp_dir(&format!("scitq-agent-{name}-"));
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).expect("create agent work dir");
@@ -64,6 +86,11 @@ impl Agent {
             .args(extra);
         let command = cmd.get_args().map(ToOwned::to_owned).collect();
         apply_env(&mut cmd, &server.home());
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         let log = dir.path().join("agent.log");
         let proc = Proc::spawn(&format!("scitq-agent {name}"), cmd, &log);
         Agent {
@@ -71,6 +98,7 @@ impl Agent {
             proc,
             dir,
             command,
+            env,
             home: server.home(),
             starts: 1,
         }
@@ -84,6 +112,7 @@ impl Agent {
         let mut cmd = Command::new(bin("scitq-agent"));
         cmd.args(&self.command);
         apply_env(&mut cmd, &self.home);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let log = self.dir.path().join(format!("agent-{}.log", self.starts));
         self.proc = Proc::spawn(
             &format!("scitq-agent {} (start {})", self.name, self.starts),

@@ -20,9 +20,24 @@ pub struct Image {
 impl Image {
     /// Builds the busybox image under `scitq-test-tiny:<unique>`.
     pub fn tiny() -> Image {
+        Image::tiny_with(&[])
+    }
+
+    /// The busybox image plus executable files (`/bin/tool`, content), e.g. shell scripts
+    /// standing in for a real tool.
+    pub fn tiny_with(executables: &[(&str, &str)]) -> Image {
+        use std::os::unix::fs::PermissionsExt;
         let tag = unique_tag("scitq-test-tiny");
         let root = crate::temp_dir("scitq-rootfs-");
         build_rootfs(root.path());
+        for (path, content) in executables {
+            let file = root.path().join(path.trim_start_matches('/'));
+            // A busybox applet of the same name is a symlink: replace it, not its target.
+            let _ = std::fs::remove_file(&file);
+            std::fs::write(&file, content).unwrap_or_else(|e| panic!("write {path}: {e}"));
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755))
+                .unwrap_or_else(|e| panic!("chmod {path}: {e}"));
+        }
         let mut tar = Command::new("tar")
             .arg("-C")
             .arg(root.path())

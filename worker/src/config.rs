@@ -71,6 +71,15 @@ pub struct Args {
     /// Longest time an image pull may take before the execution fails.
     #[arg(long, env = "SCITQ_PULL_TIMEOUT", default_value = "30m", value_parser = parse_duration)]
     pub pull_timeout: Duration,
+    /// Image with NCBI's `fasterq-dump`, run when ENA cannot deliver a `run+fastq://` input
+    /// (pulled when missing, like a task's image; needs Docker).
+    #[arg(
+        long,
+        env = "SCITQ_SRA_TOOLS_IMAGE",
+        default_value = "ncbi/sra-tools",
+        value_name = "IMAGE"
+    )]
+    pub sra_tools_image: String,
     /// How long the container and work dir of a failed execution are kept for inspection.
     #[arg(long, env = "SCITQ_KEEP_FAILED", default_value = "24h", value_parser = parse_duration)]
     pub keep_failed: Duration,
@@ -121,6 +130,8 @@ pub enum ConfigError {
     InvalidToken,
     #[error("invalid --name {0:?}: must not be empty")]
     EmptyName(String),
+    #[error("invalid --sra-tools-image {0:?}: expected an image reference")]
+    InvalidSraToolsImage(String),
     #[error("no work dir: pass --work-dir, or set HOME or XDG_DATA_HOME")]
     NoWorkDir,
 }
@@ -286,6 +297,7 @@ pub struct Config {
     pub spool_limit: u64,
     pub docker_network: scitq_proto::container::Network,
     pub pull_timeout: Duration,
+    pub sra_tools_image: String,
     pub keep_failed: Duration,
     pub disk_threshold: u8,
 }
@@ -306,6 +318,7 @@ impl fmt::Debug for Config {
             .field("spool_limit", &self.spool_limit)
             .field("docker_network", &self.docker_network)
             .field("pull_timeout", &self.pull_timeout)
+            .field("sra_tools_image", &self.sra_tools_image)
             .field("keep_failed", &self.keep_failed)
             .field("disk_threshold", &self.disk_threshold)
             .finish()
@@ -347,6 +360,10 @@ impl Config {
             None => env.default_work_dir().ok_or(ConfigError::NoWorkDir)?,
         };
         let work_dir = std::path::absolute(&work_dir).unwrap_or(work_dir);
+        let sra_tools_image = args.sra_tools_image.trim().to_owned();
+        if sra_tools_image.is_empty() || sra_tools_image.contains(char::is_whitespace) {
+            return Err(ConfigError::InvalidSraToolsImage(args.sra_tools_image));
+        }
         Ok(Config {
             server,
             token,
@@ -361,6 +378,7 @@ impl Config {
             spool_limit: args.spool_limit_mib.saturating_mul(1 << 20),
             docker_network: args.docker_network,
             pull_timeout: args.pull_timeout,
+            sra_tools_image,
             keep_failed: args.keep_failed,
             disk_threshold: args.disk_threshold,
         })
@@ -373,7 +391,8 @@ impl Config {
             "server = {}\nworker_token = \"<hidden>\"\nconcurrency = {}\nprefetch = {}\n\
              name = {}\nbatch = {}\nwork_dir = {}\nheartbeat = {}\nreconnect_max = {}\n\
              spool_limit_mib = {}\n\
-             docker_network = {}\npull_timeout = {}\nkeep_failed = {}\ndisk_threshold = {}\n",
+             docker_network = {}\npull_timeout = {}\nsra_tools_image = {}\nkeep_failed = {}\n\
+             disk_threshold = {}\n",
             q(&self.server.uri()),
             self.concurrency,
             self.prefetch,
@@ -385,6 +404,7 @@ impl Config {
             self.spool_limit >> 20,
             q(self.docker_network.as_str()),
             q(&humantime::format_duration(self.pull_timeout).to_string()),
+            q(&self.sra_tools_image),
             q(&humantime::format_duration(self.keep_failed).to_string()),
             self.disk_threshold,
         )
@@ -509,6 +529,26 @@ mod tests {
         let config = Config::from_args(args, &env).unwrap();
         assert_eq!((config.server.port, config.token.as_str()), (1, "t"));
         assert_eq!(config.concurrency, 3);
+    }
+
+    #[test]
+    fn the_sra_tools_image_has_a_default_and_a_blank_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_config(dir.path(), "worker_token = \"wt\"\n");
+        let args = Args::try_parse_from(["scitq-agent"]).unwrap();
+        let config = Config::from_args(args, &env).unwrap();
+        assert_eq!(config.sra_tools_image, "ncbi/sra-tools");
+        assert!(
+            config
+                .to_toml()
+                .contains("sra_tools_image = \"ncbi/sra-tools\"\n")
+        );
+        let args = Args::try_parse_from(["scitq-agent", "--sra-tools-image", " "]).unwrap();
+        let err = Config::from_args(args, &env).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid --sra-tools-image \" \": expected an image reference"
+        );
     }
 
     #[test]

@@ -95,8 +95,8 @@ fn status_of(error: &DockerError) -> Option<u16> {
 /// Where a container run starts from.
 #[derive(Debug, Clone)]
 pub enum Start {
-    /// A new container.
-    Fresh,
+    /// A new container; `preamble` goes at the head of its stderr (see `staging`).
+    Fresh { preamble: Bytes },
     /// Re-attach to this container, left by a previous agent process.
     Reattach(String),
 }
@@ -114,36 +114,71 @@ pub async fn execute(
         Ok(docker) => docker.clone(),
         Err(e) => return failed(format!("cannot reach the Docker daemon: {e}")),
     };
-    let (container, spools, ran) = match start {
+    // What the container's logs start after in the stderr spool, and what of it to announce
+    // (a re-attached run announced it already).
+    let (container, spools, ran, head) = match start {
         Start::Reattach(container) => match reattach(&docker, &ctx.dir, &container).await {
-            Ok((spools, ran)) => (container, spools, ran),
+            Ok((spools, ran, skip)) => (container, spools, ran, Head::skip(skip)),
             Err(message) => return failed(message),
         },
-        Start::Fresh => match create(&docker, launch, spec, ctx).await {
-            Ok((container, spools)) => (container, spools, Duration::ZERO),
+        Start::Fresh { preamble } => match create(&docker, launch, spec, ctx, &preamble).await {
+            Ok((container, spools)) => (container, spools, Duration::ZERO, Head::new(preamble)),
             Err((message, container)) => {
                 return (FinalReport::failed(Failure::Run, message), container);
             }
         },
     };
-    let report = follow(&docker, launch, ctx, &container, spools, ran).await;
+    let report = follow(&docker, launch, ctx, &container, spools, ran, head).await;
     (report, Some(container))
 }
 
-/// Prepares the work dir, pulls the image if needed, creates and starts the container.
+/// The agent's lines at the head of the stderr spool, before the container's own output.
+#[derive(Debug)]
+struct Head {
+    /// Bytes the container's stderr logs come after.
+    skip: u64,
+    /// The lines still to announce to the agent loop.
+    announce: Bytes,
+}
+
+impl Head {
+    fn new(preamble: Bytes) -> Head {
+        Head {
+            skip: preamble.len() as u64,
+            announce: preamble,
+        }
+    }
+
+    fn skip(skip: u64) -> Head {
+        Head {
+            skip,
+            announce: Bytes::new(),
+        }
+    }
+}
+
+/// Prepares the work dir (`preamble` at the head of stderr), pulls the image if needed,
+/// creates and starts the container.
 async fn create(
     docker: &Docker,
     launch: &Launch,
     spec: &ContainerSpec,
     ctx: &ExecContext,
+    preamble: &[u8],
 ) -> Result<(String, [Spool; 2]), (String, Option<String>)> {
-    let files = crate::executor::prepare(ctx.dir.clone(), ctx.spares.clone())
+    let (stdout, mut stderr) = crate::executor::prepare(ctx.dir.clone(), ctx.spares.clone())
         .await
         .map_err(|e| {
             (
                 format!("cannot prepare {}: {e}", ctx.dir.root().display()),
                 None,
             )
+        })?;
+    crate::executor::append(&mut stderr, preamble)
+        .await
+        .map_err(|e| {
+            let path = ctx.dir.log(Stream::Stderr);
+            (format!("cannot write {}: {e}", path.display()), None)
         })?;
     let options = spec.options.clone().map_err(|e| (e.to_string(), None))?;
     let argv = launch.argv.clone().map_err(|e| (e.to_string(), None))?;
@@ -180,6 +215,7 @@ async fn create(
             container: Some(container.clone()),
             run_timeout_s: launch.run_timeout.map(|limit| limit.as_secs()),
             output: launch.data.output.clone(),
+            stderr_preamble: preamble.len() as u64,
         },
     };
     if let Err(e) = crate::executor::write_state(&ctx.dir, running).await {
@@ -193,17 +229,21 @@ async fn create(
         );
         return Err((message, Some(container)));
     }
-    let (stdout, stderr) = files;
-    Ok((container, [Spool::new(stdout, 0), Spool::new(stderr, 0)]))
+    let spools = [
+        Spool::new(stdout, 0),
+        Spool::new(stderr, preamble.len() as u64),
+    ];
+    Ok((container, spools))
 }
 
 /// Opens the spool files of a container left running (or exited) by a previous agent, and
-/// starts it if it was created but never started. Also returns how long it has run.
+/// starts it if it was created but never started. Also returns how long it has run and the
+/// length of the agent's lines at the head of stderr.
 async fn reattach(
     docker: &Docker,
     dir: &ExecDir,
     container: &str,
-) -> Result<([Spool; 2], Duration), String> {
+) -> Result<([Spool; 2], Duration, u64), String> {
     let state = docker
         .inspect_container(container, None)
         .await
@@ -229,7 +269,17 @@ async fn reattach(
     }
     let stdout = reopen(dir, Stream::Stdout).await?;
     let stderr = reopen(dir, Stream::Stderr).await?;
-    Ok(([stdout, stderr], ran))
+    let state_dir = dir.clone();
+    let preamble = match tokio::task::spawn_blocking(move || StateFile::read(&state_dir)).await {
+        Ok(Ok(StateFile {
+            phase: Phase::Running {
+                stderr_preamble, ..
+            },
+            ..
+        })) => stderr_preamble,
+        _ => 0,
+    };
+    Ok(([stdout, stderr], ran, preamble))
 }
 
 /// Opens a spool file for appending, its stream's total being what it holds already.
@@ -250,7 +300,7 @@ async fn reopen(dir: &ExecDir, stream: Stream) -> Result<Spool, String> {
 }
 
 /// Pulls `image` unless the daemon has it, within `limit`.
-async fn ensure_image(
+pub(crate) async fn ensure_image(
     docker: &Docker,
     image: &str,
     credentials: &[RegistryCredential],
@@ -385,6 +435,7 @@ async fn follow(
     container: &str,
     spools: [Spool; 2],
     ran: Duration,
+    head: Head,
 ) -> FinalReport {
     let id = launch.id;
     let _ = ctx
@@ -394,9 +445,10 @@ async fn follow(
             runner: crate::executor::Runner::Container(container.to_owned()),
         })
         .await;
+    crate::executor::announce_preamble(id, head.announce, &ctx.events).await;
     let mut signals = ctx.signals.take();
     let events = ctx.events.clone();
-    let output = pump_logs(docker, container, spools, id, events);
+    let output = pump_logs(docker, container, spools, head.skip, id, events);
     let exit = async {
         let (status, spools) = tokio::join!(wait_exit(docker, container), output);
         (status, spools)
@@ -546,11 +598,13 @@ async fn wait_exit(docker: &Docker, container: &str) -> Result<i32, String> {
 }
 
 /// Copies the container's logs from its start to the spool files, skipping what they hold
-/// already, and reports each piece. Returns the total bytes per stream.
+/// already (the stderr file starts with `stderr_head` bytes of the agent's own), and reports
+/// each piece. Returns the total bytes per stream.
 async fn pump_logs(
     docker: &Docker,
     container: &str,
     mut spools: [Spool; 2],
+    stderr_head: u64,
     id: crate::state::ExecutionId,
     events: mpsc::Sender<ExecEvent>,
 ) -> [u64; 2] {
@@ -560,8 +614,9 @@ async fn pump_logs(
         .stderr(true)
         .build();
     let mut logs = docker.logs(container, Some(options));
-    // Bytes of each stream seen in the logs so far, from the container's start.
-    let mut seen = [0u64; 2];
+    // Bytes of each stream's spool file accounted for so far: the agent's head, then the logs
+    // from the container's start.
+    let mut seen = [0, stderr_head];
     while let Some(piece) = logs.next().await {
         let (stream, message) = match piece {
             Ok(LogOutput::StdOut { message }) => (Stream::Stdout, message),

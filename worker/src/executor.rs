@@ -117,12 +117,17 @@ pub async fn run(launch: Launch, mut ctx: ExecContext) {
     let id = launch.id;
     let (mut report, container) = match stage_in(&launch, &mut ctx).await {
         Err(message) => (FinalReport::failed(Failure::Download, message), None),
-        Ok(()) => match &launch.container {
-            None => (execute(&launch, &ctx).await, None),
+        Ok(notes) => match &launch.container {
+            None => (
+                execute(&launch, &ctx, Bytes::from(notes.concat())).await,
+                None,
+            ),
             Some(spec) => {
                 let start = match ctx.reattach.take() {
                     Some(container) => Start::Reattach(container),
-                    None => Start::Fresh,
+                    None => Start::Fresh {
+                        preamble: Bytes::from(notes.concat()),
+                    },
                 };
                 container::execute(&launch, spec, &mut ctx, start).await
             }
@@ -156,14 +161,15 @@ pub async fn run(launch: Launch, mut ctx: ExecContext) {
 }
 
 /// Waits for the inputs and resources staged since the task was accepted (or stages them now).
-async fn stage_in(launch: &Launch, ctx: &mut ExecContext) -> Result<(), String> {
+/// Returns the lines for the head of the task's stderr (see `staging`).
+async fn stage_in(launch: &Launch, ctx: &mut ExecContext) -> Result<Vec<String>, String> {
     let handle = match ctx.staged.take() {
         Some(handle) => handle,
         None if launch.data.needs_staging_in() => {
             let stager = ctx.stager.clone()?;
-            crate::staging::stage_in(stager, ctx.dir.clone(), launch.data.clone())
+            crate::staging::stage_in(stager, launch.id, ctx.dir.clone(), launch.data.clone())
         }
-        None => return Ok(()),
+        None => return Ok(Vec::new()),
     };
     handle
         .await
@@ -187,15 +193,23 @@ async fn stage_out(launch: &Launch, ctx: &ExecContext, report: &mut FinalReport)
     }
 }
 
-async fn execute(launch: &Launch, ctx: &ExecContext) -> FinalReport {
+/// Runs the command natively; `preamble` goes at the head of its stderr.
+async fn execute(launch: &Launch, ctx: &ExecContext, preamble: Bytes) -> FinalReport {
     let id = launch.id;
-    let (stdout_log, stderr_log) = match prepare(ctx.dir.clone(), ctx.spares.clone()).await {
+    let (stdout_log, mut stderr_log) = match prepare(ctx.dir.clone(), ctx.spares.clone()).await {
         Ok(files) => files,
         Err(e) => {
             let root = ctx.dir.root().display();
             return FinalReport::failed(Failure::Run, format!("cannot prepare {root}: {e}"));
         }
     };
+    if let Err(e) = append(&mut stderr_log, &preamble).await {
+        let path = ctx.dir.log(Stream::Stderr);
+        return FinalReport::failed(
+            Failure::Run,
+            format!("cannot write {}: {e}", path.display()),
+        );
+    }
     let argv = match &launch.argv {
         Ok(argv) => argv,
         Err(e) => return FinalReport::failed(Failure::Run, e.to_string()),
@@ -215,6 +229,7 @@ async fn execute(launch: &Launch, ctx: &ExecContext) -> FinalReport {
             container: None,
             run_timeout_s: None,
             output: String::new(),
+            stderr_preamble: preamble.len() as u64,
         },
     };
     if let Err(e) = write_state(&ctx.dir, running).await {
@@ -228,7 +243,8 @@ async fn execute(launch: &Launch, ctx: &ExecContext) -> FinalReport {
         })
         .await;
 
-    let totals = [AtomicU64::new(0), AtomicU64::new(0)];
+    announce_preamble(id, preamble.clone(), &ctx.events).await;
+    let totals = [AtomicU64::new(0), AtomicU64::new(preamble.len() as u64)];
     let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
     let pipes = async {
         tokio::join!(
@@ -454,7 +470,30 @@ impl Spool {
     }
 }
 
-async fn append(log: &mut tokio::fs::File, data: &[u8]) -> io::Result<()> {
+/// Tells the agent loop about the lines the agent put at the head of stderr (already in the
+/// spool file): after `Started`, as the contract wants, and before the command's output.
+pub(crate) async fn announce_preamble(
+    id: ExecutionId,
+    preamble: Bytes,
+    events: &mpsc::Sender<ExecEvent>,
+) {
+    if preamble.is_empty() {
+        return;
+    }
+    let _ = events
+        .send(ExecEvent::Output {
+            id,
+            stream: Stream::Stderr,
+            offset: 0,
+            data: preamble,
+        })
+        .await;
+}
+
+pub(crate) async fn append(log: &mut tokio::fs::File, data: &[u8]) -> io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
     log.write_all(data).await?;
     log.flush().await
 }

@@ -28,6 +28,7 @@ pub mod launch;
 pub mod outbox;
 pub mod session;
 pub mod spares;
+pub mod sra;
 pub mod staging;
 pub mod state;
 pub mod stats;

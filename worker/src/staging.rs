@@ -5,6 +5,10 @@
 //! run: the agent starts [`stage_in`] then and the executor waits for it before the command.
 //! Resources come from one cache per agent ([`ResourceCache`]): downloaded once, re-fetched
 //! only when the remote changed, hard-linked into each task.
+//!
+//! A `run+fastq://` input that ENA cannot deliver is dumped from NCBI with `fasterq-dump` in a
+//! container instead (`sra.rs`); staging returns one line per such input saying which source
+//! gave it, which the executor puts at the head of the task's stderr.
 
 use std::sync::Arc;
 
@@ -13,7 +17,8 @@ use futures::future::BoxFuture;
 use scitq_proto::v1::UploadedFile;
 use scitq_storage::{NoProgress, Remotes, ResourceCache, Storage, link_into};
 
-use crate::state::ExecDir;
+use crate::sra::Fasterq;
+use crate::state::{ExecDir, ExecutionId};
 
 /// The resource cache's folder in the agent's work dir.
 pub const CACHE_DIR: &str = "resource-cache";
@@ -25,6 +30,8 @@ const PARALLEL: usize = 4;
 pub struct Stager {
     storage: Storage,
     cache: ResourceCache,
+    /// The second source of `run+fastq://` inputs.
+    fasterq: Fasterq,
 }
 
 /// The data a task asks for.
@@ -48,13 +55,18 @@ impl DataSpec {
     }
 }
 
-/// The outcome of staging in, awaited by the executor.
-pub type StageIn = tokio::task::JoinHandle<Result<(), String>>;
+/// The outcome of staging in, awaited by the executor: the lines to put at the head of the
+/// task's stderr (where each `run+fastq://` input came from), or why staging failed.
+pub type StageIn = tokio::task::JoinHandle<Result<Vec<String>, String>>;
 
 impl Stager {
     /// A stager for `rclone_config` (rclone.conf text; empty for none) with its resource cache
-    /// in `cache_dir`.
-    pub fn new(rclone_config: &str, cache_dir: &std::path::Path) -> Result<Stager, String> {
+    /// in `cache_dir`, falling back on `fasterq` for runs ENA cannot deliver.
+    pub fn new(
+        rclone_config: &str,
+        cache_dir: &std::path::Path,
+        fasterq: Fasterq,
+    ) -> Result<Stager, String> {
         let remotes = if rclone_config.trim().is_empty() {
             Remotes::empty()
         } else {
@@ -66,23 +78,29 @@ impl Stager {
         Ok(Stager {
             storage: Storage::new(remotes),
             cache,
+            fasterq,
         })
     }
 }
 
 /// Downloads the inputs into `input/` and links the resources into `resource/`, a few at a
 /// time. The error names the URI and says what the storage said.
-pub fn stage_in(stager: Arc<Stager>, dir: ExecDir, data: DataSpec) -> StageIn {
+pub fn stage_in(stager: Arc<Stager>, id: ExecutionId, dir: ExecDir, data: DataSpec) -> StageIn {
     tokio::spawn(async move {
-        let mut jobs: Vec<BoxFuture<'static, Result<(), String>>> = Vec::new();
+        let mut jobs: Vec<BoxFuture<'static, Result<Option<String>, String>>> = Vec::new();
         for uri in data.inputs {
             let (stager, input) = (stager.clone(), dir.input());
             jobs.push(Box::pin(async move {
+                if let Some(accession) = stager.storage.run_accession(&uri) {
+                    return stage_run(&stager, id, &uri, &input, &accession)
+                        .await
+                        .map(Some);
+                }
                 stager
                     .storage
                     .download(&uri, &input, &NoProgress)
                     .await
-                    .map(drop)
+                    .map(|_| None)
                     .map_err(|e| format!("cannot download input {uri}: {e}"))
             }));
         }
@@ -96,16 +114,62 @@ pub fn stage_in(stager: Arc<Stager>, dir: ExecDir, data: DataSpec) -> StageIn {
                     .map_err(|e| format!("cannot download resource {uri}: {e}"))?;
                 link_into(&cached, &resource)
                     .await
-                    .map(drop)
+                    .map(|_| None)
                     .map_err(|e| format!("cannot link resource {uri}: {e}"))
             }));
         }
         let mut results = futures::stream::iter(jobs).buffer_unordered(PARALLEL);
+        let mut notes = Vec::new();
         while let Some(result) = results.next().await {
-            result?;
+            notes.extend(result?);
         }
-        Ok(())
+        // In a stable order, whichever input finished first.
+        notes.sort();
+        Ok(notes)
     })
+}
+
+/// Downloads a `run+fastq://` input from ENA, else with `fasterq-dump`. Returns the line
+/// saying which source gave it; the error names the URI and gives both sources' errors.
+async fn stage_run(
+    stager: &Stager,
+    id: ExecutionId,
+    uri: &str,
+    input: &std::path::Path,
+    accession: &str,
+) -> Result<String, String> {
+    let ena_error = match stager.storage.download(uri, input, &NoProgress).await {
+        Ok(paths) => {
+            tracing::info!(execution_id = %id, uri, "run downloaded from ENA");
+            return Ok(format!("scitq: {uri}: {} file(s) from ENA\n", paths.len()));
+        }
+        Err(e) if !e.ena_may_fall_back() => {
+            return Err(format!("cannot download input {uri}: {e}"));
+        }
+        Err(e) => e,
+    };
+    tracing::warn!(execution_id = %id, uri, "ENA failed, trying fasterq-dump: {ena_error}");
+    let dumped = match stager.fasterq.dump(id, input, accession).await {
+        Ok(paths) => stager
+            .storage
+            .apply_actions_of(uri, input, paths)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    match dumped {
+        Ok(paths) => {
+            tracing::info!(execution_id = %id, uri, "run dumped with fasterq-dump");
+            Ok(format!(
+                "scitq: {uri}: {} file(s) from NCBI fasterq-dump ({}), as ENA failed: {ena_error}\n",
+                paths.len(),
+                stager.fasterq.image
+            ))
+        }
+        Err(e) => Err(format!(
+            "cannot download input {uri}: ENA failed: {ena_error}; {e}"
+        )),
+    }
 }
 
 /// Uploads everything in `output/` under `uri`; returns the files uploaded.

@@ -202,6 +202,10 @@ pub enum Phase {
         /// Where `output/` goes after the run, so a re-attached container still uploads it.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         output: String,
+        /// Bytes the agent wrote at the head of stderr before the command's own output (where
+        /// the inputs came from), so a re-attached container's logs are matched past them.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        stderr_preamble: u64,
     },
     /// It ended; the server may not have committed the report yet.
     Finished {
@@ -211,6 +215,10 @@ pub enum Phase {
     /// Given up by the agent (killed at agent shutdown or found orphaned at startup); the
     /// server fails it as lost.
     Abandoned,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The content of `state.json`.
@@ -405,6 +413,7 @@ mod tests {
                 container: None,
                 run_timeout_s: None,
                 output: String::new(),
+                stderr_preamble: 0,
             },
         );
         write(
@@ -415,6 +424,7 @@ mod tests {
                 container: Some("abc".into()),
                 run_timeout_s: Some(30),
                 output: String::new(),
+                stderr_preamble: 0,
             },
         );
         std::fs::create_dir_all(work.path().join("exec-5")).unwrap();
@@ -461,6 +471,7 @@ mod tests {
             container: None,
             run_timeout_s: None,
             output: String::new(),
+            stderr_preamble: 0,
         };
         write(work.path(), 1, running.clone());
         let dir = ExecDir::new(work.path(), ExecutionId(1));
@@ -481,6 +492,7 @@ mod tests {
                 container: None,
                 run_timeout_s: None,
                 output: String::new(),
+                stderr_preamble: 0,
             },
         );
         assert_eq!(scan(work.path()).unwrap(), Found::default());

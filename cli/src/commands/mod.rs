@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod fetch;
 pub mod launch;
+pub mod samples;
 pub mod task;
 pub mod watch;
 pub mod worker;
@@ -68,5 +69,6 @@ pub async fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<Exit> {
         Command::Worker(command) => worker::run(command, ctx).await,
         Command::Launch(args) => launch::run(args, ctx).await,
         Command::Fetch(args) => fetch::run(args, ctx).await,
+        Command::Samples(args) => samples::run(args, ctx).await,
     }
 }

@@ -70,7 +70,12 @@ impl Agent {
             self.apply_settings(settings);
         }
         let cache = self.config.work_dir.join(crate::staging::CACHE_DIR);
-        self.stager = crate::staging::Stager::new(&welcome.rclone_config, &cache).map(Arc::new);
+        let fasterq = crate::sra::Fasterq {
+            engine: self.engine.clone(),
+            image: self.config.sra_tools_image.clone(),
+        };
+        self.stager =
+            crate::staging::Stager::new(&welcome.rclone_config, &cache, fasterq).map(Arc::new);
         if let Err(e) = &self.stager {
             tracing::error!("tasks with inputs or outputs will fail: {e}");
         }
@@ -129,6 +134,7 @@ impl Agent {
             let dir = ExecDir::new(&self.config.work_dir, id);
             exec.staging = Some(crate::staging::stage_in(
                 stager.clone(),
+                id,
                 dir,
                 launch.data.clone(),
             ));

@@ -272,6 +272,7 @@ impl Harness {
             spool_limit: u64::MAX,
             docker_network: scitq_proto::container::Network::None,
             pull_timeout: Duration::from_secs(60),
+            sra_tools_image: "ncbi/sra-tools".into(),
             keep_failed: Duration::from_secs(3600),
             disk_threshold: 100,
         };
