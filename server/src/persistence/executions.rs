@@ -77,7 +77,7 @@ pub async fn assign(
                         .into_query(),
                 );
             }
-            (batch.into_sql(), exec_ids)
+            (batch.into_script(), exec_ids)
         })
         .await?;
     let mut out = Vec::with_capacity(exec_ids.len());
@@ -307,7 +307,7 @@ pub async fn apply(
                     }
                 }
                 batch.push(&super::workers::touch_statement(worker));
-                (batch.into_sql(), applied)
+                (batch.into_script(), applied)
             })
             .await;
     }

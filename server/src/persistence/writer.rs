@@ -9,6 +9,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, T
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
+use super::batch::Script;
 
 /// Ids allocated by the writer. Being the only writer, it can hand out ids without asking
 /// the database, the same way on SQLite and PostgreSQL.
@@ -39,7 +40,7 @@ type TxnOp = Box<
     dyn for<'a> FnOnce(&'a DatabaseTransaction, &'a mut Ids) -> BoxFuture<'a, (bool, Completion)>
         + Send,
 >;
-type SqlOp = Box<dyn FnOnce(&mut Ids) -> (String, Completion) + Send>;
+type SqlOp = Box<dyn FnOnce(&mut Ids) -> (Script, Completion) + Send>;
 
 /// A write: either code that runs in the transaction (and may read), or plain statements
 /// that need no answer. A group made only of the latter is sent to the database as one
@@ -130,7 +131,7 @@ impl Writer {
     pub async fn execute<R, F>(&self, build: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Ids) -> (String, R) + Send + 'static,
+        F: FnOnce(&mut Ids) -> (Script, R) + Send + 'static,
     {
         self.submit_execute(build).await?.await
     }
@@ -139,7 +140,7 @@ impl Writer {
     pub async fn submit_execute<R, F>(&self, build: F) -> Result<Pending<R>, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Ids) -> (String, R) + Send + 'static,
+        F: FnOnce(&mut Ids) -> (Script, R) + Send + 'static,
     {
         let (reply_tx, reply_rx) = oneshot::channel();
         let op: SqlOp = Box::new(move |ids| {
@@ -210,9 +211,9 @@ async fn run_group(
     for op in ops {
         let op = match op {
             Op::Sql(op) => {
-                let (sql, completion) = op(ids);
+                let (script, completion) = op(ids);
                 completions.push(completion);
-                if let Err(err) = txn.execute_unprepared(&sql).await {
+                if let Err(err) = script.run(&txn).await {
                     return Err((completions, err));
                 }
                 continue;
@@ -274,20 +275,21 @@ async fn run_alone(db: &DatabaseConnection, ids: &mut Ids, op: TxnOp) -> GroupRe
     }
 }
 
-/// Plain statements only: `BEGIN; …; COMMIT` in one round trip.
+/// Plain statements only: `BEGIN; …; COMMIT` in one round trip, or a few for a large group
+/// (see [`super::batch::CHUNK_BYTES`]). The writer's pool has one connection, so every
+/// call of the script runs on it, inside the one transaction.
 async fn run_sql_only(db: &DatabaseConnection, ids: &mut Ids, ops: Vec<Op>) -> GroupResult {
-    let mut sql = String::from("BEGIN;\n");
+    let mut script = Script::default();
     let mut completions = Vec::with_capacity(ops.len());
     for op in ops {
         if let Op::Sql(op) = op {
             let (statements, completion) = op(ids);
-            sql.push_str(&statements);
+            script.append(statements);
             completions.push(completion);
         }
     }
-    sql.push_str("COMMIT;\n");
-    match db.execute_unprepared(&sql).await {
-        Ok(_) => Ok(completions),
+    match script.into_transaction().run(db).await {
+        Ok(()) => Ok(completions),
         Err(err) => {
             // The writer has its own connection: leave it clean for the next group.
             let _ = db.execute_unprepared("ROLLBACK").await;

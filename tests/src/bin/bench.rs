@@ -99,6 +99,10 @@ struct Args {
     /// Scale part: how long the agents heart-beat with no task, to measure the idle cost.
     #[arg(long, value_name = "D", default_value = "10s", value_parser = humantime::parse_duration)]
     scale_idle: Duration,
+    /// Scale part: how long each simulated task runs; 0s reports it done at once, so that
+    /// scitqd alone sets the pace (and uses all the CPU it can).
+    #[arg(long, value_name = "D", default_value = "0s", value_parser = humantime::parse_duration)]
+    scale_task_time: Duration,
     /// Docker part: how many container tasks to run (only when given).
     #[arg(long, value_name = "N")]
     docker: Option<usize>,
@@ -160,6 +164,7 @@ fn main() -> Result<()> {
             args.scale_tasks,
             args.scale_heartbeat,
             args.scale_idle,
+            args.scale_task_time,
         )?;
     }
     if let Some(n) = args.docker {

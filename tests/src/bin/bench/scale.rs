@@ -3,10 +3,11 @@
 //! and memory.
 //!
 //! A simulated agent is one `WorkerService.Session` stream: Hello, then for each assignment
-//! at once a final `succeeded` update (as a real agent reports a task too short to be seen
-//! running), a heartbeat at the agent's interval, and nothing else. Streams share a few HTTP/2
+//! a final `succeeded` update after the task time (as a real agent reports a task too short
+//! to be seen running), a heartbeat at the agent's interval, and nothing else. Streams share a few HTTP/2
 //! connections (100 per connection), so the client side stays light.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -55,6 +56,7 @@ pub fn scale(
     tasks: usize,
     heartbeat: Duration,
     idle: Duration,
+    task_time: Duration,
 ) -> Result<()> {
     let server = Server::start(opts.clone());
     let c = server.client();
@@ -83,7 +85,7 @@ pub fn scale(
                 channel,
                 server.worker_token().to_owned(),
                 format!("sim-{i:05}"),
-                heartbeat,
+                (heartbeat, task_time),
                 counters.clone(),
                 stop.clone(),
             ));
@@ -176,11 +178,14 @@ pub fn scale(
         idle_rss as f64 / 1024.0
     );
     println!(
-        "scale: {tasks} tasks through them in {:.1} s ({:.0} tasks/s, {} heartbeats sent): \
-         scitqd {flow_cores:.2} cores on average, peak {:.0} MiB (targets: < 1 core, < 1 GB)",
+        "scale: {tasks} tasks of {} through them in {:.1} s ({:.0} tasks/s, {} heartbeats sent): \
+         scitqd {flow_cores:.2} cores on average ({:.3} ms of CPU per task), peak {:.0} MiB \
+         (targets: < 1 core, < 1 GB)",
+        humantime::format_duration(task_time),
         flow.as_secs_f64(),
         tasks as f64 / flow.as_secs_f64(),
         counters.heartbeats.load(Ordering::Relaxed),
+        1000.0 * flow_cores * flow.as_secs_f64() / tasks as f64,
         peak_rss as f64 / 1024.0
     );
     Ok(())
@@ -190,11 +195,19 @@ async fn simulated_agent(
     channel: Channel,
     token: String,
     name: String,
-    heartbeat: Duration,
+    (heartbeat, task_time): (Duration, Duration),
     counters: Arc<Counters>,
     stop: CancellationToken,
 ) {
-    if let Err(e) = run_agent(channel, token, &name, heartbeat, &counters, &stop).await
+    if let Err(e) = run_agent(
+        channel,
+        token,
+        &name,
+        (heartbeat, task_time),
+        &counters,
+        &stop,
+    )
+    .await
         && !stop.is_cancelled()
     {
         eprintln!("simulated agent {name}: {e:#}");
@@ -205,7 +218,7 @@ async fn run_agent(
     channel: Channel,
     token: String,
     name: &str,
-    heartbeat: Duration,
+    (heartbeat, task_time): (Duration, Duration),
     counters: &Counters,
     stop: &CancellationToken,
 ) -> Result<()> {
@@ -237,7 +250,11 @@ async fn run_agent(
         .into_inner();
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.tick().await;
+    // Executions running, oldest first, with when each ends.
+    let mut running: VecDeque<(Instant, i64)> = VecDeque::new();
     loop {
+        let next_end = running.front().map(|(end, _)| *end);
+        let mut done = None;
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = ticker.tick() => {
@@ -248,28 +265,38 @@ async fn run_agent(
                 }).await?;
                 counters.heartbeats.fetch_add(1, Ordering::Relaxed);
             }
+            _ = tokio::time::sleep_until(next_end.unwrap_or_else(Instant::now).into()), if next_end.is_some() => {
+                done = running.pop_front().map(|(_, id)| id);
+            }
             message = inbound.message() => {
                 let Some(message) = message? else { return Ok(()) };
                 match message.kind {
                     Some(server_message::Kind::Welcome(_)) => {
                         counters.welcomed.fetch_add(1, Ordering::Relaxed);
                     }
+                    Some(server_message::Kind::Assignment(assignment)) if task_time.is_zero() => {
+                        done = Some(assignment.execution_id);
+                    }
                     Some(server_message::Kind::Assignment(assignment)) => {
-                        seq += 1;
-                        tx.send(AgentMessage {
-                            seq,
-                            kind: Some(agent_message::Kind::Update(ExecutionUpdate {
-                                execution_id: assignment.execution_id,
-                                state: ExecutionState::Succeeded as i32,
-                                exit_code: Some(0),
-                                ..ExecutionUpdate::default()
-                            })),
-                        }).await?;
-                        counters.completed.fetch_add(1, Ordering::Relaxed);
+                        running.push_back((Instant::now() + task_time, assignment.execution_id));
                     }
                     _ => {}
                 }
             }
+        }
+        if let Some(execution_id) = done {
+            seq += 1;
+            tx.send(AgentMessage {
+                seq,
+                kind: Some(agent_message::Kind::Update(ExecutionUpdate {
+                    execution_id,
+                    state: ExecutionState::Succeeded as i32,
+                    exit_code: Some(0),
+                    ..ExecutionUpdate::default()
+                })),
+            })
+            .await?;
+            counters.completed.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
