@@ -817,6 +817,118 @@ mod tests {
         assert_eq!(err.to_string(), "rclone remote n: no host");
     }
 
+    fn azure_env(account: Option<&str>, endpoint: Option<&str>) -> EnvDefaults {
+        EnvDefaults {
+            azure_account: account.map(str::to_string),
+            azure_key: account.map(|_| "S2V5".to_string()),
+            azure_endpoint: endpoint.map(str::to_string),
+            ..EnvDefaults::default()
+        }
+    }
+
+    #[test]
+    fn azure_uris_take_account_key_and_endpoint_from_the_environment() {
+        let remotes = Remotes::empty();
+        let loc = parse_location(
+            "azure://reads/run1/a.fq",
+            &remotes,
+            &azure_env(Some("lab"), None),
+        )
+        .unwrap();
+        assert_eq!(
+            loc.service,
+            Service::Azblob {
+                container: "reads".into(),
+                endpoint: "https://lab.blob.core.windows.net".into(),
+                account: Some("lab".into()),
+                key: Some("S2V5".into()),
+                sas_token: None,
+            }
+        );
+        assert_eq!(loc.path, "run1/a.fq");
+        assert_eq!(loc.uri(), "azure://reads/run1/a.fq");
+        // `az://` is the same; an explicit endpoint (Azurite, a sovereign cloud) wins.
+        let env = azure_env(Some("lab"), Some("http://127.0.0.1:10000/lab"));
+        let loc = parse_location("az://reads/x", &remotes, &env).unwrap();
+        assert!(
+            matches!(&loc.service, Service::Azblob { endpoint, .. } if endpoint == "http://127.0.0.1:10000/lab")
+        );
+        assert_eq!(loc.uri(), "azure://reads/x");
+        let err = parse_location("azure://reads/x", &remotes, &EnvDefaults::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid uri \"azure://reads/x\": no azure account: set AZURE_STORAGE_ACCOUNT or use an rclone remote"
+        );
+        let err = parse_location(
+            "azure://Bad_Name/x",
+            &remotes,
+            &azure_env(Some("lab"), None),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "invalid uri \"azure://Bad_Name/x\": invalid container name Bad_Name"
+        );
+    }
+
+    #[test]
+    fn azureblob_remotes_map_account_key_sas_url_and_endpoint() {
+        let remotes = Remotes::parse(
+            "[acct]\ntype = azureblob\naccount = lab\nkey = S2V5\n\
+             [sas]\ntype = azureblob\nsas_url = https://lab.blob.core.windows.net/reads?sv=2024&sig=abc%3D\n\
+             [emu]\ntype = azureblob\naccount = devstoreaccount1\nkey = a2V5\nendpoint = http://127.0.0.1:10000/devstoreaccount1/\n\
+             [bare]\ntype = azureblob\n",
+        )
+        .unwrap();
+        let env = EnvDefaults::default();
+        let loc = parse_location("acct:reads/run1/a.fq", &remotes, &env).unwrap();
+        assert_eq!(
+            loc.service,
+            Service::Azblob {
+                container: "reads".into(),
+                endpoint: "https://lab.blob.core.windows.net".into(),
+                account: Some("lab".into()),
+                key: Some("S2V5".into()),
+                sas_token: None,
+            }
+        );
+        assert_eq!(loc.path, "run1/a.fq");
+        assert_eq!(loc.uri(), "acct:reads/run1/a.fq");
+
+        let loc = parse_location("sas:reads/x", &remotes, &env).unwrap();
+        assert_eq!(
+            loc.service,
+            Service::Azblob {
+                container: "reads".into(),
+                endpoint: "https://lab.blob.core.windows.net".into(),
+                account: None,
+                key: None,
+                sas_token: Some("sv=2024&sig=abc%3D".into()),
+            }
+        );
+
+        let loc = parse_location("emu://reads/x", &remotes, &env).unwrap();
+        assert!(
+            matches!(&loc.service, Service::Azblob { endpoint, account, .. }
+            if endpoint == "http://127.0.0.1:10000/devstoreaccount1"
+                && account.as_deref() == Some("devstoreaccount1"))
+        );
+
+        let err = parse_location("bare:reads/x", &remotes, &env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rclone remote bare: needs account, endpoint or sas_url"
+        );
+        let bad = Remotes::parse("[b]\ntype = azureblob\nsas_url = not a url\n").unwrap();
+        let err = parse_location("b:reads/x", &bad, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("rclone remote b: sas_url: "), "{err}");
+    }
+
     #[test]
     fn join_and_folders() {
         let loc = parse("s3://b/dir").unwrap();
