@@ -91,11 +91,17 @@ pub(crate) fn build(loc: &Location) -> Result<Operator> {
             endpoint,
             user,
             key,
+            root,
+            strict_host_key,
         } => {
+            // "strict" is ssh's StrictHostKeyChecking=yes; "accept" is =no, which takes any
+            // host key (and lets ssh append a new one to the user's known_hosts). An empty
+            // root leaves paths relative to the folder the server starts the session in.
+            let policy = if *strict_host_key { "strict" } else { "accept" };
             let mut b = opendal::services::Sftp::default()
                 .endpoint(endpoint)
-                .root("/")
-                .known_hosts_strategy("accept");
+                .root(root)
+                .known_hosts_strategy(policy);
             if let Some(user) = user {
                 b = b.user(user);
             }

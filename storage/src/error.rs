@@ -142,10 +142,22 @@ impl StorageError {
     }
 }
 
-/// Some services report a refused login as a generic error (FTP's 530 reply, for one).
+/// Some services report a refused login as a generic error (FTP's 530 reply, for one; the
+/// ssh client's "Permission denied (publickey)" for SFTP, a few sources down the chain).
 fn looks_like_denied(e: &opendal::Error) -> bool {
     let text = e.to_string();
-    text.contains("530")
+    if text.contains("530")
         || text.contains("Login incorrect")
         || text.contains("Authentication failed")
+    {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.to_string().contains("Permission denied (") {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }

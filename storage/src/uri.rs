@@ -39,6 +39,12 @@ pub(crate) enum Service {
         endpoint: String,
         user: Option<String>,
         key: Option<String>,
+        /// `/` when paths are absolute; empty when they are relative to the folder the server
+        /// starts a session in (the login's home), as rclone reads `remote:path`.
+        root: String,
+        /// Whether the ssh client must find the server's host key in the known_hosts files
+        /// (rclone's `known_hosts_file`); otherwise any host key is accepted, as rclone does.
+        strict_host_key: bool,
     },
     Http {
         endpoint: String,
@@ -336,16 +342,22 @@ fn parse_url_like(raw: &str, scheme: &str) -> Result<Location> {
         }
         "sftp" => {
             if password.is_some() {
-                return Err(malformed(
-                    "sftp passwords are not supported: use a key (rclone key_file) or an ssh agent"
+                // The refused password is not echoed (errors end up in task records).
+                let mut shown = url.clone();
+                let _ = shown.set_password(None);
+                return Err(StorageError::MalformedUri {
+                    uri: shown.to_string(),
+                    reason: "sftp passwords are not supported: use a key (rclone key_file) or an ssh agent"
                         .to_string(),
-                ));
+                });
             }
             let userinfo = user.clone().map(|u| format!("{u}@")).unwrap_or_default();
             let service = Service::Sftp {
                 endpoint: format!("ssh://{host_port}"),
                 user,
                 key: None,
+                root: "/".to_string(),
+                strict_host_key: false,
             };
             (service, format!("sftp://{userinfo}{host_port}/"))
         }
@@ -497,14 +509,23 @@ fn from_remote(raw: &str, remote: &Remote, rest: &str, base: &str) -> Result<Loc
                     "sftp passwords are not supported: use key_file or an ssh agent".to_string(),
                 ));
             }
+            // As for rclone, `remote:path` is relative to the login's home and
+            // `remote:/path` absolute.
+            let (root, base) = if rest.starts_with('/') {
+                ("/", format!("{base}/"))
+            } else {
+                ("", base.to_string())
+            };
             Ok(Location {
                 service: Service::Sftp {
                     endpoint: format!("ssh://{host}:{port}"),
                     user: remote.get("user").map(str::to_string),
                     key: remote.get("key_file").map(str::to_string),
+                    root: root.to_string(),
+                    strict_host_key: sftp_strict_host_key(remote)?,
                 },
                 path: rest.trim_start_matches('/').to_string(),
-                base: base.to_string(),
+                base,
             })
         }
         "http" => {
@@ -528,6 +549,29 @@ fn from_remote(raw: &str, remote: &Remote, rest: &str, base: &str) -> Result<Loc
         }
         other => Err(bad(format!("type {other} is not supported"))),
     }
+}
+
+/// rclone checks host keys only when `known_hosts_file` is set. The ssh client that opendal
+/// drives reads the known_hosts files of its own config (`~/.ssh/known_hosts` unless
+/// `~/.ssh/config` says otherwise) and cannot be handed another file, so only that file is
+/// accepted: a remote naming another one is refused rather than silently left unchecked.
+fn sftp_strict_host_key(remote: &Remote) -> Result<bool> {
+    let Some(file) = remote.get("known_hosts_file") else {
+        return Ok(false);
+    };
+    let home_file = std::env::var_os("HOME")
+        .map(|home| Path::new(&home).join(".ssh/known_hosts"))
+        .filter(|path| path.is_absolute());
+    if file == "~/.ssh/known_hosts" || home_file.is_some_and(|h| h == Path::new(file)) {
+        return Ok(true);
+    }
+    Err(StorageError::BadRemote {
+        remote: remote.name.clone(),
+        reason: format!(
+            "known_hosts_file {file}: only ~/.ssh/known_hosts is supported \
+             (the ssh client checks host keys against its own known_hosts files)"
+        ),
+    })
 }
 
 fn with_https(endpoint: &str) -> String {
@@ -666,6 +710,223 @@ mod tests {
                 .to_string()
                 .contains("query")
         );
+    }
+
+    #[test]
+    fn sftp_uris_are_absolute_and_refuse_passwords() {
+        let loc = parse("sftp://bob@127.0.0.1:2222/srv/data/a.fq").unwrap();
+        assert_eq!(
+            loc.service,
+            Service::Sftp {
+                endpoint: "ssh://127.0.0.1:2222".into(),
+                user: Some("bob".into()),
+                key: None,
+                root: "/".into(),
+                strict_host_key: false,
+            }
+        );
+        assert_eq!(loc.path, "srv/data/a.fq");
+        assert_eq!(loc.uri(), "sftp://bob@127.0.0.1:2222/srv/data/a.fq");
+        let err = parse("sftp://bob:pw@h/x").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid uri \"sftp://bob@h/x\": sftp passwords are not supported: \
+             use a key (rclone key_file) or an ssh agent",
+            "the password is not printed"
+        );
+    }
+
+    fn sftp_remote(extra: &str) -> Result<Location> {
+        let conf = format!(
+            "[box]\ntype = sftp\nhost = 10.0.0.5\nport = 2022\nuser = alice\nkey_file = /k/id\n{extra}"
+        );
+        let remotes = Remotes::parse(&conf).unwrap();
+        parse_location("box:in/a.txt", &remotes, &EnvDefaults::default())
+    }
+
+    #[test]
+    fn sftp_remotes_use_rclone_names_and_home_relative_paths() {
+        let remotes = Remotes::parse(
+            "[box]\ntype = sftp\nhost = 10.0.0.5\nport = 2022\nuser = alice\nkey_file = /k/id\n",
+        )
+        .unwrap();
+        let env = EnvDefaults::default();
+        let relative = parse_location("box:in/a.txt", &remotes, &env).unwrap();
+        assert_eq!(
+            relative.service,
+            Service::Sftp {
+                endpoint: "ssh://10.0.0.5:2022".into(),
+                user: Some("alice".into()),
+                key: Some("/k/id".into()),
+                root: String::new(),
+                strict_host_key: false,
+            }
+        );
+        assert_eq!(relative.path, "in/a.txt");
+        assert_eq!(relative.uri(), "box:in/a.txt");
+        // A leading slash makes the path absolute, and printed URIs keep it.
+        for raw in ["box:/srv/a.txt", "box:///srv/a.txt"] {
+            let absolute = parse_location(raw, &remotes, &env).unwrap();
+            assert!(
+                matches!(&absolute.service, Service::Sftp { root, .. } if root == "/"),
+                "{raw}"
+            );
+            assert_eq!(absolute.path, "srv/a.txt");
+            assert_eq!(absolute.uri(), raw);
+            assert_eq!(absolute.join("b").uri(), format!("{raw}/b"));
+        }
+        let port_22 = Remotes::parse("[h]\ntype = sftp\nhost = h.example.org\n").unwrap();
+        let loc = parse_location("h:x", &port_22, &env).unwrap();
+        assert!(
+            matches!(&loc.service, Service::Sftp { endpoint, user: None, key: None, .. }
+                if endpoint == "ssh://h.example.org:22")
+        );
+    }
+
+    #[test]
+    fn sftp_remote_host_key_checking_follows_known_hosts_file() {
+        let strict = |loc: Location| match loc.service {
+            Service::Sftp {
+                strict_host_key, ..
+            } => strict_host_key,
+            other => panic!("not sftp: {other:?}"),
+        };
+        assert!(!strict(sftp_remote("").unwrap()));
+        assert!(strict(
+            sftp_remote("known_hosts_file = ~/.ssh/known_hosts\n").unwrap()
+        ));
+        let err = sftp_remote("known_hosts_file = /etc/other_hosts\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "rclone remote box: known_hosts_file /etc/other_hosts: only ~/.ssh/known_hosts"
+            ),
+            "{err}"
+        );
+        let err = sftp_remote("pass = x\n").unwrap();
+        assert_eq!(err.uri(), "box:in/a.txt", "a key_file wins over pass");
+        let remotes = Remotes::parse("[p]\ntype = sftp\nhost = h\npass = x\n").unwrap();
+        let err = parse_location("p:x", &remotes, &EnvDefaults::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rclone remote p: sftp passwords are not supported: use key_file or an ssh agent"
+        );
+        let remotes = Remotes::parse("[n]\ntype = sftp\nuser = u\n").unwrap();
+        let err = parse_location("n:x", &remotes, &EnvDefaults::default()).unwrap_err();
+        assert_eq!(err.to_string(), "rclone remote n: no host");
+    }
+
+    fn azure_env(account: Option<&str>, endpoint: Option<&str>) -> EnvDefaults {
+        EnvDefaults {
+            azure_account: account.map(str::to_string),
+            azure_key: account.map(|_| "S2V5".to_string()),
+            azure_endpoint: endpoint.map(str::to_string),
+            ..EnvDefaults::default()
+        }
+    }
+
+    #[test]
+    fn azure_uris_take_account_key_and_endpoint_from_the_environment() {
+        let remotes = Remotes::empty();
+        let loc = parse_location(
+            "azure://reads/run1/a.fq",
+            &remotes,
+            &azure_env(Some("lab"), None),
+        )
+        .unwrap();
+        assert_eq!(
+            loc.service,
+            Service::Azblob {
+                container: "reads".into(),
+                endpoint: "https://lab.blob.core.windows.net".into(),
+                account: Some("lab".into()),
+                key: Some("S2V5".into()),
+                sas_token: None,
+            }
+        );
+        assert_eq!(loc.path, "run1/a.fq");
+        assert_eq!(loc.uri(), "azure://reads/run1/a.fq");
+        // `az://` is the same; an explicit endpoint (Azurite, a sovereign cloud) wins.
+        let env = azure_env(Some("lab"), Some("http://127.0.0.1:10000/lab"));
+        let loc = parse_location("az://reads/x", &remotes, &env).unwrap();
+        assert!(
+            matches!(&loc.service, Service::Azblob { endpoint, .. } if endpoint == "http://127.0.0.1:10000/lab")
+        );
+        assert_eq!(loc.uri(), "azure://reads/x");
+        let err = parse_location("azure://reads/x", &remotes, &EnvDefaults::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid uri \"azure://reads/x\": no azure account: set AZURE_STORAGE_ACCOUNT or use an rclone remote"
+        );
+        let err = parse_location(
+            "azure://Bad_Name/x",
+            &remotes,
+            &azure_env(Some("lab"), None),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "invalid uri \"azure://Bad_Name/x\": invalid container name Bad_Name"
+        );
+    }
+
+    #[test]
+    fn azureblob_remotes_map_account_key_sas_url_and_endpoint() {
+        let remotes = Remotes::parse(
+            "[acct]\ntype = azureblob\naccount = lab\nkey = S2V5\n\
+             [sas]\ntype = azureblob\nsas_url = https://lab.blob.core.windows.net/reads?sv=2024&sig=abc%3D\n\
+             [emu]\ntype = azureblob\naccount = devstoreaccount1\nkey = a2V5\nendpoint = http://127.0.0.1:10000/devstoreaccount1/\n\
+             [bare]\ntype = azureblob\n",
+        )
+        .unwrap();
+        let env = EnvDefaults::default();
+        let loc = parse_location("acct:reads/run1/a.fq", &remotes, &env).unwrap();
+        assert_eq!(
+            loc.service,
+            Service::Azblob {
+                container: "reads".into(),
+                endpoint: "https://lab.blob.core.windows.net".into(),
+                account: Some("lab".into()),
+                key: Some("S2V5".into()),
+                sas_token: None,
+            }
+        );
+        assert_eq!(loc.path, "run1/a.fq");
+        assert_eq!(loc.uri(), "acct:reads/run1/a.fq");
+
+        let loc = parse_location("sas:reads/x", &remotes, &env).unwrap();
+        assert_eq!(
+            loc.service,
+            Service::Azblob {
+                container: "reads".into(),
+                endpoint: "https://lab.blob.core.windows.net".into(),
+                account: None,
+                key: None,
+                sas_token: Some("sv=2024&sig=abc%3D".into()),
+            }
+        );
+
+        let loc = parse_location("emu://reads/x", &remotes, &env).unwrap();
+        assert!(
+            matches!(&loc.service, Service::Azblob { endpoint, account, .. }
+            if endpoint == "http://127.0.0.1:10000/devstoreaccount1"
+                && account.as_deref() == Some("devstoreaccount1"))
+        );
+
+        let err = parse_location("bare:reads/x", &remotes, &env).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "rclone remote bare: needs account, endpoint or sas_url"
+        );
+        let bad = Remotes::parse("[b]\ntype = azureblob\nsas_url = not a url\n").unwrap();
+        let err = parse_location("b:reads/x", &bad, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("rclone remote b: sas_url: "), "{err}");
     }
 
     #[test]

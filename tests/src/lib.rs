@@ -1,7 +1,8 @@
 //! End-to-end test harness for scitq: starts the real `scitqd`, `scitq-agent` and `scitqctl`
 //! binaries (and, when asked, a throwaway PostgreSQL cluster) on loopback, in temp dirs, and
 //! tears them down afterwards; builds tiny container images (`images`) and starts a private
-//! registry (`registry`) for the container tests.
+//! registry (`registry`) for the container tests; storage servers on loopback (S3, FTP, SFTP,
+//! HTTP) for the storage tests.
 //!
 //! The binaries are taken from the cargo target dir the running executable lives in, so build
 //! them first: `cargo build --workspace` (scripts/test does it). Everything is polled with a
@@ -17,6 +18,9 @@
 //! - `MOTO_SERVER`: moto's S3 server (default: target/test-tools/venv/bin/moto_server, then PATH).
 //! - `SCITQ_TEST_PYTHON`: a Python with pyftpdlib (default: the venv's python3, then PATH).
 //! - `RCLONE`: the rclone binary for the storage tests and the benchmark (default: PATH).
+//! - `SCITQ_TEST_SSHD`: OpenSSH's sshd for the SFTP tests (default: /usr/sbin/sshd);
+//!   `SCITQ_TEST_SSH`, `SCITQ_TEST_SSH_KEYGEN`, `SCITQ_TEST_SSH_AGENT`, `SCITQ_TEST_SSH_ADD`:
+//!   its client tools (default: PATH).
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +38,7 @@ mod proxy;
 pub mod registry;
 mod s3;
 mod server;
+mod sftp;
 mod wait;
 
 pub use agent::Agent;
@@ -50,6 +55,7 @@ pub use proxy::Proxy;
 pub use registry::Registry;
 pub use s3::{S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, S3Server};
 pub use server::{Backend, Server, ServerOpts};
+pub use sftp::SftpServer;
 pub use wait::{poll, wait_until};
 
 /// Whether a panicking test should leave its temp dirs behind (`SCITQ_TEST_KEEP=1`).
