@@ -88,6 +88,11 @@ pub struct Args {
     #[arg(long, env = "SCITQ_DISK_THRESHOLD", default_value_t = 90, value_name = "PERCENT",
           value_parser = clap::value_parser!(u8).range(1..=100))]
     pub disk_threshold: u8,
+    /// How long the result of a task that ended may wait, while queued (prefetched) tasks keep
+    /// the slots busy, to reach scitqd together with the next ones: fewer, larger commits for
+    /// many short tasks. 0s sends every result at once.
+    #[arg(long, env = "SCITQ_RESULT_HOLD", default_value = "5ms", value_parser = parse_duration)]
+    pub result_hold: Duration,
     /// Print the effective configuration (token hidden) and exit.
     #[arg(long)]
     pub print_config: bool,
@@ -300,6 +305,7 @@ pub struct Config {
     pub sra_tools_image: String,
     pub keep_failed: Duration,
     pub disk_threshold: u8,
+    pub result_hold: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -321,6 +327,7 @@ impl fmt::Debug for Config {
             .field("sra_tools_image", &self.sra_tools_image)
             .field("keep_failed", &self.keep_failed)
             .field("disk_threshold", &self.disk_threshold)
+            .field("result_hold", &self.result_hold)
             .finish()
     }
 }
@@ -381,6 +388,7 @@ impl Config {
             sra_tools_image,
             keep_failed: args.keep_failed,
             disk_threshold: args.disk_threshold,
+            result_hold: args.result_hold,
         })
     }
 
@@ -392,7 +400,7 @@ impl Config {
              name = {}\nbatch = {}\nwork_dir = {}\nheartbeat = {}\nreconnect_max = {}\n\
              spool_limit_mib = {}\n\
              docker_network = {}\npull_timeout = {}\nsra_tools_image = {}\nkeep_failed = {}\n\
-             disk_threshold = {}\n",
+             disk_threshold = {}\nresult_hold = {}\n",
             q(&self.server.uri()),
             self.concurrency,
             self.prefetch,
@@ -407,6 +415,7 @@ impl Config {
             q(&self.sra_tools_image),
             q(&humantime::format_duration(self.keep_failed).to_string()),
             self.disk_threshold,
+            q(&humantime::format_duration(self.result_hold).to_string()),
         )
     }
 }

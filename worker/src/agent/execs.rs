@@ -117,6 +117,7 @@ impl Agent {
             };
             self.start(id);
         }
+        self.release_results_if_due();
     }
 
     /// Bytes of output on disk for the executions held (removed once the server has them).

@@ -195,9 +195,13 @@ pub struct Agent {
     shutdown_deadline: Option<(Instant, bool)>,
     /// Executions with a progress update (accepted, running) not sent yet, and when to send
     /// them. Progress waits a moment so that a short task's start and end travel (and are
-    /// committed by the server) together; final updates never wait.
+    /// committed by the server) together.
     deferred: Vec<ExecutionId>,
     flush_at: Option<Instant>,
+    /// Executions whose final update waits (see [`Agent::hold_result`]), and when they go
+    /// at the latest.
+    held_results: Vec<ExecutionId>,
+    results_at: Option<Instant>,
     /// The server asked for a drain: once nothing is held, the agent exits.
     draining: bool,
     /// No task starts: the output held on disk reached the spool limit.
@@ -274,6 +278,8 @@ impl Agent {
             shutdown_deadline: None,
             deferred: Vec::new(),
             flush_at: None,
+            held_results: Vec::new(),
+            results_at: None,
             draining: false,
             spool_full: false,
             stager: Err("no storage configuration from the server yet".to_owned()),
@@ -339,6 +345,9 @@ impl Agent {
                 _ = tokio::time::sleep_until(self.flush_at.unwrap_or_else(Instant::now)), if self.flush_at.is_some() => {
                     self.flush_deferred();
                 }
+                _ = tokio::time::sleep_until(self.results_at.unwrap_or_else(Instant::now)), if self.results_at.is_some() => {
+                    self.release_results();
+                }
                 _ = sweep.tick(), if self.shutdown_deadline.is_none() => self.chore_sweep(),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     if !self.escalate_shutdown() { break; }
@@ -370,6 +379,32 @@ impl Agent {
         self.deferred.push(id);
         if self.flush_at.is_none() {
             self.flush_at = Some(Instant::now() + PROGRESS_DELAY);
+        }
+    }
+
+    /// Holds the final update of `id` for at most `--result-hold`, so that the results of
+    /// short tasks reach the server (and are committed, and their slots refilled) a few at
+    /// a time rather than one by one. They all go as soon as they are as many as the queued
+    /// tasks: the queue must not run dry before the server's refill arrives.
+    fn hold_result(&mut self, id: ExecutionId) {
+        self.held_results.push(id);
+        if self.results_at.is_none() {
+            self.results_at = Some(Instant::now() + self.config.result_hold);
+        }
+        self.release_results_if_due();
+    }
+
+    /// Sends the held final updates once they are as many as the queued tasks.
+    fn release_results_if_due(&mut self) {
+        if !self.held_results.is_empty() && self.held_results.len() >= self.queue.len() {
+            self.release_results();
+        }
+    }
+
+    fn release_results(&mut self) {
+        self.results_at = None;
+        for id in std::mem::take(&mut self.held_results) {
+            self.send_update_if_due(id);
         }
     }
 

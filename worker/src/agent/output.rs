@@ -105,7 +105,13 @@ impl Agent {
             .iter()
             .all(|s| !s.reading && s.sent >= s.written);
         if caught_up && matches!(exec.phase, Phase::Finished(_)) {
-            send_update_on(&self.conn, &mut self.outbox, id);
+            if self.queue.is_empty() || self.config.result_hold.is_zero() {
+                send_update_on(&self.conn, &mut self.outbox, id);
+            } else {
+                // A queued task takes the freed slot without the server: this result may
+                // wait a moment and travel (and be committed) with the next ones.
+                self.hold_result(id);
+            }
         }
     }
 

@@ -275,6 +275,7 @@ impl Harness {
             sra_tools_image: "ncbi/sra-tools".into(),
             keep_failed: Duration::from_secs(3600),
             disk_threshold: 100,
+            result_hold: Duration::from_millis(5),
         };
         Harness {
             sessions,

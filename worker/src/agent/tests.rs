@@ -433,3 +433,103 @@ async fn agent_throughput_against_an_instant_server() {
         agent_rate / bare_rate
     );
 }
+
+/// A short task's result waits while queued tasks keep the slot busy, but never longer than
+/// `RESULT_HOLD`: here the next task runs for a second and the result comes long before.
+#[tokio::test]
+async fn a_held_result_goes_out_within_its_hold_time() {
+    let mut h = Harness::start(false).await;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(1, vec![], vec![]);
+    c.assign(5, "true");
+    c.assign(6, "sleep 1");
+    c.assign(7, "true");
+    c.assign(8, "true");
+    let succeeded = state(ExecutionState::Succeeded);
+    let started = tokio::time::Instant::now();
+    let seen = c
+        .recv_until(|seen| {
+            seen.iter()
+                .any(|u| u.execution_id == 5 && u.state == succeeded)
+        })
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "the result of 5 waited for 6 to end: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|u| u.execution_id == 6 && u.state == succeeded),
+        "{seen:?}"
+    );
+    for id in [6, 7, 8] {
+        c.recv_state(id, succeeded).await;
+    }
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+/// Results held while tasks were queued go out together, once they are as many as the tasks
+/// still queued, so that the server commits them (and refills the slots) in one round. (The
+/// hold time is long here, so only the queue releases them.)
+#[tokio::test]
+async fn held_results_go_out_together_before_the_queue_runs_dry() {
+    let mut h = Harness::start(false).await;
+    h.config.result_hold = Duration::from_secs(60);
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(1, vec![], vec![]);
+    // 5 and 6 end at once; 7 and 8 wait in the queue, then run for a while.
+    c.assign(5, "true");
+    c.assign(6, "true");
+    c.assign(7, "sleep 2");
+    c.assign(8, "sleep 2");
+    let succeeded = state(ExecutionState::Succeeded);
+    let mut finals = Vec::new();
+    while finals.len() < 2 {
+        let (seq, update) = c.recv_update().await;
+        if update.state == succeeded {
+            if update.execution_id == 5 {
+                // Held until 6 ended too (one result, two tasks queued).
+                assert!(
+                    matches!(disk_phase(&h.dir(6)), Some(DiskPhase::Finished { .. })),
+                    "the result of 5 went before 6 ended: {:?}",
+                    disk_phase(&h.dir(6))
+                );
+            }
+            finals.push((seq, update.execution_id));
+        }
+    }
+    assert_eq!(finals.iter().map(|(_, id)| *id).collect::<Vec<_>>(), [5, 6]);
+    // Sent one right after the other: nothing came between them.
+    assert_eq!(finals[1].0, finals[0].0 + 1, "{finals:?}");
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+/// With `--result-hold 0s` every result goes at once, queue or not.
+#[tokio::test]
+async fn with_no_hold_a_result_goes_at_once() {
+    let mut h = Harness::start(false).await;
+    h.config.result_hold = Duration::ZERO;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(1, vec![], vec![]);
+    c.assign(5, "true");
+    c.assign(6, "sleep 2");
+    c.assign(7, "true");
+    c.assign(8, "true");
+    c.recv_state(5, state(ExecutionState::Succeeded)).await;
+    assert!(
+        !matches!(disk_phase(&h.dir(6)), Some(DiskPhase::Finished { .. })),
+        "the result of 5 waited for 6"
+    );
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
