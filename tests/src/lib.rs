@@ -39,6 +39,7 @@ pub mod registry;
 mod s3;
 mod server;
 mod sftp;
+mod tree;
 mod wait;
 
 pub use agent::Agent;
@@ -56,6 +57,7 @@ pub use registry::Registry;
 pub use s3::{S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, S3Server};
 pub use server::{Backend, Server, ServerOpts};
 pub use sftp::SftpServer;
+pub use tree::{read_tree, write_tree};
 pub use wait::{poll, wait_until};
 
 /// Whether a panicking test should leave its temp dirs behind (`SCITQ_TEST_KEEP=1`).

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use scitq_tests::{Agent, Server, ServerOpts, SftpServer, str_field};
+use scitq_tests::{Agent, Server, ServerOpts, SftpServer, read_tree, str_field, write_tree};
 
 const CONNECT: Duration = Duration::from_secs(60);
 
@@ -53,31 +53,6 @@ fn sample_tree() -> BTreeMap<&'static str, Vec<u8>> {
         ("sub/b.bin", big),
         ("sub/deeper/c.txt", Vec::new()),
     ])
-}
-
-fn write_tree(root: &Path, files: &BTreeMap<&str, Vec<u8>>) {
-    for (rel, content) in files {
-        let path = root.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
-}
-
-fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).unwrap().to_string_lossy();
-                out.insert(rel.into_owned(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
 }
 
 fn owned(tree: &BTreeMap<&str, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -14,7 +14,7 @@ use scitq_storage::{
 };
 use scitq_tests::{
     FTP_PASSWORD, FTP_USER, FtpServer, HttpServer, S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY,
-    S3Server,
+    S3Server, read_tree, write_tree,
 };
 
 /// Storage pointed at `s3` through the environment defaults (as bare `s3://` URIs use).
@@ -43,35 +43,6 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
 }
 
 /// A local tree: relative path → content.
-fn write_tree(root: &Path, files: &BTreeMap<&str, Vec<u8>>) {
-    for (rel, content) in files {
-        let path = root.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
-}
-
-fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path
-                    .strip_prefix(root)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                out.insert(rel, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
 fn sample_tree() -> BTreeMap<&'static str, Vec<u8>> {
     BTreeMap::from([
         ("a.txt", b"alpha\n".to_vec()),
