@@ -196,45 +196,10 @@ async fn stage_out(launch: &Launch, ctx: &ExecContext, report: &mut FinalReport)
 /// Runs the command natively; `preamble` goes at the head of its stderr.
 async fn execute(launch: &Launch, ctx: &ExecContext, preamble: Bytes) -> FinalReport {
     let id = launch.id;
-    let (stdout_log, mut stderr_log) = match prepare(ctx.dir.clone(), ctx.spares.clone()).await {
-        Ok(files) => files,
-        Err(e) => {
-            let root = ctx.dir.root().display();
-            return FinalReport::failed(Failure::Run, format!("cannot prepare {root}: {e}"));
-        }
+    let (mut child, pid, stdout_log, stderr_log) = match start(launch, ctx, &preamble).await {
+        Ok(started) => started,
+        Err(report) => return report,
     };
-    if let Err(e) = append(&mut stderr_log, &preamble).await {
-        let path = ctx.dir.log(Stream::Stderr);
-        return FinalReport::failed(
-            Failure::Run,
-            format!("cannot write {}: {e}", path.display()),
-        );
-    }
-    let argv = match &launch.argv {
-        Ok(argv) => argv,
-        Err(e) => return FinalReport::failed(Failure::Run, e.to_string()),
-    };
-    let mut child = match command(argv, &ctx.dir, ctx.cpu).spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            return FinalReport::failed(Failure::Run, format!("cannot run {:?}: {e}", argv[0]));
-        }
-    };
-    let pid = child.id().unwrap_or_default();
-    let running = StateFile {
-        execution_id: id,
-        task_id: launch.task_id,
-        phase: Phase::Running {
-            pid,
-            container: None,
-            run_timeout_s: None,
-            output: String::new(),
-            stderr_preamble: preamble.len() as u64,
-        },
-    };
-    if let Err(e) = write_state(&ctx.dir, running).await {
-        tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
-    }
     let _ = ctx
         .events
         .send(ExecEvent::Started {
@@ -309,6 +274,74 @@ async fn execute(launch: &Launch, ctx: &ExecContext, preamble: Bytes) -> FinalRe
     report
 }
 
+/// Prepares the work dir, writes the preamble, spawns the command and records its pid in
+/// `state.json`: one blocking call, so a short task costs one thread hop to start.
+async fn start(
+    launch: &Launch,
+    ctx: &ExecContext,
+    preamble: &Bytes,
+) -> Result<(tokio::process::Child, u32, tokio::fs::File, tokio::fs::File), FinalReport> {
+    let (id, task_id) = (launch.id, launch.task_id);
+    let argv = launch.argv.clone();
+    let (dir, spares, cpu, preamble) = (
+        ctx.dir.clone(),
+        ctx.spares.clone(),
+        ctx.cpu,
+        preamble.clone(),
+    );
+    let started = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let (stdout_log, mut stderr_log) = prepare_blocking(&dir, &spares).map_err(|e| {
+            let root = dir.root().display();
+            FinalReport::failed(Failure::Run, format!("cannot prepare {root}: {e}"))
+        })?;
+        if !preamble.is_empty()
+            && let Err(e) = stderr_log.write_all(&preamble)
+        {
+            let path = dir.log(Stream::Stderr);
+            return Err(FinalReport::failed(
+                Failure::Run,
+                format!("cannot write {}: {e}", path.display()),
+            ));
+        }
+        let argv = argv.map_err(|e| FinalReport::failed(Failure::Run, e.to_string()))?;
+        // Spawned from this blocking thread: the runtime's context is entered here, so the
+        // child is reaped and its pipes read by the runtime as usual.
+        let child = command(&argv, &dir, cpu).spawn().map_err(|e| {
+            FinalReport::failed(Failure::Run, format!("cannot run {:?}: {e}", argv[0]))
+        })?;
+        let pid = child.id().unwrap_or_default();
+        let running = StateFile {
+            execution_id: id,
+            task_id,
+            phase: Phase::Running {
+                pid,
+                container: None,
+                run_timeout_s: None,
+                output: String::new(),
+                stderr_preamble: preamble.len() as u64,
+            },
+        };
+        if let Err(e) = running.write(&dir) {
+            tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
+        }
+        Ok((
+            child,
+            pid,
+            tokio::fs::File::from_std(stdout_log),
+            tokio::fs::File::from_std(stderr_log),
+        ))
+    })
+    .await;
+    match started {
+        Ok(started) => started,
+        Err(e) => Err(FinalReport::failed(
+            Failure::Run,
+            format!("agent error while starting: {e}"),
+        )),
+    }
+}
+
 /// How long a command past its time limit has between SIGTERM and SIGKILL.
 pub(crate) const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
 
@@ -349,30 +382,48 @@ pub(crate) async fn prepare(
     spares: Arc<Spares>,
 ) -> io::Result<(tokio::fs::File, tokio::fs::File)> {
     tokio::task::spawn_blocking(move || {
-        spares.take(&dir);
-        for sub in [dir.input(), dir.output(), dir.tmp(), dir.resource()] {
-            std::fs::create_dir_all(sub)?;
-        }
-        // Truncated only when not empty: ext4 flushes a file truncated to zero when it is
-        // closed, and a recycled work dir has empty logs already.
-        let open = |path: &Path| {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)?;
-            if file.metadata()?.len() > 0 {
-                file.set_len(0)?;
-            }
-            Ok::<_, io::Error>(tokio::fs::File::from_std(file))
-        };
+        let (stdout, stderr) = prepare_blocking(&dir, &spares)?;
         Ok((
-            open(&dir.log(Stream::Stdout))?,
-            open(&dir.log(Stream::Stderr))?,
+            tokio::fs::File::from_std(stdout),
+            tokio::fs::File::from_std(stderr),
         ))
     })
     .await
     .map_err(io::Error::other)?
+}
+
+/// [`prepare`], blocking.
+fn prepare_blocking(dir: &ExecDir, spares: &Spares) -> io::Result<(std::fs::File, std::fs::File)> {
+    let open = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+    };
+    if spares.take(dir) {
+        // A taken spare has its folders, and its logs are empty.
+        return Ok((
+            open(&dir.log(Stream::Stdout))?,
+            open(&dir.log(Stream::Stderr))?,
+        ));
+    }
+    for sub in [dir.input(), dir.output(), dir.tmp(), dir.resource()] {
+        std::fs::create_dir_all(sub)?;
+    }
+    // Truncated only when not empty: ext4 flushes a file truncated to zero when it is
+    // closed. The dir may exist already: its inputs were staged before it started.
+    let open_empty = |path: &Path| {
+        let file = open(path)?;
+        if file.metadata()?.len() > 0 {
+            file.set_len(0)?;
+        }
+        Ok::<_, io::Error>(file)
+    };
+    Ok((
+        open_empty(&dir.log(Stream::Stdout))?,
+        open_empty(&dir.log(Stream::Stderr))?,
+    ))
 }
 
 pub(crate) async fn write_state(dir: &ExecDir, state: StateFile) -> io::Result<()> {

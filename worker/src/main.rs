@@ -36,11 +36,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The agent runs as a task on the runtime's workers rather than on this thread: the
+    // executors that wake it run there, and a wake-up within a worker costs no thread switch.
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone()));
-        scitq_worker::run(config, shutdown).await
+        tokio::spawn(scitq_worker::run(config, shutdown)).await
     });
+    let result = match result {
+        Ok(result) => result,
+        Err(e) => {
+            eprintln!("error: the agent stopped: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,9 +3,15 @@
 //! Creating and deleting a work dir for every execution (five directories and three files)
 //! makes the filesystem allocate and free inodes at a high rate, which on some filesystems
 //! (ext4 without a journal scans recently deleted inodes on every allocation) costs more than
-//! running a short task. So a work dir whose execution is over is renamed out of the way to
-//! `WORK_DIR/spare-<n>`, emptied (its four folders emptied, its logs truncated), and renamed
-//! into place for a later execution. All methods block: call them from `spawn_blocking`.
+//! running a short task. So the work dir of an execution that is over is emptied (its four
+//! folders emptied, its logs truncated) and renamed into place for a later execution.
+//!
+//! The agent hands over a finished work dir with [`Spares::release`], which only records it:
+//! the next execution to start takes it over ([`Spares::take`]), renaming it to its own name and
+//! emptying it in the same blocking call that prepares its work dir. Short tasks in a row thus
+//! pay one rename and no thread hop for their work dirs. What no execution took is moved out of
+//! the way to `WORK_DIR/spare-<n>` and emptied by [`Spares::recycle_released`], which the agent
+//! runs a moment later. All methods but `release` block: call them from `spawn_blocking`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -16,11 +22,14 @@ use crate::state::{ExecDir, Stream};
 
 const PREFIX: &str = "spare-";
 
-/// A pool of clean work dirs.
+/// A pool of work dirs to reuse.
 #[derive(Debug)]
 pub struct Spares {
     work_dir: PathBuf,
+    /// Clean spares, ready to be renamed into place.
     free: Mutex<Vec<PathBuf>>,
+    /// Work dirs of executions that are over, still under their own name and not emptied.
+    released: Mutex<Vec<PathBuf>>,
     next: AtomicU64,
     max: usize,
 }
@@ -30,6 +39,7 @@ impl Spares {
         Spares {
             work_dir: work_dir.to_owned(),
             free: Mutex::new(Vec::new()),
+            released: Mutex::new(Vec::new()),
             next: AtomicU64::new(0),
             max,
         }
@@ -47,9 +57,48 @@ impl Spares {
         Ok(())
     }
 
-    /// Moves a clean spare to `dir`; false when there is none (or `dir` exists already).
+    /// Records that the work dir of an execution that is over may be reused. Does not block.
+    pub fn release(&self, dir: &ExecDir) {
+        lock(&self.released).push(dir.root().to_owned());
+    }
+
+    /// Whether released work dirs wait for [`Spares::recycle_released`].
+    pub fn has_released(&self) -> bool {
+        !lock(&self.released).is_empty()
+    }
+
+    /// Moves a released work dir (emptied) or a clean spare to `dir`. True when `dir` then
+    /// holds the four empty folders and empty logs; false when there was none to take, or
+    /// `dir` exists already.
     pub fn take(&self, dir: &ExecDir) -> bool {
-        let Some(spare) = self.lock().pop() else {
+        loop {
+            // Popped on its own line: the guard must not live through the body.
+            let Some(old) = lock(&self.released).pop() else {
+                break;
+            };
+            match std::fs::rename(&old, dir.root()) {
+                Ok(()) => match clean(dir.root()) {
+                    Ok(()) => return true,
+                    Err(e) => {
+                        tracing::debug!("cannot clean {}: {e}", dir.root().display());
+                        remove(dir.root());
+                        return false;
+                    }
+                },
+                // Gone already (an execution canceled before its work dir existed).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tracing::debug!(
+                        "cannot move {} to {}: {e}",
+                        old.display(),
+                        dir.root().display()
+                    );
+                    lock(&self.released).push(old);
+                    return false;
+                }
+            }
+        }
+        let Some(spare) = lock(&self.free).pop() else {
             return false;
         };
         match std::fs::rename(&spare, dir.root()) {
@@ -60,9 +109,17 @@ impl Spares {
                     spare.display(),
                     dir.root().display()
                 );
-                self.lock().push(spare);
+                lock(&self.free).push(spare);
                 false
             }
+        }
+    }
+
+    /// Recycles the released work dirs no execution took.
+    pub fn recycle_released(&self) {
+        let released = std::mem::take(&mut *lock(&self.released));
+        for root in released {
+            self.recycle(&ExecDir::at(root));
         }
     }
 
@@ -84,29 +141,29 @@ impl Spares {
     }
 
     fn keep(&self, spare: PathBuf) {
-        if self.lock().len() >= self.max {
+        if lock(&self.free).len() >= self.max {
             remove(&spare);
             return;
         }
         match clean(&spare) {
-            Ok(()) => self.lock().push(spare),
+            Ok(()) => lock(&self.free).push(spare),
             Err(e) => {
                 tracing::debug!("cannot clean {}: {e}", spare.display());
                 remove(&spare);
             }
         }
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
-        self.free
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
-/// Empties a former work dir: its four folders stay (emptied), its logs are truncated, its
-/// `state.json` stays (a later execution overwrites it; the scan ignores a foreign one), and
-/// anything else goes.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Empties a former work dir: its four folders stay (emptied, or created when missing), its
+/// logs are truncated (or created), its `state.json` stays (a later execution overwrites it; the
+/// scan ignores a foreign one), and anything else goes.
 fn clean(root: &Path) -> io::Result<()> {
     let layout = ExecDir::at(root.to_owned());
     let folders = [
@@ -116,19 +173,38 @@ fn clean(root: &Path) -> io::Result<()> {
         layout.resource(),
     ];
     let logs = [layout.log(Stream::Stdout), layout.log(Stream::Stderr)];
+    let (mut folders_seen, mut logs_seen) = (0, 0);
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
         let path = entry.path();
         let kind = entry.file_type()?;
         if kind.is_dir() && folders.contains(&path) {
             empty(&path)?;
+            folders_seen += 1;
         } else if kind.is_file() && logs.contains(&path) {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)?
-                .set_len(0)?;
+            // Most logs of short tasks are empty: a stat rather than an open and a truncation.
+            if entry.metadata()?.len() > 0 {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)?
+                    .set_len(0)?;
+            }
+            logs_seen += 1;
         } else if !(kind.is_file() && path == layout.state_file()) {
             remove_entry(&path, kind)?;
+        }
+    }
+    if folders_seen < folders.len() {
+        for folder in &folders {
+            std::fs::create_dir_all(folder)?;
+        }
+    }
+    if logs_seen < logs.len() {
+        for log in &logs {
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(log)?;
         }
     }
     Ok(())
@@ -195,6 +271,63 @@ mod tests {
             !spares.take(&ExecDir::new(work.path(), ExecutionId(3))),
             "pool empty"
         );
+    }
+
+    #[test]
+    fn a_released_dir_is_taken_over_by_the_next_execution_emptied() {
+        let work = tempfile::tempdir().unwrap();
+        let spares = Spares::new(work.path(), 4);
+        let old = used_dir(work.path(), 1);
+        std::fs::remove_dir(old.resource()).unwrap();
+        spares.release(&old);
+        assert!(old.root().exists(), "a released dir stays until taken");
+
+        let new = ExecDir::new(work.path(), ExecutionId(2));
+        assert!(spares.take(&new));
+        assert!(!old.root().exists(), "moved, not copied");
+        for folder in [new.input(), new.output(), new.tmp(), new.resource()] {
+            assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0, "{folder:?}");
+        }
+        for stream in Stream::BOTH {
+            assert_eq!(std::fs::read(new.log(stream)).unwrap(), b"");
+        }
+        assert!(!new.root().join("stray").exists());
+        assert!(!spares.has_released());
+    }
+
+    #[test]
+    fn released_dirs_no_execution_took_become_spares() {
+        let work = tempfile::tempdir().unwrap();
+        let spares = Spares::new(work.path(), 4);
+        let old = used_dir(work.path(), 1);
+        spares.release(&old);
+        // One released dir vanished (an execution canceled before its dir existed).
+        spares.release(&ExecDir::new(work.path(), ExecutionId(7)));
+        spares.recycle_released();
+        assert!(!old.root().exists());
+        assert!(!spares.has_released());
+        let new = ExecDir::new(work.path(), ExecutionId(2));
+        assert!(spares.take(&new), "the recycled dir is a spare now");
+        assert_eq!(std::fs::read_dir(new.output()).unwrap().count(), 0);
+        assert!(!spares.take(&ExecDir::new(work.path(), ExecutionId(3))));
+    }
+
+    #[test]
+    fn a_released_dir_does_not_replace_a_dir_with_staged_inputs() {
+        let work = tempfile::tempdir().unwrap();
+        let spares = Spares::new(work.path(), 4);
+        let old = used_dir(work.path(), 1);
+        spares.release(&old);
+        let staged = ExecDir::new(work.path(), ExecutionId(2));
+        std::fs::create_dir_all(staged.input()).unwrap();
+        std::fs::write(staged.input().join("reads.fq"), "@r").unwrap();
+        assert!(!spares.take(&staged));
+        assert_eq!(
+            std::fs::read(staged.input().join("reads.fq")).unwrap(),
+            b"@r"
+        );
+        assert!(spares.has_released(), "kept for the next execution");
+        assert!(spares.take(&ExecDir::new(work.path(), ExecutionId(3))));
     }
 
     #[test]

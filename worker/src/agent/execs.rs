@@ -3,7 +3,7 @@
 use scitq_proto::v1::ExecutionState;
 use tracing::Instrument;
 
-use super::{Agent, Exec, Phase};
+use super::{Agent, Exec, Phase, RECYCLE_DELAY};
 use crate::executor::{self, ExecContext, ExecEvent, Handle, Runner};
 use crate::launch::{ContainerSpec, Launch};
 use crate::staging::DataSpec;
@@ -219,11 +219,24 @@ impl Agent {
             .spawn(async move { crate::janitor::sweep(&engine, &policy, held).await });
     }
 
-    /// The work dir is no longer needed: recycle it (see `spares`).
+    /// The work dir is no longer needed: the next execution to start takes it over, or it is
+    /// recycled after [`RECYCLE_DELAY`] (see `spares`).
     pub(super) fn chore_recycle(&mut self, id: ExecutionId) {
-        let dir = ExecDir::new(&self.config.work_dir, id);
-        let spares = self.spares.clone();
-        self.chores.spawn_blocking(move || spares.recycle(&dir));
+        self.spares
+            .release(&ExecDir::new(&self.config.work_dir, id));
+        if self.recycle_at.is_none() {
+            self.recycle_at = Some(tokio::time::Instant::now() + RECYCLE_DELAY);
+        }
+    }
+
+    /// Recycles the work dirs no execution took over.
+    pub(super) fn chore_recycle_released(&mut self) {
+        self.recycle_at = None;
+        if self.spares.has_released() {
+            let spares = self.spares.clone();
+            self.chores
+                .spawn_blocking(move || spares.recycle_released());
+        }
     }
 
     /// Rewrites `state.json` if the work dir exists (executions failed before starting have none).

@@ -36,6 +36,9 @@ use crate::state::{ExecutionId, FinalReport, Found, Reattach, Recovered};
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 /// How long a progress update may wait to be sent with (or replaced by) a later one.
 const PROGRESS_DELAY: Duration = Duration::from_millis(15);
+/// How long the work dir of an execution that is over waits for a starting execution to take
+/// it over before it is recycled on its own (see `spares`).
+const RECYCLE_DELAY: Duration = Duration::from_secs(1);
 
 /// Settings the server may change at any time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +205,8 @@ pub struct Agent {
     /// at the latest.
     held_results: Vec<ExecutionId>,
     results_at: Option<Instant>,
+    /// When the released work dirs no execution took over are recycled.
+    recycle_at: Option<Instant>,
     /// The server asked for a drain: once nothing is held, the agent exits.
     draining: bool,
     /// No task starts: the output held on disk reached the spool limit.
@@ -280,6 +285,7 @@ impl Agent {
             flush_at: None,
             held_results: Vec::new(),
             results_at: None,
+            recycle_at: None,
             draining: false,
             spool_full: false,
             stager: Err("no storage configuration from the server yet".to_owned()),
@@ -347,6 +353,9 @@ impl Agent {
                 }
                 _ = tokio::time::sleep_until(self.results_at.unwrap_or_else(Instant::now)), if self.results_at.is_some() => {
                     self.release_results();
+                }
+                _ = tokio::time::sleep_until(self.recycle_at.unwrap_or_else(Instant::now)), if self.recycle_at.is_some() => {
+                    self.chore_recycle_released();
                 }
                 _ = sweep.tick(), if self.shutdown_deadline.is_none() => self.chore_sweep(),
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
