@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use scitq_proto::v1;
-use sea_orm::sea_query::{BinOper, Expr, ExprTrait, Func, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
     FromQueryResult, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
@@ -13,6 +13,7 @@ use sea_orm::{
 
 use super::batch::StatementBatch;
 use super::entities::{execution, log_chunk, task};
+use super::progress::{self, Progress};
 use super::tasks::Queued;
 use super::writer::Pending;
 use super::{Store, StoreError, from_json_list, now_ms};
@@ -54,29 +55,13 @@ pub async fn assign(
     let exec_ids = store
         .writer
         .execute(move |ids| {
-            let now = now_ms();
+            let picks: Vec<(i64, TaskId, WorkerId)> = picks
+                .into_iter()
+                .map(|(task, worker)| (ids.execution(), task, worker))
+                .collect();
             let mut batch = StatementBatch::new(backend);
-            let mut exec_ids = Vec::with_capacity(picks.len());
-            for (task, worker) in picks {
-                let exec_id = ids.execution();
-                exec_ids.push(exec_id);
-                batch.push(&insert_execution(exec_id, task, worker, now));
-                batch.push(
-                    &task::Entity::update_many()
-                        .col_expr(
-                            task::Column::Status,
-                            Expr::value(TaskStatus::Assigned.as_str()),
-                        )
-                        .col_expr(task::Column::StatusReason, Expr::value(""))
-                        .col_expr(task::Column::ExecutionId, Expr::value(exec_id))
-                        .col_expr(task::Column::WorkerId, Expr::value(worker.0))
-                        .col_expr(task::Column::ExitCode, Expr::value(Option::<i32>::None))
-                        .col_expr(task::Column::UpdatedAt, Expr::value(now))
-                        .filter(task::Column::Id.eq(task.0))
-                        .filter(task::Column::Status.eq(TaskStatus::Pending.as_str()))
-                        .into_query(),
-                );
-            }
+            progress::render_assign(&mut batch, &picks, now_ms());
+            let exec_ids = picks.iter().map(|(exec, ..)| *exec).collect::<Vec<_>>();
             (batch.into_script(), exec_ids)
         })
         .await?;
@@ -172,72 +157,6 @@ fn frozen_query(ids: &[i64]) -> sea_orm::sea_query::SelectStatement {
         .to_owned()
 }
 
-/// `INSERT INTO execution SELECT … FROM task WHERE id = task AND status = 'pending'`:
-/// the execution freezes the task's spec as it is at this instant.
-fn insert_execution(
-    exec_id: i64,
-    task: TaskId,
-    worker: WorkerId,
-    now: i64,
-) -> sea_orm::sea_query::InsertStatement {
-    use execution::Column as E;
-    use task::Column as T;
-    let select = Query::select()
-        .expr(Expr::val(exec_id))
-        .column(T::Id)
-        .expr(Expr::val(worker.0))
-        .expr(Expr::val(ExecState::Assigned.as_str()))
-        .columns([
-            T::Command,
-            T::Shell,
-            T::Container,
-            T::ContainerOptions,
-            T::Inputs,
-            T::Output,
-            T::Resources,
-        ])
-        .expr(Expr::val(Option::<i32>::None))
-        .expr(Expr::val(""))
-        .expr(Expr::val(""))
-        .expr(Expr::val(now))
-        .expr(Expr::val(Option::<i64>::None))
-        .expr(Expr::val(Option::<i64>::None))
-        .expr(Expr::val(0i64))
-        .expr(Expr::val(0i64))
-        .column(T::RunTimeoutS)
-        .from(task::Entity)
-        .and_where(T::Id.eq(task.0))
-        .and_where(T::Status.eq(TaskStatus::Pending.as_str()))
-        .to_owned();
-    Query::insert()
-        .into_table(execution::Entity)
-        .columns([
-            E::Id,
-            E::TaskId,
-            E::WorkerId,
-            E::State,
-            E::Command,
-            E::Shell,
-            E::Container,
-            E::ContainerOptions,
-            E::Inputs,
-            E::Output,
-            E::Resources,
-            E::ExitCode,
-            E::Failure,
-            E::Message,
-            E::AssignedAt,
-            E::StartedAt,
-            E::FinishedAt,
-            E::StdoutBytes,
-            E::StderrBytes,
-            E::RunTimeoutS,
-        ])
-        .select_from(select)
-        .expect("the select has one value per column")
-        .to_owned()
-}
-
 /// What an agent sent, validated.
 #[derive(Debug, Clone)]
 pub enum AgentEvent {
@@ -289,6 +208,7 @@ pub async fn apply(
             .submit_execute(move |_ids| {
                 let mut batch = StatementBatch::new(backend);
                 let mut applied = Applied::default();
+                let mut forward = Progress::default();
                 for event in events {
                     if let AgentEvent::Update(update) = event
                         && let Some(status) = v1::ExecutionState::try_from(update.state)
@@ -296,16 +216,10 @@ pub async fn apply(
                             .and_then(ExecState::from_proto)
                             .and_then(|s| s.task_status().map(|status| (s, status)))
                     {
-                        progress(
-                            &mut batch,
-                            worker,
-                            &update,
-                            status.0,
-                            status.1,
-                            &mut applied,
-                        );
+                        forward.add(&update, status.0, status.1, &mut applied);
                     }
                 }
+                forward.render(&mut batch, worker);
                 batch.push(&super::workers::touch_statement(worker));
                 (batch.into_script(), applied)
             })
@@ -319,6 +233,7 @@ pub async fn apply(
                 let mut applied = Applied::default();
                 let mut chunks: Vec<v1::OutputChunk> = Vec::new();
                 let mut batch = StatementBatch::new(txn.get_database_backend());
+                let mut forward = Progress::default();
                 for event in events {
                     match event {
                         AgentEvent::Output(chunk) => chunks.push(chunk),
@@ -333,12 +248,21 @@ pub async fn apply(
                                 &mut applied,
                             )
                             .await?;
-                            apply_update(txn, &mut batch, worker, update, &mut applied).await?;
+                            apply_update(
+                                txn,
+                                &mut batch,
+                                &mut forward,
+                                worker,
+                                update,
+                                &mut applied,
+                            )
+                            .await?;
                         }
                         AgentEvent::Heartbeat => {}
                     }
                 }
                 write_chunks(txn, &mut batch, worker, cap, chunks, &mut applied).await?;
+                forward.render(&mut batch, worker);
                 batch.push(&super::workers::touch_statement(worker));
                 batch.flush(txn).await?;
                 Ok(applied)
@@ -475,6 +399,7 @@ async fn write_chunks(
 async fn apply_update(
     txn: &DatabaseTransaction,
     batch: &mut StatementBatch,
+    forward: &mut Progress,
     worker: WorkerId,
     update: v1::ExecutionUpdate,
     applied: &mut Applied,
@@ -491,88 +416,16 @@ async fn apply_update(
     };
     match target.task_status() {
         Some(status) => {
-            progress(batch, worker, &update, target, status, applied);
+            forward.add(&update, target, status, applied);
             Ok(())
         }
         None => {
+            // What went before is written before the failure reads the execution.
+            forward.render(batch, worker);
             batch.flush(txn).await?;
             fail(txn, worker, update, target, applied).await
         }
     }
-}
-
-/// An execution moves forward without failing: two guarded UPDATEs, no read. A replay
-/// or a report for an execution already ended matches no row and changes nothing.
-fn progress(
-    batch: &mut StatementBatch,
-    worker: WorkerId,
-    update: &v1::ExecutionUpdate,
-    target: ExecState,
-    status: TaskStatus,
-    applied: &mut Applied,
-) {
-    let now = now_ms();
-    let mut exec_update = execution::Entity::update_many()
-        .col_expr(execution::Column::State, Expr::value(target.as_str()))
-        .filter(execution::Column::Id.eq(update.execution_id))
-        .filter(execution::Column::WorkerId.eq(worker.0))
-        .filter(execution::Column::State.is_in(ExecState::predecessors(target)));
-    if target != ExecState::Accepted {
-        exec_update = exec_update.col_expr(
-            execution::Column::StartedAt,
-            Func::coalesce([Expr::col(execution::Column::StartedAt), Expr::value(now)]).into(),
-        );
-    }
-    if target.is_final() {
-        exec_update = exec_update
-            .col_expr(execution::Column::FinishedAt, Expr::value(now))
-            .col_expr(execution::Column::ExitCode, Expr::value(update.exit_code))
-            .col_expr(
-                execution::Column::Message,
-                Expr::value(update.message.clone()),
-            );
-        if !update.uploaded.is_empty() {
-            exec_update = exec_update.col_expr(
-                execution::Column::Uploaded,
-                Expr::value(super::uploaded_to_json(&update.uploaded)),
-            );
-        }
-        // A success reported after the lease expired is recorded, not applied.
-        batch.push(
-            &execution::Entity::update_many()
-                .col_expr(
-                    execution::Column::Message,
-                    Expr::value(format!(
-                        "late report: {} (exit code {}) after the execution ended; ",
-                        target.as_str(),
-                        update
-                            .exit_code
-                            .map_or("none".to_owned(), |c| c.to_string())
-                    ))
-                    .binary(BinOper::Custom("||"), Expr::col(execution::Column::Message)),
-                )
-                .filter(execution::Column::Id.eq(update.execution_id))
-                .filter(execution::Column::WorkerId.eq(worker.0))
-                .filter(execution::Column::State.is_in(["failed", "canceled"]))
-                .into_query(),
-        );
-        applied.finished.push(ExecutionId(update.execution_id));
-        if target == ExecState::Succeeded {
-            applied.succeeded.push(ExecutionId(update.execution_id));
-        }
-    }
-    batch.push(&exec_update.into_query());
-    let mut task_update = task::Entity::update_many()
-        .col_expr(task::Column::Status, Expr::value(status.as_str()))
-        .col_expr(task::Column::UpdatedAt, Expr::value(now))
-        .filter(task::Column::ExecutionId.eq(update.execution_id))
-        .filter(task::Column::WorkerId.eq(worker.0))
-        .filter(task::Column::Status.is_in(TaskStatus::predecessors(status)));
-    if status.is_final() {
-        task_update = task_update.col_expr(task::Column::ExitCode, Expr::value(update.exit_code));
-    }
-    batch.push(&task_update.into_query());
-    applied.executions.insert(ExecutionId(update.execution_id));
 }
 
 /// An execution failed (or was canceled): read it and its task, then retry or fail.

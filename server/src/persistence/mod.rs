@@ -7,6 +7,7 @@ pub mod deps;
 pub mod entities;
 pub mod executions;
 pub mod migration;
+pub mod progress;
 pub mod recovery;
 pub mod steering;
 pub mod tasks;
