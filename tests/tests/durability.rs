@@ -229,6 +229,50 @@ fn keeps_everything_across_a_restart(backend: Backend) {
     c.ctl_ok(["batch", "go", "held"]);
     c.wait_task(held, "succeeded", RUN);
     assert_eq!(c.output(held), "held\n");
+    counts_match_tasks(&c);
+
+    // The counts follow a relaunch and a batch deletion.
+    c.ctl_ok([
+        "task",
+        "relaunch",
+        &failing.to_string(),
+        "--command",
+        "true",
+    ]);
+    c.wait_task(failing, "succeeded", RUN);
+    c.ctl_ok(["batch", "delete", "held", "--yes"]);
+    counts_match_tasks(&c);
+    // A new batch of the same name starts from zero.
+    let again = c.create(&["--batch", "held", "--", "true"]);
+    c.wait_task(again, "succeeded", RUN);
+    counts_match_tasks(&c);
+}
+
+/// `batch list`'s counts are those of the tasks listed.
+fn counts_match_tasks(c: &Client) {
+    let mut expected: std::collections::BTreeMap<String, serde_json::Map<String, Value>> =
+        Default::default();
+    for task in c.tasks(&[]) {
+        let batch = task["batch"].as_str().expect("batch").to_owned();
+        let status = task["status"].as_str().expect("status").to_owned();
+        let count = expected
+            .entry(batch)
+            .or_default()
+            .entry(status)
+            .or_insert(json!(0));
+        *count = json!(count.as_u64().unwrap() + 1);
+    }
+    let listed: std::collections::BTreeMap<String, serde_json::Map<String, Value>> = c
+        .batches()
+        .into_iter()
+        .filter_map(|b| {
+            let counts = b["counts"].as_object()?.clone();
+            let counts: serde_json::Map<String, Value> =
+                counts.into_iter().filter(|(_, n)| n != &json!(0)).collect();
+            (!counts.is_empty()).then(|| (b["name"].as_str().unwrap().to_owned(), counts))
+        })
+        .collect();
+    assert_eq!(listed, expected, "batch counts against the task list");
 }
 
 /// Everything a user can see of the test's tasks, batches and workers.
