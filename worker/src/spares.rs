@@ -76,7 +76,7 @@ impl Spares {
             let Some(old) = lock(&self.released).pop() else {
                 break;
             };
-            match std::fs::rename(&old, dir.root()) {
+            match move_back_on_error(&self.released, old, dir.root()) {
                 Ok(()) => match clean(dir.root()) {
                     Ok(()) => return true,
                     Err(e) => {
@@ -87,32 +87,13 @@ impl Spares {
                 },
                 // Gone already (an execution canceled before its work dir existed).
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    tracing::debug!(
-                        "cannot move {} to {}: {e}",
-                        old.display(),
-                        dir.root().display()
-                    );
-                    lock(&self.released).push(old);
-                    return false;
-                }
+                Err(_) => return false,
             }
         }
         let Some(spare) = lock(&self.free).pop() else {
             return false;
         };
-        match std::fs::rename(&spare, dir.root()) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(
-                    "cannot move {} to {}: {e}",
-                    spare.display(),
-                    dir.root().display()
-                );
-                lock(&self.free).push(spare);
-                false
-            }
-        }
+        move_back_on_error(&self.free, spare, dir.root()).is_ok()
     }
 
     /// Recycles the released work dirs no execution took.
@@ -153,6 +134,19 @@ impl Spares {
             }
         }
     }
+}
+
+/// Renames `from` (taken out of `pool`) to `to`. When that fails for another reason than
+/// `from` being gone (`to` exists, say), `from` goes back to `pool`.
+fn move_back_on_error(pool: &Mutex<Vec<PathBuf>>, from: PathBuf, to: &Path) -> io::Result<()> {
+    let moved = std::fs::rename(&from, to);
+    if let Err(e) = &moved
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::debug!("cannot move {} to {}: {e}", from.display(), to.display());
+        lock(pool).push(from);
+    }
+    moved
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

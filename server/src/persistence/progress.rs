@@ -54,10 +54,6 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
-    }
-
     /// Records one update; `applied` learns at once what it will change.
     pub fn add(
         &mut self,
