@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -25,7 +25,9 @@ use tokio::sync::mpsc;
 
 use crate::launch::Launch;
 use crate::spares::Spares;
-use crate::state::{ExecDir, ExecutionId, Failure, FinalReport, Phase, StateFile, Stream};
+use crate::state::{
+    ExecDir, ExecutionId, Failure, FinalReport, Phase, StateFile, StateWriter, Stream,
+};
 
 /// Largest piece of output read (and sent) at once.
 pub const CHUNK: usize = 64 * 1024;
@@ -115,13 +117,15 @@ pub struct ExecContext {
 pub async fn run(launch: Launch, mut ctx: ExecContext) {
     use crate::container::{self, Start};
     let id = launch.id;
-    let (mut report, container) = match stage_in(&launch, &mut ctx).await {
+    let mut state_file = None;
+    let (mut report, container) = match Box::pin(stage_in(&launch, &mut ctx)).await {
         Err(message) => (FinalReport::failed(Failure::Download, message), None),
         Ok(notes) => match &launch.container {
-            None => (
-                execute(&launch, &ctx, Bytes::from(notes.concat())).await,
-                None,
-            ),
+            None => {
+                let (report, state) = execute(&launch, &ctx, Bytes::from(notes.concat())).await;
+                state_file = state;
+                (report, None)
+            }
             Some(spec) => {
                 let start = match ctx.reattach.take() {
                     Some(container) => Start::Reattach(container),
@@ -129,13 +133,15 @@ pub async fn run(launch: Launch, mut ctx: ExecContext) {
                         preamble: Bytes::from(notes.concat()),
                     },
                 };
-                container::execute(&launch, spec, &mut ctx, start).await
+                // Boxed, as are the staging steps: a native task's future stays small, and
+                // the runtime copies it whole when it spawns and finishes it.
+                Box::pin(container::execute(&launch, spec, &mut ctx, start)).await
             }
         },
     };
     if !launch.data.output.is_empty() && report.failure != Some(Failure::Download) {
         let _ = ctx.events.send(ExecEvent::Uploading { id }).await;
-        stage_out(&launch, &ctx, &mut report).await;
+        Box::pin(stage_out(&launch, &ctx, &mut report)).await;
     }
     let state = StateFile {
         execution_id: id,
@@ -145,7 +151,15 @@ pub async fn run(launch: Launch, mut ctx: ExecContext) {
             acknowledged: false,
         },
     };
-    if let Err(e) = write_state(&ctx.dir, state).await {
+    let dir = ctx.dir.clone();
+    let written = tokio::task::spawn_blocking(move || match state_file {
+        Some(mut file) => file.write(&state),
+        None => state.write(&dir),
+    })
+    .await
+    .map_err(io::Error::other)
+    .flatten();
+    if let Err(e) = written {
         tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
     }
     let success = report.failure.is_none();
@@ -193,12 +207,23 @@ async fn stage_out(launch: &Launch, ctx: &ExecContext, report: &mut FinalReport)
     }
 }
 
-/// Runs the command natively; `preamble` goes at the head of its stderr.
-async fn execute(launch: &Launch, ctx: &ExecContext, preamble: Bytes) -> FinalReport {
+/// Runs the command natively; `preamble` goes at the head of its stderr. Returns the report
+/// and `state.json` still open, when it is.
+async fn execute(
+    launch: &Launch,
+    ctx: &ExecContext,
+    preamble: Bytes,
+) -> (FinalReport, Option<StateWriter>) {
     let id = launch.id;
-    let (mut child, pid, stdout_log, stderr_log) = match start(launch, ctx, &preamble).await {
+    let Started {
+        mut child,
+        pid,
+        stdout_log,
+        stderr_log,
+        state,
+    } = match start(launch, ctx, &preamble).await {
         Ok(started) => started,
-        Err(report) => return report,
+        Err(report) => return (report, None),
     };
     let _ = ctx
         .events
@@ -271,16 +296,26 @@ async fn execute(launch: &Launch, ctx: &ExecContext, preamble: Bytes) -> FinalRe
     };
     report.stdout_bytes = totals[0].load(Ordering::Acquire);
     report.stderr_bytes = totals[1].load(Ordering::Acquire);
-    report
+    (report, state)
 }
 
 /// Prepares the work dir, writes the preamble, spawns the command and records its pid in
 /// `state.json`: one blocking call, so a short task costs one thread hop to start.
+/// A native command just spawned.
+struct Started {
+    child: tokio::process::Child,
+    pid: u32,
+    stdout_log: tokio::fs::File,
+    stderr_log: tokio::fs::File,
+    /// `state.json`, open for the final report (none when it could not be written).
+    state: Option<StateWriter>,
+}
+
 async fn start(
     launch: &Launch,
     ctx: &ExecContext,
     preamble: &Bytes,
-) -> Result<(tokio::process::Child, u32, tokio::fs::File, tokio::fs::File), FinalReport> {
+) -> Result<Started, FinalReport> {
     let (id, task_id) = (launch.id, launch.task_id);
     let argv = launch.argv.clone();
     let (dir, spares, cpu, preamble) = (
@@ -322,15 +357,20 @@ async fn start(
                 stderr_preamble: preamble.len() as u64,
             },
         };
-        if let Err(e) = running.write(&dir) {
-            tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
-        }
-        Ok((
+        let state = StateWriter::open(&dir).and_then(|mut state| {
+            state.write(&running)?;
+            Ok(state)
+        });
+        let state = state
+            .inspect_err(|e| tracing::warn!(execution_id = %id, "cannot write state.json: {e}"))
+            .ok();
+        Ok(Started {
             child,
             pid,
-            tokio::fs::File::from_std(stdout_log),
-            tokio::fs::File::from_std(stderr_log),
-        ))
+            stdout_log: tokio::fs::File::from_std(stdout_log),
+            stderr_log: tokio::fs::File::from_std(stderr_log),
+            state,
+        })
     })
     .await;
     match started {
@@ -443,10 +483,13 @@ async fn pump(
     events: &mpsc::Sender<ExecEvent>,
 ) {
     let Some(mut pipe) = pipe else { return };
-    let mut buf = vec![0u8; CHUNK];
+    // Not zeroed, and taken as it is for each read: a task that prints nothing (or little)
+    // costs no 64 KiB fill.
+    let mut buf = BytesMut::new();
     let mut log_ok = true;
     loop {
-        let n = match pipe.read(&mut buf).await {
+        buf.reserve(CHUNK);
+        let n = match pipe.read_buf(&mut (&mut buf).limit(CHUNK)).await {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => {
@@ -454,7 +497,7 @@ async fn pump(
                 break;
             }
         };
-        let data = Bytes::copy_from_slice(&buf[..n]);
+        let data = buf.split().freeze();
         // The file must hold the bytes before the loop hears of them: replays read it.
         if log_ok && let Err(e) = append(&mut log, &data).await {
             tracing::warn!(execution_id = %id, ?stream, "cannot write spool file: {e}");

@@ -13,12 +13,20 @@
 //! the way to `WORK_DIR/spare-<n>` and emptied by [`Spares::recycle_released`], which the agent
 //! runs a moment later. All methods but `release` block: call them from `spawn_blocking`.
 
+use std::ffi::{CStr, OsStr};
 use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{
+    AtFlags, CWD, FileType, Mode, OFlags, RawDir, ftruncate, mkdirat, openat, statat, unlinkat,
+};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::state::{ExecDir, Stream};
+use crate::state::ExecDir;
 
 const PREFIX: &str = "spare-";
 
@@ -155,69 +163,133 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The folders of a work dir, by name (see [`ExecDir`]).
+const FOLDERS: [&[u8]; 4] = [b"input", b"output", b"tmp", b"resource"];
+/// The logs of a work dir, by name.
+const LOGS: [&[u8]; 2] = [b"stdout.log", b"stderr.log"];
+const STATE_FILE: &[u8] = b"state.json";
+
 /// Empties a former work dir: its four folders stay (emptied, or created when missing), its
 /// logs are truncated (or created), its `state.json` stays (a later execution overwrites it; the
 /// scan ignores a foreign one), and anything else goes.
+///
+/// Everything below the root is reached from the root's file descriptor, read with a buffer
+/// on the stack: no path walk and no allocation per folder, which is most of what cleaning
+/// a work dir costs when the task left nothing behind.
 fn clean(root: &Path) -> io::Result<()> {
-    let layout = ExecDir::at(root.to_owned());
-    let folders = [
-        layout.input(),
-        layout.output(),
-        layout.tmp(),
-        layout.resource(),
-    ];
-    let logs = [layout.log(Stream::Stdout), layout.log(Stream::Stderr)];
-    let (mut folders_seen, mut logs_seen) = (0, 0);
-    for entry in std::fs::read_dir(root)? {
-        let entry = entry?;
-        let path = entry.path();
-        let kind = entry.file_type()?;
-        if kind.is_dir() && folders.contains(&path) {
-            empty(&path)?;
-            folders_seen += 1;
-        } else if kind.is_file() && logs.contains(&path) {
-            // Most logs of short tasks are empty: a stat rather than an open and a truncation.
-            if entry.metadata()?.len() > 0 {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)?
-                    .set_len(0)?;
+    let root_fd = open_dir(CWD, root)?;
+    let mut folders_seen = [false; FOLDERS.len()];
+    let mut logs_seen = [false; LOGS.len()];
+    let mut stray = Vec::new();
+    for_each_entry(&root_fd, |name, kind| {
+        let bytes = name.to_bytes();
+        let kind = match kind {
+            FileType::Unknown => {
+                FileType::from_raw_mode(statat(&root_fd, name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode)
             }
-            logs_seen += 1;
-        } else if !(kind.is_file() && path == layout.state_file()) {
-            remove_entry(&path, kind)?;
+            kind => kind,
+        };
+        if let (Some(i), FileType::Directory) = (FOLDERS.iter().position(|f| *f == bytes), kind) {
+            empty(&root_fd, name, &root.join(OsStr::from_bytes(bytes)))?;
+            folders_seen[i] = true;
+        } else if let (Some(i), FileType::RegularFile) =
+            (LOGS.iter().position(|l| *l == bytes), kind)
+        {
+            // Most logs of short tasks are empty: a stat rather than an open and a truncation.
+            if statat(&root_fd, name, AtFlags::SYMLINK_NOFOLLOW)?.st_size > 0 {
+                let log = openat(
+                    &root_fd,
+                    name,
+                    OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                    Mode::empty(),
+                )?;
+                ftruncate(&log, 0)?;
+            }
+            logs_seen[i] = true;
+        } else if !(bytes == STATE_FILE && kind == FileType::RegularFile) {
+            stray.push((name.to_owned(), kind));
+        }
+        Ok(())
+    })?;
+    for (name, kind) in stray {
+        remove_at(&root_fd, &name, kind, root)?;
+    }
+    for (folder, seen) in FOLDERS.iter().zip(folders_seen) {
+        if !seen {
+            mkdirat(
+                &root_fd,
+                OsStr::from_bytes(folder),
+                Mode::from_raw_mode(0o777),
+            )?;
         }
     }
-    if folders_seen < folders.len() {
-        for folder in &folders {
-            std::fs::create_dir_all(folder)?;
-        }
-    }
-    if logs_seen < logs.len() {
-        for log in &logs {
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(log)?;
+    for (log, seen) in LOGS.iter().zip(logs_seen) {
+        if !seen {
+            openat(
+                &root_fd,
+                OsStr::from_bytes(log),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o666),
+            )?;
         }
     }
     Ok(())
 }
 
-fn remove_entry(path: &Path, kind: std::fs::FileType) -> io::Result<()> {
-    if kind.is_dir() {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
-    }
+fn open_dir<Fd: AsFd, P: rustix::path::Arg>(at: Fd, path: P) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    Ok(openat(at, path, flags, Mode::empty())?)
 }
 
-fn empty(dir: &Path) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
+/// Calls `f` with the name and type of each entry of the open directory `dir` (`.` and `..`
+/// left out).
+fn for_each_entry(
+    dir: &OwnedFd,
+    mut f: impl FnMut(&CStr, FileType) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut buf = [MaybeUninit::<u8>::uninit(); 4096];
+    let mut entries = RawDir::new(dir, &mut buf);
+    while let Some(entry) = entries.next() {
         let entry = entry?;
-        remove_entry(&entry.path(), entry.file_type()?)?;
+        let name = entry.file_name();
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            f(name, entry.file_type())?;
+        }
     }
     Ok(())
+}
+
+/// Empties the folder `name` of the directory `parent` (at `path`).
+fn empty(parent: &OwnedFd, name: &CStr, path: &Path) -> io::Result<()> {
+    let dir = open_dir(parent, name)?;
+    let mut found = Vec::new();
+    for_each_entry(&dir, |name, kind| {
+        found.push((name.to_owned(), kind));
+        Ok(())
+    })?;
+    // Removed once read: the listing of a directory changing under it may skip entries.
+    for (name, kind) in found {
+        remove_at(&dir, &name, kind, path)?;
+    }
+    Ok(())
+}
+
+/// Removes the entry `name` of the directory `dir` (at `path`), a whole tree for a folder.
+fn remove_at(dir: &OwnedFd, name: &CStr, kind: FileType, path: &Path) -> io::Result<()> {
+    let is_dir = match kind {
+        FileType::Unknown => {
+            FileType::from_raw_mode(statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode)
+                == FileType::Directory
+        }
+        kind => kind == FileType::Directory,
+    };
+    if is_dir {
+        // Rare (a task left a tree behind): the standard library's removal, which does
+        // not follow symbolic links either.
+        std::fs::remove_dir_all(path.join(OsStr::from_bytes(name.to_bytes())))
+    } else {
+        Ok(unlinkat(dir, name, AtFlags::empty())?)
+    }
 }
 
 fn remove(path: &Path) {
@@ -231,7 +303,7 @@ fn remove(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::ExecutionId;
+    use crate::state::{ExecutionId, Stream};
 
     fn used_dir(work: &Path, id: i64) -> ExecDir {
         let dir = ExecDir::new(work, ExecutionId(id));
@@ -322,6 +394,43 @@ mod tests {
         );
         assert!(spares.has_released(), "kept for the next execution");
         assert!(spares.take(&ExecDir::new(work.path(), ExecutionId(3))));
+    }
+
+    #[test]
+    fn cleaning_replaces_odd_entries_and_follows_no_link() {
+        let work = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("keep"), "precious").unwrap();
+        let dir = used_dir(work.path(), 1);
+        std::fs::remove_dir(dir.input()).unwrap();
+        std::fs::write(dir.input(), "a file where a folder belongs").unwrap();
+        std::fs::remove_dir(dir.resource()).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.resource()).unwrap();
+        std::fs::remove_file(dir.log(Stream::Stdout)).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("keep"), dir.log(Stream::Stdout)).unwrap();
+
+        clean(dir.root()).unwrap();
+        for folder in [dir.input(), dir.output(), dir.tmp(), dir.resource()] {
+            let meta = std::fs::symlink_metadata(&folder).unwrap();
+            assert!(meta.is_dir(), "{folder:?} is a real folder again");
+            assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0, "{folder:?}");
+        }
+        assert!(
+            std::fs::symlink_metadata(dir.log(Stream::Stdout))
+                .unwrap()
+                .is_file()
+        );
+        assert_eq!(std::fs::read(dir.log(Stream::Stdout)).unwrap(), b"");
+        assert_eq!(
+            std::fs::read(outside.path().join("keep")).unwrap(),
+            b"precious",
+            "what the links pointed to is untouched"
+        );
+        assert_eq!(
+            std::fs::read(dir.state_file()).unwrap(),
+            b"{}",
+            "state.json stays"
+        );
     }
 
     #[test]

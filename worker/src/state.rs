@@ -231,31 +231,55 @@ pub struct StateFile {
 }
 
 impl StateFile {
-    /// Overwrites `state.json` in place with one write, padded with spaces (valid JSON
-    /// whitespace) to the old length, so the file is never truncated and never half old, half
-    /// new. Not a temporary file and a rename: that allocates an inode per write (see `spares`
-    /// for why it matters); nor a truncation: ext4 flushes a file truncated to zero on close.
-    /// Blocking: call from `spawn_blocking`.
+    /// Overwrites `state.json` in place (see [`StateWriter`]). Blocking: call from
+    /// `spawn_blocking`.
     pub fn write(&self, dir: &ExecDir) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let mut text = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        text.push(b'\n');
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.state_file())?;
-        let old_len = file.metadata()?.len() as usize;
-        if text.len() < old_len {
-            text.resize(old_len, b' ');
-        }
-        file.write_all_at(&text, 0)
+        StateWriter::open(dir)?.write(self)
     }
 
     /// Blocking.
     pub fn read(dir: &ExecDir) -> io::Result<StateFile> {
         let text = std::fs::read(dir.state_file())?;
         serde_json::from_slice(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// An open `state.json`, for an execution that writes it more than once (running, then
+/// finished) without opening it again.
+///
+/// Each write overwrites the file in place with one write, padded with spaces (valid JSON
+/// whitespace) to the old length, so the file is never truncated and never half old, half
+/// new. Not a temporary file and a rename: that allocates an inode per write (see `spares`
+/// for why it matters); nor a truncation: ext4 flushes a file truncated to zero on close.
+/// Blocking: call from `spawn_blocking`.
+#[derive(Debug)]
+pub struct StateWriter {
+    file: std::fs::File,
+    /// The file's length.
+    len: usize,
+}
+
+impl StateWriter {
+    pub fn open(dir: &ExecDir) -> io::Result<StateWriter> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.state_file())?;
+        let len = file.metadata()?.len() as usize;
+        Ok(StateWriter { file, len })
+    }
+
+    pub fn write(&mut self, state: &StateFile) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut text = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
+        text.push(b'\n');
+        if text.len() < self.len {
+            text.resize(self.len, b' ');
+        }
+        self.file.write_all_at(&text, 0)?;
+        self.len = text.len();
+        Ok(())
     }
 }
 
