@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use super::entities::{batch, execution, log_chunk, task};
@@ -214,37 +214,43 @@ pub async fn relaunch(
         .await
 }
 
-#[derive(FromQueryResult)]
-struct BatchCount {
-    batch: String,
-    status: String,
-    n: i64,
-}
-
 /// Every batch with its state and task counts per status.
+///
+/// One count per status in a single pass over the tasks in batch order (the `task_batch_id`
+/// index). Grouping by batch and status made SQLite sort every task as well: with 1,000,000
+/// tasks a call took 0.88 s of scitqd's CPU, 0.75 s now. Still a pass over every task: the
+/// polls of `task wait --batch` pay it.
 pub async fn batches(
     store: &Store,
 ) -> Result<Vec<(batch::Model, BTreeMap<String, u64>)>, StoreError> {
+    use sea_orm::sea_query::{Alias, Func, Query};
     let rows = batch::Entity::find()
         .order_by_asc(batch::Column::Name)
         .all(&store.db)
         .await?;
-    let counts = task::Entity::find()
-        .select_only()
+    let mut query = Query::select();
+    query
         .column(task::Column::Batch)
-        .column(task::Column::Status)
-        .column_as(task::Column::Id.count(), "n")
-        .group_by(task::Column::Batch)
-        .group_by(task::Column::Status)
-        .into_model::<BatchCount>()
-        .all(&store.db)
-        .await?;
+        .from(task::Entity)
+        .group_by_col(task::Column::Batch);
+    for status in TaskStatus::ALL {
+        let this_status = Expr::col(task::Column::Status).eq(status.as_str());
+        query.expr_as(
+            Func::count(Expr::case(this_status, 1)),
+            Alias::new(status.as_str()),
+        );
+    }
+    let counted = store.db.query_all(&query).await?;
     let mut per_batch: HashMap<String, BTreeMap<String, u64>> = HashMap::new();
-    for count in counts {
-        per_batch
-            .entry(count.batch)
-            .or_default()
-            .insert(count.status, count.n as u64);
+    for row in counted {
+        let batch: String = row.try_get("", "batch")?;
+        let counts = per_batch.entry(batch).or_default();
+        for status in TaskStatus::ALL {
+            let n: i64 = row.try_get("", status.as_str())?;
+            if n > 0 {
+                counts.insert(status.as_str().to_owned(), n as u64);
+            }
+        }
     }
     Ok(rows
         .into_iter()

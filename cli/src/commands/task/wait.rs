@@ -188,8 +188,9 @@ async fn poll_ids(client: &Client, ids: &[i64], want_failed: bool) -> anyhow::Re
     Ok(snapshot)
 }
 
-/// Reads the batch's counts (cheap even for huge batches); lists failed tasks only when
-/// they may be relaunched.
+/// Reads the batch's counts (a pass over every task in scitqd's database: 0.75 s of its CPU
+/// with a million tasks on a small machine); lists failed tasks only when they may be
+/// relaunched.
 async fn poll_batch(client: &Client, batch: &str, want_failed: bool) -> anyhow::Result<Snapshot> {
     let batches = client
         .tasks()
