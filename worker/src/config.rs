@@ -91,7 +91,7 @@ pub struct Args {
     /// How long the result of a task that ended may wait, while queued (prefetched) tasks keep
     /// the slots busy, to reach scitqd together with the next ones: fewer, larger commits for
     /// many short tasks. 0s sends every result at once.
-    #[arg(long, env = "SCITQ_RESULT_HOLD", default_value = "5ms", value_parser = parse_duration)]
+    #[arg(long, env = "SCITQ_RESULT_HOLD", default_value = "50ms", value_parser = parse_duration)]
     pub result_hold: Duration,
     /// Print the effective configuration (token hidden) and exit.
     #[arg(long)]
