@@ -299,8 +299,6 @@ async fn execute(
     (report, state)
 }
 
-/// Prepares the work dir, writes the preamble, spawns the command and records its pid in
-/// `state.json`: one blocking call, so a short task costs one thread hop to start.
 /// A native command just spawned.
 struct Started {
     child: tokio::process::Child,
@@ -311,6 +309,8 @@ struct Started {
     state: Option<StateWriter>,
 }
 
+/// Prepares the work dir, writes the preamble, spawns the command and records its pid in
+/// `state.json`: one blocking call, so a short task costs one thread hop to start.
 async fn start(
     launch: &Launch,
     ctx: &ExecContext,
