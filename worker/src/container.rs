@@ -218,7 +218,7 @@ async fn create(
             stderr_preamble: preamble.len() as u64,
         },
     };
-    if let Err(e) = crate::executor::write_state(&ctx.dir, running).await {
+    if let Err(e) = crate::executor::write_state(&ctx.dir, running, None).await {
         tracing::warn!(execution_id = %launch.id, "cannot write state.json: {e}");
     }
     if let Err(e) = docker.start_container(&container, None).await {

@@ -151,15 +151,7 @@ pub async fn run(launch: Launch, mut ctx: ExecContext) {
             acknowledged: false,
         },
     };
-    let dir = ctx.dir.clone();
-    let written = tokio::task::spawn_blocking(move || match state_file {
-        Some(mut file) => file.write(&state),
-        None => state.write(&dir),
-    })
-    .await
-    .map_err(io::Error::other)
-    .flatten();
-    if let Err(e) = written {
+    if let Err(e) = write_state(&ctx.dir, state, state_file).await {
         tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
     }
     let success = report.failure.is_none();
@@ -466,11 +458,19 @@ fn prepare_blocking(dir: &ExecDir, spares: &Spares) -> io::Result<(std::fs::File
     ))
 }
 
-pub(crate) async fn write_state(dir: &ExecDir, state: StateFile) -> io::Result<()> {
+/// Writes `state.json` from a blocking thread, through `open` when the execution holds it.
+pub(crate) async fn write_state(
+    dir: &ExecDir,
+    state: StateFile,
+    open: Option<StateWriter>,
+) -> io::Result<()> {
     let dir = dir.clone();
-    tokio::task::spawn_blocking(move || state.write(&dir))
-        .await
-        .map_err(io::Error::other)?
+    tokio::task::spawn_blocking(move || match open {
+        Some(mut file) => file.write(&state),
+        None => state.write(&dir),
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 /// Copies a pipe to its spool file and to the agent loop, one read at a time.
