@@ -1,3 +1,4 @@
+use std::path::Path;
 use std::time::Instant;
 
 use scitq_proto::v1::{Shell, TaskSpec};

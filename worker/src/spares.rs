@@ -8,10 +8,11 @@
 //!
 //! The agent hands over a finished work dir with [`Spares::release`], which only records it:
 //! the next execution to start takes it over ([`Spares::take`]), renaming it to its own name and
-//! emptying it in the same blocking call that prepares its work dir. Short tasks in a row thus
-//! pay one rename and no thread hop for their work dirs. What no execution took is moved out of
-//! the way to `WORK_DIR/spare-<n>` and emptied by [`Spares::recycle_released`], which the agent
-//! runs a moment later. All methods but `release` block: call them from `spawn_blocking`.
+//! emptying it just before its command is spawned. Short tasks in a row thus pay one rename and
+//! no thread hop for their work dirs. What no execution took is moved out of the way to
+//! `WORK_DIR/spare-<n>` and emptied by [`Spares::recycle_released`], which the agent runs a
+//! moment later. All methods but `release` block: call them from `spawn_blocking`, or where
+//! blocking a moment is already the price (the native executor's spawn).
 
 use std::ffi::{CStr, OsStr};
 use std::io;
@@ -20,9 +21,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{
-    AtFlags, CWD, FileType, Mode, OFlags, RawDir, ftruncate, mkdirat, openat, statat, unlinkat,
-};
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, mkdirat, openat, statat, unlinkat};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -75,10 +74,21 @@ impl Spares {
         !lock(&self.released).is_empty()
     }
 
-    /// Moves a released work dir (emptied) or a clean spare to `dir`. True when `dir` then
-    /// holds the four empty folders and empty logs; false when there was none to take, or
-    /// `dir` exists already.
-    pub fn take(&self, dir: &ExecDir) -> bool {
+    /// Prepares `dir` for an execution: a released work dir (emptied) or a clean spare moved
+    /// in place, else new folders (around what staging put there already).
+    pub fn prepare(&self, dir: &ExecDir) -> io::Result<Ready> {
+        if let Some(ready) = self.take(dir) {
+            return Ok(ready);
+        }
+        for sub in [dir.input(), dir.output(), dir.tmp(), dir.resource()] {
+            std::fs::create_dir_all(sub)?;
+        }
+        Ready::open(open_dir(CWD, dir.root())?)
+    }
+
+    /// Moves a released work dir (emptied) or a clean spare to `dir`. None when there was
+    /// none to take, or `dir` exists already.
+    pub fn take(&self, dir: &ExecDir) -> Option<Ready> {
         loop {
             // Popped on its own line: the guard must not live through the body.
             let Some(old) = lock(&self.released).pop() else {
@@ -86,22 +96,28 @@ impl Spares {
             };
             match move_back_on_error(&self.released, old, dir.root()) {
                 Ok(()) => match clean(dir.root()) {
-                    Ok(()) => return true,
+                    Ok(ready) => return Some(ready),
                     Err(e) => {
                         tracing::debug!("cannot clean {}: {e}", dir.root().display());
                         remove(dir.root());
-                        return false;
+                        return None;
                     }
                 },
                 // Gone already (an execution canceled before its work dir existed).
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(_) => return false,
+                Err(_) => return None,
             }
         }
-        let Some(spare) = lock(&self.free).pop() else {
-            return false;
-        };
-        move_back_on_error(&self.free, spare, dir.root()).is_ok()
+        let spare = lock(&self.free).pop()?;
+        move_back_on_error(&self.free, spare, dir.root()).ok()?;
+        match open_dir(CWD, dir.root()).and_then(Ready::open) {
+            Ok(ready) => Some(ready),
+            Err(e) => {
+                tracing::debug!("cannot open {}: {e}", dir.root().display());
+                remove(dir.root());
+                None
+            }
+        }
     }
 
     /// Recycles the released work dirs no execution took.
@@ -135,7 +151,7 @@ impl Spares {
             return;
         }
         match clean(&spare) {
-            Ok(()) => lock(&self.free).push(spare),
+            Ok(_) => lock(&self.free).push(spare),
             Err(e) => {
                 tracing::debug!("cannot clean {}: {e}", spare.display());
                 remove(&spare);
@@ -163,23 +179,54 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A work dir ready for an execution, open: its root (for the files the execution creates
+/// there) and its two logs, empty, open for writing.
+#[derive(Debug)]
+pub struct Ready {
+    pub root: OwnedFd,
+    pub stdout: std::fs::File,
+    pub stderr: std::fs::File,
+}
+
+impl Ready {
+    /// Opens the logs of the work dir open at `root`, creating them or emptying them.
+    fn open(root: OwnedFd) -> io::Result<Ready> {
+        let [stdout, stderr] = LOGS.map(|log| open_empty(&root, OsStr::from_bytes(log)));
+        Ok(Ready {
+            stdout: stdout?,
+            stderr: stderr?,
+            root,
+        })
+    }
+}
+
+/// Opens the regular file `name` of `dir` for writing, created or emptied. Truncated only when
+/// not empty: ext4 flushes a file truncated to zero when it is closed.
+fn open_empty(dir: &OwnedFd, name: &OsStr) -> io::Result<std::fs::File> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let file = std::fs::File::from(openat(dir, name, flags, Mode::from_raw_mode(0o666))?);
+    if file.metadata()?.len() > 0 {
+        file.set_len(0)?;
+    }
+    Ok(file)
+}
+
 /// The folders of a work dir, by name (see [`ExecDir`]).
 const FOLDERS: [&[u8]; 4] = [b"input", b"output", b"tmp", b"resource"];
 /// The logs of a work dir, by name.
 const LOGS: [&[u8]; 2] = [b"stdout.log", b"stderr.log"];
-const STATE_FILE: &[u8] = b"state.json";
+const STATE_FILE: &[u8] = crate::state::STATE_FILE.as_bytes();
 
 /// Empties a former work dir: its four folders stay (emptied, or created when missing), its
 /// logs are truncated (or created), its `state.json` stays (a later execution overwrites it; the
-/// scan ignores a foreign one), and anything else goes.
+/// scan ignores a foreign one), and anything else goes. Returns it open, logs and all.
 ///
 /// Everything below the root is reached from the root's file descriptor, read with a buffer
 /// on the stack: no path walk and no allocation per folder, which is most of what cleaning
 /// a work dir costs when the task left nothing behind.
-fn clean(root: &Path) -> io::Result<()> {
+fn clean(root: &Path) -> io::Result<Ready> {
     let root_fd = open_dir(CWD, root)?;
     let mut folders_seen = [false; FOLDERS.len()];
-    let mut logs_seen = [false; LOGS.len()];
     let mut stray = Vec::new();
     for_each_entry(&root_fd, |name, kind| {
         let bytes = name.to_bytes();
@@ -192,21 +239,8 @@ fn clean(root: &Path) -> io::Result<()> {
         if let (Some(i), FileType::Directory) = (FOLDERS.iter().position(|f| *f == bytes), kind) {
             empty(&root_fd, name, &root.join(OsStr::from_bytes(bytes)))?;
             folders_seen[i] = true;
-        } else if let (Some(i), FileType::RegularFile) =
-            (LOGS.iter().position(|l| *l == bytes), kind)
+        } else if !((bytes == STATE_FILE || LOGS.contains(&bytes)) && kind == FileType::RegularFile)
         {
-            // Most logs of short tasks are empty: a stat rather than an open and a truncation.
-            if statat(&root_fd, name, AtFlags::SYMLINK_NOFOLLOW)?.st_size > 0 {
-                let log = openat(
-                    &root_fd,
-                    name,
-                    OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                    Mode::empty(),
-                )?;
-                ftruncate(&log, 0)?;
-            }
-            logs_seen[i] = true;
-        } else if !(bytes == STATE_FILE && kind == FileType::RegularFile) {
             stray.push((name.to_owned(), kind));
         }
         Ok(())
@@ -223,17 +257,7 @@ fn clean(root: &Path) -> io::Result<()> {
             )?;
         }
     }
-    for (log, seen) in LOGS.iter().zip(logs_seen) {
-        if !seen {
-            openat(
-                &root_fd,
-                OsStr::from_bytes(log),
-                OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o666),
-            )?;
-        }
-    }
-    Ok(())
+    Ready::open(root_fd)
 }
 
 fn open_dir<Fd: AsFd, P: rustix::path::Arg>(at: Fd, path: P) -> io::Result<OwnedFd> {
@@ -327,14 +351,32 @@ mod tests {
         assert!(!old.root().exists(), "the old work dir is gone");
 
         let new = ExecDir::new(work.path(), ExecutionId(2));
-        assert!(spares.take(&new));
+        let mut ready = spares.take(&new).expect("a spare");
         assert!(new.output().is_dir() && new.tmp().is_dir());
         assert_eq!(std::fs::read_dir(new.output()).unwrap().count(), 0);
         assert_eq!(std::fs::read_dir(new.tmp()).unwrap().count(), 0);
         assert_eq!(std::fs::read(new.log(Stream::Stdout)).unwrap(), b"");
+        // What it hands over is the new work dir, open.
+        use std::io::Write;
+        ready.stdout.write_all(b"out").unwrap();
+        ready.stderr.write_all(b"err").unwrap();
+        assert_eq!(std::fs::read(new.log(Stream::Stdout)).unwrap(), b"out");
+        assert_eq!(std::fs::read(new.log(Stream::Stderr)).unwrap(), b"err");
+        let state = crate::state::StateFile {
+            execution_id: ExecutionId(2),
+            task_id: 7,
+            phase: crate::state::Phase::Abandoned,
+        };
+        crate::state::StateWriter::open_in(&ready.root)
+            .unwrap()
+            .write(&state)
+            .unwrap();
+        assert_eq!(crate::state::StateFile::read(&new).unwrap(), state);
         assert!(!new.root().join("stray").exists());
         assert!(
-            !spares.take(&ExecDir::new(work.path(), ExecutionId(3))),
+            spares
+                .take(&ExecDir::new(work.path(), ExecutionId(3)))
+                .is_none(),
             "pool empty"
         );
     }
@@ -349,7 +391,7 @@ mod tests {
         assert!(old.root().exists(), "a released dir stays until taken");
 
         let new = ExecDir::new(work.path(), ExecutionId(2));
-        assert!(spares.take(&new));
+        assert!(spares.take(&new).is_some());
         assert!(!old.root().exists(), "moved, not copied");
         for folder in [new.input(), new.output(), new.tmp(), new.resource()] {
             assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0, "{folder:?}");
@@ -373,9 +415,16 @@ mod tests {
         assert!(!old.root().exists());
         assert!(!spares.has_released());
         let new = ExecDir::new(work.path(), ExecutionId(2));
-        assert!(spares.take(&new), "the recycled dir is a spare now");
+        assert!(
+            spares.take(&new).is_some(),
+            "the recycled dir is a spare now"
+        );
         assert_eq!(std::fs::read_dir(new.output()).unwrap().count(), 0);
-        assert!(!spares.take(&ExecDir::new(work.path(), ExecutionId(3))));
+        assert!(
+            spares
+                .take(&ExecDir::new(work.path(), ExecutionId(3)))
+                .is_none()
+        );
     }
 
     #[test]
@@ -387,13 +436,17 @@ mod tests {
         let staged = ExecDir::new(work.path(), ExecutionId(2));
         std::fs::create_dir_all(staged.input()).unwrap();
         std::fs::write(staged.input().join("reads.fq"), "@r").unwrap();
-        assert!(!spares.take(&staged));
+        assert!(spares.take(&staged).is_none());
         assert_eq!(
             std::fs::read(staged.input().join("reads.fq")).unwrap(),
             b"@r"
         );
         assert!(spares.has_released(), "kept for the next execution");
-        assert!(spares.take(&ExecDir::new(work.path(), ExecutionId(3))));
+        assert!(
+            spares
+                .take(&ExecDir::new(work.path(), ExecutionId(3)))
+                .is_some()
+        );
     }
 
     #[test]
@@ -409,7 +462,7 @@ mod tests {
         std::fs::remove_file(dir.log(Stream::Stdout)).unwrap();
         std::os::unix::fs::symlink(outside.path().join("keep"), dir.log(Stream::Stdout)).unwrap();
 
-        clean(dir.root()).unwrap();
+        let ready = clean(dir.root()).unwrap();
         for folder in [dir.input(), dir.output(), dir.tmp(), dir.resource()] {
             let meta = std::fs::symlink_metadata(&folder).unwrap();
             assert!(meta.is_dir(), "{folder:?} is a real folder again");
@@ -431,6 +484,14 @@ mod tests {
             b"{}",
             "state.json stays"
         );
+        // Nor is state.json written through a link a task left in its place.
+        std::fs::remove_file(dir.state_file()).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("keep"), dir.state_file()).unwrap();
+        assert!(crate::state::StateWriter::open_in(&ready.root).is_err());
+        assert_eq!(
+            std::fs::read(outside.path().join("keep")).unwrap(),
+            b"precious"
+        );
     }
 
     #[test]
@@ -444,6 +505,10 @@ mod tests {
 
         let restarted = Spares::new(work.path(), 4);
         restarted.adopt().unwrap();
-        assert!(restarted.take(&ExecDir::new(work.path(), ExecutionId(3))));
+        assert!(
+            restarted
+                .take(&ExecDir::new(work.path(), ExecutionId(3)))
+                .is_some()
+        );
     }
 }

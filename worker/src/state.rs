@@ -75,9 +75,12 @@ impl ExecDir {
         })
     }
     pub fn state_file(&self) -> PathBuf {
-        self.root.join("state.json")
+        self.root.join(STATE_FILE)
     }
 }
+
+/// The name of an execution's state file in its work dir.
+pub const STATE_FILE: &str = "state.json";
 
 /// One of the two output streams of an execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,6 +269,18 @@ impl StateWriter {
             .create(true)
             .truncate(false)
             .open(dir.state_file())?;
+        StateWriter::from_file(file)
+    }
+
+    /// Opens the `state.json` of the work dir open at `root` (not through a symbolic link).
+    pub fn open_in(root: &std::os::fd::OwnedFd) -> io::Result<StateWriter> {
+        use rustix::fs::{Mode, OFlags, openat};
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        let file = openat(root, STATE_FILE, flags, Mode::from_raw_mode(0o666))?;
+        StateWriter::from_file(file.into())
+    }
+
+    fn from_file(file: std::fs::File) -> io::Result<StateWriter> {
         let len = file.metadata()?.len() as usize;
         Ok(StateWriter { file, len })
     }
