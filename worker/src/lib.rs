@@ -67,7 +67,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let work_dir = config.work_dir.clone();
     let prepared = {
         let work_dir = work_dir.clone();
-        tokio::task::spawn_blocking(move || prepare_work_dir(&work_dir)).await
+        // As many work dirs ready as the agent may hold executions at its start.
+        let ready = (config.concurrency + config.prefetch) as usize;
+        tokio::task::spawn_blocking(move || prepare_work_dir(&work_dir, ready)).await
     };
     let (lock, spares, found) = match prepared {
         Ok(Ok(prepared)) => prepared,
@@ -132,8 +134,9 @@ const MAX_SPARES: usize = 64;
 
 type Prepared = (std::fs::File, Arc<Spares>, state::Found);
 
-/// Creates and locks the work dir, then scans it. Blocking.
-fn prepare_work_dir(work_dir: &std::path::Path) -> Result<Prepared, PrepareError> {
+/// Creates and locks the work dir, scans it, and makes `ready` clean spare work dirs (counting
+/// those a previous agent left). Blocking.
+fn prepare_work_dir(work_dir: &std::path::Path, ready: usize) -> Result<Prepared, PrepareError> {
     std::fs::create_dir_all(work_dir).map_err(PrepareError::Io)?;
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -149,5 +152,9 @@ fn prepare_work_dir(work_dir: &std::path::Path) -> Result<Prepared, PrepareError
     let recovered = state::scan(work_dir).map_err(PrepareError::Io)?;
     let spares = Spares::new(work_dir, MAX_SPARES);
     spares.adopt().map_err(PrepareError::Io)?;
+    if let Err(e) = spares.fill(ready) {
+        // Only a head start: executions make their work dirs when there is no spare.
+        tracing::warn!("cannot make spare work dirs in {}: {e}", work_dir.display());
+    }
     Ok((lock, Arc::new(spares), recovered))
 }

@@ -64,6 +64,28 @@ impl Spares {
         Ok(())
     }
 
+    /// Creates clean spares until there are `n` (at most the pool's size): as many work dirs
+    /// as the agent may hold executions, made before its first task rather than by it.
+    pub fn fill(&self, n: usize) -> io::Result<()> {
+        while lock(&self.free).len() < n.min(self.max) {
+            let spare = self.new_spare_path();
+            std::fs::create_dir(&spare)?;
+            // Cleaning an empty dir creates its folders and logs.
+            if let Err(e) = clean(&spare) {
+                remove(&spare);
+                return Err(e);
+            }
+            lock(&self.free).push(spare);
+        }
+        Ok(())
+    }
+
+    fn new_spare_path(&self) -> PathBuf {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.work_dir
+            .join(format!("{PREFIX}{}-{n}", std::process::id()))
+    }
+
     /// Records that the work dir of an execution that is over may be reused. Does not block.
     pub fn release(&self, dir: &ExecDir) {
         lock(&self.released).push(dir.root().to_owned());
@@ -131,10 +153,7 @@ impl Spares {
     /// Takes the work dir of an execution that is over: out of the way at once, then emptied
     /// and kept for a later execution (or removed when the pool is full).
     pub fn recycle(&self, dir: &ExecDir) {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let spare = self
-            .work_dir
-            .join(format!("{PREFIX}{}-{n}", std::process::id()));
+        let spare = self.new_spare_path();
         if let Err(e) = std::fs::rename(dir.root(), &spare) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::warn!("cannot move {} away: {e}", dir.root().display());
@@ -340,6 +359,30 @@ mod tests {
         std::fs::create_dir_all(dir.tmp().join("a/b")).unwrap();
         std::fs::write(dir.root().join("stray"), "x").unwrap();
         dir
+    }
+
+    #[test]
+    fn filling_makes_clean_spares_up_to_the_pool_size() {
+        let work = tempfile::tempdir().unwrap();
+        let spares = Spares::new(work.path(), 2);
+        spares.fill(5).unwrap();
+        let made = std::fs::read_dir(work.path()).unwrap().count();
+        assert_eq!(made, 2, "no more than the pool holds");
+        spares.fill(2).unwrap();
+        assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 2);
+        for id in [1, 2] {
+            let dir = ExecDir::new(work.path(), ExecutionId(id));
+            assert!(spares.take(&dir).is_some(), "spare {id}");
+            for folder in [dir.input(), dir.output(), dir.tmp(), dir.resource()] {
+                assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0, "{folder:?}");
+            }
+            assert_eq!(std::fs::read(dir.log(Stream::Stderr)).unwrap(), b"");
+        }
+        assert!(
+            spares
+                .take(&ExecDir::new(work.path(), ExecutionId(3)))
+                .is_none()
+        );
     }
 
     #[test]
