@@ -7,6 +7,8 @@
 mod scale;
 #[path = "bench/steering.rs"]
 mod steering;
+#[path = "bench/watch.rs"]
+mod watch;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -30,7 +32,8 @@ const CHUNK: usize = 100_000;
 /// Parts, each selected by giving its size (with none given, all run with their defaults):
 ///
 ///   --tasks N: throughput. N `true` tasks submitted with `task create --from-file` and run by
-///   one agent at --concurrency C, timed from submission until all succeeded; then the bare
+///   one agent at --concurrency C, timed from submission until all succeeded (the batch's
+///   counts read every 100 ms over one gRPC connection); then the bare
 ///   baseline in the same run, the same N `true` commands spawned directly by a loop at
 ///   concurrency C, and the ratio of the two rates.
 ///
@@ -188,7 +191,7 @@ fn docker_overhead(opts: &ServerOpts, n: usize, concurrency: u32) -> Result<()> 
     let commands = vec!["true".to_string(); n];
     let start = Instant::now();
     submit_with(&c, &commands, "docker", &["--container", image.tag()])?;
-    wait_all_succeeded(&c, "docker", n)?;
+    watch::wait_all_succeeded(&server, "docker", n)?;
     let elapsed = start.elapsed();
     let scitq_rate = n as f64 / elapsed.as_secs_f64();
     println!(
@@ -305,7 +308,7 @@ fn throughput(opts: &ServerOpts, n: usize, concurrency: u32, prefetch: u32) -> R
     let start = Instant::now();
     submit(&c, &commands, "bench")?;
     let submitted = start.elapsed();
-    wait_all_succeeded(&c, "bench", n)?;
+    watch::wait_all_succeeded(&server, "bench", n)?;
     let elapsed = start.elapsed();
     let scitq_rate = n as f64 / elapsed.as_secs_f64();
     println!(
@@ -455,21 +458,4 @@ fn batch_counts(c: &Client, batch: &str) -> Result<serde_json::Map<String, Value
         .find(|b| b["name"] == batch)
         .with_context(|| format!("batch {batch} not listed"))?;
     Ok(found["counts"].as_object().cloned().unwrap_or_default())
-}
-
-fn wait_all_succeeded(c: &Client, batch: &str, n: usize) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(3600);
-    loop {
-        let counts = batch_counts(c, batch)?;
-        let count = |s: &str| counts.get(s).and_then(Value::as_u64).unwrap_or(0);
-        ensure!(count("failed") == 0, "tasks failed: {counts:?}");
-        if count("succeeded") >= n as u64 {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "not done after an hour: {counts:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
