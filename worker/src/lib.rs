@@ -68,7 +68,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
     let prepared = {
         let work_dir = work_dir.clone();
         // As many work dirs ready as the agent may hold executions at its start.
-        let ready = (config.concurrency + config.prefetch) as usize;
+        let ready = config.concurrency.saturating_add(config.prefetch) as usize;
         tokio::task::spawn_blocking(move || prepare_work_dir(&work_dir, ready)).await
     };
     let (lock, spares, found) = match prepared {
