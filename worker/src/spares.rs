@@ -222,12 +222,21 @@ impl Ready {
 /// Opens the regular file `name` of `dir` for writing, created or emptied. Truncated only when
 /// not empty: ext4 flushes a file truncated to zero when it is closed.
 fn open_empty(dir: &OwnedFd, name: &OsStr) -> io::Result<std::fs::File> {
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    let file = std::fs::File::from(openat(dir, name, flags, Mode::from_raw_mode(0o666))?);
+    let file = open_for_writing(dir, name)?;
     if file.metadata()?.len() > 0 {
         file.set_len(0)?;
     }
     Ok(file)
+}
+
+/// Opens the regular file `name` of `dir` for writing, created when missing, never through a
+/// symbolic link (a task may have left one in its place).
+pub(crate) fn open_for_writing<P: rustix::path::Arg>(
+    dir: &OwnedFd,
+    name: P,
+) -> io::Result<std::fs::File> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    Ok(openat(dir, name, flags, Mode::from_raw_mode(0o666))?.into())
 }
 
 /// The folders of a work dir, by name (see [`ExecDir`]).

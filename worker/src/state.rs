@@ -254,7 +254,8 @@ impl StateFile {
 /// whitespace) to the old length, so the file is never truncated and never half old, half
 /// new. Not a temporary file and a rename: that allocates an inode per write (see `spares`
 /// for why it matters); nor a truncation: ext4 flushes a file truncated to zero on close.
-/// Blocking: call from `spawn_blocking`.
+/// Blocking: call from `spawn_blocking`, or where a moment's blocking is already the price (a
+/// native task's start and end, see `executor::start`).
 #[derive(Debug)]
 pub struct StateWriter {
     file: std::fs::File,
@@ -274,10 +275,7 @@ impl StateWriter {
 
     /// Opens the `state.json` of the work dir open at `root` (not through a symbolic link).
     pub fn open_in(root: &std::os::fd::OwnedFd) -> io::Result<StateWriter> {
-        use rustix::fs::{Mode, OFlags, openat};
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        let file = openat(root, STATE_FILE, flags, Mode::from_raw_mode(0o666))?;
-        StateWriter::from_file(file.into())
+        StateWriter::from_file(crate::spares::open_for_writing(root, STATE_FILE)?)
     }
 
     fn from_file(file: std::fs::File) -> io::Result<StateWriter> {
