@@ -103,6 +103,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         hub,
         shutdown: shutdown.clone(),
         rclone_config,
+        lease: config.lease,
     };
     let check = auth::interceptor(tokens);
     let reflection_v1 = tonic_reflection::server::Builder::configure()

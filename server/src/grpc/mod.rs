@@ -29,6 +29,8 @@ pub struct State {
     /// Storage remotes (rclone.conf text) handed to every agent in `Welcome`, and to admin
     /// clients by `StorageService.GetStorageConfig`.
     pub rclone_config: std::sync::Arc<str>,
+    /// How long a disconnected worker keeps its executions (told to agents in `Welcome`).
+    pub lease: std::time::Duration,
 }
 
 /// Ends a response stream when scitqd shuts down, with an `UNAVAILABLE` status the client

@@ -84,6 +84,7 @@ pub async fn open(
         offsets: reconciled.offsets,
         cancel: reconciled.cancel,
         rclone_config: state.rclone_config.to_string(),
+        lease_ms: u64::try_from(state.lease.as_millis()).unwrap_or(u64::MAX),
     })));
     if settings.draining {
         let _ = tx.send(message(v1::server_message::Kind::Drain(v1::Drain {})));

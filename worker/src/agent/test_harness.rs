@@ -156,6 +156,7 @@ impl Conversation {
             offsets,
             cancel,
             rclone_config: String::new(),
+            lease_ms: 6 * 3600 * 1000,
         }));
     }
 
