@@ -10,6 +10,7 @@ pub mod config;
 pub mod core;
 pub mod grpc;
 pub mod persistence;
+pub mod service;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -25,9 +26,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::config::Config;
-use crate::core::hub::Hub;
-use crate::core::scheduler::Scheduler;
 use crate::persistence::{Store, Writer};
+use crate::service::hub::Hub;
+use crate::service::scheduler::Scheduler;
 
 /// Largest accepted gRPC message: room for a batch of thousands of tasks, and for a
 /// too-long command to reach validation and get a clear error.

@@ -1,9 +1,13 @@
-//! The decisions: domain types, state machines, the queue and the scheduler loop.
+//! The decisions, as plain functions and data: no database, no network, no async. The
+//! service loops (`crate::service`) hold the state, call these, and carry out what they
+//! decide through `crate::persistence` and the agent streams.
 
-pub mod hub;
+pub mod attempt;
+pub mod dispatch;
 pub mod ids;
+pub mod lease;
 pub mod queue;
 pub mod registry;
-pub mod scheduler;
 pub mod state;
 pub mod task;
+pub mod worker;

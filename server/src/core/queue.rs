@@ -9,6 +9,14 @@ use super::ids::TaskId;
 
 type Key = (Reverse<i32>, TaskId);
 
+/// A task entering (or leaving) the queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queued {
+    pub id: TaskId,
+    pub batch: String,
+    pub priority: i32,
+}
+
 #[derive(Default, Debug)]
 pub struct Queue {
     batches: HashMap<String, BTreeSet<Key>>,

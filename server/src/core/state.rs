@@ -98,6 +98,8 @@ impl TaskStatus {
             // An active execution ended without a verdict on the task (lost, never
             // delivered, canceled): the task goes back to the queue.
             (Assigned | Accepted | Running | Uploading, Pending) => true,
+            // An operator killed it before it ran, and its execution ended undelivered.
+            (Assigned | Accepted | Running | Uploading, Canceled) => true,
             // Relaunch.
             (Succeeded | Failed | Canceled, Pending) => true,
             // The failed dependency that canceled it was relaunched.
@@ -298,28 +300,79 @@ impl FromStr for ExecState {
     }
 }
 
-/// Why an execution failed, as stored.
-pub fn failure_as_str(failure: v1::FailureClass) -> &'static str {
-    match failure {
-        v1::FailureClass::Unspecified => "",
-        v1::FailureClass::Download => "download",
-        v1::FailureClass::Run => "run",
-        v1::FailureClass::Upload => "upload",
-        v1::FailureClass::Lost => "lost",
-        v1::FailureClass::Killed => "killed",
-        v1::FailureClass::Timeout => "timeout",
-    }
+/// Why an execution failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// Not failed, or no class given.
+    None,
+    /// Staging its inputs or resources failed.
+    Download,
+    /// The command failed.
+    Run,
+    /// Uploading its output failed.
+    Upload,
+    /// Its worker lost it (the agent no longer holds it, or its lease expired).
+    Lost,
+    /// Killed by an operator.
+    Killed,
+    /// It ran past its time limit.
+    Timeout,
 }
 
-pub fn failure_from_str(s: &str) -> v1::FailureClass {
-    match s {
-        "download" => v1::FailureClass::Download,
-        "run" => v1::FailureClass::Run,
-        "upload" => v1::FailureClass::Upload,
-        "lost" => v1::FailureClass::Lost,
-        "killed" => v1::FailureClass::Killed,
-        "timeout" => v1::FailureClass::Timeout,
-        _ => v1::FailureClass::Unspecified,
+impl Failure {
+    pub const ALL: [Failure; 7] = [
+        Self::None,
+        Self::Download,
+        Self::Run,
+        Self::Upload,
+        Self::Lost,
+        Self::Killed,
+        Self::Timeout,
+    ];
+
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::Download => "download",
+            Self::Run => "run",
+            Self::Upload => "upload",
+            Self::Lost => "lost",
+            Self::Killed => "killed",
+            Self::Timeout => "timeout",
+        }
+    }
+
+    /// From what is stored; anything unknown reads as no class.
+    pub fn parse(s: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .unwrap_or(Self::None)
+    }
+
+    pub fn to_proto(self) -> v1::FailureClass {
+        match self {
+            Self::None => v1::FailureClass::Unspecified,
+            Self::Download => v1::FailureClass::Download,
+            Self::Run => v1::FailureClass::Run,
+            Self::Upload => v1::FailureClass::Upload,
+            Self::Lost => v1::FailureClass::Lost,
+            Self::Killed => v1::FailureClass::Killed,
+            Self::Timeout => v1::FailureClass::Timeout,
+        }
+    }
+
+    pub fn from_proto(failure: v1::FailureClass) -> Self {
+        match failure {
+            v1::FailureClass::Unspecified => Self::None,
+            v1::FailureClass::Download => Self::Download,
+            v1::FailureClass::Run => Self::Run,
+            v1::FailureClass::Upload => Self::Upload,
+            v1::FailureClass::Lost => Self::Lost,
+            v1::FailureClass::Killed => Self::Killed,
+            v1::FailureClass::Timeout => Self::Timeout,
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use prost_types::Timestamp;
 use scitq_proto::v1;
 
-use crate::core::state::{ExecState, TaskStatus, failure_from_str};
+use crate::core::state::{ExecState, Failure, TaskStatus};
 use crate::persistence::entities::{execution, task, worker};
 use crate::persistence::executions::spec_of;
 
@@ -49,7 +49,7 @@ pub fn execution(row: &execution::Model, worker_name: String) -> v1::Execution {
         command: row.command.clone(),
         shell: row.shell,
         exit_code: row.exit_code,
-        failure: failure_from_str(&row.failure) as i32,
+        failure: Failure::parse(&row.failure).to_proto() as i32,
         message: row.message.clone(),
         assigned_at: Some(timestamp(row.assigned_at)),
         started_at: row.started_at.map(timestamp),
@@ -79,5 +79,15 @@ pub fn worker(row: &worker::Model, active: Option<u32>) -> v1::Worker {
         last_contact: Some(timestamp(row.last_contact)),
         paused: row.paused,
         draining: row.draining,
+    }
+}
+
+impl crate::core::worker::WorkerSettings {
+    pub fn to_proto(&self) -> v1::Settings {
+        v1::Settings {
+            concurrency: self.concurrency,
+            prefetch: self.prefetch,
+            batch: self.batch.clone().unwrap_or_default(),
+        }
     }
 }

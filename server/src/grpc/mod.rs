@@ -13,9 +13,9 @@ use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::core::hub::Hub;
-use crate::core::scheduler::SchedulerHandle;
 use crate::persistence::{Store, StoreError};
+use crate::service::hub::Hub;
+use crate::service::scheduler::SchedulerHandle;
 
 /// What every service holds.
 #[derive(Clone)]

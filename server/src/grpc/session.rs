@@ -16,10 +16,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::State;
 use crate::core::ids::WorkerId;
-use crate::core::scheduler::{AgentTx, Command};
 use crate::persistence::executions::{self, AgentEvent, Applied};
 use crate::persistence::workers::{self, settings_of};
 use crate::persistence::writer::Pending;
+use crate::service::scheduler::{AgentTx, Command};
 
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 /// Most agent messages applied in one store write.

@@ -5,10 +5,10 @@ use tonic::Status;
 
 use super::{State, convert, status};
 use crate::core::ids::TaskId;
-use crate::core::scheduler::Command;
 use crate::core::state::TaskStatus;
 use crate::core::task::{MAX_COMMAND_BYTES, MAX_FIELD_BYTES, validate_batch_name};
 use crate::persistence::steering::{self, Changes, EDITABLE, Selector, Target};
+use crate::service::scheduler::Command;
 
 fn signal(state: &State, target: Option<Target>, signal: v1::Signal) {
     if let Some(target) = target {

@@ -7,10 +7,10 @@ use tonic::{Request, Response, Status};
 use super::{State, convert, status};
 use crate::auth::require_admin;
 use crate::core::ids::TaskId;
-use crate::core::scheduler::Command;
 use crate::core::state::TaskStatus;
 use crate::core::task::{NewTask, validate_batch_name};
 use crate::persistence::tasks::{self, TaskFilter};
+use crate::service::scheduler::Command;
 
 /// Largest number of tasks in one CreateTasks call.
 pub const MAX_TASKS_PER_CALL: usize = 100_000;

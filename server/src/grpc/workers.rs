@@ -10,9 +10,9 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{State, convert, session, status};
 use crate::auth::require_admin;
 use crate::core::ids::WorkerId;
-use crate::core::scheduler::Command;
 use crate::core::task::validate_batch_name;
 use crate::persistence::workers::{self, WorkerSettings, settings_of};
+use crate::service::scheduler::Command;
 
 pub struct Workers(pub State);
 

@@ -12,9 +12,9 @@ use sea_orm::{
 };
 
 use super::entities::{task, task_dependency};
-use super::tasks::Queued;
 use super::{StoreError, now_ms};
 use crate::core::ids::TaskId;
+use crate::core::queue::Queued;
 use crate::core::state::TaskStatus;
 
 /// Reason of a task waiting for its dependencies.

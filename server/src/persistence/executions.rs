@@ -14,11 +14,12 @@ use sea_orm::{
 use super::batch::StatementBatch;
 use super::entities::{execution, log_chunk, task};
 use super::progress::{self, Progress};
-use super::tasks::Queued;
 use super::writer::Pending;
 use super::{Store, StoreError, from_json_list, now_ms};
+use crate::core::attempt::{self, Ending, ExecChange, ExecView, TaskChange, TaskView};
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
-use crate::core::state::{ExecState, TaskStatus, failure_as_str};
+use crate::core::queue::Queued;
+use crate::core::state::{ExecState, Failure, TaskStatus};
 
 /// Largest piece of output stored in one row; trimming relies on this bound.
 const STORED_CHUNK: usize = 64 * 1024;
@@ -428,7 +429,8 @@ async fn apply_update(
     }
 }
 
-/// An execution failed (or was canceled): read it and its task, then retry or fail.
+/// An execution failed (or was canceled): read it and its task, and let
+/// [`attempt::end`] decide whether the task is retried or ends.
 async fn fail(
     txn: &DatabaseTransaction,
     worker: WorkerId,
@@ -444,55 +446,85 @@ async fn fail(
         tracing::warn!(execution_id = update.execution_id, %worker, "update for an execution this worker does not hold, ignored");
         return Ok(());
     };
-    let current: ExecState = row.state.parse().unwrap_or(ExecState::Canceled);
-    if current.check(target).is_err() {
-        return Ok(()); // a replay, or a late report of an execution already ended
-    }
-    let now = now_ms();
-    let failure =
-        v1::FailureClass::try_from(update.failure).unwrap_or(v1::FailureClass::Unspecified);
-    execution::Entity::update_many()
-        .col_expr(
-            execution::Column::Uploaded,
-            Expr::value(super::uploaded_to_json(&update.uploaded)),
-        )
-        .col_expr(execution::Column::State, Expr::value(target.as_str()))
-        .col_expr(execution::Column::FinishedAt, Expr::value(now))
-        .col_expr(execution::Column::ExitCode, Expr::value(update.exit_code))
-        .col_expr(
-            execution::Column::Failure,
-            Expr::value(failure_as_str(failure)),
-        )
-        .col_expr(
-            execution::Column::Message,
-            Expr::value(update.message.clone()),
-        )
-        .filter(execution::Column::Id.eq(row.id))
-        .filter(execution::Column::State.is_in(ExecState::predecessors(target)))
-        .exec(txn)
-        .await?;
-    let task_id = TaskId(row.task_id);
-    applied.touched.insert(task_id);
-    applied.finished.push(ExecutionId(row.id));
-    let task_row = super::tasks::get(txn, task_id).await?;
-    if task_row.execution_id != Some(row.id) {
-        return Ok(()); // the task moved on (relaunched); this attempt is history
-    }
-    let message = if update.message.is_empty() {
-        update
-            .exit_code
-            .map(|c| format!("exit code {c}"))
-            .unwrap_or_else(|| failure_as_str(failure).to_owned())
-    } else {
-        update.message.clone()
+    let task_row = super::tasks::get(txn, TaskId(row.task_id)).await?;
+    let failure = Failure::from_proto(
+        v1::FailureClass::try_from(update.failure).unwrap_or(v1::FailureClass::Unspecified),
+    );
+    let ending = Ending::Reported {
+        state: target,
+        failure,
+        exit_code: update.exit_code,
+        message: update.message.clone(),
     };
-    let retry = failure != v1::FailureClass::Killed && target == ExecState::Failed;
-    if let Some(queued) =
-        end_task_attempt(txn, &task_row, retry, &message, update.exit_code).await?
-    {
+    let decision = attempt::end(exec_view(&row), &task_view(&task_row)?, ending);
+    let Some(change) = decision.exec else {
+        return Ok(()); // a replay, or a late report of an execution already ended
+    };
+    write_end(txn, &row, &change, Some(&update.uploaded)).await?;
+    applied.touched.insert(TaskId(row.task_id));
+    applied.finished.push(ExecutionId(row.id));
+    if let Some(queued) = apply_task_change(txn, &task_row, decision.task).await? {
         applied.requeued.push(queued);
     }
     Ok(())
+}
+
+/// The view of an execution row that [`attempt::end`] decides on. An unreadable state
+/// reads as ended, so that nothing is decided on it.
+pub(super) fn exec_view(row: &execution::Model) -> ExecView {
+    ExecView {
+        id: ExecutionId(row.id),
+        state: row.state.parse().unwrap_or(ExecState::Canceled),
+    }
+}
+
+pub(super) fn task_view(row: &task::Model) -> Result<TaskView, StoreError> {
+    Ok(TaskView {
+        id: TaskId(row.id),
+        status: row
+            .status
+            .parse()
+            .map_err(|e: crate::core::state::UnknownStatus| StoreError::Conflict(e.to_string()))?,
+        current: row.execution_id.map(ExecutionId),
+        retry_left: row.retry_left,
+        killed: row.status_reason == attempt::KILLED,
+    })
+}
+
+/// Writes an execution's end, guarded by the legal predecessors of its new state. Returns
+/// whether it changed (a concurrent end may have come first).
+pub(super) async fn write_end(
+    txn: &DatabaseTransaction,
+    row: &execution::Model,
+    change: &ExecChange,
+    uploaded: Option<&[v1::UploadedFile]>,
+) -> Result<bool, StoreError> {
+    let mut update = execution::Entity::update_many()
+        .col_expr(execution::Column::State, Expr::value(change.state.as_str()))
+        .col_expr(execution::Column::FinishedAt, Expr::value(now_ms()))
+        .col_expr(
+            execution::Column::Failure,
+            Expr::value(change.failure.as_str()),
+        )
+        .col_expr(
+            execution::Column::Message,
+            Expr::value(change.message.clone()),
+        );
+    if let Some(uploaded) = uploaded {
+        update = update
+            .col_expr(
+                execution::Column::Uploaded,
+                Expr::value(super::uploaded_to_json(uploaded)),
+            )
+            .col_expr(execution::Column::ExitCode, Expr::value(change.exit_code));
+    }
+    let changed = update
+        .filter(execution::Column::Id.eq(row.id))
+        .filter(execution::Column::State.is_in(ExecState::predecessors(change.state)))
+        .exec(txn)
+        .await?
+        .rows_affected;
+    Ok(changed > 0)
 }
 
 pub(super) async fn set_task_status(
@@ -515,33 +547,40 @@ pub(super) async fn set_task_status(
     Ok(())
 }
 
-/// The task's current attempt ended without success: relaunch it when `retry` allows
-/// and budget is left, or fail it. Returns the task when it goes back to the queue.
-pub(super) async fn end_task_attempt(
+/// Carries out what [`attempt::end`] decided for the task. Returns the task when it goes
+/// back to the queue.
+pub(super) async fn apply_task_change(
     txn: &DatabaseTransaction,
     row: &task::Model,
-    retry: bool,
-    message: &str,
-    exit_code: Option<i32>,
+    change: TaskChange,
 ) -> Result<Option<Queued>, StoreError> {
-    if retry && row.retry_left > 0 {
-        let left = row.retry_left - 1;
-        let reason = format!("retrying after: {message} ({left} retries left)");
-        task::Entity::update_many()
-            .col_expr(task::Column::RetryLeft, Expr::value(left))
-            .filter(task::Column::Id.eq(row.id))
-            .exec(txn)
-            .await?;
-        set_task_status(txn, row, TaskStatus::Pending, &reason, exit_code).await?;
-        return Ok(Some(Queued {
-            id: TaskId(row.id),
-            batch: row.batch.clone(),
-            priority: row.priority,
-        }));
+    match change {
+        TaskChange::Unchanged => Ok(None),
+        TaskChange::Requeue { retry_left, reason } => {
+            if retry_left != row.retry_left {
+                task::Entity::update_many()
+                    .col_expr(task::Column::RetryLeft, Expr::value(retry_left))
+                    .filter(task::Column::Id.eq(row.id))
+                    .exec(txn)
+                    .await?;
+            }
+            set_task_status(txn, row, TaskStatus::Pending, &reason, None).await?;
+            Ok(Some(Queued {
+                id: TaskId(row.id),
+                batch: row.batch.clone(),
+                priority: row.priority,
+            }))
+        }
+        TaskChange::End {
+            status,
+            reason,
+            exit_code,
+        } => {
+            set_task_status(txn, row, status, &reason, exit_code).await?;
+            super::deps::cancel_dependants(txn, row.id).await?;
+            Ok(None)
+        }
     }
-    set_task_status(txn, row, TaskStatus::Failed, message, exit_code).await?;
-    super::deps::cancel_dependants(txn, row.id).await?;
-    Ok(None)
 }
 
 pub async fn of_task(

@@ -4,59 +4,39 @@
 use std::collections::HashSet;
 
 use scitq_proto::v1;
-use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter};
 
 use super::entities::execution;
-use super::executions::{end_task_attempt, set_task_status};
-use super::tasks::Queued;
-use super::{Store, StoreError, now_ms};
+use super::executions::{apply_task_change, exec_view, task_view, write_end};
+use super::{Store, StoreError};
+use crate::core::attempt::{self, Ending};
 use crate::core::ids::{TaskId, WorkerId};
-use crate::core::state::{ExecState, TaskStatus};
+use crate::core::queue::Queued;
 
 const ACTIVE: [&str; 4] = ["assigned", "accepted", "running", "uploading"];
 
-/// Ends an execution the worker no longer has. One never acknowledged by the agent was
-/// never started: it is canceled and its task re-queued without spending a retry.
-/// Others are failed as lost, and their task retried within its budget.
+/// Ends an execution the worker no longer has, as [`attempt::end`] decides: one never
+/// acknowledged by the agent was never started (canceled, re-queued without spending a
+/// retry); others are failed as lost and retried within their budget; a task an operator
+/// killed stays killed.
 async fn end_missing(
     txn: &DatabaseTransaction,
     row: &execution::Model,
-    why: &str,
+    why: &'static str,
 ) -> Result<Option<Queued>, StoreError> {
-    let state: ExecState = row.state.parse().unwrap_or(ExecState::Canceled);
-    let never_started = state == ExecState::Assigned;
-    let (target, failure, message) = if never_started {
-        (ExecState::Canceled, "", format!("never delivered: {why}"))
-    } else {
-        (ExecState::Failed, "lost", format!("lost: {why}"))
-    };
-    let changed = execution::Entity::update_many()
-        .col_expr(execution::Column::State, Expr::value(target.as_str()))
-        .col_expr(execution::Column::Failure, Expr::value(failure))
-        .col_expr(execution::Column::Message, Expr::value(message.clone()))
-        .col_expr(execution::Column::FinishedAt, Expr::value(now_ms()))
-        .filter(execution::Column::Id.eq(row.id))
-        .filter(execution::Column::State.is_in(ExecState::predecessors(target)))
-        .exec(txn)
-        .await?
-        .rows_affected;
-    if changed == 0 {
-        return Ok(None);
-    }
     let task_row = super::tasks::get(txn, TaskId(row.task_id)).await?;
-    if task_row.execution_id != Some(row.id) {
+    let decision = attempt::end(
+        exec_view(row),
+        &task_view(&task_row)?,
+        Ending::Missing { why },
+    );
+    let Some(change) = decision.exec else {
+        return Ok(None);
+    };
+    if !write_end(txn, row, &change, None).await? {
         return Ok(None);
     }
-    if never_started {
-        set_task_status(txn, &task_row, TaskStatus::Pending, &message, None).await?;
-        return Ok(Some(Queued {
-            id: TaskId(task_row.id),
-            batch: task_row.batch.clone(),
-            priority: task_row.priority,
-        }));
-    }
-    end_task_attempt(txn, &task_row, true, &message, None).await
+    apply_task_change(txn, &task_row, decision.task).await
 }
 
 /// Active executions a worker holds according to the database.

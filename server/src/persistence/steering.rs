@@ -7,9 +7,10 @@ use sea_orm::{
 };
 
 use super::entities::task;
-use super::tasks::{Queued, get};
+use super::tasks::get;
 use super::{Store, StoreError, now_ms, to_json_list};
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
+use crate::core::queue::Queued;
 use crate::core::state::TaskStatus;
 use crate::core::task::NewTask;
 

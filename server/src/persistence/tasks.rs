@@ -14,13 +14,7 @@ use crate::core::ids::{ExecutionId, TaskId, WorkerId};
 use crate::core::state::TaskStatus;
 use crate::core::task::NewTask;
 
-/// A task entering the in-memory queue.
-#[derive(Clone, Debug)]
-pub struct Queued {
-    pub id: TaskId,
-    pub batch: String,
-    pub priority: i32,
-}
+pub use crate::core::queue::Queued;
 
 /// Rows per INSERT statement: well under SQLite's limit on bound values.
 const INSERT_CHUNK: usize = 500;

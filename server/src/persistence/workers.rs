@@ -12,28 +12,7 @@ use super::recovery::{Reconciled, reconcile};
 use super::{Store, StoreError, now_ms};
 use crate::core::ids::WorkerId;
 
-/// The settings a worker runs with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerSettings {
-    pub concurrency: u32,
-    pub prefetch: u32,
-    /// Batch filter; None takes any batch.
-    pub batch: Option<String>,
-    /// Paused by an operator: no new task.
-    pub paused: bool,
-    /// Draining: no new task; the agent exits once it holds nothing.
-    pub draining: bool,
-}
-
-impl WorkerSettings {
-    pub fn to_proto(&self) -> v1::Settings {
-        v1::Settings {
-            concurrency: self.concurrency,
-            prefetch: self.prefetch,
-            batch: self.batch.clone().unwrap_or_default(),
-        }
-    }
-}
+pub use crate::core::worker::WorkerSettings;
 
 pub fn settings_of(row: &worker::Model) -> WorkerSettings {
     WorkerSettings {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::ids::TaskId;
+use crate::core::ids::TaskId;
 
 #[derive(Clone, Default)]
 pub struct Hub {

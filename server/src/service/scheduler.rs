@@ -1,12 +1,14 @@
-//! The scheduler: a service loop that owns the queue of pending tasks and the connected
-//! workers, and pushes assignments over their streams as soon as they have free slots.
-//! Everyone else talks to it through a cheap [`SchedulerHandle`].
+//! The scheduler: a service loop that owns the queue of pending tasks, the connected
+//! workers' streams and the leases of disconnected ones, and pushes assignments as soon as
+//! workers have free slots. Which task goes where is decided by `core::dispatch::Pool`,
+//! when leases run out by `core::lease::Leases`; this loop commits and pushes. Everyone
+//! else talks to it through a cheap [`SchedulerHandle`].
 //!
 //! Dispatch cost does not depend on queue length: one B-tree pop per task. Dispatches are
 //! grouped: while one batch of assignments commits, new events queue up and are handled
 //! together in the next round.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use scitq_proto::v1;
@@ -16,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::hub::Hub;
-use super::ids::{ExecutionId, TaskId, WorkerId};
-use super::queue::Queue;
-use crate::persistence::tasks::Queued;
-use crate::persistence::workers::WorkerSettings;
+use crate::core::dispatch::Pool;
+use crate::core::ids::{ExecutionId, TaskId, WorkerId};
+use crate::core::lease::Leases;
+use crate::core::queue::{Queue, Queued};
+use crate::core::worker::WorkerSettings;
 use crate::persistence::{Store, executions, workers};
 
 /// Messages to an agent, as the gRPC response stream expects them.
@@ -100,21 +103,12 @@ impl SchedulerHandle {
     }
 }
 
-struct Connected {
-    session: u64,
+/// The response stream of a connected worker's live session.
+struct Stream {
     tx: AgentTx,
-    settings: WorkerSettings,
-    active: u32,
 }
 
-impl Connected {
-    fn free(&self) -> u32 {
-        if self.settings.paused || self.settings.draining {
-            return 0;
-        }
-        (self.settings.concurrency + self.settings.prefetch).saturating_sub(self.active)
-    }
-
+impl Stream {
     fn push(&self, kind: v1::server_message::Kind) {
         let _ = self.tx.send(Ok(v1::ServerMessage { kind: Some(kind) }));
     }
@@ -123,12 +117,11 @@ impl Connected {
 pub struct Scheduler {
     store: Store,
     hub: Hub,
-    lease: Duration,
     registries: crate::core::registry::Registries,
     queue: Queue,
-    workers: BTreeMap<WorkerId, Connected>,
-    /// Disconnected workers and when their lease ends.
-    leases: HashMap<WorkerId, Instant>,
+    pool: Pool,
+    streams: HashMap<WorkerId, Stream>,
+    leases: Leases,
     dirty: bool,
 }
 
@@ -150,21 +143,20 @@ impl Scheduler {
         for q in crate::persistence::tasks::pending(&store).await? {
             queue.push(&q.batch, q.priority, q.id);
         }
-        let deadline = Instant::now() + lease;
-        let leases = workers::all_offline(&store)
-            .await?
-            .into_iter()
-            .map(|w| (w, deadline))
-            .collect();
+        let mut leases = Leases::new(lease);
+        let now = std::time::Instant::now();
+        for worker in workers::all_offline(&store).await? {
+            leases.disconnected(worker, now);
+        }
         tracing::info!(queued = queue.len(), "scheduler ready");
         let (tx, rx) = mpsc::unbounded_channel();
         let scheduler = Scheduler {
             store,
             hub,
-            lease,
             registries,
             queue,
-            workers: BTreeMap::new(),
+            pool: Pool::default(),
+            streams: HashMap::new(),
             leases,
             dirty: true,
         };
@@ -175,7 +167,7 @@ impl Scheduler {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, cancel: CancellationToken) {
         let mut commands = Vec::with_capacity(1024);
         loop {
-            let next_lease = self.leases.values().min().copied();
+            let next_lease = self.leases.next().map(Instant::from_std);
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 n = rx.recv_many(&mut commands, 1024) => {
@@ -205,14 +197,9 @@ impl Scheduler {
                 settings,
                 active,
             } => {
-                self.leases.remove(&worker);
-                let new = Connected {
-                    session,
-                    tx,
-                    settings,
-                    active,
-                };
-                if let Some(old) = self.workers.insert(worker, new) {
+                self.leases.connected(worker);
+                self.pool.connect(worker, session, settings, active);
+                if let Some(old) = self.streams.insert(worker, Stream { tx }) {
                     let _ = old.tx.send(Err(Status::aborted(
                         "replaced by a newer session of this worker",
                     )));
@@ -220,13 +207,9 @@ impl Scheduler {
                 self.dirty = true;
             }
             Command::Disconnect { worker, session } => {
-                if self
-                    .workers
-                    .get(&worker)
-                    .is_some_and(|w| w.session == session)
-                {
-                    self.workers.remove(&worker);
-                    self.leases.insert(worker, Instant::now() + self.lease);
+                if self.pool.disconnect(worker, session) {
+                    self.streams.remove(&worker);
+                    self.leases.disconnected(worker, std::time::Instant::now());
                     let store = self.store.clone();
                     tokio::spawn(async move {
                         if let Err(err) = workers::mark(&store, worker, "offline").await {
@@ -236,8 +219,7 @@ impl Scheduler {
                 }
             }
             Command::Finished { worker, count } => {
-                if let Some(w) = self.workers.get_mut(&worker) {
-                    w.active = w.active.saturating_sub(count);
+                if self.pool.release(worker, count) {
                     self.dirty = true;
                 }
             }
@@ -258,141 +240,67 @@ impl Scheduler {
             }
             Command::BatchDeleted { batch } => self.queue.remove_batch(&batch),
             Command::Settings { worker, settings } => {
-                if let Some(w) = self.workers.get_mut(&worker) {
-                    w.push(v1::server_message::Kind::Settings(settings.to_proto()));
-                    if settings.draining && !w.settings.draining {
-                        w.push(v1::server_message::Kind::Drain(v1::Drain {}));
+                let proto = settings.to_proto();
+                if let Some(change) = self.pool.set_settings(worker, settings)
+                    && let Some(stream) = self.streams.get(&worker)
+                {
+                    stream.push(v1::server_message::Kind::Settings(proto));
+                    if change.drain {
+                        stream.push(v1::server_message::Kind::Drain(v1::Drain {}));
                     }
-                    w.settings = settings;
                     self.dirty = true;
                 }
             }
             Command::Signal { targets, signal } => {
                 for (execution, worker) in targets {
-                    let Some(w) = self.workers.get_mut(&worker) else {
+                    let Some(stream) = self.streams.get(&worker) else {
                         continue;
                     };
-                    w.push(v1::server_message::Kind::Signal(v1::SignalExecution {
+                    stream.push(v1::server_message::Kind::Signal(v1::SignalExecution {
                         execution_id: execution.0,
                         signal: signal as i32,
                     }));
                     if signal == v1::Signal::Cancel {
                         // The agent forgets it without a report.
-                        w.active = w.active.saturating_sub(1);
+                        self.pool.release(worker, 1);
                         self.dirty = true;
                     }
                 }
             }
             Command::Explain { task, reply } => {
-                let _ = reply.send(self.explain(&task));
+                let _ = reply.send(self.pool.explain(&self.queue, &task));
             }
             Command::Active(reply) => {
-                let _ = reply.send(self.workers.iter().map(|(id, w)| (*id, w.active)).collect());
+                let _ = reply.send(self.pool.active());
             }
         }
-    }
-
-    /// Reasons, in plain words, why a pending task is not running.
-    fn explain(&self, task: &Queued) -> Vec<String> {
-        let mut reasons = Vec::new();
-        if self.queue.is_stopped(&task.batch) {
-            reasons.push(format!(
-                "batch {:?} is stopped: run `scitqctl batch go {}`",
-                task.batch, task.batch
-            ));
-        }
-        if self.workers.is_empty() {
-            reasons.push("no worker is connected".to_owned());
-            return reasons;
-        }
-        let serving: Vec<&Connected> = self
-            .workers
-            .values()
-            .filter(|w| w.settings.batch.as_deref().is_none_or(|b| b == task.batch))
-            .collect();
-        if serving.is_empty() {
-            reasons.push(format!(
-                "no connected worker serves batch {:?} (every one is limited to another batch)",
-                task.batch
-            ));
-            return reasons;
-        }
-        let free: u32 = serving.iter().map(|w| w.free()).sum();
-        if serving
-            .iter()
-            .all(|w| w.settings.paused || w.settings.draining)
-        {
-            reasons.push("every worker that serves its batch is paused or draining".to_owned());
-        } else if free == 0 {
-            reasons.push(format!(
-                "every slot is busy on the {} worker(s) that serve its batch",
-                serving.len()
-            ));
-        }
-        match self.queue.position(&task.batch, task.priority, task.id) {
-            Some(0) => reasons.push("it is next in its batch's queue".to_owned()),
-            Some(n) => reasons.push(format!("{n} task(s) of its batch go before it")),
-            None => reasons.push("it is about to be assigned".to_owned()),
-        }
-        reasons
     }
 
     /// Hands out tasks round-robin to workers with free slots, then commits and pushes.
     async fn dispatch(&mut self) {
-        let mut picks: Vec<(TaskId, WorkerId)> = Vec::new();
-        let mut popped: HashMap<TaskId, Queued> = HashMap::new();
-        loop {
-            let mut progressed = false;
-            for (id, worker) in self.workers.iter_mut() {
-                if worker.free() == 0 {
-                    continue;
-                }
-                let Some((task, batch, priority)) =
-                    self.queue.pop(worker.settings.batch.as_deref())
-                else {
-                    continue;
-                };
-                worker.active += 1;
-                picks.push((task, *id));
-                popped.insert(
-                    task,
-                    Queued {
-                        id: task,
-                        batch,
-                        priority,
-                    },
-                );
-                progressed = true;
-            }
-            if !progressed {
-                break;
-            }
-        }
+        let picks = self.pool.pick(&mut self.queue);
         if picks.is_empty() {
             return;
         }
-        match executions::assign(&self.store, picks.clone()).await {
+        let pairs: Vec<(TaskId, WorkerId)> = picks.iter().map(|(q, w)| (q.id, *w)).collect();
+        match executions::assign(&self.store, pairs).await {
             Ok(assigned) => {
                 let mut touched = Vec::with_capacity(assigned.len());
                 for (worker, mut assignment) in assigned {
-                    let task = TaskId(assignment.task_id);
                     if let Some(spec) = &assignment.spec {
                         assignment.registry_credentials =
                             self.registries.for_image(&spec.container);
                     }
-                    popped.remove(&task);
-                    touched.push(task);
-                    if let Some(w) = self.workers.get(&worker) {
-                        w.push(v1::server_message::Kind::Assignment(assignment));
+                    touched.push(TaskId(assignment.task_id));
+                    if let Some(stream) = self.streams.get(&worker) {
+                        stream.push(v1::server_message::Kind::Assignment(assignment));
                     }
                 }
                 // Picked tasks the database no longer had pending (paused, deleted,
                 // edited): free their slots and look again.
-                for (task, worker) in picks {
-                    if popped.contains_key(&task)
-                        && let Some(w) = self.workers.get_mut(&worker)
-                    {
-                        w.active = w.active.saturating_sub(1);
+                for (queued, worker) in &picks {
+                    if !touched.contains(&queued.id) {
+                        self.pool.release(*worker, 1);
                         self.dirty = !self.queue.is_empty();
                     }
                 }
@@ -400,28 +308,17 @@ impl Scheduler {
             }
             Err(err) => {
                 tracing::error!(error = %err, "could not commit assignments; tasks stay queued");
-                for (task, worker) in picks {
-                    if let Some(w) = self.workers.get_mut(&worker) {
-                        w.active = w.active.saturating_sub(1);
-                    }
-                    if let Some(q) = popped.remove(&task) {
-                        self.queue.push(&q.batch, q.priority, q.id);
-                    }
+                for (queued, worker) in picks {
+                    self.pool.release(worker, 1);
+                    self.queue.push(&queued.batch, queued.priority, queued.id);
                 }
             }
         }
     }
 
     async fn expire_leases(&mut self) {
-        let now = Instant::now();
-        let due: Vec<WorkerId> = self
-            .leases
-            .iter()
-            .filter(|(_, deadline)| **deadline <= now)
-            .map(|(w, _)| *w)
-            .collect();
-        for worker in due {
-            self.leases.remove(&worker);
+        let now = std::time::Instant::now();
+        for worker in self.leases.due(now) {
             match crate::persistence::recovery::expire_lease(&self.store, worker).await {
                 Ok((requeued, touched)) => {
                     if !touched.is_empty() {
@@ -435,7 +332,7 @@ impl Scheduler {
                 }
                 Err(err) => {
                     tracing::error!(%worker, error = %err, "could not expire lease; retrying soon");
-                    self.leases.insert(worker, now + Duration::from_secs(5));
+                    self.leases.retry(worker, now);
                 }
             }
         }

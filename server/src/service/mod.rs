@@ -1,0 +1,5 @@
+//! The service loops: they own the in-memory state (the queue, the connected workers and
+//! their streams, the leases), await the store, and carry out what `crate::core` decides.
+
+pub mod hub;
+pub mod scheduler;
