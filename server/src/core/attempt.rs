@@ -8,9 +8,7 @@
 use super::ids::{ExecutionId, TaskId};
 use super::state::{ExecState, Failure, TaskStatus};
 
-/// Reason an operator's kill leaves on a task: it must stay killed, whatever becomes of its
-/// execution (a lost or never delivered one is not re-queued).
-pub const KILLED: &str = "killed by an operator";
+pub use super::steering::KILLED;
 
 /// An execution, as far as ending it is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -47,6 +47,11 @@ impl Leases {
         self.deadlines.remove(&worker);
     }
 
+    /// Whether the worker is disconnected and its lease still runs.
+    pub fn is_away(&self, worker: WorkerId) -> bool {
+        self.deadlines.contains_key(&worker)
+    }
+
     /// The earliest deadline, if any worker is away.
     pub fn next(&self) -> Option<Instant> {
         self.deadlines.values().min().copied()

@@ -6,8 +6,13 @@ pub mod attempt;
 pub mod dispatch;
 pub mod ids;
 pub mod lease;
+#[cfg(test)]
+mod model_tests;
+pub mod progress;
 pub mod queue;
+pub mod reconcile;
 pub mod registry;
 pub mod state;
+pub mod steering;
 pub mod task;
 pub mod worker;

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::State;
 use crate::core::ids::WorkerId;
+use crate::core::reconcile::Resend;
 use crate::persistence::executions::{self, AgentEvent, Applied};
 use crate::persistence::workers::{self, settings_of};
 use crate::persistence::writer::Pending;
@@ -88,6 +89,19 @@ pub async fn open(
     })));
     if settings.draining {
         let _ = tx.send(message(v1::server_message::Kind::Drain(v1::Drain {})));
+    }
+    // An operator's kill or freeze sent to a session that broke before the agent got it.
+    for (execution, resend) in &reconciled.resend {
+        let signal = match resend {
+            Resend::Kill => v1::Signal::Kill,
+            Resend::Stop => v1::Signal::Pause,
+        };
+        let _ = tx.send(message(v1::server_message::Kind::Signal(
+            v1::SignalExecution {
+                execution_id: execution.0,
+                signal: signal as i32,
+            },
+        )));
     }
     let _ = tx.send(message(v1::server_message::Kind::Ack(v1::Ack {
         seq: first.seq,

@@ -1,17 +1,21 @@
 //! Recovery: what happens to executions a worker no longer has, at a Hello (the agent
 //! lists what it holds) or when a silent worker's lease expires.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use scitq_proto::v1;
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
+};
 
-use super::entities::execution;
+use super::entities::{execution, task};
 use super::executions::{apply_task_change, exec_view, task_view, write_end};
 use super::{Store, StoreError};
 use crate::core::attempt::{self, Ending};
-use crate::core::ids::{TaskId, WorkerId};
+use crate::core::ids::{ExecutionId, TaskId, WorkerId};
 use crate::core::queue::Queued;
+use crate::core::reconcile::{Active, Held, Offsets, Resend, reconcile as core_reconcile};
+use crate::core::steering::{FROZEN, KILLED};
 
 const ACTIVE: [&str; 4] = ["assigned", "accepted", "running", "uploading"];
 
@@ -57,69 +61,101 @@ pub struct Reconciled {
     pub cancel: Vec<i64>,
     pub offsets: Vec<v1::OutputOffsets>,
     pub requeued: Vec<Queued>,
+    /// Operator signals to send again once the session is up.
+    pub resend: Vec<(ExecutionId, Resend)>,
     /// Executions the worker holds once reconciled.
     pub active: u32,
     pub touched: Vec<TaskId>,
 }
 
-/// Compares what an agent holds with what the database says it holds (see
-/// ARCHITECTURE.md, "The agent stream", step 2).
+/// Compares what an agent holds with what the database says it holds; `core::reconcile`
+/// decides, and executions the agent lost end as `core::attempt` decides.
 pub async fn reconcile(
     txn: &DatabaseTransaction,
     worker: WorkerId,
     held: &[v1::HeldExecution],
 ) -> Result<Reconciled, StoreError> {
-    let mut out = Reconciled::default();
-    let held_ids: HashSet<i64> = held.iter().map(|h| h.execution_id).collect();
-    let active = active_of_worker(txn, worker).await?;
-    let active_ids: HashSet<i64> = active.iter().map(|r| r.id).collect();
-    for row in &active {
-        if held_ids.contains(&row.id) {
-            out.offsets.push(v1::OutputOffsets {
-                execution_id: row.id,
-                stdout: row.stdout_bytes as u64,
-                stderr: row.stderr_bytes as u64,
-            });
-            out.active += 1;
-        } else {
-            out.touched.push(TaskId(row.task_id));
-            if let Some(q) = end_missing(txn, row, "the agent no longer holds it").await? {
-                out.requeued.push(q);
+    let rows = active_of_worker(txn, worker).await?;
+    let task_ids: Vec<i64> = rows.iter().map(|r| r.task_id).collect();
+    let reasons: HashMap<i64, String> = task::Entity::find()
+        .select_only()
+        .column(task::Column::Id)
+        .column(task::Column::StatusReason)
+        .filter(task::Column::Id.is_in(task_ids))
+        .into_tuple()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect();
+    let active: Vec<Active> = rows
+        .iter()
+        .map(|row| {
+            let reason = reasons.get(&row.task_id).map(String::as_str);
+            Active {
+                id: ExecutionId(row.id),
+                offsets: offsets_of(row),
+                killed: reason == Some(KILLED),
+                frozen: reason == Some(FROZEN),
             }
-        }
-    }
-    // A finished attempt the server already ended (its lease expired) is not canceled: the
-    // agent delivers its output and report, recorded as late without changing the task.
+        })
+        .collect();
+    let held: Vec<Held> = held
+        .iter()
+        .map(|h| Held {
+            id: ExecutionId(h.execution_id),
+            finished: is_final(h.state),
+        })
+        .collect();
+    let active_ids: HashSet<ExecutionId> = active.iter().map(|a| a.id).collect();
     let finished_elsewhere: Vec<i64> = held
         .iter()
-        .filter(|h| !active_ids.contains(&h.execution_id) && is_final(h.state))
-        .map(|h| h.execution_id)
+        .filter(|h| h.finished && !active_ids.contains(&h.id))
+        .map(|h| h.id.0)
         .collect();
-    let late: HashSet<i64> = if finished_elsewhere.is_empty() {
-        HashSet::new()
+    let ended_here: HashMap<ExecutionId, Offsets> = if finished_elsewhere.is_empty() {
+        HashMap::new()
     } else {
         execution::Entity::find()
             .filter(execution::Column::Id.is_in(finished_elsewhere))
             .filter(execution::Column::WorkerId.eq(worker.0))
             .all(txn)
             .await?
-            .into_iter()
-            .map(|row| {
-                out.offsets.push(v1::OutputOffsets {
-                    execution_id: row.id,
-                    stdout: row.stdout_bytes as u64,
-                    stderr: row.stderr_bytes as u64,
-                });
-                row.id
-            })
+            .iter()
+            .map(|row| (ExecutionId(row.id), offsets_of(row)))
             .collect()
     };
-    out.cancel = held
-        .iter()
-        .map(|h| h.execution_id)
-        .filter(|id| !active_ids.contains(id) && !late.contains(id))
-        .collect();
+    let decided = core_reconcile(&active, &held, &ended_here);
+
+    let mut out = Reconciled {
+        cancel: decided.cancel.iter().map(|id| id.0).collect(),
+        offsets: decided
+            .keep
+            .iter()
+            .map(|(id, o)| v1::OutputOffsets {
+                execution_id: id.0,
+                stdout: o.stdout,
+                stderr: o.stderr,
+            })
+            .collect(),
+        resend: decided.resend,
+        active: decided.active,
+        ..Reconciled::default()
+    };
+    let missing: HashSet<ExecutionId> = decided.missing.into_iter().collect();
+    for row in rows.iter().filter(|r| missing.contains(&ExecutionId(r.id))) {
+        out.touched.push(TaskId(row.task_id));
+        if let Some(q) = end_missing(txn, row, "the agent no longer holds it").await? {
+            out.requeued.push(q);
+        }
+    }
     Ok(out)
+}
+
+fn offsets_of(row: &execution::Model) -> Offsets {
+    Offsets {
+        stdout: row.stdout_bytes.max(0) as u64,
+        stderr: row.stderr_bytes.max(0) as u64,
+    }
 }
 
 fn is_final(state: i32) -> bool {

@@ -18,8 +18,7 @@ use crate::core::task::NewTask;
 pub const EDITABLE: [TaskStatus; 3] =
     [TaskStatus::Waiting, TaskStatus::Pending, TaskStatus::Paused];
 
-/// Reason shown on a running task an operator froze.
-pub const FROZEN: &str = "frozen by an operator";
+pub use crate::core::steering::{FROZEN, KILLED};
 
 /// An execution to signal after the commit.
 pub type Target = (ExecutionId, WorkerId);
@@ -155,17 +154,10 @@ pub async fn kill(store: &Store, id: TaskId) -> Result<(task::Model, Option<Targ
                 let row = get(txn, id).await?;
                 let status = status_of(&row)?;
                 let target = if status.is_active() {
-                    set_reason(txn, row.id, "killed by an operator").await?;
+                    set_reason(txn, row.id, KILLED).await?;
                     target_of(&row)
                 } else if EDITABLE.contains(&status) {
-                    set_status(
-                        txn,
-                        &row,
-                        status,
-                        TaskStatus::Canceled,
-                        "killed by an operator",
-                    )
-                    .await?;
+                    set_status(txn, &row, status, TaskStatus::Canceled, KILLED).await?;
                     None
                 } else {
                     return Err(StoreError::Conflict(format!(
