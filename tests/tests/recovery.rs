@@ -108,3 +108,34 @@ fn an_agent_restarted_after_sigkill_gets_its_lost_task_requeued_at_once_not_afte
         "{task:#}"
     );
 }
+
+#[test]
+fn a_task_killed_while_assigned_stays_killed_after_the_agent_restarts() {
+    use nix::sys::signal::{Signal, kill};
+
+    let server = Server::start(ServerOpts::default().lease("1h"));
+    let c = server.client();
+    let mut agent = Agent::start(&server, "frozen", 1, &[]);
+    c.wait_worker_online("frozen", CONNECT);
+
+    // A stopped agent never sees the assignment: the task stays assigned.
+    kill(agent.pid(), Signal::SIGSTOP).expect("SIGSTOP the agent");
+    let ran = c.scratch_path("killed-task-ran");
+    let id = c.create_sh("killed", &format!("touch {}", ran.display()), &[]);
+    c.wait_task(id, "assigned", CONNECT);
+    let said = c.ctl_ok(["task", "kill", &id.to_string()]);
+    assert!(said.contains("killed by an operator"), "{said}");
+
+    // The agent dies before it ever got the task (or the kill), and comes back.
+    agent.kill9();
+    agent.start_again();
+    let task = c.wait_task(id, "canceled", CONNECT);
+    let execs = task["executions"].as_array().expect("executions array");
+    assert_eq!(execs.len(), 1, "no second execution: {task:#}");
+    assert_eq!(execs[0]["state"], "canceled", "{task:#}");
+    assert!(
+        str_field(&task, "status_reason").contains("killed by an operator"),
+        "{task:#}"
+    );
+    assert!(!ran.exists(), "the killed task ran");
+}
