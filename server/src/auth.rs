@@ -169,6 +169,19 @@ pub fn interceptor(tokens: Tokens) -> impl Fn(Request<()>) -> Result<Request<()>
     }
 }
 
+/// [`interceptor`], for services that only people may call (reflection): a worker token,
+/// which every agent machine holds, is refused at once.
+pub fn admin_interceptor(
+    tokens: Tokens,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    let check = interceptor(tokens);
+    move |request: Request<()>| {
+        let request = check(request)?;
+        require_admin(&request)?;
+        Ok(request)
+    }
+}
+
 /// Refuses a request not made with an admin token.
 pub fn require_admin<T>(request: &Request<T>) -> Result<(), Status> {
     match request.extensions().get::<Role>() {
@@ -208,5 +221,27 @@ mod tests {
         assert!(require_admin(&admin).is_ok());
         let worker = check(request(Some("w"))).unwrap();
         assert!(require_admin(&worker).is_err());
+    }
+
+    #[test]
+    fn reflection_is_for_admin_tokens_only() {
+        let tokens = Tokens(Arc::new(HashMap::from([
+            (hash("a"), Role::Admin),
+            (hash("w"), Role::Worker),
+        ])));
+        let check = admin_interceptor(tokens);
+        let request = |token: &str| {
+            let mut r = Request::new(());
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            r
+        };
+        assert!(check(request("a")).is_ok());
+        let refused = check(request("w")).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            check(request("x")).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
     }
 }

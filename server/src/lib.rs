@@ -106,6 +106,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         rclone_config,
         lease: config.lease,
     };
+    let admin_only = auth::admin_interceptor(tokens.clone());
     let check = auth::interceptor(tokens);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(scitq_proto::FILE_DESCRIPTOR_SET)
@@ -145,8 +146,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             StorageServiceServer::new(grpc::storage::Storage(state.clone())),
             check.clone(),
         ))
-        .add_service(InterceptedService::new(reflection_v1, check.clone()))
-        .add_service(InterceptedService::new(reflection_v1alpha, check));
+        .add_service(InterceptedService::new(reflection_v1, admin_only.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, admin_only));
 
     tracing::info!(
         listen = %local,

@@ -197,3 +197,28 @@ fn grpcurl_the_storage_config_is_for_admin_tokens_only() {
         assert!(out.stdout.is_empty(), "{}", describe(&out));
     }
 }
+
+#[test]
+fn grpcurl_reflection_is_refused_to_the_worker_token() {
+    let grpcurl = Grpcurl::find();
+    let server = Server::start(ServerOpts::default());
+    let addr = server.addr();
+
+    let out = grpcurl.run(&addr, Some(server.admin_token()), &[], &["list"]);
+    assert!(out.status.success(), "list: {}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("scitq.v1.TaskService"),
+        "{}",
+        describe(&out)
+    );
+
+    // Every agent machine holds the worker token: it opens sessions and nothing else.
+    let out = grpcurl.run(&addr, Some(server.worker_token()), &[], &["list"]);
+    assert!(!out.status.success(), "list: {}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        stderr.replace(' ', "").contains("permissiondenied"),
+        "{}",
+        describe(&out)
+    );
+}

@@ -74,6 +74,11 @@ impl Pool {
         live
     }
 
+    /// The worker's live session, if it is connected.
+    pub fn session(&self, worker: WorkerId) -> Option<u64> {
+        self.workers.get(&worker).map(|slot| slot.session)
+    }
+
     pub fn is_connected(&self, worker: WorkerId) -> bool {
         self.workers.contains_key(&worker)
     }

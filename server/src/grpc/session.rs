@@ -71,6 +71,12 @@ pub async fn open(
     };
     validate_hello(&hello)?;
     let name = hello.name.clone();
+    if let Some(known) = workers::id_by_name(&state.store, &name)
+        .await
+        .map_err(super::status)?
+    {
+        state.scheduler.detach(known).await;
+    }
     let (row, reconciled) = workers::hello(&state.store, hello)
         .await
         .map_err(super::status)?;

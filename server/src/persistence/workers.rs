@@ -4,7 +4,7 @@ use scitq_proto::v1;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder, QueryTrait,
+    QueryOrder, QuerySelect, QueryTrait,
 };
 
 use super::entities::worker;
@@ -77,6 +77,18 @@ pub async fn hello(
             })
         })
         .await
+}
+
+/// The id of the worker of that name, if it ever connected.
+pub async fn id_by_name(store: &Store, name: &str) -> Result<Option<WorkerId>, StoreError> {
+    let id: Option<i64> = worker::Entity::find()
+        .select_only()
+        .column(worker::Column::Id)
+        .filter(worker::Column::Name.eq(name))
+        .into_tuple()
+        .one(&store.db)
+        .await?;
+    Ok(id.map(WorkerId))
 }
 
 pub async fn get(db: &impl ConnectionTrait, id: WorkerId) -> Result<worker::Model, StoreError> {

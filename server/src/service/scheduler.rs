@@ -40,6 +40,14 @@ pub enum Command {
         worker: WorkerId,
         session: u64,
     },
+    /// A new session of the worker says Hello: stop dispatching to its old session (its
+    /// stream may be dead without anyone knowing yet) before the Hello is reconciled, so
+    /// that no assignment slips between the reconciliation and the new session. Answers
+    /// once no dispatch to the worker is in flight and its status writes are committed.
+    Detach {
+        worker: WorkerId,
+        reply: oneshot::Sender<()>,
+    },
     /// Executions of the worker ended: their slots are free.
     Finished {
         worker: WorkerId,
@@ -88,6 +96,13 @@ impl SchedulerHandle {
         }
     }
 
+    /// See [`Command::Detach`].
+    pub async fn detach(&self, worker: WorkerId) {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Detach { worker, reply });
+        let _ = rx.await;
+    }
+
     /// Why a pending task does not run yet, in plain words.
     pub async fn explain(&self, task: Queued) -> Vec<String> {
         let (reply, rx) = oneshot::channel();
@@ -122,6 +137,11 @@ pub struct Scheduler {
     pool: Pool,
     streams: HashMap<WorkerId, Stream>,
     leases: Leases,
+    /// Workers to mark offline before anything else is answered (in order with the Hello
+    /// of their next session, which marks them online).
+    offline: Vec<WorkerId>,
+    /// Detach requests answered once `offline` is committed.
+    detached: Vec<oneshot::Sender<()>>,
     dirty: bool,
 }
 
@@ -158,6 +178,8 @@ impl Scheduler {
             pool: Pool::default(),
             streams: HashMap::new(),
             leases,
+            offline: Vec::new(),
+            detached: Vec::new(),
             dirty: true,
         };
         let join = tokio::spawn(scheduler.run(rx, cancel));
@@ -177,6 +199,7 @@ impl Scheduler {
                     for command in commands.drain(..) {
                         self.handle(command);
                     }
+                    self.mark_offline().await;
                 }
                 _ = sleep_until(next_lease) => self.expire_leases().await,
             }
@@ -210,13 +233,21 @@ impl Scheduler {
                 if self.pool.disconnect(worker, session) {
                     self.streams.remove(&worker);
                     self.leases.disconnected(worker, std::time::Instant::now());
-                    let store = self.store.clone();
-                    tokio::spawn(async move {
-                        if let Err(err) = workers::mark(&store, worker, "offline").await {
-                            tracing::warn!(%worker, error = %err, "could not mark worker offline");
-                        }
-                    });
+                    self.offline.push(worker);
                 }
+            }
+            Command::Detach { worker, reply } => {
+                if let Some(session) = self.pool.session(worker) {
+                    self.pool.disconnect(worker, session);
+                    if let Some(old) = self.streams.remove(&worker) {
+                        let _ = old.tx.send(Err(Status::aborted(
+                            "replaced by a newer session of this worker",
+                        )));
+                    }
+                    // Should the new Hello fail, the lease runs as for any disconnection.
+                    self.leases.disconnected(worker, std::time::Instant::now());
+                }
+                self.detached.push(reply);
             }
             Command::Finished { worker, count } => {
                 if self.pool.release(worker, count) {
@@ -313,6 +344,19 @@ impl Scheduler {
                     self.queue.push(&queued.batch, queued.priority, queued.id);
                 }
             }
+        }
+    }
+
+    /// Commits the offline marks of this round, then answers the detach requests: a Hello
+    /// that follows writes its online mark after them.
+    async fn mark_offline(&mut self) {
+        for worker in std::mem::take(&mut self.offline) {
+            if let Err(err) = workers::mark(&self.store, worker, "offline").await {
+                tracing::warn!(%worker, error = %err, "could not mark worker offline");
+            }
+        }
+        for reply in self.detached.drain(..) {
+            let _ = reply.send(());
         }
     }
 
