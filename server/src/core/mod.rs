@@ -3,6 +3,7 @@
 //! decide through `crate::persistence` and the agent streams.
 
 pub mod attempt;
+pub mod deps;
 pub mod dispatch;
 pub mod ids;
 pub mod lease;

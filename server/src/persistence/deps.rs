@@ -1,28 +1,19 @@
-//! Task dependencies. A task with dependencies is `waiting` until all of them succeeded,
-//! then `pending`. When one fails for good (or is canceled), its waiting dependants are
-//! canceled with a reason naming it, and theirs in turn; relaunching it brings them back
-//! to waiting.
+//! Task dependencies, as `core::deps` decides them: this module loads the part of the graph a
+//! decision needs and applies it with guarded UPDATEs.
 
 use std::collections::{HashMap, HashSet};
 
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
-    QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
 };
 
 use super::entities::{task, task_dependency};
 use super::{StoreError, now_ms};
+use crate::core::deps::{self as core_deps, Dependants};
 use crate::core::ids::TaskId;
 use crate::core::queue::Queued;
 use crate::core::state::TaskStatus;
-
-/// Reason of a task waiting for its dependencies.
-const WAITING: &str = "waiting for its dependencies";
-
-fn reason_of(dependency: i64) -> String {
-    format!("dependency {dependency} failed")
-}
 
 /// The status a new task with these dependencies starts in, checking they exist.
 pub async fn initial_status(
@@ -47,31 +38,90 @@ pub async fn initial_status(
             id: missing.to_string(),
         });
     }
-    for (id, status) in &rows {
-        if matches!(status.as_str(), "failed" | "canceled") {
-            return Ok((TaskStatus::Canceled, reason_of(*id)));
-        }
-    }
-    if rows.iter().all(|(_, status)| status == "succeeded") {
-        Ok((TaskStatus::Pending, String::new()))
-    } else {
-        Ok((TaskStatus::Waiting, WAITING.to_owned()))
-    }
+    let statuses = rows
+        .into_iter()
+        .map(|(id, status)| Ok((TaskId(id), parse_status(&status)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(core_deps::initial(&statuses))
 }
 
-async fn dependants(txn: &DatabaseTransaction, of: i64) -> Result<Vec<i64>, StoreError> {
-    Ok(task_dependency::Entity::find()
-        .select_only()
-        .column(task_dependency::Column::TaskId)
-        .filter(task_dependency::Column::DependsOn.eq(of))
-        .into_tuple()
-        .all(txn)
-        .await?)
+fn parse_status(status: &str) -> Result<TaskStatus, StoreError> {
+    status
+        .parse()
+        .map_err(|e: crate::core::state::UnknownStatus| StoreError::Conflict(e.to_string()))
+}
+
+/// Edges `(dependant, dependency)` whose dependency is one of `of`.
+async fn edges_below(txn: &DatabaseTransaction, of: &[i64]) -> Result<Vec<(i64, i64)>, StoreError> {
+    let mut edges = Vec::new();
+    for chunk in of.chunks(500) {
+        let rows: Vec<(i64, i64)> = task_dependency::Entity::find()
+            .select_only()
+            .column(task_dependency::Column::TaskId)
+            .column(task_dependency::Column::DependsOn)
+            .filter(task_dependency::Column::DependsOn.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        edges.extend(rows);
+    }
+    Ok(edges)
+}
+
+/// Loads every task below `root` in the dependency graph, with its status and reason.
+async fn dependants_of(txn: &DatabaseTransaction, root: i64) -> Result<Dependants, StoreError> {
+    let mut graph = Dependants::default();
+    let mut frontier = vec![root];
+    while !frontier.is_empty() {
+        let edges = edges_below(txn, &frontier).await?;
+        frontier.clear();
+        for (dependant, dependency) in edges {
+            graph
+                .of
+                .entry(TaskId(dependency))
+                .or_default()
+                .push(TaskId(dependant));
+            if !graph.status.contains_key(&TaskId(dependant)) && !frontier.contains(&dependant) {
+                frontier.push(dependant);
+            }
+        }
+        for chunk in frontier.chunks(500) {
+            let rows: Vec<(i64, String, String)> = task::Entity::find()
+                .select_only()
+                .column(task::Column::Id)
+                .column(task::Column::Status)
+                .column(task::Column::StatusReason)
+                .filter(task::Column::Id.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(txn)
+                .await?;
+            for (id, status, reason) in rows {
+                graph
+                    .status
+                    .insert(TaskId(id), (parse_status(&status)?, reason));
+            }
+        }
+    }
+    Ok(graph)
 }
 
 /// `failed` failed or was canceled for good: cancel its waiting dependants, and theirs.
 pub async fn cancel_dependants(txn: &DatabaseTransaction, failed: i64) -> Result<(), StoreError> {
-    cascade(txn, failed, Cascade::Cancel).await
+    let graph = dependants_of(txn, failed).await?;
+    for (dependant, reason) in core_deps::cancel(TaskId(failed), &graph) {
+        task::Entity::update_many()
+            .col_expr(task::Column::UpdatedAt, Expr::value(now_ms()))
+            .col_expr(
+                task::Column::Status,
+                Expr::value(TaskStatus::Canceled.as_str()),
+            )
+            .col_expr(task::Column::StatusReason, Expr::value(reason))
+            .filter(task::Column::Id.eq(dependant.0))
+            .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str()))
+            .exec(txn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// `relaunched` runs again: the dependants its failure canceled wait again, and theirs.
@@ -79,47 +129,20 @@ pub async fn restore_dependants(
     txn: &DatabaseTransaction,
     relaunched: i64,
 ) -> Result<(), StoreError> {
-    cascade(txn, relaunched, Cascade::Restore).await
-}
-
-#[derive(Clone, Copy)]
-enum Cascade {
-    /// waiting → canceled, because of the dependency.
-    Cancel,
-    /// canceled because of the dependency → waiting.
-    Restore,
-}
-
-/// Applies `how` to the dependants of `root`, then to the dependants of every task it
-/// changed, and so on down the graph.
-async fn cascade(txn: &DatabaseTransaction, root: i64, how: Cascade) -> Result<(), StoreError> {
-    let mut todo = vec![root];
-    while let Some(id) = todo.pop() {
-        for dependant in dependants(txn, id).await? {
-            let update = task::Entity::update_many()
-                .col_expr(task::Column::UpdatedAt, Expr::value(now_ms()))
-                .filter(task::Column::Id.eq(dependant));
-            let update = match how {
-                Cascade::Cancel => update
-                    .col_expr(
-                        task::Column::Status,
-                        Expr::value(TaskStatus::Canceled.as_str()),
-                    )
-                    .col_expr(task::Column::StatusReason, Expr::value(reason_of(id)))
-                    .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str())),
-                Cascade::Restore => update
-                    .col_expr(
-                        task::Column::Status,
-                        Expr::value(TaskStatus::Waiting.as_str()),
-                    )
-                    .col_expr(task::Column::StatusReason, Expr::value(WAITING))
-                    .filter(task::Column::Status.eq(TaskStatus::Canceled.as_str()))
-                    .filter(task::Column::StatusReason.eq(reason_of(id))),
-            };
-            if update.exec(txn).await?.rows_affected > 0 {
-                todo.push(dependant);
-            }
-        }
+    let graph = dependants_of(txn, relaunched).await?;
+    for (dependant, canceled_for) in core_deps::restore(TaskId(relaunched), &graph) {
+        task::Entity::update_many()
+            .col_expr(task::Column::UpdatedAt, Expr::value(now_ms()))
+            .col_expr(
+                task::Column::Status,
+                Expr::value(TaskStatus::Waiting.as_str()),
+            )
+            .col_expr(task::Column::StatusReason, Expr::value(core_deps::WAITING))
+            .filter(task::Column::Id.eq(dependant.0))
+            .filter(task::Column::Status.eq(TaskStatus::Canceled.as_str()))
+            .filter(task::Column::StatusReason.eq(canceled_for))
+            .exec(txn)
+            .await?;
     }
     Ok(())
 }
@@ -131,38 +154,45 @@ pub async fn promote(
     succeeded: &[TaskId],
 ) -> Result<Vec<Queued>, StoreError> {
     let mut queued = Vec::new();
-    for done in succeeded {
-        for dependant in dependants(txn, done.0).await? {
-            let row = super::tasks::get(txn, TaskId(dependant)).await?;
-            if row.status != TaskStatus::Waiting.as_str() {
-                continue;
-            }
-            let deps: Vec<i64> = task_dependency::Entity::find()
-                .select_only()
-                .column(task_dependency::Column::DependsOn)
-                .filter(task_dependency::Column::TaskId.eq(dependant))
-                .into_tuple()
-                .all(txn)
-                .await?;
-            let unmet = task::Entity::find()
-                .filter(task::Column::Id.is_in(deps))
-                .filter(task::Column::Status.ne(TaskStatus::Succeeded.as_str()))
-                .count(txn)
-                .await?;
-            if unmet > 0 {
-                continue;
-            }
-            task::Entity::update_many()
-                .col_expr(
-                    task::Column::Status,
-                    Expr::value(TaskStatus::Pending.as_str()),
-                )
-                .col_expr(task::Column::StatusReason, Expr::value(""))
-                .col_expr(task::Column::UpdatedAt, Expr::value(now_ms()))
-                .filter(task::Column::Id.eq(dependant))
-                .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str()))
-                .exec(txn)
-                .await?;
+    let done: Vec<i64> = succeeded.iter().map(|t| t.0).collect();
+    for (dependant, _) in edges_below(txn, &done).await? {
+        let row = super::tasks::get(txn, TaskId(dependant)).await?;
+        if row.status != TaskStatus::Waiting.as_str() {
+            continue;
+        }
+        let deps: Vec<i64> = task_dependency::Entity::find()
+            .select_only()
+            .column(task_dependency::Column::DependsOn)
+            .filter(task_dependency::Column::TaskId.eq(dependant))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        let statuses: Vec<String> = task::Entity::find()
+            .select_only()
+            .column(task::Column::Status)
+            .filter(task::Column::Id.is_in(deps))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        let statuses = statuses
+            .iter()
+            .map(|s| parse_status(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !core_deps::ready(statuses) {
+            continue;
+        }
+        let promoted = task::Entity::update_many()
+            .col_expr(
+                task::Column::Status,
+                Expr::value(TaskStatus::Pending.as_str()),
+            )
+            .col_expr(task::Column::StatusReason, Expr::value(""))
+            .col_expr(task::Column::UpdatedAt, Expr::value(now_ms()))
+            .filter(task::Column::Id.eq(dependant))
+            .filter(task::Column::Status.eq(TaskStatus::Waiting.as_str()))
+            .exec(txn)
+            .await?;
+        if promoted.rows_affected > 0 {
             queued.push(Queued {
                 id: TaskId(row.id),
                 batch: row.batch,
