@@ -114,11 +114,15 @@ impl Agent {
         apply_env(&mut cmd, &self.home);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         let log = self.dir.path().join(format!("agent-{}.log", self.starts));
+        // What the previous process left runs on (its supervisor and tasks): the new one
+        // adopts it, and answers for it when dropped.
+        let orphans = self.proc.take_orphans();
         self.proc = Proc::spawn(
             &format!("scitq-agent {} (start {})", self.name, self.starts),
             cmd,
             &log,
         );
+        self.proc.add_orphans(orphans);
     }
 
     pub fn name(&self) -> &str {

@@ -89,6 +89,17 @@ impl Proc {
         }
     }
 
+    /// The processes it left behind at a [`Proc::kill9`], handed to the program started
+    /// again in its place (an agent adopts the tasks its previous process left).
+    pub fn take_orphans(&mut self) -> Vec<Pid> {
+        std::mem::take(&mut self.orphans)
+    }
+
+    /// Makes this program answer for `orphans` (see [`Proc::take_orphans`]).
+    pub fn add_orphans(&mut self, orphans: Vec<Pid>) {
+        self.orphans.extend(orphans);
+    }
+
     /// SIGTERM, then SIGKILL if the program is still there after `grace`.
     pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
         if let Some(status) = self.try_exit() {
@@ -128,7 +139,12 @@ impl Drop for Proc {
                 let _ = child.wait();
             }
         }
-        for pid in self.orphans.drain(..) {
+        // What the orphans started since (an agent's supervisor runs tasks) goes too.
+        let mut orphans = std::mem::take(&mut self.orphans);
+        for pid in orphans.clone() {
+            orphans.extend(descendants(pid));
+        }
+        for pid in orphans {
             let _ = kill(pid, Signal::SIGKILL);
         }
     }

@@ -1,12 +1,15 @@
 //! Network failures between one agent and scitqd, played by a proxy the test controls:
 //! a cut shorter than the lease loses nothing and runs nothing twice; a cut longer than the
 //! lease re-queues the task, which runs once more elsewhere, and the old attempt's late
-//! report is recorded without changing the outcome.
+//! report is recorded without changing the outcome. The fence: an agent cut off (or dead)
+//! for its lease has its tasks killed before the server hands them to another agent, and an
+//! agent restarted after a SIGKILL adopts its native tasks instead of running them again.
 
 use std::time::Duration;
 
 use scitq_tests::{
     Agent, Proxy, Server, ServerOpts, as_id, poll, sh_quote, str_field, touch, wait_for_file_sh,
+    wait_until,
 };
 
 const CONNECT: Duration = Duration::from_secs(60);
@@ -161,24 +164,20 @@ fn a_cut_longer_than_the_lease_requeues_and_the_late_report_changes_nothing() {
         "re-queued before the lease ended"
     );
 
-    // Both attempts finish; the far one while still cut off.
+    // The far attempt was killed by its agent when the lease passed (the fence), before
+    // the task ran again on near: only near's attempt gets through the gate.
     touch(&gate);
     c.wait_task(id, "succeeded", CONNECT);
-    poll(CONNECT, "the far attempt to end on its agent", || {
-        done.exists()
-            .then_some(())
-            .ok_or_else(|| "still running".to_owned())
-    });
     proxy.restore();
-    poll(CONNECT, "the far agent to deliver its late report", || {
-        let task = c.task(id);
-        let first = &task["executions"][0];
-        if str_field(first, "message").contains("late report") {
-            Ok(task)
-        } else {
-            Err(task.to_string())
-        }
-    });
+    // Its report (killed) is late: scitqd records it without changing anything.
+    poll(
+        CONNECT,
+        "the far agent to be back",
+        || match worker_status(&c, "far").as_str() {
+            "online" => Ok(()),
+            other => Err(other.to_owned()),
+        },
+    );
 
     let task = c.task(id);
     assert_eq!(task["status"], "succeeded", "{task:#}");
@@ -192,6 +191,7 @@ fn a_cut_longer_than_the_lease_requeues_and_the_late_report_changes_nothing() {
         "the late report cannot make it succeed: {first:#}"
     );
     assert_eq!(first["failure"], "lost", "{first:#}");
+    assert!(!done.exists(), "the far attempt ran on past its lease");
     assert_eq!(second["state"], "succeeded", "{second:#}");
     assert_eq!(c.output(id), expected_output(3));
     assert_eq!(worker_status(&c, "far"), "online", "the far agent is back");
@@ -364,4 +364,261 @@ fn a_silent_stall_loses_nothing_and_the_session_carries_on() {
     );
     assert_eq!(c.output(id), expected_output(LINES));
     assert_eq!(proxy.connections(), 1, "the same session carried on");
+}
+
+/// A task that appends `PID TIME_MS` to `log` every 0.2 s for `ticks` ticks, then
+/// `PID done`: each execution leaves the span of time it ran in.
+fn ticking_script(log: &std::path::Path, ticks: u32) -> String {
+    let log = sh_quote(&log.display().to_string());
+    format!(
+        "i=0; while [ $i -lt {ticks} ]; do echo \"$$ $(date +%s%3N)\" >> {log}; sleep 0.2; i=$((i+1)); done; echo \"$$ done\" >> {log}"
+    )
+}
+
+/// The executions recorded in a ticking log: per pid, first and last tick (ms) and whether
+/// it finished.
+fn spans(log: &std::path::Path) -> Vec<(u64, u64, bool)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut by_pid: std::collections::BTreeMap<&str, (u64, u64, bool)> = Default::default();
+    for line in text.lines() {
+        let Some((pid, what)) = line.split_once(' ') else {
+            continue;
+        };
+        let span = by_pid.entry(pid).or_insert((u64::MAX, 0, false));
+        match what.parse::<u64>() {
+            Ok(ms) => {
+                span.0 = span.0.min(ms);
+                span.1 = span.1.max(ms);
+            }
+            Err(_) => span.2 = true,
+        }
+    }
+    let mut spans: Vec<_> = by_pid.into_values().collect();
+    spans.sort();
+    spans
+}
+
+#[test]
+fn a_dead_agents_tasks_are_killed_before_they_run_elsewhere_and_never_overlap() {
+    // The scenario: a short lease, agent A running tasks, agent B connected, A
+    // SIGKILLed. Its orphaned tasks must be dead before B runs them again.
+    let server = Server::start(ServerOpts::default().lease("4s"));
+    let c = server.client();
+    let mut a = Agent::start(&server, "a", 4, &[]);
+    c.wait_worker_online("a", CONNECT);
+    // Each runs ~12 s: without the fence, A's orphans would still run when B gets them.
+    let logs: Vec<_> = (0..4)
+        .map(|i| c.scratch_path(&format!("ticks-{i}")))
+        .collect();
+    let ids: Vec<i64> = logs
+        .iter()
+        .map(|log| c.create_sh("fence", &ticking_script(log, 60), &["--retry", "1"]))
+        .collect();
+    for &id in &ids {
+        c.wait_task(id, "running", CONNECT);
+    }
+    let _b = Agent::start(&server, "b", 4, &[]);
+    let b_id = c.wait_worker_online("b", CONNECT);
+    wait_until(CONNECT, "every task to tick on A", || {
+        logs.iter().all(|log| spans(log).len() == 1)
+    });
+
+    a.kill9();
+    for &id in &ids {
+        let task = c.wait_task(id, "succeeded", Duration::from_secs(120));
+        assert_eq!(as_id(&task["worker_id"]), b_id, "{task:#}");
+        let executions = task["executions"].as_array().expect("executions");
+        assert_eq!(executions.len(), 2, "{task:#}");
+        assert_eq!(executions[0]["failure"], "lost", "{task:#}");
+    }
+    for log in &logs {
+        let spans = spans(log);
+        assert_eq!(
+            spans.len(),
+            2,
+            "two executions in {}: {spans:?}",
+            log.display()
+        );
+        let (killed, rerun) = (spans[0], spans[1]);
+        assert!(!killed.2 && rerun.2, "only the re-run finished: {spans:?}");
+        assert!(
+            killed.1 < rerun.0,
+            "the executions overlap by {} ms: {spans:?}",
+            killed.1 - rerun.0
+        );
+    }
+}
+
+#[test]
+fn a_live_agent_cut_off_past_its_lease_kills_its_tasks() {
+    let lease = Duration::from_secs(4);
+    let server = Server::start(ServerOpts::default().lease("4s"));
+    let c = server.client();
+    let proxy = Proxy::start(&server.addr());
+    let _far = Agent::start_via(&server, &proxy.addr(), "far", 2, &[]);
+    c.wait_worker_online("far", CONNECT);
+    let log = c.scratch_path("ticks-far");
+    let id = c.create_sh("fence", &ticking_script(&log, 600), &["--retry", "0"]);
+    c.wait_task(id, "running", CONNECT);
+    wait_until(CONNECT, "the task to tick", || spans(&log).len() == 1);
+
+    proxy.cut();
+    let cut_at = std::time::Instant::now();
+    // The server may re-queue it at lease + 5 s: the task must be dead before.
+    let last_len = std::cell::Cell::new(0);
+    let still_since = std::cell::Cell::new(std::time::Instant::now());
+    poll(Duration::from_secs(30), "the task to stop ticking", || {
+        let len = std::fs::metadata(&log).map_or(0, |m| m.len());
+        if len != last_len.get() {
+            last_len.set(len);
+            still_since.set(std::time::Instant::now());
+        }
+        // Ticks come every 0.2 s: a second without one means it is dead.
+        if still_since.get().elapsed() >= Duration::from_secs(1) {
+            Ok(())
+        } else {
+            Err(format!("{len} bytes"))
+        }
+    });
+    let stopped = still_since.get() - cut_at;
+    assert!(
+        stopped < lease + Duration::from_secs(5),
+        "killed {stopped:?} after the cut, after the server may re-queue it"
+    );
+    assert!(
+        stopped + Duration::from_secs(1) >= lease,
+        "killed {stopped:?} after the cut, before the lease ended"
+    );
+    let spans = spans(&log);
+    assert!(
+        spans.len() == 1 && !spans[0].2,
+        "killed, not finished: {spans:?}"
+    );
+
+    proxy.restore();
+    let task = c.wait_task(id, "failed", CONNECT);
+    assert_eq!(
+        task["executions"].as_array().map(Vec::len),
+        Some(1),
+        "{task:#}"
+    );
+}
+
+/// A task that writes `started $$` to `marker` once, waits for `gate`, then prints `lines`
+/// lines and exits with `code`.
+fn adoptable_script(marker: &std::path::Path, gate: &std::path::Path, code: u8) -> String {
+    format!(
+        "echo \"started $$\" >> {}; echo before; {}; i=1; while [ $i -le 3 ]; do echo line $i; i=$((i+1)); done; exit {code}",
+        sh_quote(&marker.display().to_string()),
+        wait_for_file_sh(gate),
+    )
+}
+
+#[test]
+fn an_agent_restarted_after_sigkill_adopts_its_running_native_tasks() {
+    let server = Server::start(ServerOpts::default().lease("1h"));
+    let c = server.client();
+    let mut agent = Agent::start(&server, "phoenix", 2, &[]);
+    c.wait_worker_online("phoenix", CONNECT);
+    let gate = c.scratch_path("adopt-gate");
+    let markers: Vec<_> = (0..2)
+        .map(|i| c.scratch_path(&format!("adopt-marker-{i}")))
+        .collect();
+    let ids: Vec<i64> = markers
+        .iter()
+        .map(|m| c.create_sh("adopt", &adoptable_script(m, &gate, 0), &["--retry", "1"]))
+        .collect();
+    for &id in &ids {
+        c.wait_task(id, "running", CONNECT);
+        poll(CONNECT, format!("task {id} to print"), || {
+            (c.output(id) == "before\n")
+                .then_some(())
+                .ok_or_else(|| c.output(id))
+        });
+    }
+
+    agent.kill9();
+    let killed_at = std::time::Instant::now();
+    // Restarted 2 s later, while its tasks still run.
+    poll(CONNECT, "2 s to pass", || {
+        (killed_at.elapsed() >= Duration::from_secs(2))
+            .then_some(())
+            .ok_or_else(|| format!("{:?}", killed_at.elapsed()))
+    });
+    agent.start_again();
+    c.wait_worker_online("phoenix", CONNECT);
+    touch(&gate);
+    for (&id, marker) in ids.iter().zip(&markers) {
+        let task = c.wait_task(id, "succeeded", CONNECT);
+        assert_eq!(
+            task["executions"].as_array().map(Vec::len),
+            Some(1),
+            "adopted, not run again: {task:#}"
+        );
+        assert_eq!(c.output(id), expected_output(3), "{task:#}");
+        let started = std::fs::read_to_string(marker).unwrap();
+        assert_eq!(started.lines().count(), 1, "started once: {started}");
+    }
+}
+
+#[test]
+fn an_agent_restarted_after_its_tasks_ended_reports_their_real_exit() {
+    let server = Server::start(ServerOpts::default().lease("1h"));
+    let c = server.client();
+    let mut agent = Agent::start(&server, "phoenix", 2, &[]);
+    c.wait_worker_online("phoenix", CONNECT);
+    let gate = c.scratch_path("ended-gate");
+    let markers: Vec<_> = (0..2)
+        .map(|i| c.scratch_path(&format!("ended-marker-{i}")))
+        .collect();
+    let ok = c.create_sh(
+        "ended",
+        &adoptable_script(&markers[0], &gate, 0),
+        &["--retry", "1"],
+    );
+    let three = c.create_sh(
+        "ended",
+        &adoptable_script(&markers[1], &gate, 3),
+        &["--retry", "0"],
+    );
+    for id in [ok, three] {
+        c.wait_task(id, "running", CONNECT);
+    }
+    wait_until(CONNECT, "both tasks to start", || {
+        markers.iter().all(|m| m.exists())
+    });
+
+    agent.kill9();
+    touch(&gate);
+    // Both end while no agent runs: their process groups are gone.
+    let pids: Vec<i32> = markers
+        .iter()
+        .map(|m| {
+            let text = std::fs::read_to_string(m).unwrap();
+            text.trim().trim_start_matches("started ").parse().unwrap()
+        })
+        .collect();
+    wait_until(CONNECT, "both tasks to end", || {
+        pids.iter()
+            .all(|&pid| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err())
+    });
+    agent.start_again();
+
+    let task = c.wait_task(ok, "succeeded", CONNECT);
+    assert_eq!(
+        task["executions"].as_array().map(Vec::len),
+        Some(1),
+        "{task:#}"
+    );
+    assert_eq!(c.output(ok), expected_output(3));
+    let task = c.wait_task(three, "failed", CONNECT);
+    let executions = task["executions"].as_array().expect("executions");
+    assert_eq!(executions.len(), 1, "not run again: {task:#}");
+    assert_eq!(executions[0]["failure"], "run", "{task:#}");
+    assert_eq!(executions[0]["exit_code"], 3, "{task:#}");
+    assert_eq!(c.output(three), expected_output(3));
+    for marker in &markers {
+        let started = std::fs::read_to_string(marker).unwrap();
+        assert_eq!(started.lines().count(), 1, "started once: {started}");
+    }
 }

@@ -538,6 +538,12 @@ async fn recv(signals: &mut Option<mpsc::UnboundedReceiver<Signal>>) -> Option<S
     }
 }
 
+/// Kills a container now, unpausing it first (SIGKILL does not reach a paused one).
+pub(crate) async fn kill(docker: &Docker, container: &str) {
+    apply(docker, container, Signal::SIGCONT).await;
+    apply(docker, container, Signal::SIGKILL).await;
+}
+
 /// Maps a signal to the container: SIGSTOP pauses, SIGCONT unpauses, others are sent.
 async fn apply(docker: &Docker, container: &str, signal: Signal) {
     let result = match signal {

@@ -10,16 +10,14 @@
 //! executor reads (pause, unpause, kill), and it reads the spool files for replays.
 
 use std::io;
-use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::launch::Launch;
@@ -27,13 +25,10 @@ use crate::spares::{Ready, Spares};
 use crate::state::{
     ExecDir, ExecutionId, Failure, FinalReport, Phase, StateFile, StateWriter, Stream,
 };
+use crate::supervisor::{Exit, ExitWaiter, Supervisor};
 
 /// Largest piece of output read (and sent) at once.
 pub const CHUNK: usize = 64 * 1024;
-
-/// How long output pipes are still read after the process exited. A background process it left
-/// behind may hold them open forever.
-const PIPE_GRACE: Duration = Duration::from_secs(2);
 
 /// What runs an execution once it started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +105,10 @@ pub struct ExecContext {
     pub stager: Result<Arc<crate::staging::Stager>, String>,
     /// Inputs and resources being staged since the task was accepted.
     pub staged: Option<crate::staging::StageIn>,
+    /// Spawns native tasks and tells how they end.
+    pub supervisor: Arc<Supervisor>,
+    /// Follow this native task a previous agent started instead of starting the task.
+    pub adopt: Option<crate::state::Adopt>,
 }
 
 /// Runs the execution to its end. Never fails: every problem becomes the final report.
@@ -117,25 +116,33 @@ pub async fn run(launch: Launch, mut ctx: ExecContext) {
     use crate::container::{self, Start};
     let id = launch.id;
     let mut state_file = None;
-    let (mut report, container) = match Box::pin(stage_in(&launch, &mut ctx)).await {
-        Err(message) => (FinalReport::failed(Failure::Download, message), None),
-        Ok(notes) => match &launch.container {
-            None => {
-                let (report, state) = execute(&launch, &ctx, Bytes::from(notes.concat())).await;
-                state_file = state;
-                (report, None)
-            }
-            Some(spec) => {
-                let start = match ctx.reattach.take() {
-                    Some(container) => Start::Reattach(container),
-                    None => Start::Fresh {
-                        preamble: Bytes::from(notes.concat()),
-                    },
-                };
-                // Boxed, as are the staging steps: a native task's future stays small, and
-                // the runtime copies it whole when it spawns and finishes it.
-                Box::pin(container::execute(&launch, spec, &mut ctx, start)).await
-            }
+    let native = launch.container.is_none();
+    let staged = match ctx.adopt.take() {
+        Some(adopt) => Err(adopted(id, adopt, &ctx).await),
+        None => Ok(Box::pin(stage_in(&launch, &mut ctx)).await),
+    };
+    let (mut report, container) = match staged {
+        Err(report) => (report, None),
+        Ok(staged) => match staged {
+            Err(message) => (FinalReport::failed(Failure::Download, message), None),
+            Ok(notes) => match &launch.container {
+                None => {
+                    let (report, state) = execute(&launch, &ctx, Bytes::from(notes.concat())).await;
+                    state_file = state;
+                    (report, None)
+                }
+                Some(spec) => {
+                    let start = match ctx.reattach.take() {
+                        Some(container) => Start::Reattach(container),
+                        None => Start::Fresh {
+                            preamble: Bytes::from(notes.concat()),
+                        },
+                    };
+                    // Boxed, as are the staging steps: a native task's future stays small, and
+                    // the runtime copies it whole when it spawns and finishes it.
+                    Box::pin(container::execute(&launch, spec, &mut ctx, start)).await
+                }
+            },
         },
     };
     if !launch.data.output.is_empty() && report.failure != Some(Failure::Download) {
@@ -152,6 +159,9 @@ pub async fn run(launch: Launch, mut ctx: ExecContext) {
     };
     if let Err(e) = write_state(&ctx.dir, state, state_file).await {
         tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
+    }
+    if native {
+        ctx.supervisor.done(id).await;
     }
     let success = report.failure.is_none();
     // The loop is gone only when the agent is shutting down; nothing to do then.
@@ -207,12 +217,11 @@ async fn execute(
 ) -> (FinalReport, Option<StateWriter>) {
     let id = launch.id;
     let Started {
-        mut child,
         pid,
-        stdout_log,
-        stderr_log,
+        logs,
         state,
-    } = match start(launch, ctx, &preamble) {
+        exit,
+    } = match start(launch, ctx, &preamble).await {
         Ok(started) => started,
         Err(report) => return (report, None),
     };
@@ -223,58 +232,77 @@ async fn execute(
             runner: Runner::Group(pid),
         })
         .await;
-
     announce_preamble(id, preamble.clone(), &ctx.events).await;
-    let totals = [AtomicU64::new(0), AtomicU64::new(preamble.len() as u64)];
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let pipes = async {
-        tokio::join!(
-            pump(
-                id,
-                Stream::Stdout,
-                stdout,
-                stdout_log,
-                &totals[0],
-                &ctx.events
-            ),
-            pump(
-                id,
-                Stream::Stderr,
-                stderr,
-                stderr_log,
-                &totals[1],
-                &ctx.events
-            ),
-        )
+    let mut tail = Tail {
+        logs,
+        totals: [0, preamble.len() as u64],
     };
-    let mut pipes = std::pin::pin!(pipes);
-    let wait = async {
-        let exited = tokio::select! {
-            _ = &mut pipes => None,
-            status = child.wait() => Some(status),
-        };
-        match exited {
-            Some(status) => {
-                if tokio::time::timeout(PIPE_GRACE, &mut pipes).await.is_err() {
-                    tracing::warn!(execution_id = %id,
-                        "output still open {PIPE_GRACE:?} after the command exited; stopped reading it");
-                }
-                status
-            }
-            None => child.wait().await,
+    let report = follow(id, &mut tail, exit, pid, launch.run_timeout, ctx).await;
+    (report, state)
+}
+
+/// Follows a native task a previous agent process started (see `state::Adopt`) to its end.
+async fn adopted(id: ExecutionId, adopt: crate::state::Adopt, ctx: &ExecContext) -> FinalReport {
+    let _ = ctx
+        .events
+        .send(ExecEvent::Started {
+            id,
+            runner: Runner::Group(adopt.pid),
+        })
+        .await;
+    let exit = match adopt.exit {
+        Some(exit) => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = tx.send(exit);
+            rx
+        }
+        None => ctx.supervisor.watch(id),
+    };
+    let open = |stream| {
+        std::fs::File::open(ctx.dir.log(stream)).or_else(|_| std::fs::File::open("/dev/null"))
+    };
+    let logs = match (open(Stream::Stdout), open(Stream::Stderr)) {
+        (Ok(stdout), Ok(stderr)) => [stdout, stderr],
+        (Err(e), _) | (_, Err(e)) => {
+            return FinalReport::failed(Failure::Run, format!("cannot read the spool files: {e}"));
         }
     };
-    let (status, timed_out) = match launch.run_timeout {
-        None => (wait.await, None),
-        Some(limit) => match tokio::time::timeout(limit, wait).await {
-            Ok(status) => (status, None),
-            Err(_) => (stop_after_timeout(&mut child, pid).await, Some(limit)),
-        },
+    let mut tail = Tail {
+        logs,
+        totals: adopt.spooled,
     };
+    follow(id, &mut tail, exit, adopt.pid, adopt.run_timeout, ctx).await
+}
+
+/// Tails the task's spool files until it ends (or runs past `limit`), then reports.
+async fn follow(
+    id: ExecutionId,
+    tail: &mut Tail,
+    mut exit: ExitWaiter,
+    pid: u32,
+    limit: Option<Duration>,
+    ctx: &ExecContext,
+) -> FinalReport {
+    let deadline = limit.map(|limit| tokio::time::Instant::now() + limit);
+    let mut poll = POLL_FIRST;
+    let (ended, timed_out) = loop {
+        tokio::select! {
+            ended = &mut exit => break (ended, None),
+            _ = tokio::time::sleep(poll) => {
+                poll = if tail.drain(id, &ctx.events).await { POLL_FIRST } else { (poll * 2).min(POLL_MAX) };
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                break (stop_after_timeout(pid, &mut exit).await, limit);
+            }
+        }
+    };
+    // What the task wrote last (a background process it left may write on: not waited for).
+    tail.drain(id, &ctx.events).await;
     let killed = ctx.killed.load(Ordering::Acquire);
+    let ended = ended.map_err(|_| crate::supervisor::SupervisorError::Lost.to_string());
     let mut report = match timed_out {
         Some(limit) => FinalReport {
-            exit_code: status.as_ref().ok().and_then(|s| s.code()),
+            exit_code: ended.as_ref().ok().and_then(|e| e.code),
             ..FinalReport::failed(
                 Failure::Timeout,
                 format!(
@@ -283,34 +311,93 @@ async fn execute(
                 ),
             )
         },
-        None => report_of(status, killed),
+        None => report_of(ended, killed),
     };
-    report.stdout_bytes = totals[0].load(Ordering::Acquire);
-    report.stderr_bytes = totals[1].load(Ordering::Acquire);
-    (report, state)
+    report.stdout_bytes = tail.totals[0];
+    report.stderr_bytes = tail.totals[1];
+    report
+}
+
+/// First wait before looking at a running task's spool files again; it doubles while they
+/// do not grow, up to [`POLL_MAX`]. A short task ends before the first look.
+const POLL_FIRST: Duration = Duration::from_millis(10);
+const POLL_MAX: Duration = Duration::from_millis(200);
+
+/// The spool files of a native task (written by the task itself) and how much of each the
+/// agent loop has heard of.
+struct Tail {
+    logs: [std::fs::File; 2],
+    totals: [u64; 2],
+}
+
+impl Tail {
+    /// Reports what the task appended since the last look; true when there was some.
+    ///
+    /// Read with `pread` on the runtime's thread: the files are local, each look is a
+    /// `fstat` per stream when nothing changed, and the descriptor's offset (the task's
+    /// write position, when the agent opened it) must not move.
+    async fn drain(&mut self, id: ExecutionId, events: &mpsc::Sender<ExecEvent>) -> bool {
+        use std::os::unix::fs::FileExt;
+        let mut grew = false;
+        for stream in Stream::BOTH {
+            let i = stream.index();
+            loop {
+                let len = self.logs[i].metadata().map_or(0, |m| m.len());
+                let offset = self.totals[i];
+                if len <= offset {
+                    break;
+                }
+                let mut buf = vec![0u8; (len - offset).min(CHUNK as u64) as usize];
+                let n = match self.logs[i].read_at(&mut buf, offset) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(execution_id = %id, ?stream, "cannot read spool file: {e}");
+                        break;
+                    }
+                };
+                buf.truncate(n);
+                self.totals[i] = offset + n as u64;
+                grew = true;
+                let _ = events
+                    .send(ExecEvent::Output {
+                        id,
+                        stream,
+                        offset,
+                        data: Bytes::from(buf),
+                    })
+                    .await;
+            }
+        }
+        grew
+    }
 }
 
 /// A native command just spawned.
 struct Started {
-    child: tokio::process::Child,
     pid: u32,
-    stdout_log: tokio::fs::File,
-    stderr_log: tokio::fs::File,
+    /// Its spool files, stdout and stderr.
+    logs: [std::fs::File; 2],
     /// `state.json`, open for the final report (none when it could not be written).
     state: Option<StateWriter>,
+    exit: ExitWaiter,
 }
 
-/// Prepares the work dir, writes the preamble, spawns the command and records its pid in
-/// `state.json`, on the runtime's thread.
+/// Prepares the work dir, writes the preamble, has the supervisor spawn the command (its
+/// output straight to the spool files) and records its pid in `state.json`, on the runtime's
+/// thread.
 ///
-/// Not in `spawn_blocking`: spawning blocks this thread anyway until the child has called
-/// `exec` (tokio's `Command::spawn` does that on the runtime too), and the dozen calls on
-/// local files around it take less time than that. A hop to a blocking thread and back cost
-/// a short task more than all of them: measured, 13% more `true` tasks per second without
-/// it. The price: a work dir on a filesystem that hangs stalls a runtime thread, not just
-/// this execution.
-fn start(launch: &Launch, ctx: &ExecContext, preamble: &Bytes) -> Result<Started, FinalReport> {
+/// Not in `spawn_blocking`: the dozen calls on local files around the spawn take less time
+/// than a hop to a blocking thread and back, which cost a short task more than all of them
+/// (measured, 13% more `true` tasks per second without it). The price: a work dir on a
+/// filesystem that hangs stalls a runtime thread, not just this execution.
+async fn start(
+    launch: &Launch,
+    ctx: &ExecContext,
+    preamble: &Bytes,
+) -> Result<Started, FinalReport> {
     use std::io::Write;
+    use std::os::fd::AsFd;
     let (id, task_id, dir) = (launch.id, launch.task_id, &ctx.dir);
     let Ready {
         root,
@@ -333,18 +420,25 @@ fn start(launch: &Launch, ctx: &ExecContext, preamble: &Bytes) -> Result<Started
         .argv
         .as_ref()
         .map_err(|e| FinalReport::failed(Failure::Run, e.to_string()))?;
-    let child = command(argv, dir, ctx.cpu)
-        .spawn()
-        .map_err(|e| FinalReport::failed(Failure::Run, format!("cannot run {:?}: {e}", argv[0])))?;
-    let pid = child.id().unwrap_or_default();
+    let (pid, exit) = ctx
+        .supervisor
+        .spawn(
+            id,
+            argv.clone(),
+            dir.root().to_owned(),
+            environment(dir, ctx.cpu),
+            [stdout_log.as_fd(), stderr_log.as_fd()],
+        )
+        .await
+        .map_err(|e| FinalReport::failed(Failure::Run, e.to_string()))?;
     let running = StateFile {
         execution_id: id,
         task_id,
         phase: Phase::Running {
             pid,
             container: None,
-            run_timeout_s: None,
-            output: String::new(),
+            run_timeout_s: launch.run_timeout.map(|t| t.as_secs().max(1)),
+            output: launch.data.output.clone(),
             stderr_preamble: preamble.len() as u64,
         },
     };
@@ -356,11 +450,10 @@ fn start(launch: &Launch, ctx: &ExecContext, preamble: &Bytes) -> Result<Started
         .inspect_err(|e| tracing::warn!(execution_id = %id, "cannot write state.json: {e}"))
         .ok();
     Ok(Started {
-        child,
         pid,
-        stdout_log: tokio::fs::File::from_std(stdout_log),
-        stderr_log: tokio::fs::File::from_std(stderr_log),
+        logs: [stdout_log, stderr_log],
         state,
+        exit,
     })
 }
 
@@ -368,34 +461,31 @@ fn start(launch: &Launch, ctx: &ExecContext, preamble: &Bytes) -> Result<Started
 pub(crate) const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
 
 /// A command ran past its time limit: SIGTERM to its group, SIGKILL after a grace.
-async fn stop_after_timeout(child: &mut tokio::process::Child, pid: u32) -> io::Result<ExitStatus> {
-    let group = Pid::from_raw(pid as i32);
-    let _ = killpg(group, Signal::SIGTERM);
-    let _ = killpg(group, Signal::SIGCONT);
-    match tokio::time::timeout(TIMEOUT_GRACE, child.wait()).await {
-        Ok(status) => status,
+async fn stop_after_timeout(
+    pid: u32,
+    exit: &mut ExitWaiter,
+) -> Result<Exit, tokio::sync::oneshot::error::RecvError> {
+    let _ = signal_group(pid, Signal::SIGTERM);
+    let _ = signal_group(pid, Signal::SIGCONT);
+    match tokio::time::timeout(TIMEOUT_GRACE, &mut *exit).await {
+        Ok(ended) => ended,
         Err(_) => {
-            let _ = killpg(group, Signal::SIGKILL);
-            child.wait().await
+            let _ = signal_group(pid, Signal::SIGKILL);
+            exit.await
         }
     }
 }
 
-fn command(argv: &[String], dir: &ExecDir, cpu: u32) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .current_dir(dir.root())
-        .env("INPUT", dir.input())
-        .env("OUTPUT", dir.output())
-        .env("TEMP", dir.tmp())
-        .env("RESOURCE", dir.resource())
-        .env("CPU", cpu.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(false);
-    cmd
+/// The variables a native task gets besides the agent's own.
+fn environment(dir: &ExecDir, cpu: u32) -> Vec<(String, String)> {
+    let path = |p: std::path::PathBuf| p.to_string_lossy().into_owned();
+    vec![
+        ("INPUT".to_owned(), path(dir.input())),
+        ("OUTPUT".to_owned(), path(dir.output())),
+        ("TEMP".to_owned(), path(dir.tmp())),
+        ("RESOURCE".to_owned(), path(dir.resource())),
+        ("CPU".to_owned(), cpu.to_string()),
+    ]
 }
 
 /// Creates the work dir (or moves a spare in place) and its spool files (emptied).
@@ -428,49 +518,6 @@ pub(crate) async fn write_state(
     tokio::task::spawn_blocking(move || state.write(&dir))
         .await
         .map_err(io::Error::other)?
-}
-
-/// Copies a pipe to its spool file and to the agent loop, one read at a time.
-async fn pump(
-    id: ExecutionId,
-    stream: Stream,
-    pipe: Option<impl AsyncRead + Unpin>,
-    mut log: tokio::fs::File,
-    total: &AtomicU64,
-    events: &mpsc::Sender<ExecEvent>,
-) {
-    let Some(mut pipe) = pipe else { return };
-    // Not zeroed, and taken as it is for each read: a task that prints nothing (or little)
-    // costs no 64 KiB fill.
-    let mut buf = BytesMut::new();
-    let mut log_ok = true;
-    loop {
-        buf.reserve(CHUNK);
-        let n = match pipe.read_buf(&mut (&mut buf).limit(CHUNK)).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(execution_id = %id, ?stream, "cannot read output: {e}");
-                break;
-            }
-        };
-        let data = buf.split().freeze();
-        // The file must hold the bytes before the loop hears of them: replays read it.
-        if log_ok && let Err(e) = append(&mut log, &data).await {
-            tracing::warn!(execution_id = %id, ?stream, "cannot write spool file: {e}");
-            log_ok = false;
-        }
-        let offset = total.load(Ordering::Acquire);
-        let _ = events
-            .send(ExecEvent::Output {
-                id,
-                stream,
-                offset,
-                data,
-            })
-            .await;
-        total.store(offset + n as u64, Ordering::Release);
-    }
 }
 
 /// A spool file being appended to, and how many bytes its stream has in all.
@@ -549,35 +596,31 @@ pub(crate) async fn append(log: &mut tokio::fs::File, data: &[u8]) -> io::Result
     log.flush().await
 }
 
-fn report_of(status: io::Result<ExitStatus>, killed: bool) -> FinalReport {
+fn report_of(ended: Result<Exit, String>, killed: bool) -> FinalReport {
     let failure = if killed {
         Failure::Killed
     } else {
         Failure::Run
     };
-    let status = match status {
-        Ok(status) => status,
+    let exit = match ended {
+        Ok(exit) => exit,
         Err(e) => return FinalReport::failed(failure, format!("cannot wait for the command: {e}")),
     };
-    if status.success() {
-        return FinalReport {
+    match (exit.code, exit.signal) {
+        (Some(0), _) => FinalReport {
             failure: None,
             exit_code: Some(0),
             message: String::new(),
             stdout_bytes: 0,
             stderr_bytes: 0,
             uploaded: Vec::new(),
-        };
-    }
-    match status.code() {
-        Some(code) => FinalReport {
+        },
+        (Some(code), _) => FinalReport {
             exit_code: Some(code),
             ..FinalReport::failed(failure, format!("exited with code {code}"))
         },
-        None => {
-            let signal = status.signal().unwrap_or_default();
-            FinalReport::failed(failure, format!("killed by signal {signal}"))
-        }
+        (None, Some(signal)) => FinalReport::failed(failure, format!("killed by signal {signal}")),
+        (None, None) => FinalReport::failed(failure, "ended without an exit status"),
     }
 }
 

@@ -12,7 +12,8 @@
 //! unacknowledged updates), [`executor`] (running one task), [`container`] (running one task
 //! in Docker), [`janitor`] (removing failed containers and work dirs), [`launch`] (assignments
 //! validated into commands), [`state`] (work dir layout, `state.json`, startup scan),
-//! [`stats`] (heartbeat figures).
+//! [`stats`] (heartbeat figures), [`supervisor`] (the process that runs native tasks and
+//! outlives the agent), [`lease`] (the lease file that fences tasks).
 //!
 //! On SIGINT/SIGTERM the agent stops taking tasks, sends SIGTERM to running ones (SIGKILL
 //! after 10 s), marks them abandoned and closes the stream; the server fails them as lost
@@ -25,6 +26,7 @@ pub mod container;
 pub mod executor;
 pub mod janitor;
 pub mod launch;
+pub mod lease;
 pub mod outbox;
 pub mod session;
 pub mod spares;
@@ -32,6 +34,7 @@ pub mod sra;
 pub mod staging;
 pub mod state;
 pub mod stats;
+pub mod supervisor;
 
 use std::fs::TryLockError;
 use std::path::PathBuf;
@@ -60,33 +63,42 @@ pub enum AgentError {
     },
     #[error("the server refused this agent: {0}")]
     Rejected(SessionError),
+    #[error(transparent)]
+    Supervisor(supervisor::SupervisorError),
 }
 
 /// Runs the agent until `shutdown` is cancelled or the server rejects it.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), AgentError> {
     let work_dir = config.work_dir.clone();
+    let work_dir_error = |source| AgentError::WorkDir {
+        path: work_dir.clone(),
+        source,
+    };
+    let locked = {
+        let work_dir = work_dir.clone();
+        tokio::task::spawn_blocking(move || lock_work_dir(&work_dir)).await
+    };
+    let lock = match locked.map_err(std::io::Error::other) {
+        Ok(Ok(lock)) => lock,
+        Ok(Err(PrepareError::InUse)) => return Err(AgentError::WorkDirInUse { path: work_dir }),
+        Ok(Err(PrepareError::Io(source))) | Err(source) => return Err(work_dir_error(source)),
+    };
+    // Before the scan: the tasks the supervisor still holds are adopted, not killed.
+    let supervisor = Arc::new(
+        supervisor::Supervisor::connect_or_start(&work_dir)
+            .await
+            .map_err(AgentError::Supervisor)?,
+    );
     let prepared = {
         let work_dir = work_dir.clone();
+        let held = supervisor.held().clone();
         // As many work dirs ready as the agent may hold executions at its start.
         let ready = config.concurrency.saturating_add(config.prefetch) as usize;
-        tokio::task::spawn_blocking(move || prepare_work_dir(&work_dir, ready)).await
+        tokio::task::spawn_blocking(move || prepare_work_dir(&work_dir, ready, &held)).await
     };
-    let (lock, spares, found) = match prepared {
+    let (spares, found) = match prepared.map_err(std::io::Error::other) {
         Ok(Ok(prepared)) => prepared,
-        Ok(Err(PrepareError::InUse)) => return Err(AgentError::WorkDirInUse { path: work_dir }),
-        Ok(Err(PrepareError::Io(source))) => {
-            return Err(AgentError::WorkDir {
-                path: work_dir,
-                source,
-            });
-        }
-        Err(e) => {
-            let source = std::io::Error::other(e);
-            return Err(AgentError::WorkDir {
-                path: work_dir,
-                source,
-            });
-        }
+        Ok(Err(source)) | Err(source) => return Err(work_dir_error(source)),
     };
     if !found.recovered.is_empty() {
         tracing::info!(
@@ -99,9 +111,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         source,
     })?;
     let (heartbeat_tx, heartbeat_rx) = tokio::sync::mpsc::channel(1);
+    let (every_tx, every_rx) = tokio::sync::watch::channel(config.heartbeat);
     let stop_stats = CancellationToken::new();
     let stats = tokio::spawn(stats::run(
-        config.heartbeat,
+        every_rx,
         work_dir.clone(),
         heartbeat_tx,
         stop_stats.clone(),
@@ -113,7 +126,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         "scitq-agent starting, server {}",
         config.server
     );
-    let result = agent::Agent::new(config, connector, spares, found, heartbeat_rx)
+    let heartbeats = agent::Heartbeats {
+        samples: heartbeat_rx,
+        every: every_tx,
+    };
+    let result = agent::Agent::new(config, connector, spares, found, heartbeats, supervisor)
         .run(shutdown)
         .await;
     stop_stats.cancel();
@@ -132,11 +149,8 @@ enum PrepareError {
 /// Spare work dirs kept for reuse.
 const MAX_SPARES: usize = 64;
 
-type Prepared = (std::fs::File, Arc<Spares>, state::Found);
-
-/// Creates and locks the work dir, scans it, and makes `ready` clean spare work dirs (counting
-/// those a previous agent left). Blocking.
-fn prepare_work_dir(work_dir: &std::path::Path, ready: usize) -> Result<Prepared, PrepareError> {
+/// Creates and locks the work dir. Blocking.
+fn lock_work_dir(work_dir: &std::path::Path) -> Result<std::fs::File, PrepareError> {
     std::fs::create_dir_all(work_dir).map_err(PrepareError::Io)?;
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -145,16 +159,25 @@ fn prepare_work_dir(work_dir: &std::path::Path, ready: usize) -> Result<Prepared
         .open(work_dir.join("agent.lock"))
         .map_err(PrepareError::Io)?;
     match lock.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => return Err(PrepareError::InUse),
-        Err(TryLockError::Error(e)) => return Err(PrepareError::Io(e)),
+        Ok(()) => Ok(lock),
+        Err(TryLockError::WouldBlock) => Err(PrepareError::InUse),
+        Err(TryLockError::Error(e)) => Err(PrepareError::Io(e)),
     }
-    let recovered = state::scan(work_dir).map_err(PrepareError::Io)?;
+}
+
+/// Scans the locked work dir (see `state::scan`; `held`: the supervisor's tasks), and makes
+/// `ready` clean spare work dirs (counting those a previous agent left). Blocking.
+fn prepare_work_dir(
+    work_dir: &std::path::Path,
+    ready: usize,
+    held: &std::collections::HashMap<state::ExecutionId, u32>,
+) -> std::io::Result<(Arc<Spares>, state::Found)> {
+    let found = state::scan(work_dir, held)?;
     let spares = Spares::new(work_dir, MAX_SPARES);
-    spares.adopt().map_err(PrepareError::Io)?;
+    spares.adopt()?;
     if let Err(e) = spares.fill(ready) {
         // Only a head start: executions make their work dirs when there is no spare.
         tracing::warn!("cannot make spare work dirs in {}: {e}", work_dir.display());
     }
-    Ok((lock, Arc::new(spares), recovered))
+    Ok((Arc::new(spares), found))
 }

@@ -9,6 +9,19 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // The task supervisor is this binary run again (see `supervisor`), not a user command.
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().as_deref() == Some(std::ffi::OsStr::new(scitq_worker::supervisor::SUBCOMMAND))
+        && let Some(work_dir) = argv.next()
+    {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                EnvFilter::try_from_env("SCITQ_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        return scitq_worker::supervisor::serve::main(work_dir.into());
+    }
     scitq_proto::install_crypto_provider();
     let args = Args::parse();
     let print_config = args.print_config;

@@ -229,13 +229,14 @@ fn open_empty(dir: &OwnedFd, name: &OsStr) -> io::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Opens the regular file `name` of `dir` for writing, created when missing, never through a
+/// Opens the regular file `name` of `dir` for writing (and reading: the agent tails the logs a
+/// task writes to), created when missing, never through a
 /// symbolic link (a task may have left one in its place).
 pub(crate) fn open_for_writing<P: rustix::path::Arg>(
     dir: &OwnedFd,
     name: P,
 ) -> io::Result<std::fs::File> {
-    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     Ok(openat(dir, name, flags, Mode::from_raw_mode(0o666))?.into())
 }
 

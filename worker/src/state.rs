@@ -2,10 +2,12 @@
 //! that a starting agent runs to learn what a previous agent process left behind.
 //!
 //! `WORK_DIR/exec-<id>/` holds `input/ output/ tmp/ resource/`, the spool files `stdout.log`
-//! and `stderr.log`, and `state.json`. `state.json` is written (via a rename, never fsynced) when
+//! and `stderr.log`, `state.json`, and `exit` when the supervisor recorded a native task's end
+//! while no agent was connected. `state.json` is written (in place, never fsynced) when
 //! the process starts (with its pid) and when it ends (with its final report), then marked
 //! acknowledged once the server has committed the final report.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -323,16 +325,36 @@ pub struct Reattach {
 pub struct Found {
     pub recovered: Vec<Recovered>,
     pub reattach: Vec<Reattach>,
+    pub adopt: Vec<Adopt>,
+}
+
+/// A native task a previous agent process started: still running under the supervisor, or
+/// ended while no agent was there to see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopt {
+    pub id: ExecutionId,
+    pub task_id: i64,
+    pub pid: u32,
+    /// Its end, when the supervisor recorded it in the work dir (it may have exited since).
+    pub exit: Option<crate::supervisor::Exit>,
+    /// What is left of its time limit.
+    pub run_timeout: Option<std::time::Duration>,
+    /// The task's output URI (empty: none).
+    pub output: String,
+    /// Bytes of stdout and stderr already in the spool files.
+    pub spooled: [u64; 2],
 }
 
 /// Scans the work dir at startup. Finished but unacknowledged executions are returned so they
 /// can be reported again, and container tasks still marked running so the agent re-attaches
-/// to them. Native executions still marked running cannot be re-attached: their process group
-/// is killed if alive and they are marked abandoned, so the server, not finding them in
-/// `Hello`, fails them as lost. Blocking.
-pub fn scan(work_dir: &Path) -> io::Result<Found> {
+/// to them. Native executions still marked running are adopted when the supervisor still
+/// holds them (`held`: execution and pid) or recorded their end; otherwise (the supervisor is
+/// gone with them) their process group is killed if alive and they are marked abandoned, so
+/// the server, not finding them in `Hello`, fails them as lost. Blocking.
+pub fn scan(work_dir: &Path, held: &HashMap<ExecutionId, u32>) -> io::Result<Found> {
     let mut recovered = Vec::new();
     let mut reattach = Vec::new();
+    let mut adopt = Vec::new();
     for entry in std::fs::read_dir(work_dir)? {
         let entry = entry?;
         let Some(id) = entry.file_name().to_str().and_then(ExecDir::parse_id) else {
@@ -374,6 +396,29 @@ pub fn scan(work_dir: &Path) -> io::Result<Found> {
                 spooled: Stream::BOTH
                     .map(|stream| std::fs::metadata(dir.log(stream)).map_or(0, |m| m.len())),
             }),
+            Phase::Running {
+                pid,
+                run_timeout_s,
+                output,
+                ..
+            } if held.contains_key(&id) || crate::supervisor::serve::read_exit(&dir).is_some() => {
+                let started = std::fs::metadata(dir.state_file()).and_then(|m| m.modified());
+                let elapsed = started
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .unwrap_or_default();
+                adopt.push(Adopt {
+                    id,
+                    task_id: state.task_id,
+                    pid: held.get(&id).copied().unwrap_or(pid),
+                    exit: crate::supervisor::serve::read_exit(&dir),
+                    run_timeout: run_timeout_s
+                        .map(|s| std::time::Duration::from_secs(s).saturating_sub(elapsed)),
+                    output,
+                    spooled: Stream::BOTH
+                        .map(|stream| std::fs::metadata(dir.log(stream)).map_or(0, |m| m.len())),
+                });
+            }
             Phase::Running { pid, .. } => {
                 kill_leftover_group(id, pid);
                 let abandoned = StateFile {
@@ -387,10 +432,36 @@ pub fn scan(work_dir: &Path) -> io::Result<Found> {
     }
     recovered.sort_by_key(|r| r.id);
     reattach.sort_by_key(|r| r.id);
+    adopt.sort_by_key(|a| a.id);
     Ok(Found {
         recovered,
         reattach,
+        adopt,
     })
+}
+
+/// The containers of the work dir's executions that `state.json` says may run. Blocking.
+pub fn running_containers(work_dir: &Path) -> io::Result<Vec<(ExecutionId, String)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(work_dir)? {
+        let Some(id) = entry?.file_name().to_str().and_then(ExecDir::parse_id) else {
+            continue;
+        };
+        if let Ok(StateFile {
+            execution_id,
+            phase:
+                Phase::Running {
+                    container: Some(container),
+                    ..
+                },
+            ..
+        }) = StateFile::read(&ExecDir::new(work_dir, id))
+            && execution_id == id
+        {
+            found.push((id, container));
+        }
+    }
+    Ok(found)
 }
 
 fn kill_leftover_group(id: ExecutionId, pid: u32) {
@@ -467,7 +538,7 @@ mod tests {
         std::fs::create_dir_all(work.path().join("exec-5")).unwrap();
         std::fs::create_dir_all(work.path().join("unrelated")).unwrap();
 
-        let found = scan(work.path()).unwrap();
+        let found = scan(work.path(), &HashMap::new()).unwrap();
         assert_eq!(
             found.reattach,
             vec![Reattach {
@@ -532,7 +603,10 @@ mod tests {
                 stderr_preamble: 0,
             },
         );
-        assert_eq!(scan(work.path()).unwrap(), Found::default());
+        assert_eq!(
+            scan(work.path(), &HashMap::new()).unwrap(),
+            Found::default()
+        );
         let status = child.wait().unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),

@@ -42,19 +42,25 @@ fn parse_mem_available(text: &str) -> Option<u64> {
     Some(value * scale)
 }
 
-/// Sends a heartbeat sample every `interval` until cancelled. Samples are dropped when the
+/// Sends a heartbeat sample every `interval` (it may change) until cancelled. Samples are dropped when the
 /// agent loop has not taken the previous one.
 pub async fn run(
-    interval: Duration,
+    mut interval: tokio::sync::watch::Receiver<Duration>,
     work_dir: PathBuf,
     heartbeats: mpsc::Sender<Heartbeat>,
     cancel: CancellationToken,
 ) {
-    let mut ticker = tokio::time::interval(interval);
+    let mut ticker = tokio::time::interval(*interval.borrow_and_update());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
+            Ok(()) = interval.changed() => {
+                let every = *interval.borrow_and_update();
+                ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                continue;
+            }
             _ = ticker.tick() => {}
         }
         let dir = work_dir.clone();

@@ -135,11 +135,17 @@ impl Agent {
         let Phase::Queued(launch) = std::mem::replace(&mut exec.phase, Phase::Running) else {
             return;
         };
-        self.spawn_executor(id, *launch, None);
+        self.spawn_executor(id, *launch, None, None);
     }
 
-    /// Starts the executor of `id`, or re-attaches to its container.
-    fn spawn_executor(&mut self, id: ExecutionId, launch: Launch, reattach: Option<String>) {
+    /// Starts the executor of `id`, or re-attaches to its container, or adopts its native task.
+    fn spawn_executor(
+        &mut self,
+        id: ExecutionId,
+        launch: Launch,
+        reattach: Option<String>,
+        adopt: Option<crate::state::Adopt>,
+    ) {
         let Some(exec) = self.execs.get_mut(&id) else {
             return;
         };
@@ -165,6 +171,8 @@ impl Agent {
             reattach,
             stager: self.stager.clone(),
             staged: exec.staging.take(),
+            supervisor: self.supervisor.clone(),
+            adopt,
         };
         let span = tracing::info_span!("execution", execution_id = %id, task_id = exec.task_id);
         let handle = self
@@ -201,7 +209,34 @@ impl Agent {
                     ..DataSpec::default()
                 },
             };
-            self.spawn_executor(found.id, launch, Some(found.container));
+            self.spawn_executor(found.id, launch, Some(found.container), None);
+        }
+    }
+
+    /// Adopts the native tasks a previous agent left with the supervisor (or that ended while
+    /// no agent was there): they hold slots and are reported as running in `Hello`.
+    pub(super) fn start_adopted(&mut self) {
+        for found in std::mem::take(&mut self.adopt) {
+            tracing::info!(execution_id = %found.id, pid = found.pid, ended = found.exit.is_some(), "adopting a task left by a previous agent");
+            let mut exec = Exec::new(found.task_id, Phase::Running);
+            exec.started = true;
+            exec.handle = Some(Handle::Group(found.pid));
+            for stream in crate::state::Stream::BOTH {
+                exec.streams[stream.index()].written = found.spooled[stream.index()];
+            }
+            self.execs.insert(found.id, exec);
+            let launch = Launch {
+                id: found.id,
+                task_id: found.task_id,
+                argv: Ok(Vec::new()),
+                run_timeout: found.run_timeout,
+                container: None,
+                data: DataSpec {
+                    output: found.output.clone(),
+                    ..DataSpec::default()
+                },
+            };
+            self.spawn_executor(found.id, launch, None, Some(found));
         }
     }
 

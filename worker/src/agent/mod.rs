@@ -4,6 +4,7 @@
 //! waits on I/O itself: file work runs in `spawn_blocking` tasks whose results come back here.
 
 mod execs;
+mod fence;
 mod output;
 mod server;
 mod shutdown;
@@ -30,7 +31,8 @@ use crate::launch::Launch;
 use crate::outbox::Outbox;
 use crate::session::{Backoff, Connector, Link, SessionError, SessionEvent};
 use crate::spares::Spares;
-use crate::state::{ExecutionId, FinalReport, Found, Reattach, Recovered};
+use crate::state::{Adopt, ExecutionId, FinalReport, Found, Reattach, Recovered};
+use crate::supervisor::Supervisor;
 
 /// First reconnection delay.
 const FIRST_RETRY: Duration = Duration::from_millis(200);
@@ -173,8 +175,21 @@ struct ReadDone {
     data: std::io::Result<bytes::Bytes>,
 }
 
+/// Heartbeat samples from `stats`, and how often it takes them (the agent shortens it to a
+/// quarter of the lease: acknowledged heartbeats are what keeps the lease fresh).
+pub struct Heartbeats {
+    pub samples: mpsc::Receiver<Heartbeat>,
+    pub every: tokio::sync::watch::Sender<Duration>,
+}
+
 pub struct Agent {
     config: Config,
+    /// Spawns the native tasks; outlives the agent.
+    supervisor: Arc<Supervisor>,
+    /// Native tasks a previous agent left, adopted when the loop starts.
+    adopt: Vec<Adopt>,
+    /// The lease as the agent knows it (see `fence`).
+    lease: fence::LeaseClock,
     spares: Arc<Spares>,
     engine: Arc<Engine>,
     /// Container tasks a previous agent left, re-attached when the loop starts.
@@ -194,7 +209,7 @@ pub struct Agent {
     exec_rx: mpsc::Receiver<ExecEvent>,
     session_tx: mpsc::UnboundedSender<SessionEvent>,
     session_rx: mpsc::UnboundedReceiver<SessionEvent>,
-    heartbeats: mpsc::Receiver<Heartbeat>,
+    heartbeats: Heartbeats,
     executors: JoinSet<()>,
     executor_ids: HashMap<tokio::task::Id, ExecutionId>,
     reads: JoinSet<ReadDone>,
@@ -227,11 +242,13 @@ impl Agent {
         connector: Connector,
         spares: Arc<Spares>,
         found: Found,
-        heartbeats: mpsc::Receiver<Heartbeat>,
+        heartbeats: Heartbeats,
+        supervisor: Arc<Supervisor>,
     ) -> Agent {
         let Found {
             recovered,
             reattach,
+            adopt,
         } = found;
         let (exec_tx, exec_rx) = mpsc::channel(1024);
         let (session_tx, session_rx) = mpsc::unbounded_channel();
@@ -256,9 +273,13 @@ impl Agent {
             config.pull_timeout,
             config.work_dir.to_string_lossy().into_owned(),
         ));
+        let lease = fence::LeaseClock::new(crate::lease::read(&config.work_dir));
         Agent {
             engine,
             reattach,
+            adopt,
+            supervisor,
+            lease,
             settings: Settings {
                 concurrency: config.concurrency,
                 prefetch: config.prefetch,
@@ -303,6 +324,8 @@ impl Agent {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SessionError> {
         let mut fatal = None;
         self.start_reattached();
+        self.start_adopted();
+        self.set_heartbeat_interval();
         let mut sweep = tokio::time::interval(crate::janitor::interval(self.config.keep_failed));
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -322,6 +345,8 @@ impl Agent {
                 _ => None,
             };
             let deadline = self.shutdown_deadline.map(|(at, _)| at);
+            let fence_at = self.lease.fence_at(!self.execs.is_empty());
+            let lease_write_at = self.lease.write_at();
             tokio::select! {
                 _ = shutdown.cancelled(), if self.shutdown_deadline.is_none() => self.begin_shutdown(),
                 Some(event) = self.exec_rx.recv() => self.on_exec_event(event),
@@ -335,8 +360,14 @@ impl Agent {
                         }
                     }
                 }
-                Some(heartbeat) = self.heartbeats.recv() => {
+                Some(heartbeat) = self.heartbeats.samples.recv() => {
                     self.send(agent_message::Kind::Heartbeat(heartbeat));
+                }
+                _ = tokio::time::sleep_until(fence_at.unwrap_or_else(Instant::now)), if fence_at.is_some() => {
+                    self.fence();
+                }
+                _ = tokio::time::sleep_until(lease_write_at.unwrap_or_else(Instant::now)), if lease_write_at.is_some() => {
+                    self.chore_write_lease();
                 }
                 Some(done) = self.reads.join_next(), if !self.reads.is_empty() => match done {
                     Ok(done) => self.on_read(done),
@@ -490,6 +521,7 @@ impl Agent {
     fn on_session_event(&mut self, event: SessionEvent) -> Result<(), SessionError> {
         match event {
             SessionEvent::Message { session, message } if session == self.session => {
+                self.lease.heard();
                 self.on_server_message(*message);
                 Ok(())
             }

@@ -1,4 +1,4 @@
-//! Output delivery. A read from a task's pipe goes out at once when the stream is up and that
+//! Output delivery. A read from a task's spool file goes out at once when the stream is up and that
 //! output stream is caught up; otherwise it waits in the spool file, and `pump` replays it from
 //! the file, one chunk in flight per stream, before the execution's final update.
 

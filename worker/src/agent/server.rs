@@ -69,6 +69,12 @@ impl Agent {
         if let Some(settings) = welcome.settings {
             self.apply_settings(settings);
         }
+        if welcome.lease_ms > 0 {
+            self.lease
+                .set(std::time::Duration::from_millis(welcome.lease_ms));
+            self.chore_write_lease();
+            self.set_heartbeat_interval();
+        }
         let cache = self.config.work_dir.join(crate::staging::CACHE_DIR);
         let fasterq = crate::sra::Fasterq {
             engine: self.engine.clone(),

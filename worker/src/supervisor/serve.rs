@@ -1,0 +1,401 @@
+//! The supervisor's side: listen on the work dir's socket, spawn and wait for tasks, tell the
+//! connected agent (or the work dir) how they ended, and fence them on the lease.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use super::wire::{self, Channel, Exit, Reply, Request};
+use super::{EXIT_FILE, LOCK, SOCKET};
+use crate::state::{ExecDir, ExecutionId};
+
+/// How often the lease file is read.
+const LEASE_CHECK: Duration = Duration::from_millis(250);
+
+/// `scitq-agent __supervise WORK_DIR`: runs the supervisor of `WORK_DIR` until no agent is
+/// connected and nothing is left to supervise. Exits 0 at once when another one runs.
+pub fn main(work_dir: PathBuf) -> ExitCode {
+    let lock = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(work_dir.join(LOCK))
+    {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("error: cannot open {}: {e}", work_dir.join(LOCK).display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return ExitCode::SUCCESS,
+        Err(std::fs::TryLockError::Error(e)) => {
+            eprintln!("error: cannot lock {}: {e}", work_dir.join(LOCK).display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match listen(&work_dir) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!(
+                "error: cannot listen on {}: {e}",
+                work_dir.join(SOCKET).display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(work_dir = %work_dir.display(), "task supervisor starting");
+    runtime.block_on(serve(work_dir, listener, true));
+    drop(lock);
+    ExitCode::SUCCESS
+}
+
+/// Binds the work dir's socket (replacing a stale one: the caller holds the lock).
+pub fn listen(work_dir: &Path) -> io::Result<OwnedFd> {
+    let path = work_dir.join(SOCKET);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let fd = wire::socket()?;
+    rustix::net::bind(&fd, &rustix::net::SocketAddrUnix::new(&path)?)?;
+    rustix::net::listen(&fd, 16)?;
+    Ok(fd)
+}
+
+/// A task the supervisor spawned and whose end no agent took yet.
+struct Task {
+    pid: u32,
+    exit: Option<Exit>,
+    /// When it was spawned (unix ms): a lease that ended before cannot concern it.
+    spawned_ms: u64,
+}
+
+struct Supervisor {
+    work_dir: PathBuf,
+    tasks: HashMap<ExecutionId, Task>,
+    agent: Option<Channel>,
+    waits: JoinSet<(ExecutionId, Exit)>,
+    /// The lease deadline the tasks were last killed for.
+    fenced: Option<u64>,
+    /// An agent connected once, or the one that started the supervisor had its time to.
+    greeted: bool,
+}
+
+/// How long a new supervisor waits for its first agent before it may exit idle.
+const FIRST_AGENT: Duration = Duration::from_secs(30);
+
+/// Serves until, with `exit_when_idle`, no agent is connected, no task runs and no container
+/// waits for its fence.
+pub async fn serve(work_dir: PathBuf, listener: OwnedFd, exit_when_idle: bool) {
+    let listener = match wire::watch(listener) {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!("cannot watch the supervisor socket: {e}");
+            return;
+        }
+    };
+    let mut sup = Supervisor {
+        work_dir,
+        tasks: HashMap::new(),
+        agent: None,
+        waits: JoinSet::new(),
+        fenced: None,
+        greeted: false,
+    };
+    let started = tokio::time::Instant::now();
+    let mut buf = vec![0u8; wire::MAX_MESSAGE];
+    let mut tick = tokio::time::interval(LEASE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ready = listener.readable() => {
+                let mut guard = match ready {
+                    Ok(guard) => guard,
+                    Err(e) => { tracing::error!("supervisor socket failed: {e}"); return; }
+                };
+                let flags = rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC;
+                if let Ok(accepted) = guard.try_io(|fd| Ok(rustix::net::accept_with(fd.get_ref(), flags)?)) {
+                    match accepted {
+                        Ok(fd) => sup.on_agent(fd).await,
+                        Err(e) => tracing::warn!("cannot accept an agent: {e}"),
+                    }
+                }
+            }
+            received = recv_from(sup.agent.as_ref(), &mut buf) => match received {
+                Ok(Some((request, fds))) => sup.on_request(request, fds).await,
+                Ok(None) => sup.on_agent_gone(),
+                Err(e) => {
+                    tracing::warn!("dropping the agent connection: {e}");
+                    sup.on_agent_gone();
+                }
+            },
+            Some(done) = sup.waits.join_next(), if !sup.waits.is_empty() => {
+                if let Ok((id, exit)) = done {
+                    sup.on_exit(id, exit).await;
+                }
+            }
+            _ = tick.tick() => {
+                if !sup.work_dir.is_dir() {
+                    tracing::info!("work dir gone; supervisor exiting");
+                    return;
+                }
+                sup.check_lease().await;
+                sup.greeted |= started.elapsed() >= FIRST_AGENT;
+            }
+        }
+        if exit_when_idle && sup.idle() {
+            tracing::info!("no agent and no task left; supervisor exiting");
+            return;
+        }
+    }
+}
+
+async fn recv_from(
+    agent: Option<&Channel>,
+    buf: &mut [u8],
+) -> io::Result<Option<(Request, Vec<OwnedFd>)>> {
+    match agent {
+        Some(agent) => agent.recv(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Supervisor {
+    async fn on_agent(&mut self, fd: OwnedFd) {
+        let channel = match Channel::new(fd) {
+            Ok(channel) => channel,
+            Err(e) => {
+                tracing::warn!("cannot use an agent connection: {e}");
+                return;
+            }
+        };
+        if self.agent.is_some() {
+            tracing::warn!("a new agent connected; dropping the previous connection");
+        }
+        let mut held: Vec<_> = self.tasks.iter().map(|(id, t)| (*id, t.pid)).collect();
+        held.sort();
+        let hello = Reply::Hello {
+            version: wire::VERSION,
+            held,
+        };
+        if let Err(e) = channel.send(&hello, &[]).await {
+            tracing::warn!("cannot greet the agent: {e}");
+            return;
+        }
+        tracing::info!(tasks = self.tasks.len(), "agent connected");
+        self.greeted = true;
+        for (id, task) in &self.tasks {
+            if let Some(exit) = task.exit {
+                let _ = channel.send(&Reply::Exited { id: *id, exit }, &[]).await;
+            }
+        }
+        self.agent = Some(channel);
+    }
+
+    fn on_agent_gone(&mut self) {
+        tracing::info!(tasks = self.tasks.len(), "agent disconnected");
+        self.agent = None;
+        // Ends the agent heard of but may not have recorded.
+        for (id, task) in &self.tasks {
+            if let Some(exit) = task.exit {
+                write_exit(&self.work_dir, *id, exit);
+            }
+        }
+    }
+
+    async fn on_request(&mut self, request: Request, fds: Vec<OwnedFd>) {
+        match request {
+            Request::Spawn { id, argv, cwd, env } => {
+                let reply = match self.spawn(id, &argv, &cwd, env, fds) {
+                    Ok(pid) => Reply::Spawned { id, pid },
+                    Err(message) => Reply::SpawnFailed { id, message },
+                };
+                self.reply(&reply).await;
+            }
+            Request::Done { id } => {
+                if self.tasks.get(&id).is_some_and(|t| t.exit.is_some()) {
+                    self.tasks.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        id: ExecutionId,
+        argv: &[String],
+        cwd: &Path,
+        env: Vec<(String, String)>,
+        fds: Vec<OwnedFd>,
+    ) -> Result<u32, String> {
+        let (Some(program), Ok([stdout, stderr])) = (argv.first(), <[OwnedFd; 2]>::try_from(fds))
+        else {
+            return Err("bad spawn request: no command or not two output files".to_owned());
+        };
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(&argv[1..])
+            .current_dir(cwd)
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot run {program:?}: {e}"))?;
+        let pid = child.id().unwrap_or_default();
+        let spawned_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.tasks.insert(
+            id,
+            Task {
+                pid,
+                exit: None,
+                spawned_ms,
+            },
+        );
+        self.waits.spawn(async move {
+            let exit = match child.wait().await {
+                Ok(status) => Exit::of(status),
+                Err(_) => Exit {
+                    code: None,
+                    signal: None,
+                },
+            };
+            (id, exit)
+        });
+        Ok(pid)
+    }
+
+    async fn on_exit(&mut self, id: ExecutionId, exit: Exit) {
+        let Some(task) = self.tasks.get_mut(&id) else {
+            return;
+        };
+        task.exit = Some(exit);
+        if self.agent.is_some() {
+            self.reply(&Reply::Exited { id, exit }).await;
+        } else {
+            write_exit(&self.work_dir, id, exit);
+        }
+    }
+
+    async fn reply(&mut self, reply: &Reply) {
+        let Some(agent) = &self.agent else { return };
+        if let Err(e) = agent.send(reply, &[]).await {
+            tracing::warn!("cannot reach the agent: {e}");
+            self.on_agent_gone();
+        }
+    }
+
+    /// Kills every task and container of the work dir once the lease has passed.
+    async fn check_lease(&mut self) {
+        let Some(lease) = crate::lease::read(&self.work_dir) else {
+            return;
+        };
+        if !lease.expired() || self.fenced == Some(lease.deadline_ms) {
+            return;
+        }
+        self.fenced = Some(lease.deadline_ms);
+        let running: Vec<_> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.exit.is_none() && t.spawned_ms < lease.deadline_ms)
+            .map(|(id, t)| (*id, t.pid))
+            .collect();
+        let containers = running_containers(&self.work_dir);
+        if running.is_empty() && containers.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            tasks = running.len(),
+            containers = containers.len(),
+            "the lease has passed without word from the server: killing the tasks"
+        );
+        for (id, pid) in running {
+            if let Err(e) = crate::executor::signal_group(pid, nix::sys::signal::Signal::SIGKILL) {
+                tracing::warn!(execution_id = %id, pid, "cannot kill: {e}");
+            }
+        }
+        if !containers.is_empty() {
+            kill_containers(&self.work_dir, containers).await;
+        }
+    }
+
+    /// No agent, no task running, no end waiting for an agent but on disk, and no container
+    /// left to fence.
+    fn idle(&self) -> bool {
+        if !self.greeted || self.agent.is_some() || self.tasks.values().any(|t| t.exit.is_none()) {
+            return false;
+        }
+        let lease_pending =
+            crate::lease::read(&self.work_dir).is_some_and(|lease| !lease.expired());
+        !lease_pending || running_containers(&self.work_dir).is_empty()
+    }
+}
+
+/// Records a task's end in its work dir (written aside, then renamed in place).
+fn write_exit(work_dir: &Path, id: ExecutionId, exit: Exit) {
+    let dir = ExecDir::new(work_dir, id);
+    let path = dir.root().join(EXIT_FILE);
+    let aside = dir.root().join(".exit.tmp");
+    let written = serde_json::to_vec(&exit)
+        .map_err(io::Error::other)
+        .and_then(|text| std::fs::write(&aside, text))
+        .and_then(|()| std::fs::rename(&aside, &path));
+    if let Err(e) = written {
+        tracing::warn!(execution_id = %id, "cannot write {}: {e}", path.display());
+    }
+}
+
+/// Reads the end of a task recorded by a supervisor, if any.
+pub fn read_exit(dir: &ExecDir) -> Option<Exit> {
+    let text = std::fs::read(dir.root().join(EXIT_FILE)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Containers of the work dir's executions that `state.json` says may run.
+fn running_containers(work_dir: &Path) -> Vec<(ExecutionId, String)> {
+    crate::state::running_containers(work_dir).unwrap_or_default()
+}
+
+async fn kill_containers(work_dir: &Path, containers: Vec<(ExecutionId, String)>) {
+    let engine = crate::container::Engine::new(
+        scitq_proto::container::Network::None,
+        Duration::from_secs(60),
+        work_dir.to_string_lossy().into_owned(),
+    );
+    let docker = match engine.docker().await {
+        Ok(docker) => docker,
+        Err(e) => {
+            tracing::warn!(
+                "cannot kill the containers: {}",
+                crate::container::message_of(&e)
+            );
+            return;
+        }
+    };
+    for (id, container) in containers {
+        tracing::warn!(execution_id = %id, container, "killing container");
+        crate::container::kill(docker, &container).await;
+    }
+}

@@ -1,0 +1,189 @@
+//! The messages between the agent and its supervisor, and the socket that carries them: a
+//! Unix `SOCK_SEQPACKET` socket (one message per packet, so no framing), JSON payloads, and the
+//! two spool files of a task passed along its `Spawn` as file descriptors (`SCM_RIGHTS`).
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+
+use crate::state::ExecutionId;
+
+/// Bumped when a message changes meaning; a supervisor of another version is not used.
+pub const VERSION: u32 = 1;
+
+/// Largest message: a `Spawn` carries the task's command line.
+pub const MAX_MESSAGE: usize = 256 * 1024;
+
+/// Agent → supervisor.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Run `argv` in its own process group, stdout and stderr on the two files passed along.
+    Spawn {
+        id: ExecutionId,
+        argv: Vec<String>,
+        cwd: PathBuf,
+        env: Vec<(String, String)>,
+    },
+    /// The agent recorded the end of `id` in its `state.json`: the supervisor may forget it.
+    Done { id: ExecutionId },
+}
+
+/// Supervisor → agent.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// First message of a connection: every task whose end no agent took yet, with its pid
+    /// (those that ended follow as `Exited`).
+    Hello {
+        version: u32,
+        held: Vec<(ExecutionId, u32)>,
+    },
+    Spawned {
+        id: ExecutionId,
+        pid: u32,
+    },
+    SpawnFailed {
+        id: ExecutionId,
+        message: String,
+    },
+    Exited {
+        id: ExecutionId,
+        exit: Exit,
+    },
+}
+
+/// How a task's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl Exit {
+    pub fn of(status: std::process::ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        Exit {
+            code: status.code(),
+            signal: status.signal(),
+        }
+    }
+}
+
+/// One end of the agent–supervisor socket.
+#[derive(Debug)]
+pub struct Channel {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl Channel {
+    /// Wraps a connected, non-blocking socket. Must be called within the runtime.
+    pub fn new(fd: OwnedFd) -> io::Result<Channel> {
+        Ok(Channel { fd: watch(fd)? })
+    }
+
+    /// Sends one message, with `fds` attached.
+    pub async fn send<T: Serialize>(&self, message: &T, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let bytes = serde_json::to_vec(message).map_err(io::Error::other)?;
+        if bytes.len() > MAX_MESSAGE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "message of {} bytes is over the limit of {MAX_MESSAGE}",
+                    bytes.len()
+                ),
+            ));
+        }
+        loop {
+            let mut guard = self.fd.writable().await?;
+            let sent = guard.try_io(|fd| {
+                let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+                let mut control = SendAncillaryBuffer::new(&mut space);
+                if !fds.is_empty() {
+                    control.push(SendAncillaryMessage::ScmRights(fds));
+                }
+                rustix::net::sendmsg(
+                    fd.get_ref(),
+                    &[IoSlice::new(&bytes)],
+                    &mut control,
+                    SendFlags::NOSIGNAL,
+                )
+                .map_err(io::Error::from)
+            });
+            match sent {
+                Ok(result) => return result.map(drop),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Receives one message and the descriptors attached to it; `None` once the peer closed.
+    pub async fn recv<T: for<'de> Deserialize<'de>>(
+        &self,
+        buf: &mut [u8],
+    ) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            let received = guard.try_io(|fd| {
+                let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+                let mut control = RecvAncillaryBuffer::new(&mut space);
+                let message = rustix::net::recvmsg(
+                    fd.get_ref(),
+                    &mut [IoSliceMut::new(buf)],
+                    &mut control,
+                    RecvFlags::CMSG_CLOEXEC,
+                )
+                .map_err(io::Error::from)?;
+                let mut fds = Vec::new();
+                for part in control.drain() {
+                    if let RecvAncillaryMessage::ScmRights(rights) = part {
+                        fds.extend(rights);
+                    }
+                }
+                Ok((message.bytes, message.flags, fds))
+            });
+            let (len, flags, fds) = match received {
+                Ok(result) => result?,
+                Err(_would_block) => continue,
+            };
+            if len == 0 {
+                return Ok(None);
+            }
+            if flags.contains(rustix::net::ReturnFlags::TRUNC) || len > buf.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "message truncated",
+                ));
+            }
+            let message = serde_json::from_slice(&buf[..len])
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            return Ok(Some((message, fds)));
+        }
+    }
+}
+
+/// Registers a socket with the runtime.
+///
+/// `AsyncFd::new` is deprecated for types that may not own their descriptor; an `OwnedFd`
+/// does, and its replacement (`register`) is `unsafe`, which this crate forbids.
+#[allow(deprecated)]
+pub fn watch(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    AsyncFd::new(fd)
+}
+
+/// A new non-blocking, close-on-exec seqpacket socket.
+pub fn socket() -> io::Result<OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    Ok(rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?)
+}
