@@ -2,6 +2,7 @@
 //! service loops (`crate::service`) hold the state, call these, and carry out what they
 //! decide through `crate::persistence` and the agent streams.
 
+pub mod agent;
 pub mod attempt;
 pub mod deps;
 pub mod dispatch;

@@ -15,9 +15,12 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::State;
+use crate::core::agent::{self, AgentEvent, Chunk, Update, Uploaded};
+use crate::core::ids::ExecutionId;
 use crate::core::ids::WorkerId;
 use crate::core::reconcile::Resend;
-use crate::persistence::executions::{self, AgentEvent, Applied};
+use crate::core::state::{ExecState, Failure};
+use crate::persistence::executions::{self, Applied};
 use crate::persistence::workers::{self, settings_of};
 use crate::persistence::writer::Pending;
 use crate::service::scheduler::{AgentTx, Command};
@@ -191,10 +194,10 @@ async fn queue(
             last_seq = last_seq.max(msg.seq);
             match msg.kind {
                 Some(v1::agent_message::Kind::Update(update)) => {
-                    events.push(AgentEvent::Update(update))
+                    events.push(AgentEvent::Update(decode_update(update)?))
                 }
                 Some(v1::agent_message::Kind::Output(chunk)) => {
-                    events.push(AgentEvent::Output(chunk))
+                    events.push(AgentEvent::Output(decode_chunk(chunk)?))
                 }
                 Some(v1::agent_message::Kind::Heartbeat(_)) => events.push(AgentEvent::Heartbeat),
                 Some(v1::agent_message::Kind::Hello(_)) => {
@@ -291,4 +294,121 @@ async fn acknowledge(
         }
     }
     Ok(())
+}
+
+/// An agent's update, checked: an unknown state or failure class ends the session with
+/// INVALID_ARGUMENT naming the field (an agent newer than this server, or a broken one),
+/// rather than being read as something it is not.
+fn decode_update(update: v1::ExecutionUpdate) -> Result<Update, Status> {
+    let state = v1::ExecutionState::try_from(update.state)
+        .ok()
+        .and_then(ExecState::from_proto)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "ExecutionUpdate.state: unknown execution state {} (execution {})",
+                update.state, update.execution_id
+            ))
+        })?;
+    let failure = v1::FailureClass::try_from(update.failure)
+        .map(Failure::from_proto)
+        .map_err(|_| {
+            Status::invalid_argument(format!(
+                "ExecutionUpdate.failure: unknown failure class {} (execution {})",
+                update.failure, update.execution_id
+            ))
+        })?;
+    Ok(Update {
+        execution: ExecutionId(update.execution_id),
+        state,
+        exit_code: update.exit_code,
+        failure,
+        message: update.message,
+        uploaded: update
+            .uploaded
+            .into_iter()
+            .map(|f| Uploaded {
+                uri: f.uri,
+                size: f.size,
+            })
+            .collect(),
+    })
+}
+
+fn decode_chunk(chunk: v1::OutputChunk) -> Result<Chunk, Status> {
+    let stream = match v1::OutputStream::try_from(chunk.stream) {
+        Ok(v1::OutputStream::Stdout) => agent::Stream::Stdout,
+        Ok(v1::OutputStream::Stderr) => agent::Stream::Stderr,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "OutputChunk.stream: unknown output stream {} (execution {})",
+                chunk.stream, chunk.execution_id
+            )));
+        }
+    };
+    Ok(Chunk {
+        execution: ExecutionId(chunk.execution_id),
+        stream,
+        offset: chunk.offset,
+        data: chunk.data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_enum_values_are_refused_naming_the_field() {
+        let update = v1::ExecutionUpdate {
+            execution_id: 4,
+            state: 99,
+            ..Default::default()
+        };
+        let err = decode_update(update).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("ExecutionUpdate.state"), "{err}");
+        let update = v1::ExecutionUpdate {
+            execution_id: 4,
+            state: v1::ExecutionState::Failed as i32,
+            failure: 42,
+            ..Default::default()
+        };
+        let err = decode_update(update).unwrap_err();
+        assert!(err.message().contains("ExecutionUpdate.failure"), "{err}");
+        let update = v1::ExecutionUpdate {
+            execution_id: 4,
+            state: v1::ExecutionState::Unspecified as i32,
+            ..Default::default()
+        };
+        assert!(decode_update(update).is_err(), "a missing state is refused");
+        let chunk = v1::OutputChunk {
+            execution_id: 4,
+            stream: 7,
+            offset: 0,
+            data: b"x".to_vec(),
+        };
+        let err = decode_chunk(chunk).unwrap_err();
+        assert!(err.message().contains("OutputChunk.stream"), "{err}");
+    }
+
+    #[test]
+    fn a_good_update_decodes_whole() {
+        let update = v1::ExecutionUpdate {
+            execution_id: 4,
+            state: v1::ExecutionState::Failed as i32,
+            exit_code: Some(3),
+            failure: v1::FailureClass::Timeout as i32,
+            message: "too long".into(),
+            uploaded: vec![v1::UploadedFile {
+                uri: "s3://b/k".into(),
+                size: 5,
+            }],
+            ..Default::default()
+        };
+        let decoded = decode_update(update).unwrap();
+        assert_eq!(decoded.state, ExecState::Failed);
+        assert_eq!(decoded.failure, Failure::Timeout);
+        assert_eq!(decoded.exit_code, Some(3));
+        assert_eq!(decoded.uploaded[0].size, 5);
+    }
 }

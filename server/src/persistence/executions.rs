@@ -16,10 +16,11 @@ use super::entities::{execution, log_chunk, task};
 use super::progress::{self, Progress};
 use super::writer::Pending;
 use super::{Store, StoreError, from_json_list, now_ms};
+use crate::core::agent::{AgentEvent, Chunk, Stream, Update, Uploaded};
 use crate::core::attempt::{self, Ending, ExecChange, ExecView, TaskChange, TaskView};
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
 use crate::core::queue::Queued;
-use crate::core::state::{ExecState, Failure, TaskStatus};
+use crate::core::state::{ExecState, TaskStatus};
 
 /// Largest piece of output stored in one row; trimming relies on this bound.
 const STORED_CHUNK: usize = 64 * 1024;
@@ -158,14 +159,6 @@ fn frozen_query(ids: &[i64]) -> sea_orm::sea_query::SelectStatement {
         .to_owned()
 }
 
-/// What an agent sent, validated.
-#[derive(Debug, Clone)]
-pub enum AgentEvent {
-    Update(v1::ExecutionUpdate),
-    Output(v1::OutputChunk),
-    Heartbeat,
-}
-
 /// What applying a batch of agent events changed, for the scheduler and followers.
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -187,10 +180,7 @@ fn is_plain(event: &AgentEvent) -> bool {
     match event {
         AgentEvent::Heartbeat => true,
         AgentEvent::Output(_) => false,
-        AgentEvent::Update(update) => v1::ExecutionState::try_from(update.state)
-            .ok()
-            .and_then(ExecState::from_proto)
-            .is_some_and(|state| state.task_status().is_some()),
+        AgentEvent::Update(update) => update.state.task_status().is_some(),
     }
 }
 
@@ -212,12 +202,9 @@ pub async fn apply(
                 let mut forward = Progress::default();
                 for event in events {
                     if let AgentEvent::Update(update) = event
-                        && let Some(status) = v1::ExecutionState::try_from(update.state)
-                            .ok()
-                            .and_then(ExecState::from_proto)
-                            .and_then(|s| s.task_status().map(|status| (s, status)))
+                        && let Some(status) = update.state.task_status()
                     {
-                        forward.add(&update, status.0, status.1, &mut applied);
+                        forward.add(&update, update.state, status, &mut applied);
                     }
                 }
                 forward.render(&mut batch, worker);
@@ -232,7 +219,7 @@ pub async fn apply(
         .submit_write(move |txn, _ids| {
             Box::pin(async move {
                 let mut applied = Applied::default();
-                let mut chunks: Vec<v1::OutputChunk> = Vec::new();
+                let mut chunks: Vec<Chunk> = Vec::new();
                 let mut batch = StatementBatch::new(txn.get_database_backend());
                 let mut forward = Progress::default();
                 for event in events {
@@ -297,7 +284,7 @@ async fn write_chunks(
     batch: &mut StatementBatch,
     worker: WorkerId,
     cap: u64,
-    chunks: Vec<v1::OutputChunk>,
+    chunks: Vec<Chunk>,
     applied: &mut Applied,
 ) -> Result<(), StoreError> {
     if chunks.is_empty() {
@@ -305,7 +292,7 @@ async fn write_chunks(
     }
     // Updates queued before these chunks must be in the database first.
     batch.flush(txn).await?;
-    let exec_ids: HashSet<i64> = chunks.iter().map(|c| c.execution_id).collect();
+    let exec_ids: HashSet<i64> = chunks.iter().map(|c| c.execution.0).collect();
     let rows = execution::Entity::find()
         .filter(execution::Column::Id.is_in(exec_ids))
         .filter(execution::Column::WorkerId.eq(worker.0))
@@ -319,14 +306,15 @@ async fn write_chunks(
     let mut inserts = Vec::new();
     let mut trims: HashMap<(i64, i32), (i64, i64)> = HashMap::new();
     for chunk in chunks {
-        let Some((task_id, out, err)) = lengths.get_mut(&chunk.execution_id) else {
-            tracing::warn!(execution_id = chunk.execution_id, %worker, "output for an execution this worker does not hold, dropped");
+        let execution_id = chunk.execution.0;
+        let Some((task_id, out, err)) = lengths.get_mut(&execution_id) else {
+            tracing::warn!(execution_id, %worker, "output for an execution this worker does not hold, dropped");
             continue;
         };
-        let stream = v1::OutputStream::try_from(chunk.stream).unwrap_or(v1::OutputStream::Stdout);
+        let stream = chunk.stream;
         let committed = match stream {
-            v1::OutputStream::Stdout => out,
-            v1::OutputStream::Stderr => err,
+            Stream::Stdout => out,
+            Stream::Stderr => err,
         };
         let start = chunk.offset as i64;
         let end = start + chunk.data.len() as i64;
@@ -337,7 +325,7 @@ async fn write_chunks(
             // Agents resume from the offsets in Welcome, so this is a bug somewhere; keep
             // the bytes (a hole beats losing the rest) and say so.
             tracing::warn!(
-                execution_id = chunk.execution_id,
+                execution_id,
                 have = *committed,
                 offset = start,
                 "output has a gap; keeping the chunk at its offset"
@@ -347,9 +335,9 @@ async fn write_chunks(
         let mut offset = start + skip as i64;
         for piece in chunk.data[skip..].chunks(STORED_CHUNK) {
             inserts.push(log_chunk::ActiveModel {
-                execution_id: Set(chunk.execution_id),
+                execution_id: Set(execution_id),
                 task_id: Set(*task_id),
-                stream: Set(stream as i32),
+                stream: Set(stream.as_i32()),
                 offset: Set(offset),
                 data: Set(piece.to_vec()),
                 ..Default::default()
@@ -361,7 +349,7 @@ async fn write_chunks(
         let (head, tail) = ((cap / 2) as i64, (cap - cap / 2) as i64);
         if end > head + tail + STORED_CHUNK as i64 {
             trims.insert(
-                (chunk.execution_id, stream as i32),
+                (execution_id, stream.as_i32()),
                 (head, end - tail - STORED_CHUNK as i64),
             );
         }
@@ -402,29 +390,19 @@ async fn apply_update(
     batch: &mut StatementBatch,
     forward: &mut Progress,
     worker: WorkerId,
-    update: v1::ExecutionUpdate,
+    update: Update,
     applied: &mut Applied,
 ) -> Result<(), StoreError> {
-    let Some(target) = v1::ExecutionState::try_from(update.state)
-        .ok()
-        .and_then(ExecState::from_proto)
-    else {
-        tracing::warn!(
-            state = update.state,
-            "execution update without a state, ignored"
-        );
-        return Ok(());
-    };
-    match target.task_status() {
+    match update.state.task_status() {
         Some(status) => {
-            forward.add(&update, target, status, applied);
+            forward.add(&update, update.state, status, applied);
             Ok(())
         }
         None => {
             // What went before is written before the failure reads the execution.
             forward.render(batch, worker);
             batch.flush(txn).await?;
-            fail(txn, worker, update, target, applied).await
+            fail(txn, worker, update, applied).await
         }
     }
 }
@@ -434,27 +412,23 @@ async fn apply_update(
 async fn fail(
     txn: &DatabaseTransaction,
     worker: WorkerId,
-    update: v1::ExecutionUpdate,
-    target: ExecState,
+    update: Update,
     applied: &mut Applied,
 ) -> Result<(), StoreError> {
-    let Some(row) = execution::Entity::find_by_id(update.execution_id)
+    let Some(row) = execution::Entity::find_by_id(update.execution.0)
         .filter(execution::Column::WorkerId.eq(worker.0))
         .one(txn)
         .await?
     else {
-        tracing::warn!(execution_id = update.execution_id, %worker, "update for an execution this worker does not hold, ignored");
+        tracing::warn!(execution_id = update.execution.0, %worker, "update for an execution this worker does not hold, ignored");
         return Ok(());
     };
     let task_row = super::tasks::get(txn, TaskId(row.task_id)).await?;
-    let failure = Failure::from_proto(
-        v1::FailureClass::try_from(update.failure).unwrap_or(v1::FailureClass::Unspecified),
-    );
     let ending = Ending::Reported {
-        state: target,
-        failure,
+        state: update.state,
+        failure: update.failure,
         exit_code: update.exit_code,
-        message: update.message.clone(),
+        message: update.message,
     };
     let decision = attempt::end(exec_view(&row), &task_view(&task_row)?, ending);
     let Some(change) = decision.exec else {
@@ -497,7 +471,7 @@ pub(super) async fn write_end(
     txn: &DatabaseTransaction,
     row: &execution::Model,
     change: &ExecChange,
-    uploaded: Option<&[v1::UploadedFile]>,
+    uploaded: Option<&[Uploaded]>,
 ) -> Result<bool, StoreError> {
     let mut update = execution::Entity::update_many()
         .col_expr(execution::Column::State, Expr::value(change.state.as_str()))

@@ -149,7 +149,7 @@ struct StoredUpload {
     size: u64,
 }
 
-pub fn uploaded_to_json(files: &[scitq_proto::v1::UploadedFile]) -> String {
+pub fn uploaded_to_json(files: &[crate::core::agent::Uploaded]) -> String {
     let stored: Vec<StoredUpload> = files
         .iter()
         .map(|f| StoredUpload {

@@ -5,7 +5,6 @@
 //! agent. `UPDATE … FROM (VALUES …)` runs on SQLite (3.33 and later) and PostgreSQL alike;
 //! both name a `VALUES` list's columns `column1`, `column2`, …
 
-use scitq_proto::v1;
 use sea_orm::sea_query::{
     Alias, BinOper, Expr, ExprTrait, Func, Query, TableRef, Value, ValueTuple,
 };
@@ -15,6 +14,7 @@ use super::batch::StatementBatch;
 use super::entities::{execution, task};
 use super::executions::Applied;
 use super::{now_ms, uploaded_to_json};
+use crate::core::agent::Update;
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
 use crate::core::state::{ExecState, TaskStatus};
 
@@ -57,13 +57,13 @@ impl Progress {
     /// Records one update; `applied` learns at once what it will change.
     pub fn add(
         &mut self,
-        update: &v1::ExecutionUpdate,
+        update: &Update,
         target: ExecState,
         status: TaskStatus,
         applied: &mut Applied,
     ) {
         let row = Ended {
-            execution: update.execution_id,
+            execution: update.execution.0,
             exit_code: update.exit_code,
             message: update.message.clone(),
             uploaded: (!update.uploaded.is_empty()).then(|| uploaded_to_json(&update.uploaded)),
@@ -73,12 +73,12 @@ impl Progress {
             None => self.groups.push((target, status, vec![row])),
         }
         if target.is_final() {
-            applied.finished.push(ExecutionId(update.execution_id));
+            applied.finished.push(ExecutionId(update.execution.0));
             if target == ExecState::Succeeded {
-                applied.succeeded.push(ExecutionId(update.execution_id));
+                applied.succeeded.push(ExecutionId(update.execution.0));
             }
         }
-        applied.executions.insert(ExecutionId(update.execution_id));
+        applied.executions.insert(ExecutionId(update.execution.0));
     }
 
     /// Renders the recorded updates into `batch` and forgets them.

@@ -1,0 +1,58 @@
+//! What an agent tells the server, once decoded and checked at the edge (`grpc/session.rs`):
+//! the decisions and the store never see a wire message.
+
+use super::ids::ExecutionId;
+use super::state::{ExecState, Failure};
+
+/// An output stream of an execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    /// As stored.
+    pub fn as_i32(self) -> i32 {
+        match self {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+        }
+    }
+}
+
+/// A file uploaded from an execution's output folder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uploaded {
+    pub uri: String,
+    pub size: u64,
+}
+
+/// An execution reached `state`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Update {
+    pub execution: ExecutionId,
+    pub state: ExecState,
+    pub exit_code: Option<i32>,
+    pub failure: Failure,
+    pub message: String,
+    /// Files uploaded, for final states.
+    pub uploaded: Vec<Uploaded>,
+}
+
+/// Output bytes of an execution's stream, from `offset`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    pub execution: ExecutionId,
+    pub stream: Stream,
+    pub offset: u64,
+    pub data: Vec<u8>,
+}
+
+/// One message of an agent, in the order it came.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentEvent {
+    Update(Update),
+    Output(Chunk),
+    Heartbeat,
+}
