@@ -13,6 +13,7 @@ use scitq_proto::v1;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::State;
 use crate::core::agent::{self, AgentEvent, Chunk, Update, Uploaded};
@@ -127,19 +128,24 @@ pub async fn open(
     state.hub.notify(reconciled.touched);
 
     let state_shutdown = state.shutdown.clone();
-    tokio::spawn(async move {
-        let end = read(&state, worker, inbound, &tx).await;
-        match end {
-            Ok(()) => tracing::info!(%worker, "agent disconnected"),
-            Err(err) => {
-                tracing::warn!(%worker, error = %err, "agent session ended");
-                let _ = tx.send(Err(err));
+    let span = tracing::info_span!("session", %worker, name);
+    tokio::spawn(
+        async move {
+            let end = read(&state, worker, inbound, &tx).await;
+            match end {
+                Ok(()) => tracing::info!(%worker, "agent disconnected"),
+                Err(err) => {
+                    tracing::warn!(%worker, error = %err, "agent session ended");
+                    let _ = tx.send(Err(err));
+                }
             }
+            state
+                .scheduler
+                .send(Command::Disconnect { worker, session });
         }
-        state
-            .scheduler
-            .send(Command::Disconnect { worker, session });
-    });
+        .instrument(span),
+    );
+
     let stream = UnboundedReceiverStream::new(rx);
     Ok(Response::new(Box::pin(super::until_shutdown(
         stream,
