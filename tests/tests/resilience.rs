@@ -622,3 +622,61 @@ fn an_agent_restarted_after_its_tasks_ended_reports_their_real_exit() {
         assert_eq!(started.lines().count(), 1, "started once: {started}");
     }
 }
+
+#[test]
+fn a_dead_agents_container_is_killed_when_its_lease_passes() {
+    use scitq_tests::Image;
+    use scitq_tests::images::{containers_labelled, docker, remove_containers};
+    let lease = Duration::from_secs(4);
+    let image = Image::tiny();
+    let server = Server::start(ServerOpts::default().lease("4s"));
+    let c = server.client();
+    let mut agent = Agent::start(&server, "boxed", 1, &["--docker-network", "none"]);
+    c.wait_worker_online("boxed", CONNECT);
+    let work_dir = agent.work_dir().to_string_lossy().into_owned();
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            remove_containers(&containers_labelled("scitq.agent", &self.0));
+        }
+    }
+    let _cleanup = Cleanup(work_dir.clone());
+    let ticker = "while true; do echo tick; sleep 0.2; done";
+    let id = c.create(&[
+        "--container",
+        image.tag(),
+        "--retry",
+        "0",
+        "--shell",
+        "--",
+        ticker,
+    ]);
+    let container = poll(CONNECT, "the task's container to run", || {
+        let ids = containers_labelled("scitq.agent", &work_dir);
+        match ids.as_slice() {
+            [one] if c.output(id).contains("tick") => Ok(one.clone()),
+            _ => Err(format!("{ids:?}")),
+        }
+    });
+
+    agent.kill9();
+    let killed_at = std::time::Instant::now();
+    let running = || {
+        docker(&["inspect", "--format", "{{.State.Running}}", &container])
+            .trim()
+            .to_owned()
+    };
+    poll(
+        Duration::from_secs(30),
+        "the container to be killed",
+        || match running().as_str() {
+            "false" => Ok(()),
+            other => Err(other.to_owned()),
+        },
+    );
+    let stopped = killed_at.elapsed();
+    assert!(
+        stopped < lease + Duration::from_secs(5),
+        "the container ran {stopped:?} after its agent died, past the server's re-queue"
+    );
+}
