@@ -53,7 +53,7 @@ pub fn until_shutdown<T: Send + 'static>(
 pub fn status(err: StoreError) -> Status {
     match err {
         StoreError::NotFound { .. } => Status::not_found(err.to_string()),
-        StoreError::Illegal(_) | StoreError::Conflict(_) => {
+        StoreError::Illegal(_) | StoreError::Conflict(_) | StoreError::Refused(_) => {
             Status::failed_precondition(err.to_string())
         }
         StoreError::Closed => Status::unavailable(err.to_string()),

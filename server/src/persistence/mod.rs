@@ -37,6 +37,8 @@ pub enum StoreError {
     Illegal(#[from] crate::core::state::IllegalTransition),
     #[error("{0}")]
     Conflict(String),
+    #[error(transparent)]
+    Refused(#[from] crate::core::steering::Refused),
 }
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.

@@ -14,11 +14,8 @@ use crate::core::queue::Queued;
 use crate::core::state::TaskStatus;
 use crate::core::task::NewTask;
 
-/// Statuses in which a task can still be edited.
-pub const EDITABLE: [TaskStatus; 3] =
-    [TaskStatus::Waiting, TaskStatus::Pending, TaskStatus::Paused];
-
-pub use crate::core::steering::{FROZEN, KILLED};
+use crate::core::steering::{self as core_steering, Kill, Pause, Resume};
+pub use crate::core::steering::{EDITABLE, FROZEN, KILLED};
 
 /// An execution to signal after the commit.
 pub type Target = (ExecutionId, WorkerId);
@@ -63,7 +60,7 @@ async fn set_reason(txn: &DatabaseTransaction, id: i64, reason: &str) -> Result<
 }
 
 /// Pauses a pending task (it stays out of the queue), or freezes an active one (the
-/// returned execution gets SIGSTOP).
+/// returned execution gets SIGSTOP), as `core::steering::pause` decides.
 pub async fn pause(store: &Store, id: TaskId) -> Result<(task::Model, Option<Target>), StoreError> {
     store
         .writer
@@ -71,8 +68,8 @@ pub async fn pause(store: &Store, id: TaskId) -> Result<(task::Model, Option<Tar
             Box::pin(async move {
                 let row = get(txn, id).await?;
                 let status = status_of(&row)?;
-                let target = match status {
-                    TaskStatus::Pending => {
+                let target = match core_steering::pause(id, status, &row.status_reason)? {
+                    Pause::Hold => {
                         set_status(
                             txn,
                             &row,
@@ -83,22 +80,9 @@ pub async fn pause(store: &Store, id: TaskId) -> Result<(task::Model, Option<Tar
                         .await?;
                         None
                     }
-                    s if s.is_active() => {
-                        if row.status_reason == FROZEN {
-                            return Err(StoreError::Conflict(format!(
-                                "task {id} is already frozen"
-                            )));
-                        }
+                    Pause::Freeze => {
                         set_reason(txn, row.id, FROZEN).await?;
                         target_of(&row)
-                    }
-                    TaskStatus::Paused => {
-                        return Err(StoreError::Conflict(format!("task {id} is already paused")));
-                    }
-                    s => {
-                        return Err(StoreError::Conflict(format!(
-                            "task {id} is {s}: only a pending or running task can be paused"
-                        )));
                     }
                 };
                 Ok((get(txn, id).await?, target))
@@ -118,8 +102,9 @@ pub async fn resume(
             Box::pin(async move {
                 let row = get(txn, id).await?;
                 let status = status_of(&row)?;
-                let (queued, target) = match status {
-                    TaskStatus::Paused => {
+                let (queued, target) = match core_steering::resume(id, status, &row.status_reason)?
+                {
+                    Resume::Requeue => {
                         set_status(txn, &row, status, TaskStatus::Pending, "resumed").await?;
                         let queued = Queued {
                             id,
@@ -128,14 +113,9 @@ pub async fn resume(
                         };
                         (Some(queued), None)
                     }
-                    s if s.is_active() && row.status_reason == FROZEN => {
+                    Resume::Thaw => {
                         set_reason(txn, row.id, "").await?;
                         (None, target_of(&row))
-                    }
-                    s => {
-                        return Err(StoreError::Conflict(format!(
-                            "task {id} is {s} and not paused: nothing to resume"
-                        )));
                     }
                 };
                 Ok((get(txn, id).await?, queued, target))
@@ -145,7 +125,7 @@ pub async fn resume(
 }
 
 /// Kills an active task (its execution is signalled; the agent reports it killed) or
-/// cancels one that has not started.
+/// cancels one that has not started, as `core::steering::kill` decides.
 pub async fn kill(store: &Store, id: TaskId) -> Result<(task::Model, Option<Target>), StoreError> {
     store
         .writer
@@ -153,16 +133,15 @@ pub async fn kill(store: &Store, id: TaskId) -> Result<(task::Model, Option<Targ
             Box::pin(async move {
                 let row = get(txn, id).await?;
                 let status = status_of(&row)?;
-                let target = if status.is_active() {
-                    set_reason(txn, row.id, KILLED).await?;
-                    target_of(&row)
-                } else if EDITABLE.contains(&status) {
-                    set_status(txn, &row, status, TaskStatus::Canceled, KILLED).await?;
-                    None
-                } else {
-                    return Err(StoreError::Conflict(format!(
-                        "task {id} is {status}: it is not running nor waiting to run"
-                    )));
+                let target = match core_steering::kill(id, status)? {
+                    Kill::Signal => {
+                        set_reason(txn, row.id, KILLED).await?;
+                        target_of(&row)
+                    }
+                    Kill::Cancel => {
+                        set_status(txn, &row, status, TaskStatus::Canceled, KILLED).await?;
+                        None
+                    }
                 };
                 Ok((get(txn, id).await?, target))
             })
