@@ -18,6 +18,13 @@ pub const DEFAULT_PORT: u16 = 5000;
 /// Name of the batch a task lands in when none is given.
 pub const DEFAULT_BATCH: &str = "Default";
 
+/// Most tasks a worker may run at once. The database keeps worker settings as 32-bit signed
+/// integers; anything past this is a typo, not a machine.
+pub const MAX_CONCURRENCY: u32 = 100_000;
+
+/// Most tasks a worker may hold ahead of its free slots (same reason as [`MAX_CONCURRENCY`]).
+pub const MAX_PREFETCH: u32 = 1_000_000;
+
 pub mod container;
 
 /// Selects rustls's ring crypto provider for the process. Call it first thing in `main`:

@@ -3,7 +3,7 @@
 use std::process::Output;
 use std::time::Duration;
 
-use scitq_tests::{Agent, Client, Server, ServerOpts, describe, log_tail};
+use scitq_tests::{Agent, Client, Grpcurl, Server, ServerOpts, describe, log_tail};
 
 const CONNECT: Duration = Duration::from_secs(60);
 
@@ -249,4 +249,51 @@ fn a_bad_token_is_rejected() {
         !log_tail(&server.log_path(), 200).contains("not-a-token"),
         "scitqd logged the token it refused"
     );
+}
+
+#[test]
+fn worker_settings_past_their_limit_are_refused_naming_it() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "steady", 4, &["--prefetch", "2"]);
+    let id = c.wait_worker_online("steady", CONNECT).to_string();
+    // scitqctl refuses before sending (clap), naming the limit.
+    assert_refused(
+        "worker set --concurrency 4294967295",
+        &c.ctl(["worker", "set", &id, "--concurrency", "4294967295"]),
+        &["100000"],
+    );
+    assert_refused(
+        "worker set --prefetch 3000000000",
+        &c.ctl(["worker", "set", &id, "--prefetch", "3000000000"]),
+        &["1000000"],
+    );
+    // scitqd refuses at its edge too, whatever the client (a u32 fits on the wire).
+    let grpcurl = Grpcurl::find();
+    for (field, value, limit) in [
+        ("concurrency", "4294967295", "100000"),
+        ("prefetch", "3000000000", "1000000"),
+    ] {
+        let request = format!(r#"{{"id": {id}, "{field}": {value}}}"#);
+        let out = grpcurl.run(
+            &server.addr(),
+            Some(server.admin_token()),
+            &["-d", &request],
+            &["scitq.v1.WorkerService/UpdateWorker"],
+        );
+        assert!(
+            !out.status.success(),
+            "UpdateWorker {request}: {}",
+            describe(&out)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(field) && stderr.contains(limit),
+            "UpdateWorker {request} should name {field} and {limit}: {}",
+            describe(&out)
+        );
+    }
+    let workers = c.workers();
+    assert_eq!(workers[0]["concurrency"], 4, "{workers:?}");
+    assert_eq!(workers[0]["prefetch"], 2, "{workers:?}");
 }

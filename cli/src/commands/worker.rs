@@ -16,12 +16,13 @@ pub enum WorkerCommand {
     Set {
         /// Worker id
         id: i64,
-        /// Tasks run at once (at least 1)
+        /// Tasks run at once (at least 1, at most 100000)
         #[arg(long, group = "settings", value_name = "N",
-              value_parser = clap::value_parser!(u32).range(1..))]
+              value_parser = clap::value_parser!(u32).range(1..=scitq_proto::MAX_CONCURRENCY as i64))]
         concurrency: Option<u32>,
-        /// Tasks prepared in advance beyond the running ones
-        #[arg(long, group = "settings", value_name = "N")]
+        /// Tasks prepared in advance beyond the running ones (at most 1000000)
+        #[arg(long, group = "settings", value_name = "N",
+              value_parser = clap::value_parser!(u32).range(..=scitq_proto::MAX_PREFETCH as i64))]
         prefetch: Option<u32>,
         /// Only run tasks of this batch; "" for any batch
         #[arg(long, group = "settings", value_name = "B")]

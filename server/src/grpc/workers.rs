@@ -50,11 +50,7 @@ impl WorkerService for Workers {
         require_admin(&request)?;
         let req = request.into_inner();
         let id = WorkerId(req.id);
-        if req.concurrency == Some(0) {
-            return Err(Status::invalid_argument(
-                "concurrency 0 is not allowed: it must be at least 1",
-            ));
-        }
+        check_settings(req.concurrency, req.prefetch)?;
         let current = workers::get(&self.0.store.db, id).await.map_err(status)?;
         let mut settings: WorkerSettings = settings_of(&current);
         if let Some(c) = req.concurrency {
@@ -110,6 +106,32 @@ impl WorkerService for Workers {
         workers::delete(&self.0.store, id).await.map_err(status)?;
         Ok(Response::new(v1::DeleteWorkerResponse {}))
     }
+}
+
+/// Range checks of worker settings, before anything is read or stored: a value past the
+/// limit used to wrap to a negative number in the database.
+pub(super) fn check_settings(
+    concurrency: Option<u32>,
+    prefetch: Option<u32>,
+) -> Result<(), Status> {
+    if concurrency == Some(0) {
+        return Err(Status::invalid_argument(
+            "concurrency 0 is not allowed: it must be at least 1",
+        ));
+    }
+    if let Some(c) = concurrency.filter(|c| *c > scitq_proto::MAX_CONCURRENCY) {
+        return Err(Status::invalid_argument(format!(
+            "concurrency {c} is too large: it must be at most {}",
+            scitq_proto::MAX_CONCURRENCY
+        )));
+    }
+    if let Some(p) = prefetch.filter(|p| *p > scitq_proto::MAX_PREFETCH) {
+        return Err(Status::invalid_argument(format!(
+            "prefetch {p} is too large: it must be at most {}",
+            scitq_proto::MAX_PREFETCH
+        )));
+    }
+    Ok(())
 }
 
 impl Workers {
