@@ -45,6 +45,16 @@ impl ServerAddress {
         format!("{scheme}://{}:{}", self.host, self.port)
     }
 
+    /// True when the host is this machine (`localhost`, 127.0.0.0/8, `::1`): a token sent
+    /// there in clear never crosses a network.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host_name();
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// The host name, without brackets for IPv6 (the TLS server name).
     pub fn host_name(&self) -> &str {
         self.host.trim_start_matches('[').trim_end_matches(']')

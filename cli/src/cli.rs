@@ -34,6 +34,16 @@ pub struct Cli {
         help_heading = "Global options"
     )]
     pub token: Option<String>,
+    /// Send the token over plain http:// to a server that is not on this machine (it can be
+    /// read on the way: use https:// instead)
+    #[arg(
+        long,
+        global = true,
+        env = "SCITQ_INSECURE",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        help_heading = "Global options"
+    )]
+    pub insecure: bool,
     /// Print data as JSON instead of a table
     #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,

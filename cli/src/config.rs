@@ -79,6 +79,21 @@ pub fn resolve(
     })
 }
 
+impl Target {
+    /// Refuses to send the token in clear (plain http:// to a host other than this machine)
+    /// unless `insecure`: anyone on the way could read it and act as an admin.
+    pub fn refuse_clear_text(self, insecure: bool) -> Result<Target, UsageError> {
+        let address = &self.address;
+        if address.tls() || address.is_loopback() || insecure {
+            return Ok(self);
+        }
+        Err(UsageError(format!(
+            "refusing to send the token in clear to http://{address}: use https://{address} \
+             (scitqd with TLS), or pass --insecure (or set SCITQ_INSECURE=1) to send it anyway"
+        )))
+    }
+}
+
 fn missing_token(path: Option<&Path>) -> UsageError {
     let file = path.map_or_else(
         || "$HOME/.config/scitq/config.toml".to_owned(),
@@ -93,6 +108,21 @@ fn missing_token(path: Option<&Path>) -> UsageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_goes_in_clear_only_to_this_machine_or_when_insecure() {
+        let target = |server: &str| resolve(Some(server), Some("t"), None).unwrap();
+        for local in ["127.0.0.1", "localhost:7000", "[::1]:5000", "127.1.2.3"] {
+            assert!(target(local).refuse_clear_text(false).is_ok(), "{local}");
+        }
+        assert!(target("https://10.1.2.3").refuse_clear_text(false).is_ok());
+        let err = target("10.1.2.3:7000")
+            .refuse_clear_text(false)
+            .unwrap_err();
+        assert!(err.0.contains("https://10.1.2.3:7000"), "{err}");
+        assert!(err.0.contains("--insecure"), "{err}");
+        assert!(target("10.1.2.3").refuse_clear_text(true).is_ok());
+    }
 
     fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();

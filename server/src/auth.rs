@@ -131,11 +131,35 @@ pub fn client_config_path() -> Option<PathBuf> {
     Some(base.join("scitq").join("config.toml"))
 }
 
-/// Writes the local client config so scitqctl and a local agent need no flags.
-pub fn write_client_config(server: &str, fresh: &Fresh) -> anyhow::Result<Option<PathBuf>> {
+/// What became of the local client config at a first start.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientConfig {
+    /// No HOME or XDG_CONFIG_HOME: nowhere to write it.
+    Nowhere,
+    /// Written (it was absent, or it pointed at this server's address).
+    Written(PathBuf),
+    /// Left alone: it belongs to another scitqd (its `server`, or unreadable as a config).
+    Kept { path: PathBuf, server: String },
+}
+
+/// Writes the local client config so scitqctl and a local agent need no flags, unless one is
+/// there for another server: a second scitqd started with a fresh data dir must not take the
+/// first one's clients (they would get tokens the first server refuses).
+pub fn write_client_config(server: &str, fresh: &Fresh) -> anyhow::Result<ClientConfig> {
     let Some(path) = client_config_path() else {
-        return Ok(None);
+        return Ok(ClientConfig::Nowhere);
     };
+    match std::fs::read_to_string(&path) {
+        Ok(existing) => {
+            let theirs = server_of(&existing);
+            if theirs.as_deref() != Some(server) {
+                let server = theirs.unwrap_or_else(|| "no server key".to_owned());
+                return Ok(ClientConfig::Kept { path, server });
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err.into()),
+    }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -144,7 +168,13 @@ pub fn write_client_config(server: &str, fresh: &Fresh) -> anyhow::Result<Option
         fresh.admin, fresh.worker
     );
     write_secret(&path, &content)?;
-    Ok(Some(path))
+    Ok(ClientConfig::Written(path))
+}
+
+/// The `server` of a client config, if it parses.
+fn server_of(config: &str) -> Option<String> {
+    let table: toml::Table = config.parse().ok()?;
+    table.get("server")?.as_str().map(str::to_owned)
 }
 
 /// Checks the bearer token and records its role in the request.
@@ -195,6 +225,16 @@ pub fn require_admin<T>(request: &Request<T>) -> Result<(), Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_of_a_client_config() {
+        assert_eq!(
+            server_of("token = \"t\"\nserver = \"127.0.0.1:5000\"\n").as_deref(),
+            Some("127.0.0.1:5000")
+        );
+        assert_eq!(server_of("token = \"t\"\n"), None);
+        assert_eq!(server_of("not toml ["), None);
+    }
 
     #[test]
     fn interceptor_checks_tokens_and_roles() {

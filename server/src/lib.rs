@@ -86,10 +86,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             None => local.to_string(),
         };
         match auth::write_client_config(&server, &fresh) {
-            Ok(Some(path)) => {
+            Ok(auth::ClientConfig::Written(path)) => {
                 tracing::info!(path = %path.display(), "wrote the local client config")
             }
-            Ok(None) => {}
+            Ok(auth::ClientConfig::Kept { path, server }) => tracing::warn!(
+                path = %path.display(),
+                other = %server,
+                tokens = %config.data_dir.display(),
+                "kept the local client config: it points at another server; this one's tokens \
+                 are admin.token and worker.token in its data dir"
+            ),
+            Ok(auth::ClientConfig::Nowhere) => {}
             Err(err) => tracing::warn!(error = %err, "could not write the local client config"),
         }
     }

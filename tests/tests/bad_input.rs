@@ -3,7 +3,9 @@
 use std::process::Output;
 use std::time::Duration;
 
-use scitq_tests::{Agent, Client, Grpcurl, Server, ServerOpts, describe, log_tail};
+use scitq_tests::{
+    Agent, Client, Grpcurl, Proc, Server, ServerOpts, bin, describe, log_tail, poll,
+};
 
 const CONNECT: Duration = Duration::from_secs(60);
 
@@ -296,4 +298,50 @@ fn worker_settings_past_their_limit_are_refused_naming_it() {
     let workers = c.workers();
     assert_eq!(workers[0]["concurrency"], 4, "{workers:?}");
     assert_eq!(workers[0]["prefetch"], 2, "{workers:?}");
+}
+
+#[test]
+fn a_second_scitqd_keeps_the_client_config_of_the_first() {
+    let server = Server::start(ServerOpts::default());
+    let config = server.home().join(".config/scitq/config.toml");
+    let before = std::fs::read_to_string(&config).expect("client config of the first scitqd");
+    // A second scitqd, same HOME, fresh data dir: a first start of its own.
+    let data = server.files_dir().join("second-data");
+    let log = server.files_dir().join("second-scitqd.log");
+    let mut cmd = std::process::Command::new(bin("scitqd"));
+    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("HOME", server.home())
+        .env("XDG_CONFIG_HOME", server.home().join(".config"))
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1");
+    let mut second = Proc::spawn("second scitqd", cmd, &log);
+    poll(CONNECT, "the second scitqd to write scitqd.addr", || {
+        if let Some(status) = second.try_exit() {
+            panic!(
+                "the second scitqd exited with {status}: {}",
+                log_tail(&log, 40)
+            );
+        }
+        std::fs::read_to_string(data.join("scitqd.addr")).map_err(|e| e.to_string())
+    });
+    let after = std::fs::read_to_string(&config).expect("client config");
+    assert_eq!(
+        after, before,
+        "the second scitqd rewrote the first one's client config"
+    );
+    let said = log_tail(&log, 40);
+    assert!(
+        said.contains("kept the local client config") && said.contains(&server.addr()),
+        "the second scitqd should say it kept the config of {}: {said}",
+        server.addr()
+    );
+    // The first server's clients still work.
+    let out = server
+        .client()
+        .bare_command()
+        .args(["task", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
 }

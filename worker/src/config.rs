@@ -28,6 +28,11 @@ pub struct Args {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// Send the worker token over plain http:// to a server that is not on this machine
+    /// (anyone on the way can read it: use https:// instead).
+    #[arg(long, env = "SCITQ_INSECURE",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: bool,
     /// How many tasks run at once (at least 1).
     #[arg(long, env = "SCITQ_CONCURRENCY", default_value = "1", value_name = "N",
           allow_negative_numbers = true, value_parser = parse_concurrency)]
@@ -131,6 +136,11 @@ pub enum ConfigError {
     },
     #[error("no worker token: pass --token, set SCITQ_WORKER_TOKEN or worker_token in {}", path.display())]
     NoToken { path: PathBuf },
+    #[error(
+        "refusing to send the worker token in clear to {0}: use https:// (scitqd with TLS), \
+         or pass --insecure (or set SCITQ_INSECURE=1) to send it anyway"
+    )]
+    ClearTextToken(String),
     #[error("invalid worker token: it must be printable ASCII")]
     InvalidToken,
     #[error("invalid --name {0:?}: must not be empty")]
@@ -151,6 +161,16 @@ pub struct ServerAddr {
 }
 
 impl ServerAddr {
+    /// True when the host is this machine (`localhost`, 127.0.0.0/8, `::1`): a token sent
+    /// there in clear never crosses a network.
+    pub fn is_loopback(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
     /// The URI tonic connects to.
     pub fn uri(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
@@ -357,6 +377,9 @@ impl Config {
         if MetadataValue::<Ascii>::try_from(format!("Bearer {token}")).is_err() {
             return Err(ConfigError::InvalidToken);
         }
+        if !server.tls && !server.is_loopback() && !args.insecure {
+            return Err(ConfigError::ClearTextToken(server.uri()));
+        }
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let name = args.name.unwrap_or_else(|| host.clone());
         if name.trim().is_empty() {
@@ -533,6 +556,7 @@ mod tests {
             "t",
             "--concurrency",
             "3",
+            "--insecure",
         ])
         .unwrap();
         let config = Config::from_args(args, &env).unwrap();
@@ -579,5 +603,27 @@ mod tests {
         let args = Args::try_parse_from(["scitq-agent"]).unwrap();
         let err = Config::from_args(args, &env).unwrap_err().to_string();
         assert!(err.contains("\"x:y\""), "{err}");
+    }
+
+    #[test]
+    fn the_token_goes_in_clear_only_to_this_machine_or_when_insecure() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_config(dir.path(), "worker_token = \"t\"\n");
+        let config = |extra: &[&str]| {
+            let args = Args::try_parse_from(["scitq-agent"].iter().chain(extra)).unwrap();
+            Config::from_args(args, &env)
+        };
+        for local in ["127.0.0.1:1", "localhost", "[::1]:7"] {
+            assert!(config(&["--server", local]).is_ok(), "{local}");
+        }
+        assert!(config(&["--server", "https://10.1.2.3"]).is_ok());
+        let err = config(&["--server", "10.1.2.3"]).unwrap_err().to_string();
+        assert!(
+            err.contains("http://10.1.2.3:5000")
+                && err.contains("https://")
+                && err.contains("--insecure"),
+            "{err}"
+        );
+        assert!(config(&["--server", "10.1.2.3", "--insecure"]).is_ok());
     }
 }

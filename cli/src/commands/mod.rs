@@ -25,6 +25,7 @@ pub type Exit = u8;
 pub struct Context {
     server: Option<String>,
     token: Option<String>,
+    insecure: bool,
     pub format: Format,
     connected: OnceLock<ServerAddress>,
 }
@@ -34,6 +35,7 @@ impl Context {
         Self {
             server: cli.server.clone(),
             token: cli.token.clone(),
+            insecure: cli.insecure,
             format: Format::from_json_flag(cli.json),
             connected: OnceLock::new(),
         }
@@ -54,6 +56,7 @@ impl Context {
             self.token.as_deref(),
             path.as_deref(),
         )
+        .and_then(|target| target.refuse_clear_text(self.insecure))
     }
 
     /// The server this command talked to, once it tried.
