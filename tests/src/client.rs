@@ -4,12 +4,18 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::bin;
+use crate::process::output_within;
 use crate::wait::poll;
+
+/// How long one scitqctl command may run before the test fails naming it (`launch` and
+/// `task wait` run until a task ends, so it is generous).
+const CTL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Statuses a task does not leave by itself.
 const FINAL_STATUSES: [&str; 3] = ["succeeded", "failed", "canceled"];
@@ -36,24 +42,30 @@ pub(crate) fn apply_env(cmd: &mut Command, home: &Path) {
 /// Runs scitqctl against one server. Cheap to clone and usable from any thread.
 #[derive(Clone, Debug)]
 pub struct Client {
-    addr: String,
+    /// Shared with the [`crate::Server`] it came from, which restarts on a new port: a client
+    /// made before a restart follows the server.
+    addr: Arc<RwLock<String>>,
     home: PathBuf,
     files: PathBuf,
 }
 
 impl Client {
     pub fn new(addr: String, home: PathBuf, files: PathBuf) -> Client {
+        Client::following(Arc::new(RwLock::new(addr)), home, files)
+    }
+
+    pub(crate) fn following(addr: Arc<RwLock<String>>, home: PathBuf, files: PathBuf) -> Client {
         Client { addr, home, files }
     }
 
-    pub fn addr(&self) -> &str {
-        &self.addr
+    pub fn addr(&self) -> String {
+        self.addr.read().expect("client address").clone()
     }
 
     /// `scitqctl --server ADDR` with the test environment; add arguments and run it.
     pub fn command(&self) -> Command {
         let mut cmd = self.bare_command();
-        cmd.arg("--server").arg(&self.addr);
+        cmd.arg("--server").arg(self.addr());
         cmd
     }
 
@@ -74,7 +86,7 @@ impl Client {
     {
         let mut cmd = self.command();
         cmd.args(args);
-        cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+        output_within(&mut cmd, CTL_TIMEOUT)
     }
 
     /// Like [`Client::ctl`], and panics with the output unless it succeeded; returns stdout.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -208,6 +208,46 @@ pub fn rss_kib(pid: Pid) -> Option<u64> {
 /// Creates (truncating) a file, for flags that tasks wait on.
 pub fn touch(path: &Path) {
     File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+}
+
+/// Runs `cmd` to its end like [`Command::output`], but for at most `timeout`: past it the
+/// program is killed and the test fails naming it, with what it printed so far.
+pub fn output_within(cmd: &mut Command, timeout: Duration) -> Output {
+    use std::io::Read;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = ChildGuard(cmd.spawn().unwrap_or_else(|e| panic!("run {cmd:?}: {e}")));
+    let mut stdout = child.0.stdout.take().expect("piped stdout");
+    let mut stderr = child.0.stderr.take().expect("piped stderr");
+    // Read both pipes while waiting, or a chatty program blocks on a full pipe.
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let status = child.wait_exit(timeout);
+    if status.is_none() {
+        let _ = child.0.kill();
+    }
+    let output = Output {
+        status: status.unwrap_or_else(|| child.0.wait().expect("reap a killed child")),
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    };
+    if status.is_none() {
+        panic!(
+            "{cmd:?} did not end within {timeout:?}; stdout: {}; stderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    output
 }
 
 /// A child process the test talks to through pipes; killed (by PID) if still running on drop.

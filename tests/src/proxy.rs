@@ -21,11 +21,14 @@ const CUT: u8 = 1;
 const BLACKHOLE: u8 = 2;
 
 struct Shared {
-    target: SocketAddr,
+    /// Where new connections go; see [`Proxy::retarget`].
+    target: Mutex<SocketAddr>,
     mode: AtomicU8,
     /// Both ends of every connection made, to reset them on a cut.
     sockets: Mutex<Vec<TcpStream>>,
     connections: AtomicU8,
+    /// Bytes replaced by others of the same length on their way back from the target.
+    rewrite: Mutex<Option<(Vec<u8>, Vec<u8>)>>,
 }
 
 /// A proxy from `127.0.0.1:<free port>` to a target address. Its threads end with the
@@ -42,10 +45,11 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().expect("proxy address");
         let shared = Arc::new(Shared {
-            target,
+            target: Mutex::new(target),
             mode: AtomicU8::new(OPEN),
             sockets: Mutex::new(Vec::new()),
             connections: AtomicU8::new(0),
+            rewrite: Mutex::new(None),
         });
         let accepting = shared.clone();
         thread::spawn(move || {
@@ -55,7 +59,8 @@ impl Proxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(accepting.target) else {
+                let target = *accepting.target.lock().expect("proxy target");
+                let Ok(server) = TcpStream::connect(target) else {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
@@ -71,8 +76,9 @@ impl Proxy {
                     accepting.clone(),
                     client.try_clone().expect("clone"),
                     server.try_clone().expect("clone"),
+                    false,
                 );
-                pipe(accepting.clone(), server, client);
+                pipe(accepting.clone(), server, client, true);
             }
         });
         Proxy { addr, shared }
@@ -81,6 +87,20 @@ impl Proxy {
     /// `127.0.0.1:PORT` to give to the client side.
     pub fn addr(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Sends new connections to `target` (`HOST:PORT`) from now on; open ones stay where they
+    /// are. A server restarted on a new port stays reachable at this proxy's address.
+    pub fn retarget(&self, target: &str) {
+        let target: SocketAddr = target.parse().expect("proxy target HOST:PORT");
+        *self.shared.target.lock().expect("proxy target") = target;
+    }
+
+    /// Damages what the target sends back: `from` becomes `to` (same length) wherever it
+    /// appears within one read, as a corrupted transfer would (headers stay as they are).
+    pub fn rewrite_replies(&self, from: &[u8], to: &[u8]) {
+        assert_eq!(from.len(), to.len(), "a rewrite keeps the length");
+        *self.shared.rewrite.lock().expect("proxy rewrite") = Some((from.to_vec(), to.to_vec()));
     }
 
     /// Connections accepted and forwarded so far.
@@ -115,8 +135,9 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies `from` to `to` until either closes; holds bytes back while blackholed.
-fn pipe(shared: Arc<Shared>, mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` to `to` until either closes; holds bytes back while blackholed; applies
+/// the rewrite to `replies` (target to client).
+fn pipe(shared: Arc<Shared>, mut from: TcpStream, mut to: TcpStream, replies: bool) {
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -133,6 +154,17 @@ fn pipe(shared: Arc<Shared>, mut from: TcpStream, mut to: TcpStream) {
                         return;
                     }
                     _ => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            if replies && let Some((old, new)) = &*shared.rewrite.lock().expect("proxy rewrite") {
+                let mut i = 0;
+                while i + old.len() <= n {
+                    if buf[i..i + old.len()] == old[..] {
+                        buf[i..i + old.len()].copy_from_slice(new);
+                        i += old.len();
+                    } else {
+                        i += 1;
+                    }
                 }
             }
             if to.write_all(&buf[..n]).is_err() {

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use nix::unistd::Pid;
@@ -11,6 +12,7 @@ use tempfile::TempDir;
 use crate::client::{Client, apply_env};
 use crate::postgres::Postgres;
 use crate::process::{Proc, log_tail};
+use crate::proxy::Proxy;
 use crate::wait::poll;
 use crate::{bin, keep_on_panic, temp_dir};
 
@@ -65,6 +67,11 @@ impl ServerOpts {
 pub struct Server {
     proc: Option<Proc>,
     addr: SocketAddr,
+    /// `addr` as text, shared with every [`Client`] of this server.
+    shared_addr: Arc<RwLock<String>>,
+    /// A stable address in front of scitqd for agents that must find it after a restart
+    /// (see [`Server::stable_addr`]).
+    front: Option<Proxy>,
     admin_token: String,
     worker_token: String,
     opts: ServerOpts,
@@ -84,6 +91,8 @@ impl Server {
         let mut server = Server {
             proc: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shared_addr: Arc::new(RwLock::new(String::new())),
+            front: None,
             admin_token: String::new(),
             worker_token: String::new(),
             opts,
@@ -158,14 +167,26 @@ impl Server {
             config.display()
         );
         self.addr = addr;
+        *self.shared_addr.write().expect("server address") = addr.to_string();
+        if let Some(front) = &self.front {
+            front.retarget(&addr.to_string());
+        }
         self.admin_token = read_token(&data.join("admin.token"));
         self.worker_token = read_token(&data.join("worker.token"));
         self.proc = Some(proc);
     }
 
-    /// `HOST:PORT` the server listens on.
+    /// `HOST:PORT` the server listens on now (a restart picks a new port).
     pub fn addr(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// An address that reaches this server across restarts: a proxy held by the harness
+    /// for the server's life, pointed at each new port. Agents that must reconnect after
+    /// [`Server::restart`] or [`Server::start_again`] use it ([`crate::Agent::start_via`]).
+    pub fn stable_addr(&mut self) -> String {
+        let addr = self.addr();
+        self.front.get_or_insert_with(|| Proxy::start(&addr)).addr()
     }
 
     pub fn port(&self) -> u16 {
@@ -208,7 +229,7 @@ impl Server {
 
     /// A cheap handle running scitqctl against this server, usable from other threads.
     pub fn client(&self) -> Client {
-        Client::new(self.addr(), self.home(), self.files_dir())
+        Client::following(self.shared_addr.clone(), self.home(), self.files_dir())
     }
 
     /// `scitqctl --server ADDR ARGS…`.
@@ -243,18 +264,20 @@ impl Server {
         }
     }
 
-    /// Stops the server if it runs, then starts it again on the same port and data dir.
+    /// Stops the server if it runs, then starts it again on the same data dir.
+    ///
+    /// It gets a new port: the old one, free meanwhile, may have been taken by another test's
+    /// process. Clients follow; agents reach it through [`Server::stable_addr`].
     pub fn restart(&mut self) {
         self.stop();
-        let listen = self.addr();
-        self.spawn(&listen);
+        self.spawn("127.0.0.1:0");
     }
 
-    /// Starts a stopped or killed server again on the same port and data dir.
+    /// Starts a stopped or killed server again on the same data dir, on a new port (see
+    /// [`Server::restart`]).
     pub fn start_again(&mut self) {
         assert!(self.proc.is_none(), "scitqd is still running");
-        let listen = self.addr();
-        self.spawn(&listen);
+        self.spawn("127.0.0.1:0");
     }
 
     pub fn log_tail(&self, lines: usize) -> String {

@@ -38,7 +38,9 @@ fn postgres_keeps_tasks_executions_workers_batches_and_output_across_a_restart()
 fn survives_sigkill(backend: Backend) {
     let mut server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
-    let _agent = Agent::start(&server, "survivor", 4, &[]);
+    // The server comes back on a new port: the agent follows it through a stable address.
+    let front = server.stable_addr();
+    let _agent = Agent::start_via(&server, &front, "survivor", 4, &[]);
     let worker_id = c.wait_worker_online("survivor", CONNECT);
 
     // A task that prints before, during and after the outage.

@@ -123,6 +123,7 @@ fn a_cut_longer_than_the_lease_requeues_and_the_late_report_changes_nothing() {
     let id = c.create_sh("lease", &script, &["--retry", "1"]);
     c.wait_task(id, "running", CONNECT);
 
+    let cut_wall = std::time::SystemTime::now();
     proxy.cut();
     let cut_at = std::time::Instant::now();
     poll(
@@ -133,19 +134,23 @@ fn a_cut_longer_than_the_lease_requeues_and_the_late_report_changes_nothing() {
             other => Err(other.to_owned()),
         },
     );
-    // Before the lease ends the task stays with its worker.
+    // Before the lease ends the task stays with its worker. Seen here only when this check
+    // comes in time (a loaded machine may be slower than the lease); the execution's end
+    // time, checked below, says it on any machine.
     let task = c.task(id);
-    assert!(
-        cut_at.elapsed() < lease,
-        "the check came too late to mean anything ({:?})",
-        cut_at.elapsed()
-    );
-    assert_eq!(task["status"], "running", "{task:#}");
-    assert_eq!(
-        task["executions"].as_array().map(Vec::len),
-        Some(1),
-        "{task:#}"
-    );
+    if cut_at.elapsed() < lease {
+        assert_eq!(task["status"], "running", "{task:#}");
+        assert_eq!(
+            task["executions"].as_array().map(Vec::len),
+            Some(1),
+            "{task:#}"
+        );
+    } else {
+        eprintln!(
+            "offline seen {:?} after the cut, past the lease: the end time check stands alone",
+            cut_at.elapsed()
+        );
+    }
 
     let _near = Agent::start(&server, "near", 1, &[]);
     let near_id = c.wait_worker_online("near", CONNECT);
@@ -192,6 +197,15 @@ fn a_cut_longer_than_the_lease_requeues_and_the_late_report_changes_nothing() {
     );
     assert_eq!(first["failure"], "lost", "{first:#}");
     assert!(!done.exists(), "the far attempt ran on past its lease");
+    // The server kept it for the whole lease: it ended no sooner than the lease after the
+    // cut (scitqd runs on this machine, so its clock is this test's).
+    let ended = humantime::parse_rfc3339_weak(&str_field(first, "finished_at"))
+        .unwrap_or_else(|e| panic!("finished_at of {first:#}: {e}"));
+    let held = ended.duration_since(cut_wall).unwrap_or_default();
+    assert!(
+        held >= lease,
+        "the lost execution ended {held:?} after the cut, before the {lease:?} lease: {first:#}"
+    );
     assert_eq!(second["state"], "succeeded", "{second:#}");
     assert_eq!(c.output(id), expected_output(3));
     assert_eq!(worker_status(&c, "far"), "online", "the far agent is back");
@@ -201,9 +215,12 @@ fn a_cut_longer_than_the_lease_requeues_and_the_late_report_changes_nothing() {
 fn a_long_server_outage_keeps_output_in_a_bounded_spool_and_delivers_it_all() {
     let mut server = Server::start(ServerOpts::default().lease("1h"));
     let c = server.client();
-    // One slot, three prefetched; at most 1 MiB of output held for the server.
-    let agent = Agent::start(
+    // One slot, three prefetched; at most 1 MiB of output held for the server. The agent
+    // finds the server after its restart (on a new port) through a stable address.
+    let front = server.stable_addr();
+    let agent = Agent::start_via(
         &server,
+        &front,
         "hermit",
         1,
         &["--prefetch", "3", "--spool-limit-mib", "1"],

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use scitq_tests::{
-    Agent, Server, ServerOpts, bin, describe, poll, sh_quote, touch, wait_for_file_sh,
+    Agent, ChildGuard, Server, ServerOpts, bin, describe, poll, sh_quote, touch, wait_for_file_sh,
 };
 
 const CONNECT: Duration = Duration::from_secs(60);
@@ -257,52 +257,83 @@ fn tasks_not_started_are_edited_by_filter_with_a_dry_run_first() {
     assert_eq!(c.task(ids[0])["command"], "echo new");
 }
 
-/// The one-letter state of a process (R, S, T for stopped, ...).
-fn process_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
+/// Size of a file that a task grows, 0 while it does not exist.
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Waits until `path` stops growing: the same size over `still` (ten times the period the
+/// task appends at), polled with a generous bound. A task that is not frozen never passes.
+fn wait_frozen(path: &std::path::Path, still: Duration) -> u64 {
+    let mut seen = (file_len(path), std::time::Instant::now());
+    poll(CONNECT, "the task's counter to stop growing", || {
+        let len = file_len(path);
+        if len != seen.0 {
+            seen = (len, std::time::Instant::now());
+        }
+        if seen.1.elapsed() >= still {
+            Ok(len)
+        } else {
+            Err(format!("{len} bytes, changed {:?} ago", seen.1.elapsed()))
+        }
+    })
 }
 
 #[test]
 fn a_suspended_batch_freezes_its_running_tasks_until_go() {
     let server = Server::start(ServerOpts::default());
     let c = server.client();
+    // Two slots: one stays free, so only the suspension can keep a new task from starting.
     let _agent = Agent::start(&server, "freezer", 2, &[]);
     c.wait_worker_online("freezer", CONNECT);
 
-    let pid_file = c.scratch_path("pid");
+    // The task appends to a counter every 50 ms until `finish` exists: frozen, it stops
+    // growing (a process state could be caught mid-fork, in D rather than T).
+    let counter = c.scratch_path("counter");
     let flag = c.scratch_path("finish");
     let script = format!(
-        "echo $$ > {}; {}; echo thawed",
-        sh_quote(&pid_file.display().to_string()),
-        wait_for_file_sh(&flag)
+        "while [ ! -e {f} ]; do echo x >> {n}; sleep 0.05; done; echo thawed",
+        f = sh_quote(&flag.display().to_string()),
+        n = sh_quote(&counter.display().to_string())
     );
     let id = c.create_sh("cold", &script, &[]);
     c.wait_task(id, "running", CONNECT);
-    let pid: i32 = poll(CONNECT, "the task to write its pid", || {
-        std::fs::read_to_string(&pid_file)
-            .map_err(|e| e.to_string())?
-            .trim()
-            .parse::<i32>()
-            .map_err(|e| e.to_string())
+    poll(CONNECT, "the task to count", || match file_len(&counter) {
+        0 => Err("no count yet".to_owned()),
+        n => Ok(n),
     });
 
     c.ctl_ok(["batch", "suspend", "cold"]);
-    poll(CONNECT, "the task to be frozen", || {
-        match process_state(pid) {
-            Some('T') => Ok(()),
-            other => Err(format!("state {other:?}")),
-        }
-    });
+    let frozen_at = wait_frozen(&counter, Duration::from_millis(500));
     let listed = c.batches();
     let batch = listed.iter().find(|b| b["name"] == "cold").expect("batch");
     assert_eq!(batch["suspended"], true, "{batch}");
+    assert_eq!(
+        batch["stopped"], true,
+        "a suspended batch is stopped: {batch}"
+    );
+
+    // A task created meanwhile stays pending though a slot is free: a task of another
+    // batch, created after it, gets that slot and ends first.
     let later = c.create_sh("cold", "echo later", &[]);
+    let warm = c.create_sh("warm", "echo warm", &[]);
+    c.wait_task(warm, "succeeded", CONNECT);
+    assert_eq!(
+        c.status(later),
+        "pending",
+        "a suspended batch starts nothing"
+    );
+    assert_eq!(c.status(id), "running", "the frozen task is still running");
+    assert_eq!(file_len(&counter), frozen_at, "the frozen task counted on");
 
     c.ctl_ok(["batch", "go", "cold"]);
-    poll(CONNECT, "the task to run on", || match process_state(pid) {
-        Some('T') | None => Err(format!("state {:?}", process_state(pid))),
-        Some(_) => Ok(()),
+    poll(CONNECT, "the task to count again", || {
+        let len = file_len(&counter);
+        if len > frozen_at {
+            Ok(())
+        } else {
+            Err(format!("{len} bytes"))
+        }
     });
     touch(&flag);
     c.wait_task(id, "succeeded", CONNECT);
@@ -568,8 +599,18 @@ fn a_drained_worker_finishes_what_it_holds_then_its_agent_exits() {
     let late = c.create_sh("drain", "echo late", &[]);
     let reasons = c.ctl_json(["task", "explain", &late.to_string()])["reasons"].to_string();
     assert!(reasons.contains("draining"), "{reasons}");
+    // Once the agent has the drain, it must stay while it holds tasks (an agent that exits
+    // at once would be gone by the time the tasks are released below).
+    poll(CONNECT, "the agent to get the drain", || {
+        let log = agent.log_tail(200);
+        log.contains("draining: finishing")
+            .then_some(())
+            .ok_or_else(|| "no drain in the agent log yet".to_owned())
+    });
+    let listed = c.workers();
+    assert_eq!(listed[0]["status"], "online", "{listed:?}");
     assert!(
-        agent.wait_exit(Duration::from_millis(300)).is_none(),
+        agent.wait_exit(Duration::ZERO).is_none(),
         "the agent must not exit while it holds tasks"
     );
 
@@ -601,10 +642,7 @@ fn a_drained_worker_finishes_what_it_holds_then_its_agent_exits() {
 }
 
 /// `task output ID --follow` as a child; returns it with a thread collecting its stdout.
-fn follow(
-    c: &scitq_tests::Client,
-    id: i64,
-) -> (std::process::Child, std::thread::JoinHandle<String>) {
+fn follow(c: &scitq_tests::Client, id: i64) -> (ChildGuard, std::thread::JoinHandle<String>) {
     use std::io::Read;
     let mut child = c
         .command()
@@ -621,7 +659,7 @@ fn follow(
             .expect("read --follow output");
         text
     });
-    (child, reader)
+    (ChildGuard(child), reader)
 }
 
 #[test]
@@ -638,7 +676,9 @@ fn follow_waits_for_a_task_not_started_and_goes_on_through_a_retry_and_a_relaunc
     let id = c.create_sh("follow", &flaky, &["--retry", "1"]);
     let (mut child, reader) = follow(&c, id);
     let _agent = Agent::start(&server, "narrator", 1, &[]);
-    let status = child.wait().expect("wait for --follow");
+    let status = child
+        .wait_exit(CONNECT)
+        .expect("task output --follow to end when its task succeeds");
     assert!(status.success(), "{status:?}");
     assert_eq!(reader.join().unwrap(), "attempt 1\nattempt 2\n");
     assert_eq!(c.status(id), "succeeded");
@@ -658,7 +698,9 @@ fn follow_waits_for_a_task_not_started_and_goes_on_through_a_retry_and_a_relaunc
     let (mut child, reader) = follow(&c, failed);
     c.wait_task(failed, "running", CONNECT);
     touch(&gate);
-    let status = child.wait().expect("wait for --follow");
+    let status = child
+        .wait_exit(CONNECT)
+        .expect("task output --follow to end when its task succeeds");
     assert!(status.success(), "{status:?}");
     assert_eq!(reader.join().unwrap(), "new\ndone\n");
 }

@@ -795,3 +795,95 @@ async fn run_fastq_resolves_through_a_recorded_ena_report() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_object_that_arrives_unlike_its_etag_fails_the_download() {
+    let s3 = S3Server::start(&["seal"]);
+    let content = b"sealed payload: ORIGINAL bytes".to_vec();
+    s3.put_object("seal", "obj.txt", &content);
+    // The storage reaches moto through a proxy that damages the body, not the headers: the
+    // object arrives with moto's etag (its md5) over bytes that do not match it.
+    let proxy = scitq_tests::Proxy::start(&format!("127.0.0.1:{}", s3.port()));
+    proxy.rewrite_replies(b"ORIGINAL", b"DAMAGED!");
+    let env = EnvDefaults {
+        s3_endpoint: Some(format!("http://{}", proxy.addr())),
+        s3_region: Some(S3_REGION.to_string()),
+        s3_access_key_id: Some(S3_ACCESS_KEY.to_string()),
+        s3_secret_access_key: Some(S3_SECRET_KEY.to_string()),
+        ..EnvDefaults::default()
+    };
+    let storage = Storage::with_env(Remotes::empty(), env);
+    let dest = tempfile::tempdir().unwrap();
+    let err = storage
+        .download("s3://seal/obj.txt", dest.path(), &NoProgress)
+        .await
+        .expect_err("a body unlike its etag must fail the download");
+    assert!(
+        matches!(err, StorageError::ChecksumMismatch { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("s3://seal/obj.txt"), "{err}");
+    assert!(
+        !dest.path().join("obj.txt").exists(),
+        "the damaged file is not left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ena_file_that_arrives_damaged_is_fetched_once_more_and_no_more() {
+    use md5::Digest;
+    let http = HttpServer::start();
+    let reads = gz(b"@r1/1\nACGT\n+\nIIII\n");
+    let dir = http.root().join("vol1/ERR007");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ERR007_1.fastq.gz"), &reads).unwrap();
+    let path = "/vol1/ERR007/ERR007_1.fastq.gz";
+    let host = format!("127.0.0.1:{}", http.port());
+    let report = |md5: &str| {
+        format!(
+            "run_accession\tfastq_ftp\tfastq_md5\tfastq_bytes\n\
+             ERR007\t{host}{path}\t{md5}\t{}\n",
+            reads.len()
+        )
+    };
+    let good = hex::encode(md5::Md5::digest(&reads));
+    std::fs::write(http.root().join("filereport"), report(&good)).unwrap();
+    std::fs::write(
+        http.root().join("badreport"),
+        report("0123456789abcdef0123456789abcdef"),
+    )
+    .unwrap();
+    let storage = |report: &str| {
+        let env = EnvDefaults {
+            ena_url: Some(http.url(report)),
+            ena_fastq_scheme: Some("http".to_string()),
+            ..EnvDefaults::default()
+        };
+        Storage::with_env(Remotes::empty(), env)
+    };
+
+    // Damaged on the first GET (same size, other bytes), whole on the second.
+    let mut damaged = reads.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    http.damage_once(path, &damaged);
+    let dest = tempfile::tempdir().unwrap();
+    let paths = storage("filereport")
+        .download("run+fastq://ERR007", dest.path(), &NoProgress)
+        .await
+        .expect("the second fetch is whole");
+    assert_eq!(std::fs::read(&paths[0]).unwrap(), reads);
+    assert_eq!(http.gets(path), 2, "fetched once more after the damage");
+
+    // Always damaged (ENA's md5 is not the file's): two fetches, then the error.
+    let dest = tempfile::tempdir().unwrap();
+    let err = storage("badreport")
+        .download("run+fastq://ERR007", dest.path(), &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::ChecksumMismatch { .. }),
+        "{err:?}"
+    );
+    assert_eq!(http.gets(path), 4, "a damaged file is fetched twice, not more");
+}

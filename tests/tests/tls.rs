@@ -4,8 +4,12 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use scitq_tests::{Proc, Server, ServerOpts, bin, describe};
+use scitq_tests::{Proc, Server, ServerOpts, bin, describe, output_within};
+
+/// How long one scitqctl command may take (`launch` runs a task to its end).
+const RUN: Duration = Duration::from_secs(120);
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
 fn make_certs(dir: &Path) {
@@ -117,7 +121,7 @@ fn a_task_runs_over_tls_and_an_untrusted_certificate_is_refused() {
     launch
         .args(["launch", "echo", "over tls"])
         .env("SSL_CERT_FILE", &ca);
-    let out = launch.output().expect("run scitqctl launch");
+    let out = output_within(&mut launch, RUN);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over tls\n");
 
@@ -126,7 +130,7 @@ fn a_task_runs_over_tls_and_an_untrusted_certificate_is_refused() {
     untrusted
         .args(["task", "list"])
         .env("SSL_CERT_FILE", certs.path().join("cert.pem"));
-    let out = untrusted.output().expect("run scitqctl task list");
+    let out = output_within(&mut untrusted, RUN);
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("certificate"),
