@@ -385,12 +385,14 @@ fn a_restarted_agent_reattaches_to_running_and_exited_containers() {
         "--",
         &waiter("b"),
     ]);
-    // Its time limit must survive the restart too.
+    // Its time limit must survive the restart too: long enough to outlast the kill below
+    // on a loaded machine (checked there), short enough to end this test soon.
+    let limit = Duration::from_secs(15);
     let timed = c.create(&[
         "--container",
         image.tag(),
         "--timeout",
-        "6s",
+        "15s",
         "--shell",
         "--",
         "echo slow; sleep 60",
@@ -406,8 +408,15 @@ fn a_restarted_agent_reattaches_to_running_and_exited_containers() {
         });
     }
     let exited_container = container_of(&containers, &c, exited);
+    let timed_container = container_of(&containers, &c, timed);
 
     a.kill9();
+    // Only the restarted agent can end the timed task: it must still run now.
+    assert_eq!(
+        inspect(&timed_container, "{{.State.Running}}"),
+        "true",
+        "the timed task ended before the agent's kill: the restart path is not exercised"
+    );
     // One container ends while no agent watches it.
     std::fs::write(flags.path().join("b"), "").unwrap();
     poll(RUN, "the container to exit", || {
@@ -432,6 +441,17 @@ fn a_restarted_agent_reattaches_to_running_and_exited_containers() {
         str_field(&execution, "failure").to_lowercase(),
         "timeout",
         "{execution:#}"
+    );
+    let at = |field: &str| {
+        humantime::parse_rfc3339_weak(&str_field(&execution, field))
+            .unwrap_or_else(|e| panic!("{field} of {execution:#}: {e}"))
+    };
+    let ran = at("finished_at")
+        .duration_since(at("started_at"))
+        .unwrap_or_default();
+    assert!(
+        ran >= limit && ran < limit + Duration::from_secs(40),
+        "the timed task ran {ran:?} for a {limit:?} limit: {execution:#}"
     );
     assert_eq!(c.output(timed), "slow\n");
     assert_eq!(c.output(exited), "b one\nb two\n");
@@ -481,5 +501,73 @@ fn failed_containers_are_kept_for_a_while_then_removed() {
                 Err(format!("{left:?} {}", dir.exists()))
             }
         },
+    );
+}
+
+#[test]
+fn a_pull_longer_than_the_pull_timeout_fails_the_task() {
+    // A registry that accepts connections and never answers: the pull hangs until the
+    // agent's --pull-timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let reference = format!("{}/silent/image:1", silent.local_addr().unwrap());
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let a = agent(&server, "impatient", 1, &["--pull-timeout", "3s"]);
+    let _containers = Containers::of(&a);
+    let started = std::time::Instant::now();
+    let id = c.create(&["--container", &reference, "--", "echo", "never"]);
+    let task = c.wait_task(id, "failed", RUN);
+    let execution = last_execution(&task);
+    let message = str_field(&execution, "message");
+    assert!(
+        message.contains(&format!("cannot pull image {reference}")),
+        "{execution:#}"
+    );
+    assert!(
+        message.contains("3s") || message.to_lowercase().contains("timed out"),
+        "the message says the pull took too long: {message}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "failed before the timeout: {message}"
+    );
+    assert_eq!(c.output(id), "");
+    drop(silent);
+}
+
+#[test]
+fn past_the_disk_threshold_a_failed_container_is_removed_at_once() {
+    let image = Image::tiny();
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    // Kept 40 s, but any filesystem is fuller than 1 %: nothing is kept. The janitor looks
+    // every 10 s (a quarter of the keep), so the removal comes well before the keep ends.
+    let keep = Duration::from_secs(40);
+    let a = agent(
+        &server,
+        "thrifty",
+        1,
+        &["--keep-failed", "40s", "--disk-threshold", "1"],
+    );
+    let containers = Containers::of(&a);
+    let id = c.create(&["--container", image.tag(), "--", "false"]);
+    let task = c.wait_task(id, "failed", RUN);
+    let execution = last_execution(&task);
+    let exec = as_id(&execution["id"]);
+    let failed_at = humantime::parse_rfc3339_weak(&str_field(&execution, "finished_at"))
+        .unwrap_or_else(|e| panic!("finished_at of {execution:#}: {e}"));
+    let dir = a.work_dir().join(format!("exec-{exec}"));
+    poll(RUN, "the failed container and work dir to go", || {
+        let left = containers.of_execution(exec);
+        if left.is_empty() && !dir.exists() {
+            Ok(())
+        } else {
+            Err(format!("{left:?} {}", dir.exists()))
+        }
+    });
+    let after = failed_at.elapsed().unwrap_or_default();
+    assert!(
+        after < keep,
+        "removed {after:?} after the failure: the keep ({keep:?}), not the threshold, did it"
     );
 }

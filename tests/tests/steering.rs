@@ -704,3 +704,54 @@ fn follow_waits_for_a_task_not_started_and_goes_on_through_a_retry_and_a_relaunc
     assert!(status.success(), "{status:?}");
     assert_eq!(reader.join().unwrap(), "new\ndone\n");
 }
+
+/// A task of `batch` that writes its pid to `pid_file` then runs until killed; returns its id
+/// and pid once it runs.
+fn endless(c: &scitq_tests::Client, batch: &str, pid_file: &std::path::Path) -> (i64, i32) {
+    let script = format!(
+        "echo $$ > {}; while true; do sleep 0.05; done",
+        sh_quote(&pid_file.display().to_string())
+    );
+    let id = c.create_sh(batch, &script, &[]);
+    c.wait_task(id, "running", CONNECT);
+    let pid = poll(CONNECT, "the task to write its pid", || {
+        std::fs::read_to_string(pid_file)
+            .map_err(|e| e.to_string())?
+            .trim()
+            .parse::<i32>()
+            .map_err(|e| e.to_string())
+    });
+    (id, pid)
+}
+
+/// Waits until process `pid` is gone (reaped) or a zombie.
+fn wait_gone(pid: i32, what: &str) {
+    poll(CONNECT, format!("{what} (pid {pid}) to be killed"), || {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => Ok(()),
+            Ok(stat) if stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')) => Ok(()),
+            Ok(stat) => Err(stat),
+        }
+    });
+}
+
+#[test]
+fn batch_stop_kill_and_batch_delete_kill_running_tasks() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "slayer", 2, &[]);
+    c.wait_worker_online("slayer", CONNECT);
+
+    let (stopped, stopped_pid) = endless(&c, "stopme", &c.scratch_path("stop-pid"));
+    let (deleted, deleted_pid) = endless(&c, "deleteme", &c.scratch_path("delete-pid"));
+
+    c.ctl_ok(["batch", "stop", "stopme", "--kill"]);
+    wait_gone(stopped_pid, "the task of the batch stopped with --kill");
+    let task = c.wait_task(stopped, "failed", CONNECT);
+    assert_eq!(task["status"], "failed", "{task:#}");
+    assert_eq!(c.status(deleted), "running", "another batch is left alone");
+
+    c.ctl_ok(["batch", "delete", "deleteme", "--yes"]);
+    wait_gone(deleted_pid, "the task of the deleted batch");
+    assert!(c.tasks(&["--batch", "deleteme"]).is_empty());
+}
