@@ -1,5 +1,6 @@
 //! End-to-end test harness for scitq: starts the real `scitqd`, `scitq-agent` and `scitqctl`
-//! binaries (and, when asked, a throwaway PostgreSQL cluster) on loopback, in temp dirs, and
+//! binaries (and, when asked, a database on a PostgreSQL cluster shared by the test run, see
+//! `pg_shared`) on loopback, in temp dirs, and
 //! tears them down afterwards; builds tiny container images (`images`) and starts a private
 //! registry (`registry`) for the container tests; storage servers on loopback (S3, FTP, SFTP,
 //! HTTP) for the storage tests.
@@ -32,6 +33,7 @@ mod grpcurl;
 mod http;
 pub mod images;
 mod loopback;
+mod pg_shared;
 mod postgres;
 mod process;
 mod proxy;
@@ -50,6 +52,7 @@ pub use grpcurl::Grpcurl;
 pub use http::HttpServer;
 pub use images::Image;
 pub use loopback::{find_tool, http_request, python};
+pub use pg_shared::PgDatabase;
 pub use postgres::Postgres;
 pub use process::{ChildGuard, Proc, descendants, log_tail, output_within, rss_kib, touch};
 pub use proxy::Proxy;
@@ -59,6 +62,30 @@ pub use server::{Backend, Server, ServerOpts};
 pub use sftp::SftpServer;
 pub use tree::{read_tree, write_tree};
 pub use wait::{poll, wait_until};
+
+/// Runs one test body `fn NAME(backend: Backend)` on both databases: `sqlite::NAME` and
+/// `postgres::NAME` (production runs on PostgreSQL; SQLite is the default).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::Backend::Sqlite)
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::Backend::Postgres)
+                }
+            )*
+        }
+    };
+}
 
 /// Whether a panicking test should leave its temp dirs behind (`SCITQ_TEST_KEEP=1`).
 pub(crate) fn keep_temp_dirs() -> bool {

@@ -200,7 +200,7 @@ impl Drop for Postgres {
 
 /// The bin dir of the newest PostgreSQL under /usr/lib/postgresql (Debian's layout), or
 /// `SCITQ_PG_BIN`.
-fn pg_bin_dir() -> PathBuf {
+pub(crate) fn pg_bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("SCITQ_PG_BIN") {
         return PathBuf::from(dir);
     }
@@ -225,7 +225,7 @@ fn pg_bin_dir() -> PathBuf {
 }
 
 /// The `postgres` system user, created when missing (root only gets here).
-fn system_user() -> User {
+pub(crate) fn system_user() -> User {
     if let Some(user) = User::from_name(SYSTEM_USER).expect("read the user database") {
         return user;
     }
@@ -245,7 +245,7 @@ fn system_user() -> User {
         .unwrap_or_else(|| panic!("user {SYSTEM_USER} missing after useradd"))
 }
 
-fn runuser() -> &'static Path {
+pub(crate) fn runuser() -> &'static Path {
     ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]
         .into_iter()
         .map(Path::new)

@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 
 use crate::client::{Client, apply_env};
-use crate::postgres::Postgres;
+use crate::pg_shared::PgDatabase;
 use crate::process::{Proc, log_tail};
 use crate::proxy::Proxy;
 use crate::wait::poll;
@@ -26,7 +26,7 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 pub enum Backend {
     /// SQLite in the data dir (scitqd's default).
     Sqlite,
-    /// A throwaway PostgreSQL cluster started for the test.
+    /// A database of its own on the PostgreSQL cluster shared by the test run.
     Postgres,
 }
 
@@ -77,7 +77,7 @@ pub struct Server {
     opts: ServerOpts,
     dir: TempDir,
     /// Declared after `proc` so the database outlives the server using it.
-    postgres: Option<Postgres>,
+    postgres: Option<PgDatabase>,
 }
 
 impl Server {
@@ -103,12 +103,13 @@ impl Server {
         server
     }
 
-    /// Starts scitqd on the given backend, with a fresh PostgreSQL cluster when asked.
+    /// Starts scitqd on the given backend: on PostgreSQL, a fresh database on the cluster
+    /// shared by the test run.
     pub fn start_on(backend: Backend, opts: ServerOpts) -> Server {
         match backend {
             Backend::Sqlite => Server::start(opts),
             Backend::Postgres => {
-                let postgres = Postgres::start();
+                let postgres = PgDatabase::create();
                 let mut server = Server::start(opts.database_url(&postgres.url()));
                 server.postgres = Some(postgres);
                 server
@@ -284,8 +285,8 @@ impl Server {
         log_tail(&self.log_path(), lines)
     }
 
-    /// Where the PostgreSQL cluster is, if the server uses one.
-    pub fn postgres(&self) -> Option<&Postgres> {
+    /// The PostgreSQL database, if the server uses one.
+    pub fn postgres(&self) -> Option<&PgDatabase> {
         self.postgres.as_ref()
     }
 }

@@ -26,10 +26,15 @@ fn output_is_uploaded_after_a_failed_run_too() {
     let executions = c.ctl_json(["task", "executions", &id.to_string()]);
     let execution = &executions[0];
     assert_eq!(execution["exit_code"], 3, "{execution:#}");
-    let uploaded = std::fs::read_to_string(results.path().join("run1/partial.txt"))
-        .unwrap_or_else(|e| panic!("the failed run's output was not uploaded ({e}): {execution:#}"));
+    let uploaded =
+        std::fs::read_to_string(results.path().join("run1/partial.txt")).unwrap_or_else(|e| {
+            panic!("the failed run's output was not uploaded ({e}): {execution:#}")
+        });
     assert_eq!(uploaded, "partial\n");
-    let listed = execution["uploaded"].as_array().cloned().unwrap_or_default();
+    let listed = execution["uploaded"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(listed.len(), 1, "{execution:#}");
     assert!(
         str_field(&listed[0], "uri").ends_with("run1/partial.txt"),
@@ -56,7 +61,11 @@ fn a_resource_is_fetched_once_per_agent_and_again_only_when_it_changed() {
     assert_eq!(run(), "ref v1\n");
     assert_eq!(http.gets("/ref.txt"), 1);
     assert_eq!(run(), "ref v1\n");
-    assert_eq!(http.gets("/ref.txt"), 1, "an unchanged resource is not fetched again");
+    assert_eq!(
+        http.gets("/ref.txt"),
+        1,
+        "an unchanged resource is not fetched again"
+    );
 
     // Changed, with a later modification time (HTTP dates count whole seconds).
     std::fs::write(&file, "ref v2\n").unwrap();

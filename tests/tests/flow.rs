@@ -7,14 +7,14 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use scitq_tests::{
-    Agent, ChildGuard, Server, ServerOpts, as_id, describe, str_field, touch, wait_for_file_sh,
+    Agent, Backend, ChildGuard, Server, ServerOpts, as_id, describe, str_field, touch,
+    wait_for_file_sh,
 };
 
 const CONNECT: Duration = Duration::from_secs(60);
 
-#[test]
-fn five_hundred_tasks_on_two_agents_all_succeed_each_with_its_own_output() {
-    let server = Server::start(ServerOpts::default());
+fn five_hundred_tasks_on_two_agents_all_succeed_each_with_its_own_output(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let _a = Agent::start(&server, "agent-a", 4, &[]);
     let _b = Agent::start(&server, "agent-b", 4, &[]);
@@ -43,9 +43,8 @@ fn five_hundred_tasks_on_two_agents_all_succeed_each_with_its_own_output() {
     }
 }
 
-#[test]
-fn output_follow_shows_the_lines_of_a_running_task_before_it_ends() {
-    let server = Server::start(ServerOpts::default());
+fn output_follow_shows_the_lines_of_a_running_task_before_it_ends(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let _agent = Agent::start(&server, "follower", 1, &[]);
     c.wait_worker_online("follower", CONNECT);
@@ -101,9 +100,8 @@ fn output_follow_shows_the_lines_of_a_running_task_before_it_ends() {
     c.wait_task(id, "succeeded", Duration::from_secs(30));
 }
 
-#[test]
-fn launch_prints_the_output_and_exits_with_the_task_exit_code() {
-    let server = Server::start(ServerOpts::default());
+fn launch_prints_the_output_and_exits_with_the_task_exit_code(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let _agent = Agent::start(&server, "launcher", 2, &[]);
     c.wait_worker_online("launcher", CONNECT);
@@ -122,9 +120,8 @@ fn launch_prints_the_output_and_exits_with_the_task_exit_code() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "about to fail\n");
 }
 
-#[test]
-fn task_list_filters_by_batch_status_and_name() {
-    let server = Server::start(ServerOpts::default());
+fn task_list_filters_by_batch_status_and_name(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let _agent = Agent::start(&server, "filter", 2, &[]);
     c.wait_worker_online("filter", CONNECT);
@@ -161,9 +158,8 @@ fn task_list_filters_by_batch_status_and_name() {
     assert_eq!(str_field(&c.task(other), "status"), "succeeded");
 }
 
-#[test]
-fn a_stopped_batch_starts_nothing_until_go_and_delete_removes_it() {
-    let server = Server::start(ServerOpts::default());
+fn a_stopped_batch_starts_nothing_until_go_and_delete_removes_it(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let held: Vec<i64> = (0..3)
         .map(|i| c.create(&["--batch", "steer", "--", "echo", &format!("held-{i}")]))
@@ -200,3 +196,11 @@ fn a_stopped_batch_starts_nothing_until_go_and_delete_removes_it() {
     assert!(c.tasks(&["--batch", "steer"]).is_empty());
     assert_eq!(c.task_count(), 1, "only the control task is left");
 }
+
+scitq_tests::on_both_backends!(
+    five_hundred_tasks_on_two_agents_all_succeed_each_with_its_own_output,
+    output_follow_shows_the_lines_of_a_running_task_before_it_ends,
+    launch_prints_the_output_and_exits_with_the_task_exit_code,
+    task_list_filters_by_batch_status_and_name,
+    a_stopped_batch_starts_nothing_until_go_and_delete_removes_it,
+);

@@ -5,14 +5,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use scitq_tests::{
-    Agent, ChildGuard, Server, ServerOpts, bin, describe, poll, sh_quote, touch, wait_for_file_sh,
+    Agent, Backend, ChildGuard, Server, ServerOpts, bin, describe, poll, sh_quote, touch,
+    wait_for_file_sh,
 };
 
 const CONNECT: Duration = Duration::from_secs(60);
 
-#[test]
-fn task_wait_retry_relaunches_a_failed_task_until_it_succeeds() {
-    let server = Server::start(ServerOpts::default());
+fn task_wait_retry_relaunches_a_failed_task_until_it_succeeds(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let _agent = Agent::start(&server, "retrier", 2, &[]);
     c.wait_worker_online("retrier", CONNECT);
@@ -41,9 +41,8 @@ fn task_wait_retry_relaunches_a_failed_task_until_it_succeeds() {
     assert_eq!(shown["executions"].as_array().map(Vec::len), Some(2));
 }
 
-#[test]
-fn a_concurrency_change_reaches_the_running_agent() {
-    let server = Server::start(ServerOpts::default());
+fn a_concurrency_change_reaches_the_running_agent(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let _agent = Agent::start(&server, "elastic", 1, &[]);
     let worker = c.wait_worker_online("elastic", CONNECT);
@@ -110,9 +109,8 @@ fn scitqd_refuses_a_public_address_without_tls_and_says_how_to_fix_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"soon\""));
 }
 
-#[test]
-fn an_agent_with_a_batch_filter_takes_only_that_batch_and_priority_goes_first() {
-    let server = Server::start(ServerOpts::default());
+fn an_agent_with_a_batch_filter_takes_only_that_batch_and_priority_goes_first(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let _agent = Agent::start(&server, "picky", 1, &["--batch", "mine"]);
     c.wait_worker_online("picky", CONNECT);
@@ -145,9 +143,8 @@ fn an_agent_with_a_batch_filter_takes_only_that_batch_and_priority_goes_first() 
     );
 }
 
-#[test]
-fn a_paused_task_is_skipped_until_resumed_and_kill_stops_a_running_one_for_good() {
-    let server = Server::start(ServerOpts::default());
+fn a_paused_task_is_skipped_until_resumed_and_kill_stops_a_running_one_for_good(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let _agent = Agent::start(&server, "steered", 1, &[]);
     c.wait_worker_online("steered", CONNECT);
@@ -178,9 +175,8 @@ fn a_paused_task_is_skipped_until_resumed_and_kill_stops_a_running_one_for_good(
     assert_eq!(c.output(held), "held back\n");
 }
 
-#[test]
-fn tasks_not_started_are_edited_by_filter_with_a_dry_run_first() {
-    let server = Server::start(ServerOpts::default());
+fn tasks_not_started_are_edited_by_filter_with_a_dry_run_first(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let ids: Vec<i64> = (0..3)
         .map(|i| c.create_sh("edits", &format!("echo old-{i}"), &[]))
@@ -279,9 +275,8 @@ fn wait_frozen(path: &std::path::Path, still: Duration) -> u64 {
     })
 }
 
-#[test]
-fn a_suspended_batch_freezes_its_running_tasks_until_go() {
-    let server = Server::start(ServerOpts::default());
+fn a_suspended_batch_freezes_its_running_tasks_until_go(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     // Two slots: one stays free, so only the suspension can keep a new task from starting.
     let _agent = Agent::start(&server, "freezer", 2, &[]);
@@ -341,9 +336,8 @@ fn a_suspended_batch_freezes_its_running_tasks_until_go() {
     assert_eq!(c.output(id), "thawed\n");
 }
 
-#[test]
-fn explain_says_why_a_pending_task_does_not_run() {
-    let server = Server::start(ServerOpts::default());
+fn explain_says_why_a_pending_task_does_not_run(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let explain = |id: i64| {
         let reply = c.ctl_json(["task", "explain", &id.to_string()]);
@@ -411,9 +405,8 @@ fn batch_list_watch_redraws_until_interrupted() {
     assert_eq!(bad.status.code(), Some(2), "{}", describe(&bad));
 }
 
-#[test]
-fn a_task_past_its_run_timeout_is_stopped_and_fails_as_timeout() {
-    let server = Server::start(ServerOpts::default());
+fn a_task_past_its_run_timeout_is_stopped_and_fails_as_timeout(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let _agent = Agent::start(&server, "timer", 1, &[]);
     c.wait_worker_online("timer", CONNECT);
@@ -446,9 +439,10 @@ fn a_task_past_its_run_timeout_is_stopped_and_fails_as_timeout() {
     assert_eq!(bad.status.code(), Some(2), "{}", describe(&bad));
 }
 
-#[test]
-fn a_paused_worker_takes_nothing_new_and_only_an_idle_offline_worker_can_be_deleted() {
-    let server = Server::start(ServerOpts::default());
+fn a_paused_worker_takes_nothing_new_and_only_an_idle_offline_worker_can_be_deleted(
+    backend: Backend,
+) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let mut agent = Agent::start(&server, "napper", 1, &[]);
     let worker = c.wait_worker_online("napper", CONNECT);
@@ -481,9 +475,11 @@ fn a_paused_worker_takes_nothing_new_and_only_an_idle_offline_worker_can_be_dele
     assert!(!unknown.status.success(), "{}", describe(&unknown));
 }
 
-#[test]
-fn output_past_the_cap_keeps_its_head_and_tail_with_a_marker() {
-    let server = Server::start(ServerOpts::default().arg("--max-output-mib").arg("1"));
+fn output_past_the_cap_keeps_its_head_and_tail_with_a_marker(backend: Backend) {
+    let server = Server::start_on(
+        backend,
+        ServerOpts::default().arg("--max-output-mib").arg("1"),
+    );
     let c = server.client();
     let _agent = Agent::start(&server, "chatty", 1, &[]);
     c.wait_worker_online("chatty", CONNECT);
@@ -515,9 +511,8 @@ fn output_past_the_cap_keeps_its_head_and_tail_with_a_marker() {
     );
 }
 
-#[test]
-fn dependants_wait_are_canceled_by_a_failure_and_come_back_with_a_relaunch() {
-    let server = Server::start(ServerOpts::default());
+fn dependants_wait_are_canceled_by_a_failure_and_come_back_with_a_relaunch(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let _agent = Agent::start(&server, "chain", 2, &[]);
     c.wait_worker_online("chain", CONNECT);
@@ -570,9 +565,8 @@ fn dependants_wait_are_canceled_by_a_failure_and_come_back_with_a_relaunch() {
     assert_eq!(c.task_count(), before, "nothing created");
 }
 
-#[test]
-fn a_drained_worker_finishes_what_it_holds_then_its_agent_exits() {
-    let server = Server::start(ServerOpts::default());
+fn a_drained_worker_finishes_what_it_holds_then_its_agent_exits(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     // One running slot and one prefetched: the drain must finish both.
     let mut agent = Agent::start(&server, "drainer", 1, &["--prefetch", "1"]);
@@ -662,9 +656,10 @@ fn follow(c: &scitq_tests::Client, id: i64) -> (ChildGuard, std::thread::JoinHan
     (ChildGuard(child), reader)
 }
 
-#[test]
-fn follow_waits_for_a_task_not_started_and_goes_on_through_a_retry_and_a_relaunch() {
-    let server = Server::start(ServerOpts::default());
+fn follow_waits_for_a_task_not_started_and_goes_on_through_a_retry_and_a_relaunch(
+    backend: Backend,
+) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
 
     // Not started yet (no agent): the follower waits, then shows both attempts of a retry.
@@ -726,18 +721,25 @@ fn endless(c: &scitq_tests::Client, batch: &str, pid_file: &std::path::Path) -> 
 
 /// Waits until process `pid` is gone (reaped) or a zombie.
 fn wait_gone(pid: i32, what: &str) {
-    poll(CONNECT, format!("{what} (pid {pid}) to be killed"), || {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    poll(
+        CONNECT,
+        format!("{what} (pid {pid}) to be killed"),
+        || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             Err(_) => Ok(()),
-            Ok(stat) if stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')) => Ok(()),
+            Ok(stat)
+                if stat
+                    .rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z')) =>
+            {
+                Ok(())
+            }
             Ok(stat) => Err(stat),
-        }
-    });
+        },
+    );
 }
 
-#[test]
-fn batch_stop_kill_and_batch_delete_kill_running_tasks() {
-    let server = Server::start(ServerOpts::default());
+fn batch_stop_kill_and_batch_delete_kill_running_tasks(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
     let _agent = Agent::start(&server, "slayer", 2, &[]);
     c.wait_worker_online("slayer", CONNECT);
@@ -755,3 +757,20 @@ fn batch_stop_kill_and_batch_delete_kill_running_tasks() {
     wait_gone(deleted_pid, "the task of the deleted batch");
     assert!(c.tasks(&["--batch", "deleteme"]).is_empty());
 }
+
+scitq_tests::on_both_backends!(
+    task_wait_retry_relaunches_a_failed_task_until_it_succeeds,
+    a_concurrency_change_reaches_the_running_agent,
+    an_agent_with_a_batch_filter_takes_only_that_batch_and_priority_goes_first,
+    a_paused_task_is_skipped_until_resumed_and_kill_stops_a_running_one_for_good,
+    tasks_not_started_are_edited_by_filter_with_a_dry_run_first,
+    a_suspended_batch_freezes_its_running_tasks_until_go,
+    explain_says_why_a_pending_task_does_not_run,
+    a_task_past_its_run_timeout_is_stopped_and_fails_as_timeout,
+    a_paused_worker_takes_nothing_new_and_only_an_idle_offline_worker_can_be_deleted,
+    dependants_wait_are_canceled_by_a_failure_and_come_back_with_a_relaunch,
+    a_drained_worker_finishes_what_it_holds_then_its_agent_exits,
+    follow_waits_for_a_task_not_started_and_goes_on_through_a_retry_and_a_relaunch,
+    batch_stop_kill_and_batch_delete_kill_running_tasks,
+    output_past_the_cap_keeps_its_head_and_tail_with_a_marker,
+);

@@ -885,5 +885,9 @@ async fn an_ena_file_that_arrives_damaged_is_fetched_once_more_and_no_more() {
         matches!(err, StorageError::ChecksumMismatch { .. }),
         "{err:?}"
     );
-    assert_eq!(http.gets(path), 4, "a damaged file is fetched twice, not more");
+    assert_eq!(
+        http.gets(path),
+        4,
+        "a damaged file is fetched twice, not more"
+    );
 }
