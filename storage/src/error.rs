@@ -63,6 +63,10 @@ pub enum StorageError {
         expected: String,
         actual: String,
     },
+    #[error("{uri}: the listing stopped after {limit} entries")]
+    TooManyEntries { uri: String, limit: usize },
+    #[error("{uri}: refusing the name {name:?}: it leaves its folder")]
+    EscapingName { uri: String, name: String },
     #[error("{uri}: ENA: {reason}")]
     Ena { uri: String, reason: String },
     #[error(

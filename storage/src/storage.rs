@@ -23,6 +23,9 @@ pub(crate) const CHUNK: usize = 8 * 1024 * 1024;
 pub(crate) const CONCURRENT_CHUNKS: usize = 4;
 /// Files of a folder transferred at the same time.
 const CONCURRENT_FILES: usize = 4;
+/// Entries one listing may return: past it, a listing that never ends (a misbehaving server,
+/// a link cycle) fails instead of running on.
+const MAX_LISTED: usize = 50_000_000;
 /// Downloads of one ENA FASTQ file before its run is given up.
 const ENA_ATTEMPTS: u32 = 2;
 
@@ -146,7 +149,13 @@ impl Storage {
             Err(e) if not_listable(&e) => return Err(StorageError::NotFound { uri: loc.uri() }),
             Err(e) => return Err(StorageError::remote(&loc.uri(), e)),
         };
-        loop {
+        for listed in 0.. {
+            if listed > MAX_LISTED {
+                return Err(StorageError::TooManyEntries {
+                    uri: loc.uri(),
+                    limit: MAX_LISTED,
+                });
+            }
             let entry = match lister.try_next().await {
                 Ok(Some(entry)) => entry,
                 Ok(None) => break,
@@ -180,15 +189,26 @@ impl Storage {
             Err(e) => return Err(StorageError::remote(&uri, e)),
         };
         let mut files = BTreeMap::new();
+        let mut listed = 0;
         while let Some(entry) = lister
             .try_next()
             .await
             .map_err(|e| StorageError::remote(&uri, e))?
         {
+            listed += 1;
+            if listed > MAX_LISTED {
+                let limit = MAX_LISTED;
+                return Err(StorageError::TooManyEntries { uri, limit });
+            }
             if entry.metadata().mode() != EntryMode::FILE {
                 continue;
             }
             let rel = entry.path()[folder.path.len()..].to_string();
+            // An object store key may hold `..`: copied to a local folder, it would land
+            // outside it.
+            if crate::uri::has_parent_component(&rel) || rel.is_empty() {
+                return Err(StorageError::EscapingName { uri, name: rel });
+            }
             let (path, mut meta) = entry.into_parts();
             // Some listings (local files, FTP) carry only the mode: ask for the rest.
             if meta.content_length() == 0 && meta.last_modified().is_none() {

@@ -157,7 +157,26 @@ impl Location {
 }
 
 /// Parses the location part of a URI (no `|actions`).
+///
+/// A `..` in the path (after percent-decoding) is refused: such a path names something
+/// outside where it points, and opendal's local lister loops forever on one.
 pub fn parse_location(raw: &str, remotes: &Remotes, env: &EnvDefaults) -> Result<Location> {
+    let loc = parse_location_unchecked(raw, remotes, env)?;
+    if has_parent_component(&loc.path) {
+        return Err(StorageError::MalformedUri {
+            uri: raw.to_string(),
+            reason: "a path may not contain \"..\"".to_string(),
+        });
+    }
+    Ok(loc)
+}
+
+/// Whether a `/`-separated path has a `..` component.
+pub(crate) fn has_parent_component(path: &str) -> bool {
+    path.split('/').any(|part| part == "..")
+}
+
+fn parse_location_unchecked(raw: &str, remotes: &Remotes, env: &EnvDefaults) -> Result<Location> {
     let malformed = |reason: &str| StorageError::MalformedUri {
         uri: raw.to_string(),
         reason: reason.to_string(),
@@ -403,7 +422,19 @@ fn local_location(raw: &str) -> Result<Location> {
             .map_err(|e| StorageError::local(".", e))?
             .join(path)
     };
-    let mut text = absolute.to_string_lossy().into_owned();
+    // A local path is the user's own: `../data.txt` is fine, resolved here (lexically, as
+    // the shell does) so no `..` reaches a listing.
+    let mut normal = std::path::PathBuf::from("/");
+    for part in absolute.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            std::path::Component::Normal(name) => normal.push(name),
+            _ => {}
+        }
+    }
+    let mut text = normal.to_string_lossy().into_owned();
     if raw.ends_with('/') && !text.ends_with('/') {
         text.push('/');
     }

@@ -4,7 +4,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use scitq_tests::{
-    Agent, Client, Grpcurl, Proc, Server, ServerOpts, bin, describe, log_tail, poll,
+    Agent, ChildGuard, Client, Grpcurl, Proc, Server, ServerOpts, bin, describe, log_tail, poll,
 };
 
 const CONNECT: Duration = Duration::from_secs(60);
@@ -344,4 +344,62 @@ fn a_second_scitqd_keeps_the_client_config_of_the_first() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", describe(&out));
+}
+
+#[test]
+fn bad_uris_and_actions_are_refused_at_create_naming_the_bad_part() {
+    let (_server, c) = server_with_two_tasks();
+    for (flag, uri, part) in [
+        (
+            "--input",
+            "file:///some/dir/../data.txt",
+            "file:///some/dir/../data.txt",
+        ),
+        ("--input", "http://host/x/..%2F..%2Fescape", ".."),
+        ("--input", "s3://", "bucket"),
+        ("--input", "ftp://", "host"),
+        ("--input", "nosuch://x", "nosuch"),
+        ("--input", "s3://b/x|frobnicate", "frobnicate"),
+        ("--input", "s3://b/x|mv:../../x", "mv:../../x"),
+        ("--resource", "unknownremote:refs/x", "unknownremote"),
+        ("--output", "s3://b/out/../../x/", ".."),
+    ] {
+        assert_refused(
+            &format!("task create {flag} {uri}"),
+            &c.ctl(["task", "create", flag, uri, "--", "true"]),
+            &[flag.trim_start_matches('-'), part],
+        );
+    }
+    assert_eq!(c.task_count(), 2);
+}
+
+#[test]
+fn fetch_of_a_uri_with_dot_dot_is_refused_at_once() {
+    let (_server, c) = server_with_two_tasks();
+    let dir = c.scratch_path("dotdot");
+    std::fs::create_dir_all(dir.join("a")).unwrap();
+    std::fs::write(dir.join("data.txt"), "x").unwrap();
+    let uri = format!("file://{}/a/../data.txt", dir.display());
+    let dst = format!("{}/out/", dir.display());
+    // It used to hang, spinning in the local lister: run it with a deadline (and kill it
+    // if it is still running when the test fails).
+    let mut child = ChildGuard(
+        c.bare_command()
+            .args(["fetch", "copy", &uri, &dst])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run scitqctl"),
+    );
+    let exited = poll(CONNECT, "scitqctl fetch copy to exit", || {
+        child
+            .0
+            .try_wait()
+            .map_err(|e| e.to_string())?
+            .ok_or("still running".to_owned())
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!exited.success(), "fetch copy {uri} succeeded: {stderr}");
+    assert!(stderr.contains(&uri) && stderr.contains(".."), "{stderr}");
 }

@@ -119,12 +119,22 @@ fn bad_data_uris_fail_the_task_as_a_download_naming_the_value() {
     c.wait_worker_online("careful", CONNECT);
 
     let healthy = c.create_sh("bad", "echo fine", &[]);
+    // What scitqd can tell from the URI alone is refused at create (naming the bad part).
     for (uri, needle) in [
         ("nowhere:data/x.fastq", "nowhere"),
         ("s4://bucket/x", "s4"),
-        ("lab:data/missing.fastq", "missing.fastq"),
         ("lab:data/x.tar|explode", "explode"),
     ] {
+        let out = c.ctl(["task", "create", "--input", uri, "--", "true"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(needle),
+            "{uri}: {stderr}"
+        );
+    }
+    // A missing object is only found when run.
+    {
+        let (uri, needle) = ("lab:data/missing.fastq", "missing.fastq");
         let id = c.create_sh("bad", "echo should not run", &["--input", uri]);
         let task = c.wait_task(id, "failed", CONNECT);
         let execution = &c.ctl_json(["task", "executions", &id.to_string()])[0];

@@ -45,6 +45,12 @@ pub enum SpecError {
     },
     #[error("task {index}: container options given without a container image")]
     OptionsWithoutContainer { index: usize },
+    #[error("task {index}: {field}: {message}")]
+    BadUri {
+        index: usize,
+        field: &'static str,
+        message: String,
+    },
     #[error("task {index}: invalid container image {image:?}: {reason}")]
     BadImage {
         index: usize,
@@ -66,6 +72,44 @@ pub fn check_image(image: &str) -> Result<(), &'static str> {
         return Err("must not start with -");
     }
     Ok(())
+}
+
+/// Checks storage URIs and their actions as the agent will read them, without touching any
+/// storage: a malformed URI, an unknown scheme or action, a `..`, or a remote that is not in
+/// scitqd's rclone config (the one agents get) is refused at create rather than when run.
+pub struct UriCheck(scitq_storage::Storage);
+
+impl UriCheck {
+    pub fn new(rclone_config: &str) -> UriCheck {
+        let remotes = scitq_storage::Remotes::parse(rclone_config)
+            .unwrap_or_else(|_| scitq_storage::Remotes::empty());
+        // Credentials come from the agent's environment, not scitqd's: only the syntax counts
+        // here (an `azure://` URI needs an account name to parse at all).
+        let env = scitq_storage::EnvDefaults {
+            azure_account: Some("account".to_owned()),
+            ..Default::default()
+        };
+        UriCheck(scitq_storage::Storage::with_env(remotes, env))
+    }
+
+    fn check(
+        &self,
+        index: usize,
+        field: &'static str,
+        uri: &str,
+        actions: bool,
+    ) -> Result<(), SpecError> {
+        let checked = if actions {
+            self.0.parse(uri).map(|_| ())
+        } else {
+            self.0.location(uri).map(|_| ())
+        };
+        checked.map_err(|e| SpecError::BadUri {
+            index,
+            field,
+            message: e.to_string(),
+        })
+    }
 }
 
 /// A task as submitted, validated.
@@ -117,6 +161,20 @@ pub fn validate_batch_name(index: usize, name: &str) -> Result<String, SpecError
 }
 
 impl NewTask {
+    /// Checks the inputs, resources (both may carry `|actions`) and output URI.
+    pub fn check_uris(&self, index: usize, uris: &UriCheck) -> Result<(), SpecError> {
+        for input in &self.inputs {
+            uris.check(index, "input", input, true)?;
+        }
+        for resource in &self.resources {
+            uris.check(index, "resource", resource, true)?;
+        }
+        if !self.output.is_empty() {
+            uris.check(index, "output", &self.output, false)?;
+        }
+        Ok(())
+    }
+
     /// Validates the `index`-th spec of a request.
     pub fn validate(index: usize, spec: v1::TaskSpec) -> Result<Self, SpecError> {
         if spec.command.trim().is_empty() {
@@ -253,5 +311,45 @@ mod tests {
             NewTask::validate(0, bad_batch),
             Err(SpecError::BadBatch { .. })
         ));
+    }
+
+    #[test]
+    fn bad_uris_and_actions_are_refused_naming_them() {
+        let uris = UriCheck::new("[lab]\ntype = s3\nendpoint = http://127.0.0.1:9000\n");
+        let with = |field: &str, uri: &str| {
+            let mut task = NewTask::validate(0, spec("true")).unwrap();
+            match field {
+                "input" => task.inputs = vec![uri.to_owned()],
+                "resource" => task.resources = vec![uri.to_owned()],
+                _ => task.output = uri.to_owned(),
+            }
+            task.check_uris(4, &uris).map_err(|e| e.to_string())
+        };
+        for (field, uri, part) in [
+            ("input", "file:///some/dir/../data.txt", ".."),
+            ("input", "s3://", "bucket"),
+            ("input", "ftp://", "host"),
+            ("input", "nosuch://x", "nosuch"),
+            ("input", "s3://b/x|frobnicate", "frobnicate"),
+            ("input", "s3://b/x|mv:../../x", "mv:../../x"),
+            ("resource", "other:refs/x", "other"),
+            ("output", "s3://b/out/../../x/", ".."),
+            ("output", "s3://b/out/|gunzip", "gunzip"),
+        ] {
+            let err = with(field, uri).unwrap_err();
+            assert!(
+                err.starts_with(&format!("task 4: {field}: ")) && err.contains(part),
+                "{field} {uri}: {err}"
+            );
+        }
+        for (field, uri) in [
+            ("input", "s3://b/x.tar.gz|untar|mv:ref"),
+            ("resource", "lab:refs/hg38/"),
+            ("input", "azure://container/blob"),
+            ("output", "lab://bucket/out/"),
+            ("input", "run+fastq://SRR000001"),
+        ] {
+            assert_eq!(with(field, uri), Ok(()), "{field} {uri}");
+        }
     }
 }

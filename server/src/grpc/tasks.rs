@@ -8,7 +8,7 @@ use super::{State, convert, status};
 use crate::auth::require_admin;
 use crate::core::ids::TaskId;
 use crate::core::state::TaskStatus;
-use crate::core::task::{NewTask, validate_batch_name};
+use crate::core::task::{NewTask, SpecError, UriCheck, validate_batch_name};
 use crate::persistence::tasks::{self, TaskFilter};
 use crate::service::scheduler::Command;
 
@@ -54,11 +54,16 @@ impl TaskService for Tasks {
                 specs.len()
             )));
         }
+        let uris = UriCheck::new(&self.0.rclone_config);
         let tasks = specs
             .into_iter()
             .enumerate()
-            .map(|(i, spec)| NewTask::validate(i, spec))
-            .collect::<Result<Vec<_>, _>>()
+            .map(|(i, spec)| {
+                let task = NewTask::validate(i, spec)?;
+                task.check_uris(i, &uris)?;
+                Ok(task)
+            })
+            .collect::<Result<Vec<_>, SpecError>>()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let created = tasks::create(&self.0.store, tasks).await.map_err(status)?;
         let ids = created.ids.iter().map(|id| id.0).collect();

@@ -352,3 +352,37 @@ fn join_and_folders() {
     assert_eq!(loc.join("sub/f").uri(), "s3://b/dir/sub/f");
     assert_eq!(parse("s3://b").unwrap().join("f").uri(), "s3://b/f");
 }
+
+#[test]
+fn dot_dot_in_a_uri_is_refused_naming_it() {
+    for raw in [
+        "file:///some/dir/../data.txt",
+        "s3://bucket/a/../../b",
+        "http://host/x/..%2F..%2Fescape",
+        "mys3:bucket/../x",
+        "disk:/tmp/../etc",
+        "box:a/../../x",
+    ] {
+        let err = parse(raw).unwrap_err().to_string();
+        assert!(
+            err.contains(raw) && err.contains(".."),
+            "{raw} should be refused naming it: {err}"
+        );
+    }
+    assert!(parse("s3://bucket/a..b/c..").is_ok());
+    // URLs are normalised by the url crate, which never goes above the host's root.
+    for (raw, path) in [
+        ("https://host/a/%2E%2E/b", "b"),
+        ("ftp://host/../x", "x"),
+        ("sftp://host/a/../../etc/shadow", "etc/shadow"),
+    ] {
+        assert_eq!(parse(raw).unwrap().path, path, "{raw}");
+    }
+}
+
+#[test]
+fn dot_dot_in_a_local_path_is_resolved() {
+    assert_eq!(parse("/data/x/../in").unwrap().uri(), "file:///data/in");
+    assert_eq!(parse("/data/./in/").unwrap().uri(), "file:///data/in/");
+    assert_eq!(parse("/../../etc").unwrap().uri(), "file:///etc");
+}
