@@ -5,8 +5,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use scitq_proto::v1;
-
 /// Where a task stands (see ARCHITECTURE.md for the diagram).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TaskStatus {
@@ -125,37 +123,6 @@ impl TaskStatus {
             .map(TaskStatus::as_str)
             .collect()
     }
-
-    pub fn to_proto(self) -> v1::TaskStatus {
-        match self {
-            Self::Waiting => v1::TaskStatus::Waiting,
-            Self::Pending => v1::TaskStatus::Pending,
-            Self::Assigned => v1::TaskStatus::Assigned,
-            Self::Accepted => v1::TaskStatus::Accepted,
-            Self::Running => v1::TaskStatus::Running,
-            Self::Uploading => v1::TaskStatus::Uploading,
-            Self::Succeeded => v1::TaskStatus::Succeeded,
-            Self::Failed => v1::TaskStatus::Failed,
-            Self::Paused => v1::TaskStatus::Paused,
-            Self::Canceled => v1::TaskStatus::Canceled,
-        }
-    }
-
-    pub fn from_proto(status: v1::TaskStatus) -> Option<Self> {
-        Some(match status {
-            v1::TaskStatus::Unspecified => return None,
-            v1::TaskStatus::Waiting => Self::Waiting,
-            v1::TaskStatus::Pending => Self::Pending,
-            v1::TaskStatus::Assigned => Self::Assigned,
-            v1::TaskStatus::Accepted => Self::Accepted,
-            v1::TaskStatus::Running => Self::Running,
-            v1::TaskStatus::Uploading => Self::Uploading,
-            v1::TaskStatus::Succeeded => Self::Succeeded,
-            v1::TaskStatus::Failed => Self::Failed,
-            v1::TaskStatus::Paused => Self::Paused,
-            v1::TaskStatus::Canceled => Self::Canceled,
-        })
-    }
 }
 
 impl fmt::Display for TaskStatus {
@@ -260,31 +227,6 @@ impl ExecState {
             Self::Failed | Self::Canceled => None,
         }
     }
-
-    pub fn to_proto(self) -> v1::ExecutionState {
-        match self {
-            Self::Assigned => v1::ExecutionState::Assigned,
-            Self::Accepted => v1::ExecutionState::Accepted,
-            Self::Running => v1::ExecutionState::Running,
-            Self::Uploading => v1::ExecutionState::Uploading,
-            Self::Succeeded => v1::ExecutionState::Succeeded,
-            Self::Failed => v1::ExecutionState::Failed,
-            Self::Canceled => v1::ExecutionState::Canceled,
-        }
-    }
-
-    pub fn from_proto(state: v1::ExecutionState) -> Option<Self> {
-        Some(match state {
-            v1::ExecutionState::Unspecified => return None,
-            v1::ExecutionState::Assigned => Self::Assigned,
-            v1::ExecutionState::Accepted => Self::Accepted,
-            v1::ExecutionState::Running => Self::Running,
-            v1::ExecutionState::Uploading => Self::Uploading,
-            v1::ExecutionState::Succeeded => Self::Succeeded,
-            v1::ExecutionState::Failed => Self::Failed,
-            v1::ExecutionState::Canceled => Self::Canceled,
-        })
-    }
 }
 
 impl FromStr for ExecState {
@@ -350,30 +292,6 @@ impl Failure {
             .find(|f| f.as_str() == s)
             .unwrap_or(Self::None)
     }
-
-    pub fn to_proto(self) -> v1::FailureClass {
-        match self {
-            Self::None => v1::FailureClass::Unspecified,
-            Self::Download => v1::FailureClass::Download,
-            Self::Run => v1::FailureClass::Run,
-            Self::Upload => v1::FailureClass::Upload,
-            Self::Lost => v1::FailureClass::Lost,
-            Self::Killed => v1::FailureClass::Killed,
-            Self::Timeout => v1::FailureClass::Timeout,
-        }
-    }
-
-    pub fn from_proto(failure: v1::FailureClass) -> Self {
-        match failure {
-            v1::FailureClass::Unspecified => Self::None,
-            v1::FailureClass::Download => Self::Download,
-            v1::FailureClass::Run => Self::Run,
-            v1::FailureClass::Upload => Self::Upload,
-            v1::FailureClass::Lost => Self::Lost,
-            v1::FailureClass::Killed => Self::Killed,
-            v1::FailureClass::Timeout => Self::Timeout,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -384,7 +302,6 @@ mod tests {
     fn statuses_round_trip_through_text() {
         for status in TaskStatus::ALL {
             assert_eq!(status.as_str().parse::<TaskStatus>(), Ok(status));
-            assert_eq!(TaskStatus::from_proto(status.to_proto()), Some(status));
         }
         for state in ExecState::ALL {
             assert_eq!(state.as_str().parse::<ExecState>(), Ok(state));

@@ -91,3 +91,109 @@ impl crate::core::worker::WorkerSettings {
         }
     }
 }
+
+// The state machines' wire forms: core/ knows nothing of the wire.
+
+impl TaskStatus {
+    pub fn to_proto(self) -> v1::TaskStatus {
+        match self {
+            Self::Waiting => v1::TaskStatus::Waiting,
+            Self::Pending => v1::TaskStatus::Pending,
+            Self::Assigned => v1::TaskStatus::Assigned,
+            Self::Accepted => v1::TaskStatus::Accepted,
+            Self::Running => v1::TaskStatus::Running,
+            Self::Uploading => v1::TaskStatus::Uploading,
+            Self::Succeeded => v1::TaskStatus::Succeeded,
+            Self::Failed => v1::TaskStatus::Failed,
+            Self::Paused => v1::TaskStatus::Paused,
+            Self::Canceled => v1::TaskStatus::Canceled,
+        }
+    }
+
+    pub fn from_proto(status: v1::TaskStatus) -> Option<Self> {
+        Some(match status {
+            v1::TaskStatus::Unspecified => return None,
+            v1::TaskStatus::Waiting => Self::Waiting,
+            v1::TaskStatus::Pending => Self::Pending,
+            v1::TaskStatus::Assigned => Self::Assigned,
+            v1::TaskStatus::Accepted => Self::Accepted,
+            v1::TaskStatus::Running => Self::Running,
+            v1::TaskStatus::Uploading => Self::Uploading,
+            v1::TaskStatus::Succeeded => Self::Succeeded,
+            v1::TaskStatus::Failed => Self::Failed,
+            v1::TaskStatus::Paused => Self::Paused,
+            v1::TaskStatus::Canceled => Self::Canceled,
+        })
+    }
+}
+
+impl ExecState {
+    pub fn to_proto(self) -> v1::ExecutionState {
+        match self {
+            Self::Assigned => v1::ExecutionState::Assigned,
+            Self::Accepted => v1::ExecutionState::Accepted,
+            Self::Running => v1::ExecutionState::Running,
+            Self::Uploading => v1::ExecutionState::Uploading,
+            Self::Succeeded => v1::ExecutionState::Succeeded,
+            Self::Failed => v1::ExecutionState::Failed,
+            Self::Canceled => v1::ExecutionState::Canceled,
+        }
+    }
+
+    pub fn from_proto(state: v1::ExecutionState) -> Option<Self> {
+        Some(match state {
+            v1::ExecutionState::Unspecified => return None,
+            v1::ExecutionState::Assigned => Self::Assigned,
+            v1::ExecutionState::Accepted => Self::Accepted,
+            v1::ExecutionState::Running => Self::Running,
+            v1::ExecutionState::Uploading => Self::Uploading,
+            v1::ExecutionState::Succeeded => Self::Succeeded,
+            v1::ExecutionState::Failed => Self::Failed,
+            v1::ExecutionState::Canceled => Self::Canceled,
+        })
+    }
+}
+
+impl Failure {
+    pub fn to_proto(self) -> v1::FailureClass {
+        match self {
+            Self::None => v1::FailureClass::Unspecified,
+            Self::Download => v1::FailureClass::Download,
+            Self::Run => v1::FailureClass::Run,
+            Self::Upload => v1::FailureClass::Upload,
+            Self::Lost => v1::FailureClass::Lost,
+            Self::Killed => v1::FailureClass::Killed,
+            Self::Timeout => v1::FailureClass::Timeout,
+        }
+    }
+
+    pub fn from_proto(failure: v1::FailureClass) -> Self {
+        match failure {
+            v1::FailureClass::Unspecified => Self::None,
+            v1::FailureClass::Download => Self::Download,
+            v1::FailureClass::Run => Self::Run,
+            v1::FailureClass::Upload => Self::Upload,
+            v1::FailureClass::Lost => Self::Lost,
+            v1::FailureClass::Killed => Self::Killed,
+            v1::FailureClass::Timeout => Self::Timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_the_wire() {
+        for status in TaskStatus::ALL {
+            assert_eq!(TaskStatus::from_proto(status.to_proto()), Some(status));
+        }
+        for state in ExecState::ALL {
+            assert_eq!(ExecState::from_proto(state.to_proto()), Some(state));
+        }
+        for failure in Failure::ALL {
+            assert_eq!(Failure::from_proto(failure.to_proto()), failure);
+        }
+    }
+}
