@@ -55,8 +55,13 @@ const CHUNK: usize = 100_000;
 ///   --docker N: container overhead (only when asked). A tiny busybox image is built and
 ///   imported locally; N tasks running `true` in it through scitqd + one agent at
 ///   --concurrency C (containers without network), then N `docker run --rm --network none
-///   IMAGE true` at the same concurrency, and the ratio of the two rates. The image and
-///   every container are removed afterwards.
+///   IMAGE true` at the same concurrency, and the ratio of the two rates. scitq's clock stops
+///   once its containers are removed too (`docker run --rm` pays the removal in each run).
+///   The image and every container are removed afterwards.
+///
+///   The throughput and docker parts run --rounds R rounds, scitq and its baseline in turn
+///   (a machine that slows down during the run weighs on both), and print each round's ratio
+///   and the median.
 ///
 /// Example:
 ///
@@ -106,6 +111,9 @@ struct Args {
     /// scitqd alone sets the pace (and uses all the CPU it can).
     #[arg(long, value_name = "D", default_value = "0s", value_parser = humantime::parse_duration)]
     scale_task_time: Duration,
+    /// Throughput and docker parts: rounds of scitq then its baseline, interleaved.
+    #[arg(long, value_name = "R", default_value_t = 3)]
+    rounds: usize,
     /// Docker part: how many container tasks to run (only when given).
     #[arg(long, value_name = "N")]
     docker: Option<usize>,
@@ -120,6 +128,7 @@ struct Args {
 fn main() -> Result<()> {
     let mut args = Args::parse();
     ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    ensure!(args.rounds > 0, "--rounds must be at least 1");
     if args.tasks.is_none()
         && args.submit.is_none()
         && args.queue_memory.is_none()
@@ -143,7 +152,7 @@ fn main() -> Result<()> {
         ..ServerOpts::default()
     };
     if let Some(n) = args.tasks {
-        throughput(&opts, n, args.concurrency, args.prefetch)?;
+        throughput(&opts, n, args.concurrency, args.prefetch, args.rounds)?;
     }
     if let Some(n) = args.submit {
         submission(&opts, n)?;
@@ -171,13 +180,14 @@ fn main() -> Result<()> {
         )?;
     }
     if let Some(n) = args.docker {
-        docker_overhead(&opts, n, args.concurrency)?;
+        docker_overhead(&opts, n, args.concurrency, args.rounds)?;
     }
     Ok(())
 }
 
-/// Container tasks through scitq against a bare `docker run` loop, in the same run.
-fn docker_overhead(opts: &ServerOpts, n: usize, concurrency: u32) -> Result<()> {
+/// Container tasks through scitq against a bare `docker run` loop, in the same run, in
+/// interleaved rounds.
+fn docker_overhead(opts: &ServerOpts, n: usize, concurrency: u32, rounds: usize) -> Result<()> {
     let image = Image::tiny();
     let server = Server::start(opts.clone());
     let c = server.client();
@@ -188,36 +198,80 @@ fn docker_overhead(opts: &ServerOpts, n: usize, concurrency: u32) -> Result<()> 
         &["--docker-network", "none"],
     );
     c.wait_worker_online("bench-docker", Duration::from_secs(60));
+    let scope = agent.work_dir().to_string_lossy().into_owned();
     let commands = vec!["true".to_string(); n];
-    let start = Instant::now();
-    submit_with(&c, &commands, "docker", &["--container", image.tag()])?;
-    watch::wait_all_succeeded(&server, "docker", n)?;
-    let elapsed = start.elapsed();
-    let scitq_rate = n as f64 / elapsed.as_secs_f64();
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let batch = format!("docker-{round}");
+        let start = Instant::now();
+        submit_with(&c, &commands, &batch, &["--container", image.tag()])?;
+        watch::wait_all_succeeded(&server, &batch, n)?;
+        // The agent reports success before it removes the container: the clock runs until
+        // the last one is gone, as `docker run --rm` waits for its removal.
+        let succeeded = start.elapsed();
+        wait_no_containers(&scope)?;
+        let elapsed = start.elapsed();
+        let scitq_rate = n as f64 / elapsed.as_secs_f64();
+        println!(
+            "docker      round {round}: {n} `true` container tasks, one agent at concurrency {concurrency}: {:.2} s \
+             (all succeeded at {:.2} s) -> {scitq_rate:.2} tasks/s",
+            elapsed.as_secs_f64(),
+            succeeded.as_secs_f64()
+        );
+        let bare = docker_run_directly(image.tag(), n, concurrency)?;
+        let bare_rate = n as f64 / bare.as_secs_f64();
+        println!(
+            "docker run  round {round}: {n} `docker run --rm --network none IMAGE true` at concurrency {concurrency}: {:.2} s -> {bare_rate:.2} tasks/s",
+            bare.as_secs_f64()
+        );
+        let ratio = scitq_rate / bare_rate;
+        println!("docker ratio round {round}: scitq / docker run = {ratio:.3}");
+        ratios.push(ratio);
+    }
+    let each = ratios_text(&ratios);
     println!(
-        "docker:     {n} `true` container tasks, one agent at concurrency {concurrency}: {:.2} s -> {scitq_rate:.2} tasks/s",
-        elapsed.as_secs_f64()
+        "docker ratio: median of {rounds} rounds = {:.3} (rounds: {each})",
+        median(&mut ratios)
     );
-    let leftover = containers_labelled("scitq.agent", &agent.work_dir().to_string_lossy());
-    remove_containers(&leftover);
+    remove_containers(&containers_labelled("scitq.agent", &scope));
     drop(agent);
-
-    let elapsed = docker_run_directly(image.tag(), n, concurrency)?;
-    let bare_rate = n as f64 / elapsed.as_secs_f64();
-    println!(
-        "docker run: {n} `docker run --rm --network none IMAGE true` at concurrency {concurrency}: {:.2} s -> {bare_rate:.2} tasks/s",
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "docker ratio: scitq / docker run = {:.3}{}",
-        scitq_rate / bare_rate,
-        if leftover.is_empty() {
-            String::new()
-        } else {
-            format!(" ({} containers were left behind)", leftover.len())
-        }
-    );
     Ok(())
+}
+
+/// Waits until no container of the agent whose work dir is `scope` is left.
+fn wait_no_containers(scope: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let left = containers_labelled("scitq.agent", scope);
+        if left.is_empty() {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{} containers still there 10 min after their tasks succeeded",
+            left.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The median of `values` (sorted in place; the mean of the middle two for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+fn ratios_text(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|r| format!("{r:.3}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn docker_run_directly(image: &str, n: usize, concurrency: u32) -> Result<Duration> {
@@ -292,7 +346,13 @@ fn build_binaries() -> Result<()> {
     Ok(())
 }
 
-fn throughput(opts: &ServerOpts, n: usize, concurrency: u32, prefetch: u32) -> Result<()> {
+fn throughput(
+    opts: &ServerOpts,
+    n: usize,
+    concurrency: u32,
+    prefetch: u32,
+    rounds: usize,
+) -> Result<()> {
     let server = Server::start(opts.clone());
     let c = server.client();
     let prefetch_arg = prefetch.to_string();
@@ -305,29 +365,36 @@ fn throughput(opts: &ServerOpts, n: usize, concurrency: u32, prefetch: u32) -> R
     c.wait_worker_online("bench", Duration::from_secs(60));
 
     let commands = vec!["true".to_string(); n];
-    let start = Instant::now();
-    submit(&c, &commands, "bench")?;
-    let submitted = start.elapsed();
-    watch::wait_all_succeeded(&server, "bench", n)?;
-    let elapsed = start.elapsed();
-    let scitq_rate = n as f64 / elapsed.as_secs_f64();
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let batch = format!("bench-{round}");
+        let start = Instant::now();
+        submit(&c, &commands, &batch)?;
+        let submitted = start.elapsed();
+        watch::wait_all_succeeded(&server, &batch, n)?;
+        let elapsed = start.elapsed();
+        let scitq_rate = n as f64 / elapsed.as_secs_f64();
+        println!(
+            "throughput round {round}: {n} `true` tasks, one agent at concurrency {concurrency} prefetch {prefetch}: {:.2} s \
+             (submission {:.2} s) -> {scitq_rate:.0} tasks/s",
+            elapsed.as_secs_f64(),
+            submitted.as_secs_f64()
+        );
+        let bare = spawn_directly(n, concurrency)?;
+        let bare_rate = n as f64 / bare.as_secs_f64();
+        println!(
+            "baseline   round {round}: {n} `true` spawned directly at concurrency {concurrency}: {:.2} s -> {bare_rate:.0} tasks/s",
+            bare.as_secs_f64()
+        );
+        let ratio = scitq_rate / bare_rate;
+        println!("ratio      round {round}: scitq / direct = {ratio:.3}");
+        ratios.push(ratio);
+    }
+    let each = ratios_text(&ratios);
+    let mid = median(&mut ratios);
     println!(
-        "throughput: {n} `true` tasks, one agent at concurrency {concurrency} prefetch {prefetch}: {:.2} s \
-         (submission {:.2} s) -> {scitq_rate:.0} tasks/s",
-        elapsed.as_secs_f64(),
-        submitted.as_secs_f64()
-    );
-
-    let elapsed = spawn_directly(n, concurrency)?;
-    let bare_rate = n as f64 / elapsed.as_secs_f64();
-    println!(
-        "baseline:   {n} `true` spawned directly at concurrency {concurrency}: {:.2} s -> {bare_rate:.0} tasks/s",
-        elapsed.as_secs_f64()
-    );
-    println!(
-        "ratio:      scitq / direct = {:.3} (scitq runs tiny tasks at {:.1}% of the bare spawn rate)",
-        scitq_rate / bare_rate,
-        100.0 * scitq_rate / bare_rate
+        "ratio:      median of {rounds} rounds, scitq / direct = {mid:.3} (scitq runs tiny tasks at {:.1}% of the bare spawn rate; rounds: {each})",
+        100.0 * mid
     );
     Ok(())
 }
