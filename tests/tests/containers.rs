@@ -571,3 +571,32 @@ fn past_the_disk_threshold_a_failed_container_is_removed_at_once() {
         "removed {after:?} after the failure: the keep ({keep:?}), not the threshold, did it"
     );
 }
+
+#[test]
+fn a_registry_credential_goes_only_with_an_image_of_that_registry() {
+    let image = Image::tiny();
+    // Two registries that accept the same login; scitqd knows only the first. A task whose
+    // image is on the second must get no credential: its pull is refused.
+    let known = Registry::start("scitq", "shared-password");
+    let other = Registry::start("scitq", "shared-password");
+    let on_known = known.push(&image, "tiny");
+    let on_other = other.push(&image, "tiny");
+    let _pulled = (Image::named(&on_known), Image::named(&on_other));
+    let server = server_for(&known, known.password());
+    let c = server.client();
+    let a = agent(&server, "scoped", 1, &[]);
+    let _containers = Containers::of(&a);
+
+    let id = c.create(&["--container", &on_other, "--", "echo", "never"]);
+    let task = c.wait_task(id, "failed", RUN);
+    let message = str_field(&last_execution(&task), "message");
+    assert!(
+        message.contains(&format!("cannot pull image {on_other}"))
+            && message.contains("no basic auth credentials"),
+        "{message}"
+    );
+    // The same login on the known registry works: the refusal above is the missing credential.
+    let id = c.create(&["--container", &on_known, "--", "echo", "pulled"]);
+    c.wait_task(id, "succeeded", RUN);
+    assert_eq!(c.output(id), "pulled\n");
+}
