@@ -67,6 +67,8 @@ pub enum StorageError {
     TooManyEntries { uri: String, limit: usize },
     #[error("{uri}: refusing the name {name:?}: it leaves its folder")]
     EscapingName { uri: String, name: String },
+    #[error("{}: is a symbolic link, not a folder: links are not followed", path.display())]
+    LinkedFolder { path: PathBuf },
     #[error("{uri}: ENA: {reason}")]
     Ena { uri: String, reason: String },
     #[error(

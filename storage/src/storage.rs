@@ -132,6 +132,12 @@ impl Storage {
     }
 
     async fn kind(&self, op: &Operator, loc: &Location) -> Result<Kind> {
+        // A local folder is asked directly: opendal's lister panics on a link to a folder.
+        if let Some(path) = loc.local_path()
+            && tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_dir())
+        {
+            return Ok(Kind::Folder);
+        }
         if !loc.is_folder_syntax() {
             match op.stat(&loc.path).await {
                 Ok(meta) if meta.is_dir() => return Ok(Kind::Folder),
@@ -183,6 +189,9 @@ impl Storage {
     ) -> Result<BTreeMap<String, Metadata>> {
         let folder = loc.as_folder();
         let uri = folder.uri();
+        if let Some(root) = folder.local_path() {
+            return self.local_files_under(op, &folder, root).await;
+        }
         let mut lister = match op.lister_with(&folder.path).recursive(true).await {
             Ok(lister) => lister,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(BTreeMap::new()),
@@ -209,6 +218,7 @@ impl Storage {
             if crate::uri::has_parent_component(&rel) || rel.is_empty() {
                 return Err(StorageError::EscapingName { uri, name: rel });
             }
+
             let (path, mut meta) = entry.into_parts();
             // Some listings (local files, FTP) carry only the mode: ask for the rest.
             if meta.content_length() == 0 && meta.last_modified().is_none() {
@@ -217,6 +227,38 @@ impl Storage {
                     .await
                     .map_err(|e| StorageError::remote(&folder.uri_of(&path), e))?;
             }
+            files.insert(rel, meta);
+        }
+        Ok(files)
+    }
+
+    /// [`Storage::files_under`] for a local folder, walked here rather than by opendal: its
+    /// lister follows links (and panics on a link to a folder). A task may leave
+    /// `ln -s /etc/shadow $OUTPUT/x` behind, so a link is never followed, whether a file or a
+    /// folder (no store here keeps links): it is skipped, with a warning.
+    async fn local_files_under(
+        &self,
+        op: &Operator,
+        folder: &Location,
+        root: PathBuf,
+    ) -> Result<BTreeMap<String, Metadata>> {
+        let walked = tokio::task::spawn_blocking(move || walk_local(&root))
+            .await
+            .expect("the local walk does not panic")?;
+        let mut files = BTreeMap::new();
+        for (rel, is_link) in walked {
+            let path = format!("{}{rel}", folder.path);
+            if is_link {
+                tracing::warn!(
+                    uri = %folder.uri_of(&path),
+                    "skipped a symbolic link: links are not followed"
+                );
+                continue;
+            }
+            let meta = op
+                .stat(&path)
+                .await
+                .map_err(|e| StorageError::remote(&folder.uri_of(&path), e))?;
             files.insert(rel, meta);
         }
         Ok(files)
@@ -444,6 +486,14 @@ impl Storage {
         dst: &str,
         progress: &dyn Progress,
     ) -> Result<Vec<Uploaded>> {
+        // The folder itself replaced by a link (`ln -s /etc $OUTPUT`) is refused whole.
+        if let Ok(meta) = tokio::fs::symlink_metadata(local_dir).await
+            && meta.file_type().is_symlink()
+        {
+            return Err(StorageError::LinkedFolder {
+                path: local_dir.to_path_buf(),
+            });
+        }
         let src_text = format!("{}/", local_dir.display());
         let report = self.copy(&src_text, dst, progress).await?;
         Ok(report.copied)
@@ -647,6 +697,47 @@ impl Storage {
         copied.sort_by(|a, b| a.uri.cmp(&b.uri));
         Ok(copied)
     }
+}
+
+/// Every regular file and link under the local folder `root`, as (relative `/`-separated
+/// path, is a link), links not followed; a missing folder is empty. Bounded by
+/// [`MAX_LISTED`].
+fn walk_local(root: &Path) -> Result<Vec<(String, bool)>> {
+    let mut found = Vec::new();
+    let mut pending = vec![(root.to_path_buf(), String::new())];
+    let mut listed = 0;
+    while let Some((dir, prefix)) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && prefix.is_empty() => {
+                return Ok(found);
+            }
+            Err(e) => return Err(StorageError::local(&dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::local(&dir, e))?;
+            listed += 1;
+            if listed > MAX_LISTED {
+                return Err(StorageError::TooManyEntries {
+                    uri: format!("file://{}", root.display()),
+                    limit: MAX_LISTED,
+                });
+            }
+            let kind = entry
+                .file_type()
+                .map_err(|e| StorageError::local(entry.path(), e))?;
+            let rel = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            if kind.is_symlink() {
+                found.push((rel, true));
+            } else if kind.is_dir() {
+                pending.push((entry.path(), format!("{rel}/")));
+            } else if kind.is_file() {
+                found.push((rel, false));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 fn entry(loc: &Location, path: String, meta: &Metadata) -> Entry {

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use scitq_tests::{Agent, Server, ServerOpts, describe};
+use scitq_tests::images::{containers_labelled, remove_containers};
+use scitq_tests::{Agent, Client, Image, Server, ServerOpts, describe, read_tree};
 
 const CONNECT: Duration = Duration::from_secs(60);
 
@@ -64,4 +65,89 @@ fn the_agent_refuses_to_send_its_token_in_clear_to_another_host() {
     assert!(c.workers().is_empty(), "a refused agent registered");
     let _agent = Agent::start_via(&server, &addr, "opted-out", 1, &["--insecure"]);
     c.wait_worker_online("opted-out", CONNECT);
+}
+
+/// A secret file and a secret folder outside any task's folders, and a local output folder.
+struct Bait {
+    secret: std::path::PathBuf,
+    secret_dir: std::path::PathBuf,
+    out: std::path::PathBuf,
+}
+
+impl Bait {
+    fn new(c: &Client, name: &str) -> Bait {
+        let root = c.scratch_path(name);
+        let secret_dir = root.join("secret-dir");
+        std::fs::create_dir_all(&secret_dir).unwrap();
+        std::fs::write(secret_dir.join("inside"), "secret too\n").unwrap();
+        let secret = root.join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let out = root.join("out");
+        Bait {
+            secret,
+            secret_dir,
+            out,
+        }
+    }
+
+    /// Links to the secrets from `dir` (the task's output folder), and one real file.
+    fn script(&self, dir: &str) -> String {
+        format!(
+            "ln -s {} {dir}/link && ln -s {} {dir}/dirlink && mkdir {dir}/sub && \
+             ln -s {} {dir}/sub/deep && echo fine > {dir}/real",
+            self.secret.display(),
+            self.secret_dir.display(),
+            self.secret.display(),
+        )
+    }
+
+    fn output_uri(&self) -> String {
+        format!("file://{}/", self.out.display())
+    }
+
+    /// Only the real file was uploaded: no secret came along.
+    fn check(&self, c: &Client, id: i64) {
+        let task = c.wait_task(id, "succeeded", CONNECT);
+        let uploaded = read_tree(&self.out);
+        let names: Vec<&String> = uploaded.keys().collect();
+        assert_eq!(names, ["real"], "uploaded {uploaded:?}: {task:#}");
+    }
+}
+
+#[test]
+fn a_native_task_s_links_are_not_followed_on_upload() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "native", 1, &[]);
+    c.wait_worker_online("native", CONNECT);
+    let bait = Bait::new(&c, "native-links");
+    let id = c.create_sh(
+        "links",
+        &bait.script("$OUTPUT"),
+        &["--output", &bait.output_uri()],
+    );
+    bait.check(&c, id);
+}
+
+#[test]
+fn a_container_task_s_links_are_not_followed_on_upload() {
+    let image = Image::tiny();
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let agent = Agent::start(&server, "boxed", 1, &["--docker-network", "none"]);
+    c.wait_worker_online("boxed", CONNECT);
+    let work = agent.work_dir().to_string_lossy().into_owned();
+    let bait = Bait::new(&c, "container-links");
+    let id = c.create(&[
+        "--container",
+        image.tag(),
+        "--output",
+        &bait.output_uri(),
+        "--",
+        "sh",
+        "-c",
+        &bait.script("/output"),
+    ]);
+    bait.check(&c, id);
+    remove_containers(&containers_labelled("scitq.agent", &work));
 }
