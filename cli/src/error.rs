@@ -25,6 +25,34 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
     UsageError(message.into()).into()
 }
 
+/// Where the first invalid UTF-8 sequence of `bytes` is: its 1-based line, its byte offset in
+/// that line (0-based) and in the whole text; `None` when `bytes` are valid UTF-8.
+pub fn utf8_error_position(bytes: &[u8]) -> Option<(usize, usize, usize)> {
+    let offset = std::str::from_utf8(bytes).err()?.valid_up_to();
+    let before = &bytes[..offset];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    Some((line, offset - line_start, offset))
+}
+
+/// Refuses an argument list with a non-UTF-8 argument, naming which one and where (clap
+/// would only say that one of them is).
+pub fn check_utf8_args(args: &[std::ffi::OsString]) -> Result<(), UsageError> {
+    use std::os::unix::ffi::OsStrExt as _;
+    for (index, arg) in args.iter().enumerate().skip(1) {
+        if let Some((_, _, offset)) = utf8_error_position(arg.as_bytes()) {
+            return Err(UsageError(format!(
+                "argument {index} ({:?}) is not valid UTF-8 at byte {offset}",
+                arg.to_string_lossy()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What to print and how to exit for a failed command.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Report {
@@ -152,6 +180,29 @@ mod tests {
         assert_eq!(
             report(&err, None).message.as_deref(),
             Some("cannot read tasks.txt: disk on fire")
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_located() {
+        assert_eq!(utf8_error_position(b"fine\nalso fine"), None);
+        assert_eq!(
+            utf8_error_position(b"echo ok\necho \xff bad\n"),
+            Some((2, 5, 13))
+        );
+        assert_eq!(utf8_error_position(b"\xc3"), Some((1, 0, 0)));
+        let args = ["scitqctl", "task", "x"].map(std::ffi::OsString::from);
+        assert!(check_utf8_args(&args).is_ok());
+        use std::os::unix::ffi::OsStringExt as _;
+        let bad = vec![
+            "scitqctl".into(),
+            "--".into(),
+            std::ffi::OsString::from_vec(b"ab\xffc".to_vec()),
+        ];
+        let err = check_utf8_args(&bad).unwrap_err().0;
+        assert!(
+            err.contains("argument 2") && err.contains("byte 2"),
+            "{err}"
         );
     }
 }

@@ -7,7 +7,12 @@ use scitq_cli::Cli;
 
 fn main() -> ExitCode {
     scitq_proto::install_crypto_provider();
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(e) = scitq_cli::error::check_utf8_args(&args) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse_from(args);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -403,3 +403,37 @@ fn fetch_of_a_uri_with_dot_dot_is_refused_at_once() {
     assert!(!exited.success(), "fetch copy {uri} succeeded: {stderr}");
     assert!(stderr.contains(&uri) && stderr.contains(".."), "{stderr}");
 }
+
+#[test]
+fn invalid_utf8_is_refused_naming_where() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let (_server, c) = server_with_two_tasks();
+    let file = c.scratch_path("bad-utf8.txt");
+    std::fs::write(&file, b"echo fine\necho \xff bad\n").unwrap();
+    let out = c.ctl([
+        "task".as_ref(),
+        "create".as_ref(),
+        "--from-file".as_ref(),
+        file.as_os_str(),
+    ]);
+    assert_refused(
+        "--from-file with invalid UTF-8",
+        &out,
+        &["line 2", "byte 5"],
+    );
+    let bad = std::ffi::OsStr::from_bytes(b"ab\xffc");
+    let out = c.ctl([
+        "task".as_ref(),
+        "create".as_ref(),
+        "--".as_ref(),
+        "echo".as_ref(),
+        bad,
+    ]);
+    assert_refused(
+        "an argument with invalid UTF-8",
+        &out,
+        &["argument", "byte 2"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert_eq!(c.task_count(), 2);
+}

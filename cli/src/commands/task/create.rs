@@ -60,9 +60,18 @@ async fn read_specs(path: &PathBuf, defaults: &SpecArgs) -> anyhow::Result<Vec<T
             .context("cannot read tasks from standard input")?;
         (text, "standard input".to_owned())
     } else {
-        let text = tokio::fs::read_to_string(path)
+        let bytes = tokio::fs::read(path)
             .await
             .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let (line, column, offset) = crate::error::utf8_error_position(e.as_bytes())
+                .expect("from_utf8 failed, so there is an error");
+            usage(format!(
+                "cannot read {}: invalid UTF-8 at line {line}, byte {column} of the line \
+                 (byte {offset} of the file)",
+                path.display()
+            ))
+        })?;
         (text, path.display().to_string())
     };
     Ok(from_file::parse(
