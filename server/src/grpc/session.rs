@@ -1,16 +1,14 @@
-//! The agent stream (`WorkerService.Session`). See ARCHITECTURE.md, "The agent stream".
-//!
-//! A reader task per session takes whatever messages are ready, applies them in one
-//! store write (grouped with other sessions' writes), then acknowledges the highest
-//! sequence number and tells the scheduler which slots freed.
+//! The agent stream (`WorkerService.Session`), at the edge: the Hello (checked, reconciled,
+//! answered with Welcome), then the agent's messages decoded into `core::agent` events and
+//! handed to `service::session`, which commits and acknowledges them. See ARCHITECTURE.md,
+//! "The agent stream".
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{Stream, StreamExt};
 use scitq_proto::v1;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -21,18 +19,14 @@ use crate::core::ids::ExecutionId;
 use crate::core::ids::WorkerId;
 use crate::core::reconcile::Resend;
 use crate::core::state::{ExecState, Failure};
-use crate::persistence::executions::{self, Applied};
 use crate::persistence::workers::{self, settings_of};
-use crate::persistence::writer::Pending;
+use crate::service;
 use crate::service::scheduler::{AgentTx, Command};
+use crate::service::session::Inbound;
 
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 /// Most agent messages applied in one store write.
 const MAX_BATCH: usize = 512;
-/// Output bytes of one session read but not yet committed. Past it the session stops
-/// reading, and HTTP/2 flow control holds the agent back: a task printing gigabytes fast
-/// cannot pile them up in scitqd's memory.
-const IN_FLIGHT_BYTES: usize = 8 << 20;
 const MAX_NAME: usize = 256;
 
 type ServerStream = Pin<Box<dyn Stream<Item = Result<v1::ServerMessage, Status>> + Send>>;
@@ -153,153 +147,57 @@ pub async fn open(
     ))))
 }
 
-/// Reads the agent's messages and queues them for the store without waiting for each
-/// commit: while one group commits, the next messages are read and queued, and the writer
-/// commits them together. An acker task answers in order as commits land.
+/// Reads the agent's messages in batches of what is ready, decoded; the session protocol
+/// (grouped commits, in-flight budget, acks) is `service::session`'s.
 async fn read(
     state: &State,
     worker: WorkerId,
     inbound: Streaming<v1::AgentMessage>,
     tx: &AgentTx,
 ) -> Result<(), Status> {
-    let (commits_tx, commits_rx) = mpsc::unbounded_channel();
-    let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES));
-    let acker = tokio::spawn(acknowledge(state.clone(), worker, commits_rx, tx.clone()));
-    let result = queue(state, worker, inbound, &commits_tx, &budget).await;
-    drop(commits_tx);
-    let acked = acker
-        .await
-        .unwrap_or_else(|e| Err(Status::internal(format!("acker failed: {e}"))));
-    result.and(acked)
+    let batches = inbound.ready_chunks(MAX_BATCH).map(decode_batch);
+    let context = service::session::Context {
+        store: state.store.clone(),
+        scheduler: state.scheduler.clone(),
+        hub: state.hub.clone(),
+    };
+    service::session::run(context, worker, batches, tx).await
 }
 
-/// The last seq of a batch, its pending write, and the share of the in-flight budget it
-/// holds until committed.
-type Commit = (u64, Option<Pending<Applied>>, Option<OwnedSemaphorePermit>);
-
-async fn queue(
-    state: &State,
-    worker: WorkerId,
-    inbound: Streaming<v1::AgentMessage>,
-    commits: &mpsc::UnboundedSender<Commit>,
-    budget: &Arc<Semaphore>,
-) -> Result<(), Status> {
-    let mut batches = inbound.ready_chunks(MAX_BATCH);
-    while let Some(batch) = batches.next().await {
-        let mut events = Vec::with_capacity(batch.len());
-        let mut last_seq = 0;
-        let mut stream_error = None;
-        for item in batch {
-            let msg = match item {
-                Ok(msg) => msg,
-                Err(err) => {
-                    stream_error = Some(err);
-                    break;
-                }
-            };
-            last_seq = last_seq.max(msg.seq);
-            match msg.kind {
-                Some(v1::agent_message::Kind::Update(update)) => {
-                    events.push(AgentEvent::Update(decode_update(update)?))
-                }
-                Some(v1::agent_message::Kind::Output(chunk)) => {
-                    events.push(AgentEvent::Output(decode_chunk(chunk)?))
-                }
-                Some(v1::agent_message::Kind::Heartbeat(_)) => events.push(AgentEvent::Heartbeat),
-                Some(v1::agent_message::Kind::Hello(_)) => {
-                    return Err(Status::invalid_argument("Hello sent twice in one session"));
-                }
-                None => {}
+/// One batch of agent messages, decoded. A transport error ends the batch (what came before
+/// it is still applied); a message that does not decode ends the session.
+fn decode_batch(batch: Vec<Result<v1::AgentMessage, Status>>) -> Result<Inbound, Status> {
+    let mut inbound = Inbound {
+        last_seq: 0,
+        events: Vec::with_capacity(batch.len()),
+        broke: None,
+    };
+    for item in batch {
+        let msg = match item {
+            Ok(msg) => msg,
+            Err(err) => {
+                inbound.broke = Some(err);
+                break;
             }
-        }
-        let bytes: usize = events
-            .iter()
-            .map(|e| match e {
-                AgentEvent::Output(chunk) => chunk.data.len(),
-                _ => 0,
-            })
-            .sum();
-        let permit = if bytes == 0 {
-            None
-        } else {
-            let share = bytes.min(IN_FLIGHT_BYTES) as u32;
-            Some(
-                budget
-                    .clone()
-                    .acquire_many_owned(share)
-                    .await
-                    .map_err(|_| Status::internal("session budget closed"))?,
-            )
         };
-        let pending = if events.is_empty() {
-            None
-        } else {
-            Some(
-                executions::apply(&state.store, worker, events)
-                    .await
-                    .map_err(|e| Status::aborted(format!("could not apply agent updates: {e}")))?,
-            )
-        };
-        if commits.send((last_seq, pending, permit)).is_err() {
-            return Ok(()); // the acker stopped on an error it reports itself
-        }
-        if let Some(err) = stream_error {
-            // The transport broke (agent gone, network cut): not an error of ours.
-            tracing::debug!(%worker, error = %err, "agent stream broke");
-            return Ok(());
+        inbound.last_seq = inbound.last_seq.max(msg.seq);
+        match msg.kind {
+            Some(v1::agent_message::Kind::Update(update)) => inbound
+                .events
+                .push(AgentEvent::Update(decode_update(update)?)),
+            Some(v1::agent_message::Kind::Output(chunk)) => inbound
+                .events
+                .push(AgentEvent::Output(decode_chunk(chunk)?)),
+            Some(v1::agent_message::Kind::Heartbeat(_)) => {
+                inbound.events.push(AgentEvent::Heartbeat)
+            }
+            Some(v1::agent_message::Kind::Hello(_)) => {
+                return Err(Status::invalid_argument("Hello sent twice in one session"));
+            }
+            None => {}
         }
     }
-    Ok(())
-}
-
-/// Waits for each queued write in order; once committed, acknowledges it and tells the
-/// scheduler and followers what changed.
-async fn acknowledge(
-    state: State,
-    worker: WorkerId,
-    mut commits: mpsc::UnboundedReceiver<Commit>,
-    tx: AgentTx,
-) -> Result<(), Status> {
-    while let Some((seq, pending, permit)) = commits.recv().await {
-        if let Some(pending) = pending {
-            let applied = pending
-                .await
-                .map_err(|e| Status::aborted(format!("could not apply agent updates: {e}")))?;
-            if !applied.finished.is_empty() {
-                state.scheduler.send(Command::Finished {
-                    worker,
-                    count: applied.finished.len() as u32,
-                });
-            }
-            state.scheduler.enqueue(applied.requeued);
-            state.hub.notify(applied.touched);
-            if !applied.succeeded.is_empty()
-                && state
-                    .store
-                    .has_dependencies
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            {
-                match executions::promote_dependants(&state.store, applied.succeeded).await {
-                    Ok(ready) => {
-                        state.hub.notify(ready.iter().map(|q| q.id));
-                        state.scheduler.enqueue(ready);
-                    }
-                    Err(err) => tracing::error!(error = %err, "could not promote dependants"),
-                }
-            }
-            if !applied.executions.is_empty() && state.hub.has_followers() {
-                match executions::tasks_of(&state.store.db, &applied.executions).await {
-                    Ok(tasks) => state.hub.notify(tasks),
-                    Err(err) => tracing::warn!(error = %err, "could not wake followers"),
-                }
-            }
-        }
-        drop(permit);
-        if seq > 0 {
-            let _ = tx.send(message(v1::server_message::Kind::Ack(v1::Ack { seq })));
-        }
-    }
-    Ok(())
+    Ok(inbound)
 }
 
 /// An agent's update, checked: an unknown state or failure class ends the session with

@@ -3,3 +3,4 @@
 
 pub mod hub;
 pub mod scheduler;
+pub mod session;
