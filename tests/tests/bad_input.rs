@@ -374,6 +374,30 @@ fn bad_uris_and_actions_are_refused_at_create_naming_the_bad_part() {
 }
 
 #[test]
+fn bad_uris_are_refused_by_task_edit_too_and_nothing_changes() {
+    let (_server, c) = server_with_two_tasks();
+    // No agent: the tasks stay pending, so they can be edited.
+    for (flag, uri, part) in [
+        ("--input", "nosuch://x", "nosuch"),
+        ("--input", "s3://b/x|frobnicate", "frobnicate"),
+        ("--output", "s3://b/out/../../x/", ".."),
+    ] {
+        assert_refused(
+            &format!("task edit {flag} {uri}"),
+            &c.ctl(["task", "edit", "1", flag, uri]),
+            &[flag.trim_start_matches('-'), part],
+        );
+    }
+    let task = c.task(1);
+    assert_eq!(task["status"], "pending", "{task:#}");
+    assert!(
+        task["inputs"].as_array().is_none_or(Vec::is_empty)
+            && task["output"].as_str().unwrap_or("").is_empty(),
+        "the edit changed the task: {task:#}"
+    );
+}
+
+#[test]
 fn fetch_of_a_uri_with_dot_dot_is_refused_at_once() {
     let (_server, c) = server_with_two_tasks();
     let dir = c.scratch_path("dotdot");

@@ -92,6 +92,27 @@ impl UriCheck {
         UriCheck(scitq_storage::Storage::with_env(remotes, env))
     }
 
+    /// Checks the URIs an edit would set, as creation does; the error names the field and
+    /// the bad part.
+    pub fn check_edit(
+        &self,
+        inputs: Option<&[String]>,
+        output: Option<&str>,
+        resources: Option<&[String]>,
+    ) -> Result<(), String> {
+        let in_edit = |e: SpecError| e.to_string().replacen("task 0: ", "", 1);
+        for input in inputs.into_iter().flatten() {
+            self.check(0, "input", input, true).map_err(in_edit)?;
+        }
+        for resource in resources.into_iter().flatten() {
+            self.check(0, "resource", resource, true).map_err(in_edit)?;
+        }
+        if let Some(output) = output.filter(|o| !o.is_empty()) {
+            self.check(0, "output", output, false).map_err(in_edit)?;
+        }
+        Ok(())
+    }
+
     fn check(
         &self,
         index: usize,

@@ -52,6 +52,8 @@ fn validate_hello(hello: &v1::Hello) -> Result<(), Status> {
     if hello.concurrency == 0 {
         return Err(Status::invalid_argument("concurrency must be at least 1"));
     }
+    // Stored as signed integers: a value past the limits would come back negative.
+    super::workers::check_settings(Some(hello.concurrency), Some(hello.prefetch))?;
     Ok(())
 }
 
@@ -260,6 +262,22 @@ fn decode_chunk(chunk: v1::OutputChunk) -> Result<Chunk, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hello_past_the_settings_limits_is_refused() {
+        let hello = |concurrency, prefetch| v1::Hello {
+            protocol: v1::ProtocolVersion::ProtocolVersion1 as i32,
+            name: "w".into(),
+            concurrency,
+            prefetch,
+            ..Default::default()
+        };
+        assert!(validate_hello(&hello(4, 0)).is_ok());
+        let err = validate_hello(&hello(u32::MAX, 0)).unwrap_err();
+        assert!(err.message().contains("concurrency 4294967295"), "{err}");
+        let err = validate_hello(&hello(1, 3_000_000_000)).unwrap_err();
+        assert!(err.message().contains("prefetch 3000000000"), "{err}");
+    }
 
     #[test]
     fn unknown_enum_values_are_refused_naming_the_field() {

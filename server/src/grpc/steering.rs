@@ -177,6 +177,13 @@ pub async fn edit(
 ) -> Result<v1::EditTasksResponse, Status> {
     let selector = selector(req.selector)?;
     let changes = changes(req.changes)?;
+    crate::core::task::UriCheck::new(&state.rclone_config)
+        .check_edit(
+            changes.inputs.as_deref(),
+            changes.output.as_deref(),
+            changes.resources.as_deref(),
+        )
+        .map_err(Status::invalid_argument)?;
     let edited = steering::edit(&state.store, selector, changes, req.dry_run)
         .await
         .map_err(status)?;
