@@ -358,10 +358,11 @@ fn a_restarted_agent_reattaches_to_running_and_exited_containers() {
     let image = Image::tiny();
     let server = Server::start(ServerOpts::default());
     let c = server.client();
-    let mut a = agent(&server, "phoenix", 3, &[]);
-    let containers = Containers::of(&a);
     let flags = tempfile::tempdir().unwrap();
-    let volume = format!("-v {}:/flags", flags.path().display());
+    let flags_dir = flags.path().display().to_string();
+    let mut a = agent(&server, "phoenix", 3, &["--allow-mount", &flags_dir]);
+    let containers = Containers::of(&a);
+    let volume = format!("-v {flags_dir}:/flags");
     let waiter = |name: &str| {
         format!(
             "echo {name} one; while [ ! -e /flags/{name} ]; do sleep 0.05; done; echo {name} two"

@@ -351,11 +351,13 @@ fn a_reattached_container_keeps_the_source_line_at_the_head_of_its_stderr() {
     let server = Server::start(ServerOpts::default());
     let c = server.client();
     let ena_url = http.url("filereport");
+    let flags = tempfile::tempdir().unwrap();
+    let flags_dir = flags.path().display().to_string();
     let mut agent = Agent::start_with_env(
         &server,
         "phoenix",
         1,
-        &["--docker-network", "none"],
+        &["--docker-network", "none", "--allow-mount", &flags_dir],
         &[
             ("SCITQ_ENA_URL", &ena_url),
             ("SCITQ_ENA_FASTQ_SCHEME", "http"),
@@ -363,8 +365,7 @@ fn a_reattached_container_keeps_the_source_line_at_the_head_of_its_stderr() {
     );
     let _containers = Containers(agent.work_dir().display().to_string());
     c.wait_worker_online("phoenix", CONNECT);
-    let flags = tempfile::tempdir().unwrap();
-    let volume = format!("-v {}:/flags", flags.path().display());
+    let volume = format!("-v {flags_dir}:/flags");
     let id = c.create(&[
         "--container",
         image.tag(),

@@ -151,3 +151,55 @@ fn a_container_task_s_links_are_not_followed_on_upload() {
     bait.check(&c, id);
     remove_containers(&containers_labelled("scitq.agent", &work));
 }
+
+#[test]
+fn a_container_mounts_only_the_host_folders_its_agent_allows() {
+    let image = Image::tiny();
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let shared = tempfile::tempdir().unwrap();
+    std::fs::write(shared.path().join("ref.txt"), "reference\n").unwrap();
+    let shared_dir = shared.path().display().to_string();
+    let agent = Agent::start(
+        &server,
+        "mounts",
+        1,
+        &["--docker-network", "none", "--allow-mount", &shared_dir],
+    );
+    c.wait_worker_online("mounts", CONNECT);
+    let work = agent.work_dir().to_string_lossy().into_owned();
+
+    // The whole host: refused, naming the path and the setting; the command never runs.
+    let id = c.create(&[
+        "--container",
+        image.tag(),
+        "--container-option",
+        "-v /:/host",
+        "--",
+        "cat",
+        "/host/etc/hostname",
+    ]);
+    let task = c.wait_task(id, "failed", CONNECT);
+    let execution = &task["executions"][0];
+    let message = execution["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("host path / may not be mounted") && message.contains("--allow-mount"),
+        "{task:#}"
+    );
+    assert_eq!(c.output(id), "", "{task:#}");
+
+    // An allowed folder mounts.
+    let volume = format!("-v {shared_dir}:/refs:ro");
+    let id = c.create(&[
+        "--container",
+        image.tag(),
+        "--container-option",
+        &volume,
+        "--",
+        "cat",
+        "/refs/ref.txt",
+    ]);
+    c.wait_task(id, "succeeded", CONNECT);
+    assert_eq!(c.output(id), "reference\n");
+    remove_containers(&containers_labelled("scitq.agent", &work));
+}

@@ -88,6 +88,16 @@ pub struct Args {
     /// How long the container and work dir of a failed execution are kept for inspection.
     #[arg(long, env = "SCITQ_KEEP_FAILED", default_value = "24h", value_parser = parse_duration)]
     pub keep_failed: Duration,
+    /// A host folder that tasks' containers may bind-mount with `-v` (it or anything below
+    /// it; repeatable, comma-separated in the env). None by default: a task reads nothing of
+    /// the host but its own folders.
+    #[arg(
+        long = "allow-mount",
+        env = "SCITQ_ALLOW_MOUNTS",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
+    pub allow_mounts: Vec<PathBuf>,
     /// Disk use (percent of the work dir's filesystem) past which failed executions'
     /// containers and work dirs are removed at once.
     #[arg(long, env = "SCITQ_DISK_THRESHOLD", default_value_t = 90, value_name = "PERCENT",
@@ -122,6 +132,8 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 /// Why the configuration is unusable. All map to exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("invalid --allow-mount {}: it must be an absolute path without '..'", .0.display())]
+    InvalidAllowMount(PathBuf),
     #[error("invalid server address {value:?}: {reason}")]
     InvalidServer { value: String, reason: &'static str },
     #[error("cannot read client config {}: {source}", path.display())]
@@ -326,6 +338,8 @@ pub struct Config {
     pub keep_failed: Duration,
     pub disk_threshold: u8,
     pub result_hold: Duration,
+    /// Host folders containers may bind-mount (`-v`).
+    pub allow_mounts: Vec<PathBuf>,
 }
 
 impl fmt::Debug for Config {
@@ -394,6 +408,14 @@ impl Config {
         if sra_tools_image.is_empty() || sra_tools_image.contains(char::is_whitespace) {
             return Err(ConfigError::InvalidSraToolsImage(args.sra_tools_image));
         }
+        if let Some(bad) = args.allow_mounts.iter().find(|dir| {
+            !dir.is_absolute()
+                || dir
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+        }) {
+            return Err(ConfigError::InvalidAllowMount(bad.clone()));
+        }
         Ok(Config {
             server,
             token,
@@ -412,6 +434,7 @@ impl Config {
             keep_failed: args.keep_failed,
             disk_threshold: args.disk_threshold,
             result_hold: args.result_hold,
+            allow_mounts: args.allow_mounts,
         })
     }
 
@@ -423,7 +446,7 @@ impl Config {
              name = {}\nbatch = {}\nwork_dir = {}\nheartbeat = {}\nreconnect_max = {}\n\
              spool_limit_mib = {}\n\
              docker_network = {}\npull_timeout = {}\nsra_tools_image = {}\nkeep_failed = {}\n\
-             disk_threshold = {}\nresult_hold = {}\n",
+             disk_threshold = {}\nresult_hold = {}\nallow_mounts = [{}]\n",
             q(&self.server.uri()),
             self.concurrency,
             self.prefetch,
@@ -439,6 +462,11 @@ impl Config {
             q(&humantime::format_duration(self.keep_failed).to_string()),
             self.disk_threshold,
             q(&humantime::format_duration(self.result_hold).to_string()),
+            self.allow_mounts
+                .iter()
+                .map(|d| q(&d.to_string_lossy()))
+                .collect::<Vec<_>>()
+                .join(", "),
         )
     }
 }

@@ -53,6 +53,8 @@ pub struct Engine {
     pub pull_timeout: Duration,
     /// The value of [`LABEL_AGENT`] on this agent's containers.
     pub scope: String,
+    /// Host folders a task may bind-mount with `-v` (`--allow-mount`).
+    pub allowed_mounts: Vec<std::path::PathBuf>,
 }
 
 impl Engine {
@@ -62,6 +64,7 @@ impl Engine {
             network,
             pull_timeout,
             scope,
+            allowed_mounts: Vec::new(),
         }
     }
 
@@ -74,6 +77,39 @@ impl Engine {
             })
             .await
     }
+}
+
+/// Whether a task may bind-mount the host path `source`: it is one of the agent's
+/// `--allow-mount` folders or below one (component-wise, `..` never allowed).
+pub fn mount_allowed(source: &str, allowed: &[std::path::PathBuf]) -> bool {
+    let source = std::path::Path::new(source);
+    if source
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return false;
+    }
+    allowed.iter().any(|dir| source.starts_with(dir))
+}
+
+fn refused_mount(
+    volume: &scitq_proto::container::Volume,
+    allowed: &[std::path::PathBuf],
+) -> String {
+    let allowed = if allowed.is_empty() {
+        "none".to_owned()
+    } else {
+        allowed
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "host path {} may not be mounted (-v {volume}): this agent allows {allowed}; \
+         start it with --allow-mount {} (or SCITQ_ALLOW_MOUNTS) to allow it",
+        volume.source, volume.source
+    )
 }
 
 /// The message Docker or the registry gave, without bollard's wrapping.
@@ -181,6 +217,13 @@ async fn create(
             (format!("cannot write {}: {e}", path.display()), None)
         })?;
     let options = spec.options.clone().map_err(|e| (e.to_string(), None))?;
+    if let Some(volume) = options
+        .volumes
+        .iter()
+        .find(|v| !mount_allowed(&v.source, &ctx.engine.allowed_mounts))
+    {
+        return Err((refused_mount(volume, &ctx.engine.allowed_mounts), None));
+    }
     let argv = launch.argv.clone().map_err(|e| (e.to_string(), None))?;
     ensure_image(
         docker,
@@ -662,6 +705,39 @@ pub async fn remove(docker: &Docker, container: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_allowed_host_folders_may_be_mounted() {
+        let allowed = vec![
+            std::path::PathBuf::from("/data"),
+            std::path::PathBuf::from("/scratch/shared"),
+        ];
+        for (source, ok) in [
+            ("/data", true),
+            ("/data/refs/hg38", true),
+            ("/scratch/shared/x", true),
+            ("/", false),
+            ("/database", false),
+            ("/data/../etc", false),
+            ("/scratch", false),
+        ] {
+            assert_eq!(mount_allowed(source, &allowed), ok, "{source}");
+        }
+        assert!(
+            !mount_allowed("/data", &[]),
+            "nothing is allowed by default"
+        );
+        let volume = scitq_proto::container::Volume {
+            source: "/".into(),
+            target: "/host".into(),
+            read_only: false,
+        };
+        assert_eq!(
+            refused_mount(&volume, &[]),
+            "host path / may not be mounted (-v /:/host:rw): this agent allows none; start it \
+             with --allow-mount / (or SCITQ_ALLOW_MOUNTS) to allow it"
+        );
+    }
 
     #[test]
     fn reports_of_exits() {

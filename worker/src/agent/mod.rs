@@ -268,11 +268,13 @@ impl Agent {
             execs.insert(id, exec);
         }
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let engine = Arc::new(Engine::new(
+        let mut engine = Engine::new(
             config.docker_network,
             config.pull_timeout,
             config.work_dir.to_string_lossy().into_owned(),
-        ));
+        );
+        engine.allowed_mounts = config.allow_mounts.clone();
+        let engine = Arc::new(engine);
         let lease = fence::LeaseClock::new(crate::lease::read(&config.work_dir));
         Agent {
             engine,

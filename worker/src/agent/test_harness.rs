@@ -277,6 +277,7 @@ impl Harness {
             keep_failed: Duration::from_secs(3600),
             disk_threshold: 100,
             result_hold: Duration::from_millis(5),
+            allow_mounts: Vec::new(),
         };
         Harness {
             sessions,
