@@ -2,7 +2,7 @@
 //! agent reported a failure, or the execution went missing (the agent no longer holds it
 //! at a Hello, or its worker's lease expired).
 //!
-//! [`end`] decides from plain views of the two rows; `persistence` loads them, applies the
+//! [`end`] decides from plain views of the two rows; the store loads them, applies the
 //! [`Decision`] with UPDATEs guarded by the same predecessor states, and `service` re-queues.
 
 use super::ids::{ExecutionId, TaskId};

@@ -3,7 +3,7 @@
 //! canceled with a reason naming it, and theirs in turn; relaunching it brings back to
 //! `waiting` the ones canceled for it, and theirs.
 //!
-//! `persistence::deps` loads the part of the graph a decision needs and applies it with
+//! The store loads the part of the graph a decision needs and applies it with
 //! UPDATEs guarded by the statuses decided on here.
 
 use std::collections::{HashMap, HashSet};

@@ -1,6 +1,6 @@
 //! The decisions, as plain functions and data: no database, no network, no async. The
 //! service loops (`crate::service`) hold the state, call these, and carry out what they
-//! decide through `crate::persistence` and the agent streams.
+//! decide through the store and the agent streams.
 
 pub mod agent;
 pub mod attempt;

@@ -1,5 +1,5 @@
 //! An execution moving forward on an agent's report (accepted, running, uploading,
-//! succeeded). `persistence::progress` renders this same rule as guarded set-based
+//! succeeded). The store renders this same rule as guarded set-based
 //! statements for a whole group of reports at once (one per target state): the execution
 //! moves only from a legal predecessor and only for the worker that holds it; its task
 //! follows only while it is the task's current execution on that worker and the task's own
