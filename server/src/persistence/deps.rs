@@ -74,17 +74,19 @@ async fn dependants_of(txn: &DatabaseTransaction, root: i64) -> Result<Dependant
     let mut frontier = vec![root];
     while !frontier.is_empty() {
         let edges = edges_below(txn, &frontier).await?;
-        frontier.clear();
+        // A set: a task that thousands depend on must not cost a scan per dependant.
+        let mut next = HashSet::new();
         for (dependant, dependency) in edges {
             graph
                 .of
                 .entry(TaskId(dependency))
                 .or_default()
                 .push(TaskId(dependant));
-            if !graph.status.contains_key(&TaskId(dependant)) && !frontier.contains(&dependant) {
-                frontier.push(dependant);
+            if !graph.status.contains_key(&TaskId(dependant)) {
+                next.insert(dependant);
             }
         }
+        frontier = next.into_iter().collect();
         for chunk in frontier.chunks(500) {
             let rows: Vec<(i64, String, String)> = task::Entity::find()
                 .select_only()
