@@ -183,17 +183,29 @@ impl Agent {
         self.running += 1;
     }
 
+    /// Holds an execution a previous agent left running, with the output it already spooled.
+    fn hold_running(
+        &mut self,
+        id: ExecutionId,
+        task_id: i64,
+        spooled: [u64; 2],
+        handle: Option<Handle>,
+    ) {
+        let mut exec = Exec::new(task_id, Phase::Running);
+        exec.started = true;
+        exec.handle = handle;
+        for stream in crate::state::Stream::BOTH {
+            exec.streams[stream.index()].written = spooled[stream.index()];
+        }
+        self.execs.insert(id, exec);
+    }
+
     /// Re-attaches to the containers a previous agent left: they hold slots and are reported
     /// as running in `Hello`.
     pub(super) fn start_reattached(&mut self) {
         for found in std::mem::take(&mut self.reattach) {
             tracing::info!(execution_id = %found.id, container = found.container, "re-attaching to a container left by a previous agent");
-            let mut exec = Exec::new(found.task_id, Phase::Running);
-            exec.started = true;
-            for stream in crate::state::Stream::BOTH {
-                exec.streams[stream.index()].written = found.spooled[stream.index()];
-            }
-            self.execs.insert(found.id, exec);
+            self.hold_running(found.id, found.task_id, found.spooled, None);
             let launch = Launch {
                 id: found.id,
                 task_id: found.task_id,
@@ -218,13 +230,12 @@ impl Agent {
     pub(super) fn start_adopted(&mut self) {
         for found in std::mem::take(&mut self.adopt) {
             tracing::info!(execution_id = %found.id, pid = found.pid, ended = found.exit.is_some(), "adopting a task left by a previous agent");
-            let mut exec = Exec::new(found.task_id, Phase::Running);
-            exec.started = true;
-            exec.handle = Some(Handle::Group(found.pid));
-            for stream in crate::state::Stream::BOTH {
-                exec.streams[stream.index()].written = found.spooled[stream.index()];
-            }
-            self.execs.insert(found.id, exec);
+            self.hold_running(
+                found.id,
+                found.task_id,
+                found.spooled,
+                Some(Handle::Group(found.pid)),
+            );
             let launch = Launch {
                 id: found.id,
                 task_id: found.task_id,
