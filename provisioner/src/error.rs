@@ -68,11 +68,10 @@ pub enum ProviderError {
         retry_after: Option<Duration>,
         detail: String,
     },
-    #[error("{provider}: {operation} failed (http {status}): {detail}")]
+    #[error("{provider}: {operation} failed on the cloud's side: {detail}")]
     ServerError {
         provider: String,
         operation: &'static str,
-        status: u16,
         detail: String,
     },
     #[error("{provider}: {operation} timed out after {timeout:?}")]
@@ -87,11 +86,10 @@ pub enum ProviderError {
         operation: &'static str,
         detail: String,
     },
-    #[error("{provider}: {operation} refused (http {status}): {detail}")]
+    #[error("{provider}: {operation} refused: {detail}")]
     Refused {
         provider: String,
         operation: &'static str,
-        status: u16,
         detail: String,
     },
     #[error("{provider}: {operation}: unexpected answer: {detail}")]
@@ -164,6 +162,12 @@ impl ProviderError {
     }
 }
 
+/// Reads a `Retry-After` header value: delay-seconds (RFC 9110 §10.2.3). The HTTP-date form is
+/// not used by the clouds here; it yields `None` (plain backoff).
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +190,11 @@ mod tests {
         assert_eq!(quota.class(), ErrorClass::Quota);
         assert!(!quota.is_transient());
         assert_eq!(quota.to_string(), "p: quota exceeded: cores");
+    }
+
+    #[test]
+    fn retry_after_takes_seconds() {
+        assert_eq!(parse_retry_after(" 7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }
 }

@@ -14,6 +14,7 @@
 
 mod error;
 pub mod local;
+pub mod openstack;
 pub mod retry;
 
 use std::collections::BTreeMap;

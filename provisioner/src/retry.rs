@@ -117,8 +117,7 @@ mod tests {
         ProviderError::ServerError {
             provider: "p".into(),
             operation: "create",
-            status: 503,
-            detail: "unavailable".into(),
+            detail: "http 503: unavailable".into(),
         }
     }
 
