@@ -1,0 +1,1 @@
+"""Helpers for bioinformatics scripts (`scitq.bio.genetics`)."""
