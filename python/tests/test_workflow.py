@@ -1,0 +1,99 @@
+"""scitq.workflow: a fan-out then fan-in workflow where a task fails, is relaunched with a
+new command, and its dependants then complete; cleaning; refused recruitment arguments."""
+
+import pytest
+
+from scitq.errors import RecruitmentUnavailable, Unsupported, WorkflowError
+from scitq.workflow import Workflow
+
+SAMPLES = ["a", "b", "c"]
+
+
+def test_fan_out_fan_in_with_a_failure_relaunched(server, batch, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = f"file://{tmp_path}/store"
+    wf = Workflow(f"wf{batch.rsplit('-', 1)[1]}", server=server, shell=True)
+    gens, counts = {}, {}
+    for sample in SAMPLES:
+        command = f'echo "{sample}{sample}{sample}" > "$OUTPUT/{sample}.txt"'
+        if sample == "b":
+            command = "echo broken >&2; exit 1"
+        gens[sample] = wf.step(batch="gen", command=command, name=f"gen-{sample}",
+                               output=f"{store}/gen/{sample}")
+        counts[sample] = wf.step(
+            batch="count", name=f"count-{sample}",
+            command=f'wc -c < "$INPUT/{sample}.txt" | tr -d " " > "$OUTPUT/{sample}.count"',
+            input=gens[sample].output + f"{sample}.txt", output=f"{store}/count/{sample}/",
+            required_tasks=gens[sample])
+    last = counts["c"]
+    assert [s.task_id for s in last.gather()] == [counts[x].task_id for x in SAMPLES]
+    assert last.gather("output/x") == [f"{store}/count/{x}/x" for x in SAMPLES]
+    total = wf.step(batch="total", name="total", command='cat "$INPUT"/*.count | awk \'{s += $1} END {print s}\'',
+                    input=[o + f"{x}.count" for o, x in zip(last.gather("output"), SAMPLES)],
+                    required_tasks=last.gather())
+    assert total.batch == f"{wf.name}.total"
+
+    first = wf.run(progress=False)
+    assert first["gen"]["failed"] == 1 and first["gen"]["succeeded"] == 2
+    assert first["count"]["canceled"] == 1 and first["count"]["succeeded"] == 2
+    assert first["total"]["canceled"] == 1
+    assert gens["b"].get_error() == "broken\n"
+
+    server.task_relaunch(gens["b"], command='echo "bbb" > "$OUTPUT/b.txt"')
+    second = wf.run(progress=False)
+    assert {step: c["succeeded"] for step, c in second.items()} == {"gen": 3, "count": 3, "total": 1}
+    assert total.get_output() == "12\n"
+    assert total.refresh().status == "succeeded"
+
+    deleted = wf.clean()
+    assert deleted == {"gen": 3, "count": 3, "total": 1}
+    logs = tmp_path / wf.name
+    assert (logs / "total_output.log").read_text() == "12\n"
+    assert (logs / "gen-b_output.log").exists() is False, "its last run printed nothing"
+    assert server.tasks(batch=f"{wf.name}.gen") == []
+
+
+def test_clean_keeps_a_batch_that_did_not_succeed_unless_forced(server, batch, tmp_path, capsys):
+    wf = Workflow(f"keep{batch.rsplit('-', 1)[1]}", server=server)
+    wf.step(batch="ok", command="true")
+    wf.step(batch="bad", command="false")
+    wf.run(progress=False)
+    assert wf.clean(log_destination=None) == {"ok": 1}
+    assert f"kept batch {wf.name}.bad: 1 of 1 task(s) did not succeed" in capsys.readouterr().err
+    assert wf.clean(force=True, log_destination=tmp_path / "logs") == {"bad": 1}
+
+
+def test_recruitment_arguments_are_refused_clearly(server):
+    with pytest.raises(WorkflowError, match="needs max_workflow_workers"):
+        Workflow("w", server=server, provider="ovh", region="GRA11")
+    with pytest.raises(RecruitmentUnavailable, match="provider='ovh'"):
+        Workflow("w", server=server, provider="ovh", max_workflow_workers=3)
+    with pytest.raises(RecruitmentUnavailable, match="flavor='b2-7'"):
+        Workflow("w", server=server, flavor="b2-7")
+    wf = Workflow("w", server=server)
+    with pytest.raises(RecruitmentUnavailable, match="concurrency=4"):
+        wf.step(batch="s", command="true", concurrency=4)
+    with pytest.raises(RecruitmentUnavailable, match="maximum_workers=2"):
+        wf.step(batch="s", command="true", maximum_workers=2)
+    with pytest.raises(Unsupported, match="download_timeout"):
+        wf.step(batch="s", command="true", download_timeout=5)
+    with pytest.raises(WorkflowError, match="rel_output needs"):
+        wf.step(batch="s", command="true", rel_output="x")
+    assert wf.steps == []
+
+
+def test_run_shows_a_live_table_per_step(server, batch, capsys):
+    wf = Workflow(f"live{batch.rsplit('-', 1)[1]}", server=server)
+    first = wf.step(batch="one", command="true")
+    wf.step(batch="two", command="true", required_tasks=first)
+    assert wf.run(progress=True)["two"]["succeeded"] == 1
+    table = capsys.readouterr().err
+    # Each redraw moves up over the previous table and clears it: the last frame is the
+    # final state.
+    frames = table.split("\x1b[3F\x1b[J")
+    assert all(f.count("\n") == 3 for f in frames), table
+    header, one, two = frames[-1].splitlines()
+    assert header.split() == [wf.name, "waiting", "pending", "assigned", "accepted", "running",
+                              "uploading", "paused", "failed", "canceled", "succeeded"]
+    assert (one.split(), two.split()) == (["one", "1"], ["two", "1"]), table
+    wf.clean(log_destination=None)
