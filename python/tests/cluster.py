@@ -159,13 +159,14 @@ class Proxy:
 class Cluster:
     """scitqd (+ an agent) in `root`; `addr` reaches scitqd across restarts (via a proxy)."""
 
-    def __init__(self, root: Path, concurrency: int = 4):
+    def __init__(self, root: Path, concurrency: int = 4, scitqd_args: tuple[str, ...] = ()):
         self.root = root
         self.home = root / "home"
         self.data = root / "data"
         self.home.mkdir(parents=True)
         self.data.mkdir()
         self.env = clean_env(self.home)
+        self.scitqd_args = list(scitqd_args)
         self.scitqd: Optional[Proc] = None
         self.agent: Optional[Proc] = None
         self.scitqd_addr = self._start_scitqd()
@@ -181,7 +182,7 @@ class Cluster:
         addr_file = self.data / "scitqd.addr"
         addr_file.unlink(missing_ok=True)
         self.scitqd = Proc("scitqd", [binary("scitqd"), "--listen", "127.0.0.1:0",
-                                      "--data-dir", str(self.data)],
+                                      "--data-dir", str(self.data), *self.scitqd_args],
                            self.env, self.root / "scitqd.log")
 
         def ready():
@@ -192,14 +193,14 @@ class Cluster:
 
         return wait_for("scitqd to write scitqd.addr", ready)
 
-    def start_agent(self, name: str = "py-agent") -> None:
+    def start_agent(self, name: str = "py-agent", env: Optional[dict[str, str]] = None) -> None:
         work = self.root / f"work-{name}"
         work.mkdir(exist_ok=True)
         self.agent = Proc("scitq-agent", [
             binary("scitq-agent"), "--server", self.addr, "--name", name,
             "--concurrency", str(self.concurrency), "--work-dir", str(work),
             "--reconnect-max", "1s",
-        ], self.env, self.root / f"agent-{name}.log")
+        ], {**self.env, **(env or {})}, self.root / f"agent-{name}.log")
 
     def kill_scitqd(self) -> None:
         assert self.scitqd is not None
