@@ -12,6 +12,7 @@
 //! ([`ErrorClass`]).
 #![forbid(unsafe_code)]
 
+pub mod azure;
 mod error;
 pub mod local;
 pub mod openstack;
