@@ -210,6 +210,11 @@ impl Processes {
 
 /// SIGTERM to the instance's process group, SIGKILL if it is still there after the grace.
 async fn stop(pid: i32, child: Option<tokio::process::Child>) {
+    // 0 or 1 would signal our own process group or init: a record never holds them for a
+    // process we started, but records are files anyone can edit.
+    if pid <= 1 {
+        return;
+    }
     let group = Pid::from_raw(pid);
     let _ = killpg(group, Signal::SIGTERM);
     let exited = match child {
