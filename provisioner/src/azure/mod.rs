@@ -5,7 +5,7 @@
 //! re-send the PUT to poll), GET, list. Its pipeline retries are off: every call goes through
 //! [`crate::retry::call`] like the other providers'. The network resources (public IP, NIC) and
 //! every long-running operation (the VM PUT, each DELETE) go through the ARM REST API in
-//! [`arm`], following `Azure-AsyncOperation`. A create that fails after the network resources
+//! `arm.rs`, following `Azure-AsyncOperation`. A create that fails after the network resources
 //! exist deletes them; `delete` removes the VM (its OS disk goes with it: `deleteOption`),
 //! then the NIC, then the IP.
 
