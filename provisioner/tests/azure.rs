@@ -514,6 +514,17 @@ async fn a_vm_is_created_by_following_its_operations_and_deleted_with_all_it_own
         SUBNET
     );
 
+    // Another VM of a size already seen: no size lookup.
+    let sizes = "GET /subscriptions/00000000-1111-2222-3333-444444444444/providers/Microsoft.Compute/locations/westeurope/vmSizes";
+    assert_eq!(
+        fake.count(sizes),
+        1,
+        "flavors() read them, create used them"
+    );
+    let second = provider.create(&spec("w2")).await.unwrap();
+    assert_eq!(fake.count(sizes), 1);
+    provider.delete(&second.id).await.unwrap();
+
     // Only ours is listed; the others are neither read nor deleted.
     let listed = provider.list().await.unwrap();
     assert_eq!(
@@ -529,7 +540,11 @@ async fn a_vm_is_created_by_following_its_operations_and_deleted_with_all_it_own
         provider.delete(&id).await.unwrap();
         assert!(fake.exists(VM, foreign));
     }
-    assert_eq!(fake.count("DELETE"), 0);
+    assert_eq!(
+        fake.count("DELETE"),
+        3,
+        "only w2's VM, NIC and IP were deleted"
+    );
 
     provider.delete(&created.id).await.unwrap();
     for (kind, name) in [(VM, "w1"), (NIC, "w1-nic"), (IP, "w1-ip")] {
@@ -540,7 +555,7 @@ async fn a_vm_is_created_by_following_its_operations_and_deleted_with_all_it_own
         ErrorClass::NotFound
     );
     provider.delete(&created.id).await.unwrap();
-    assert_eq!(fake.count("DELETE"), 3);
+    assert_eq!(fake.count("DELETE"), 6);
 }
 
 #[tokio::test]

@@ -532,6 +532,19 @@ async fn servers_are_created_shown_listed_and_deleted_only_when_ours() {
         .unwrap();
     assert_eq!(user_data, b"#cloud-config\nruncmd: [echo hi]\n");
 
+    // Another instance alike costs no lookups: the references are kept.
+    let before = fake.cloud.lock().unwrap().log.len();
+    let second = provider.create(&spec("w2")).await.unwrap();
+    let calls = fake.cloud.lock().unwrap().log[before..].to_vec();
+    assert_eq!(
+        calls,
+        [
+            "POST /compute/v2.1/servers".to_owned(),
+            format!("GET /compute/v2.1/servers/{}", second.id)
+        ]
+    );
+    fake.cloud.lock().unwrap().servers.remove(&second.id.0);
+
     // Nova finishes building it.
     {
         let mut cloud = fake.cloud.lock().unwrap();

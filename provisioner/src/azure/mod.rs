@@ -11,8 +11,8 @@
 
 mod arm;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use azure_core::auth::TokenCredential;
@@ -85,6 +85,8 @@ pub struct AzureProvider {
     owner: OwnerId,
     compute: compute::Client,
     arm: arm::Arm,
+    /// Size names by location, read once: a create checks its size without a call.
+    sizes: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl AzureProvider {
@@ -141,6 +143,7 @@ impl AzureProvider {
             owner,
             compute,
             arm,
+            sizes: Mutex::new(HashMap::new()),
         })
     }
 
@@ -539,6 +542,11 @@ impl Provider for AzureProvider {
                     .await
             })
             .await?;
+        let names = sizes.value.iter().filter_map(|s| s.name.clone()).collect();
+        self.sizes
+            .lock()
+            .expect("sizes lock")
+            .insert(location.to_owned(), names);
         Ok(sizes
             .value
             .into_iter()
@@ -562,12 +570,16 @@ impl Provider for AzureProvider {
 
     async fn create(&self, spec: &InstanceSpec) -> Result<Instance, ProviderError> {
         let location = self.region(spec.region.as_deref())?;
-        if !self
-            .flavors(Some(location))
-            .await?
-            .iter()
-            .any(|f| f.name == spec.flavor)
-        {
+        let known = |sizes: &HashMap<String, Vec<String>>| {
+            sizes
+                .get(location)
+                .is_some_and(|names| names.contains(&spec.flavor))
+        };
+        // A size not seen yet may be new: read the list again before refusing it.
+        if !known(&self.sizes.lock().expect("sizes lock")) {
+            self.flavors(Some(location)).await?;
+        }
+        if !known(&self.sizes.lock().expect("sizes lock")) {
             return Err(ProviderError::UnknownFlavor {
                 provider: self.config.name.clone(),
                 flavor: spec.flavor.clone(),

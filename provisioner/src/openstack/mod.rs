@@ -10,7 +10,8 @@
 
 mod nova;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
 use base64::Engine as _;
 use futures::TryStreamExt as _;
@@ -72,7 +73,12 @@ pub struct OpenStackProvider {
     owner: OwnerId,
     /// (region, session), in the configured order.
     sessions: Vec<(String, Session)>,
+    /// Resolved references by (region, flavor, image, network, key), so creating many
+    /// instances alike costs one lookup round; dropped when a create using them fails.
+    resolved: Mutex<HashMap<ReferenceKey, nova::References>>,
 }
+
+type ReferenceKey = (String, String, String, Option<String>, Option<String>);
 
 impl OpenStackProvider {
     /// Authenticates (which checks the credentials) and prepares a session per region.
@@ -104,6 +110,7 @@ impl OpenStackProvider {
             config,
             owner,
             sessions,
+            resolved: Mutex::new(HashMap::new()),
         })
     }
 
@@ -333,7 +340,30 @@ impl Provider for OpenStackProvider {
 
     async fn create(&self, spec: &InstanceSpec) -> Result<Instance, ProviderError> {
         let (region, session) = self.session(spec.region.as_deref())?;
-        let references = self.resolve(&Cloud::from(session.clone()), spec).await?;
+        let key: ReferenceKey = (
+            region.to_owned(),
+            spec.flavor.clone(),
+            spec.image.clone(),
+            spec.network.clone(),
+            spec.ssh_key.clone(),
+        );
+        let cached = self
+            .resolved
+            .lock()
+            .expect("resolved lock")
+            .get(&key)
+            .cloned();
+        let references = match cached {
+            Some(references) => references,
+            None => {
+                let references = self.resolve(&Cloud::from(session.clone()), spec).await?;
+                self.resolved
+                    .lock()
+                    .expect("resolved lock")
+                    .insert(key.clone(), references.clone());
+                references
+            }
+        };
         let request = nova::CreateRequest {
             name: spec.name.clone(),
             references,
@@ -344,7 +374,18 @@ impl Provider for OpenStackProvider {
                 .map(|u| base64::engine::general_purpose::STANDARD.encode(u)),
         };
         let nova = nova::Nova::new(&self.config, session, region);
-        let id = nova.create(&request).await?;
+        let id = match nova.create(&request).await {
+            Ok(id) => id,
+            Err(e) => {
+                // The references may be what is wrong now (an image deleted since); a quota,
+                // an outage or throttling says nothing about them.
+                use crate::ErrorClass::{Auth, Capacity, Quota, Transient};
+                if !matches!(e.class(), Auth | Capacity | Quota | Transient) {
+                    self.resolved.lock().expect("resolved lock").remove(&key);
+                }
+                return Err(e);
+            }
+        };
         // The server exists from here: show it (a failure now must not hide its id).
         match nova.show(&id).await {
             Ok(Some(instance)) => Ok(instance),

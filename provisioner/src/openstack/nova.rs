@@ -20,6 +20,7 @@ use crate::{Instance, InstanceId, InstanceSpec, InstanceState, ProviderError};
 const PAGE: usize = 200;
 
 /// Ids the crate resolved for a new server.
+#[derive(Clone)]
 pub(super) struct References {
     pub flavor_id: String,
     pub image_id: String,
