@@ -140,22 +140,21 @@ impl Arm {
         Ok(answer)
     }
 
-    /// PUT, then follow the operation to its end; returns the resource as last read.
+    /// PUT, then follow the operation to its end.
     pub(super) async fn put_and_wait(
         &self,
         operation: &'static str,
         url: &str,
         body: &Value,
-    ) -> Result<Value, ProviderError> {
+    ) -> Result<(), ProviderError> {
         let answer = self.call(operation, Method::PUT, url, Some(body)).await?;
         if answer.status == 404 {
             return Err(self.error(operation, &answer));
         }
-        if let Some(status_url) = &answer.async_operation {
-            self.wait(operation, status_url, answer.retry_after).await?;
-            return Ok(self.call(operation, Method::GET, url, None).await?.body);
+        match &answer.async_operation {
+            Some(status_url) => self.wait(operation, status_url, answer.retry_after).await,
+            None => Ok(()),
         }
-        Ok(answer.body)
     }
 
     /// DELETE, then follow the operation to its end; a resource already gone is not an error.
