@@ -2,8 +2,9 @@
 //!
 //! A [`Provider`] lists flavors and regions, creates instances, reads their state and address,
 //! deletes them and lists the ones it owns. Every instance a provider creates carries the
-//! owning server's id ([`OWNER_TAG`]); listing returns only those, and `get`/`delete` refuse an
-//! instance without it, so scitq never lists, reuses or deletes a machine it did not create.
+//! owning server's id ([`OWNER_TAG`]); listing returns only those, `get` answers `NotFound` and
+//! `delete` leaves alone an instance without it, so scitq never lists, reuses or deletes a
+//! machine it did not create.
 //!
 //! Providers: [`local`] (processes, or docker containers on a private network),
 //! [`openstack`] (Keystone v3 + Nova) and [`azure`] (ARM: VM, NIC and public IP).
@@ -152,7 +153,8 @@ pub trait Provider: Send + Sync {
     async fn get(&self, id: &InstanceId) -> Result<Instance, ProviderError>;
 
     /// Deletes an owned instance and what was created with it; an instance already gone is
-    /// not an error. Refuses an instance that is not ours.
+    /// not an error, and one that is not ours is left alone (also without error: to this
+    /// owner it does not exist).
     async fn delete(&self, id: &InstanceId) -> Result<(), ProviderError>;
 
     /// The instances this owner created that still exist.
