@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use bollard::query_parameters::ListContainersOptionsBuilder;
 
-use crate::container::{Engine, LABEL_AGENT, LABEL_EXECUTION, message_of, remove};
+use crate::docker::{Engine, LABEL_AGENT, LABEL_EXECUTION, message_of, remove};
 use crate::state::{ExecDir, ExecutionId, Phase, StateFile};
 
 /// What the janitor keeps and for how long.

@@ -9,8 +9,10 @@
 //!
 //! Module map: [`config`] (flags, env, client config), [`agent`] (the service loop),
 //! [`session`] (the gRPC stream and reconnection), [`outbox`] (sequence numbers and
-//! unacknowledged updates), [`executor`] (running one task), [`container`] (running one task
-//! in Docker), [`janitor`] (removing failed containers and work dirs), [`launch`] (assignments
+//! unacknowledged updates), [`executor`] (running one task, natively or in a container),
+//! [`docker`] (the Docker daemon: images, signals, removal), [`staging`] and [`sra`] (data
+//! around a run), [`process_group`] (signals to native tasks), [`janitor`] (removing failed
+//! containers and work dirs), [`spares`] (recycled work dirs), [`launch`] (assignments
 //! validated into commands), [`state`] (work dir layout, `state.json`, startup scan),
 //! [`stats`] (heartbeat figures), [`supervisor`] (the process that runs native tasks and
 //! outlives the agent), [`lease`] (the lease file that fences tasks).
@@ -22,12 +24,13 @@
 
 pub mod agent;
 pub mod config;
-pub mod container;
+pub mod docker;
 pub mod executor;
 pub mod janitor;
 pub mod launch;
 pub mod lease;
 pub mod outbox;
+pub mod process_group;
 pub mod session;
 pub mod spares;
 pub mod sra;

@@ -24,7 +24,7 @@ use bollard::query_parameters::LogsOptionsBuilder;
 use futures::StreamExt;
 use scitq_proto::container::Network;
 
-use crate::container::{Engine, LABEL_AGENT, LABEL_EXECUTION, ensure_image, message_of, remove};
+use crate::docker::{Engine, LABEL_AGENT, LABEL_EXECUTION, ensure_image, message_of, remove};
 use crate::state::ExecutionId;
 
 /// Bytes of the container's output kept for the error message.

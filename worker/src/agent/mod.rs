@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::container::Engine;
+use crate::docker::Engine;
 use crate::executor::{self, ExecEvent};
 use crate::launch::Launch;
 use crate::outbox::Outbox;

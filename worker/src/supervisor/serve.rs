@@ -332,7 +332,9 @@ impl Supervisor {
             "the lease has passed without word from the server: killing the tasks"
         );
         for (id, pid) in running {
-            if let Err(e) = crate::executor::signal_group(pid, nix::sys::signal::Signal::SIGKILL) {
+            if let Err(e) =
+                crate::process_group::signal_group(pid, nix::sys::signal::Signal::SIGKILL)
+            {
                 tracing::warn!(execution_id = %id, pid, "cannot kill: {e}");
             }
         }
@@ -379,7 +381,7 @@ fn running_containers(work_dir: &Path) -> Vec<(ExecutionId, String)> {
 }
 
 async fn kill_containers(work_dir: &Path, containers: Vec<(ExecutionId, String)>) {
-    let engine = crate::container::Engine::new(
+    let engine = crate::docker::Engine::new(
         scitq_proto::container::Network::None,
         Duration::from_secs(60),
         work_dir.to_string_lossy().into_owned(),
@@ -389,13 +391,13 @@ async fn kill_containers(work_dir: &Path, containers: Vec<(ExecutionId, String)>
         Err(e) => {
             tracing::warn!(
                 "cannot kill the containers: {}",
-                crate::container::message_of(&e)
+                crate::docker::message_of(&e)
             );
             return;
         }
     };
     for (id, container) in containers {
         tracing::warn!(execution_id = %id, container, "killing container");
-        crate::container::kill(docker, &container).await;
+        crate::docker::kill(docker, &container).await;
     }
 }

@@ -1,11 +1,19 @@
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use scitq_proto::v1::{Shell, TaskSpec};
+use tokio::sync::mpsc;
 
 use super::*;
 use crate::launch::argv_of;
+use crate::process_group::signal_group;
+use crate::spares::Spares;
+use crate::state::{ExecDir, ExecutionId, Stream};
+use crate::supervisor::Supervisor;
 
 struct Ran {
     events: Vec<ExecEvent>,
@@ -53,8 +61,8 @@ fn launch(command: &str, shell: Shell) -> Launch {
     }
 }
 
-fn test_engine() -> Arc<crate::container::Engine> {
-    Arc::new(crate::container::Engine::new(
+fn test_engine() -> Arc<crate::docker::Engine> {
+    Arc::new(crate::docker::Engine::new(
         scitq_proto::container::Network::None,
         Duration::from_secs(60),
         "test".into(),

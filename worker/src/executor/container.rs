@@ -1,81 +1,97 @@
-//! Runs one execution in a Docker container (bollard), with the same contract as the native
-//! executor (see the top of `executor.rs`): the work dir's `input/ output/ tmp/` are mounted
-//! at `/input /output /tmp`, `resource/` read-only at `/resource`; env `INPUT OUTPUT TEMP
-//! RESOURCE CPU` point there; stdout and stderr are appended to the spool files and reported
-//! as `ExecEvent::Output`; the exit code goes in the final report.
+//! A task run in a Docker container (bollard), with the same contract as a native run (see
+//! `executor/mod.rs`): the work dir's `input/ output/ tmp/` are mounted at `/input /output
+//! /tmp`, `resource/` read-only at `/resource`; env `INPUT OUTPUT TEMP RESOURCE CPU` point
+//! there; stdout and stderr are appended to the spool files and reported as
+//! `ExecEvent::Output`; the exit code goes in the final report.
 //!
 //! The image is pulled when missing (with the assignment's credentials for its registry),
 //! within `--pull-timeout`; a pull failure fails the execution with the registry's message.
 //! Output is read with `docker logs --follow` from the container's start, so an agent that
 //! restarts re-attaches by reading the logs again and skipping what its spool files hold.
 //! Signals from the agent loop arrive on a channel and map to pause, unpause and kill.
-//!
-//! Containers carry the labels [`LABEL_AGENT`] (the agent's work dir) and
-//! [`LABEL_EXECUTION`], which the janitor (`janitor.rs`) uses to find them.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
-use bollard::query_parameters::{
-    CreateImageOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::LogsOptionsBuilder;
 use bytes::Bytes;
 use futures::StreamExt;
 use nix::sys::signal::Signal;
-use scitq_proto::container::{ContainerOptions, Gpus, Network, registry_of};
-use scitq_proto::v1::RegistryCredential;
+use scitq_proto::container::{ContainerOptions, Gpus};
 use tokio::sync::mpsc;
 
-use crate::executor::{ExecContext, ExecEvent, Spool, TIMEOUT_GRACE};
+use super::context::{
+    ExecContext, ExecEvent, Runner, TIMEOUT_GRACE, TaskRunner, prepare, timed_out, write_state,
+};
+use super::spool::{Spool, announce_preamble, append};
+use crate::docker::{LABEL_AGENT, LABEL_EXECUTION, ensure_image, message_of, signal};
 use crate::launch::{ContainerSpec, Launch};
-use crate::state::{ExecDir, Failure, FinalReport, Phase, StateFile, Stream};
+use crate::state::{
+    ExecDir, ExecutionId, Failure, FinalReport, Phase, StateFile, StateWriter, Stream,
+};
 
-/// Label naming the work dir of the agent that owns a container.
-pub const LABEL_AGENT: &str = "scitq.agent";
-/// Label holding the execution id of a container.
-pub const LABEL_EXECUTION: &str = "scitq.execution";
-
-/// The agent's connection to the Docker daemon, opened (and the API version negotiated) on
-/// first use, so an agent that never runs a container never needs a daemon.
+/// Runs a task in a container of its image, or re-attaches to the container a previous agent
+/// process left.
 #[derive(Debug)]
-pub struct Engine {
-    docker: tokio::sync::OnceCell<Docker>,
-    /// Network mode of containers whose task does not say.
-    pub network: Network,
-    /// Longest time an image pull may take.
-    pub pull_timeout: Duration,
-    /// The value of [`LABEL_AGENT`] on this agent's containers.
-    pub scope: String,
-    /// Host folders a task may bind-mount with `-v` (`--allow-mount`).
-    pub allowed_mounts: Vec<std::path::PathBuf>,
+pub(crate) struct InContainer {
+    spec: ContainerSpec,
+    /// The container to re-attach to instead of creating one.
+    reattach: Option<String>,
+    /// Signals from the agent loop (see `Handle::Container`).
+    signals: Option<mpsc::UnboundedReceiver<Signal>>,
+    /// The container, once created: removed after a success.
+    container: Option<String>,
 }
 
-impl Engine {
-    pub fn new(network: Network, pull_timeout: Duration, scope: String) -> Engine {
-        Engine {
-            docker: tokio::sync::OnceCell::new(),
-            network,
-            pull_timeout,
-            scope,
-            allowed_mounts: Vec::new(),
+impl InContainer {
+    pub(crate) fn new(
+        spec: ContainerSpec,
+        reattach: Option<String>,
+        signals: Option<mpsc::UnboundedReceiver<Signal>>,
+    ) -> InContainer {
+        InContainer {
+            spec,
+            reattach,
+            signals,
+            container: None,
         }
     }
+}
 
-    pub async fn docker(&self) -> Result<&Docker, DockerError> {
-        self.docker
-            .get_or_try_init(|| async {
-                Docker::connect_with_local_defaults()?
-                    .negotiate_version()
-                    .await
-            })
-            .await
+impl TaskRunner for InContainer {
+    fn resumes(&self) -> bool {
+        self.reattach.is_some()
+    }
+
+    async fn run(&mut self, launch: &Launch, ctx: &ExecContext, preamble: Bytes) -> FinalReport {
+        let start = match self.reattach.take() {
+            Some(container) => Start::Reattach(container),
+            None => Start::Fresh { preamble },
+        };
+        let (report, container) = execute(launch, &self.spec, ctx, &mut self.signals, start).await;
+        self.container = container;
+        report
+    }
+
+    fn state_file(&mut self) -> Option<StateWriter> {
+        None
+    }
+
+    async fn recorded(&mut self, _id: ExecutionId, _ctx: &ExecContext) {}
+
+    /// A failed container is kept for inspection (the janitor removes it later); a succeeded
+    /// one goes now that its report is on disk. After the report, so the slot is free at once.
+    async fn reported(self, ctx: &ExecContext, success: bool) {
+        if let (Some(container), true) = (self.container, success)
+            && let Ok(docker) = ctx.engine.docker().await
+        {
+            crate::docker::remove(docker, &container).await;
+        }
     }
 }
 
@@ -112,25 +128,9 @@ fn refused_mount(
     )
 }
 
-/// The message Docker or the registry gave, without bollard's wrapping.
-pub fn message_of(error: &DockerError) -> String {
-    match error {
-        DockerError::DockerResponseServerError { message, .. } => message.trim().to_owned(),
-        DockerError::DockerStreamError { error } => error.trim().to_owned(),
-        other => other.to_string(),
-    }
-}
-
-fn status_of(error: &DockerError) -> Option<u16> {
-    match error {
-        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
-    }
-}
-
 /// Where a container run starts from.
 #[derive(Debug, Clone)]
-pub enum Start {
+enum Start {
     /// A new container; `preamble` goes at the head of its stderr (see `staging`).
     Fresh { preamble: Bytes },
     /// Re-attach to this container, left by a previous agent process.
@@ -139,10 +139,11 @@ pub enum Start {
 
 /// Runs the execution in its container. Returns the report and the container, if one was
 /// created (the caller removes it once the report is on disk).
-pub async fn execute(
+async fn execute(
     launch: &Launch,
     spec: &ContainerSpec,
-    ctx: &mut ExecContext,
+    ctx: &ExecContext,
+    signals: &mut Option<mpsc::UnboundedReceiver<Signal>>,
     start: Start,
 ) -> (FinalReport, Option<String>) {
     let failed = |message: String| (FinalReport::failed(Failure::Run, message), None);
@@ -152,20 +153,41 @@ pub async fn execute(
     };
     // What the container's logs start after in the stderr spool, and what of it to announce
     // (a re-attached run announced it already).
-    let (container, spools, ran, head) = match start {
+    let running = match start {
         Start::Reattach(container) => match reattach(&docker, &ctx.dir, &container).await {
-            Ok((spools, ran, skip)) => (container, spools, ran, Head::skip(skip)),
+            Ok((spools, ran, skip)) => Running {
+                container,
+                spools,
+                ran,
+                head: Head::skip(skip),
+            },
             Err(message) => return failed(message),
         },
         Start::Fresh { preamble } => match create(&docker, launch, spec, ctx, &preamble).await {
-            Ok((container, spools)) => (container, spools, Duration::ZERO, Head::new(preamble)),
+            Ok((container, spools)) => Running {
+                container,
+                spools,
+                ran: Duration::ZERO,
+                head: Head::new(preamble),
+            },
             Err((message, container)) => {
                 return (FinalReport::failed(Failure::Run, message), container);
             }
         },
     };
-    let report = follow(&docker, launch, ctx, &container, spools, ran, head).await;
+    let container = running.container.clone();
+    let report = follow(&docker, launch, ctx, signals, running).await;
     (report, Some(container))
+}
+
+/// A container started (or re-attached to) and what its output continues.
+#[derive(Debug)]
+struct Running {
+    container: String,
+    spools: [Spool; 2],
+    /// How long it has run already (a re-attached container).
+    ran: Duration,
+    head: Head,
 }
 
 /// The agent's lines at the head of the stderr spool, before the container's own output.
@@ -202,7 +224,7 @@ async fn create(
     ctx: &ExecContext,
     preamble: &[u8],
 ) -> Result<(String, [Spool; 2]), (String, Option<String>)> {
-    let (stdout, mut stderr) = crate::executor::prepare(ctx.dir.clone(), ctx.spares.clone())
+    let (stdout, mut stderr) = prepare(ctx.dir.clone(), ctx.spares.clone())
         .await
         .map_err(|e| {
             (
@@ -210,12 +232,10 @@ async fn create(
                 None,
             )
         })?;
-    crate::executor::append(&mut stderr, preamble)
-        .await
-        .map_err(|e| {
-            let path = ctx.dir.log(Stream::Stderr);
-            (format!("cannot write {}: {e}", path.display()), None)
-        })?;
+    append(&mut stderr, preamble).await.map_err(|e| {
+        let path = ctx.dir.log(Stream::Stderr);
+        (format!("cannot write {}: {e}", path.display()), None)
+    })?;
     let options = spec.options.clone().map_err(|e| (e.to_string(), None))?;
     if let Some(volume) = options
         .volumes
@@ -261,7 +281,7 @@ async fn create(
             stderr_preamble: preamble.len() as u64,
         },
     };
-    if let Err(e) = crate::executor::write_state(&ctx.dir, running, None).await {
+    if let Err(e) = write_state(&ctx.dir, running, None).await {
         tracing::warn!(execution_id = %launch.id, "cannot write state.json: {e}");
     }
     if let Err(e) = docker.start_container(&container, None).await {
@@ -342,64 +362,6 @@ async fn reopen(dir: &ExecDir, stream: Stream) -> Result<Spool, String> {
     Ok(Spool::new(file, size))
 }
 
-/// Pulls `image` unless the daemon has it, within `limit`.
-pub(crate) async fn ensure_image(
-    docker: &Docker,
-    image: &str,
-    credentials: &[RegistryCredential],
-    limit: Duration,
-) -> Result<(), String> {
-    match docker.inspect_image(image).await {
-        Ok(_) => return Ok(()),
-        Err(e) if status_of(&e) == Some(404) => {}
-        Err(e) => return Err(format!("cannot inspect image {image}: {}", message_of(&e))),
-    }
-    let registry = registry_of(image);
-    let auth = credentials
-        .iter()
-        .find(|c| Some(c.registry.as_str()) == registry)
-        .map(|c| DockerCredentials {
-            username: Some(c.username.clone()),
-            password: Some(c.password.clone()),
-            serveraddress: Some(c.registry.clone()),
-            ..DockerCredentials::default()
-        });
-    // Without a tag Docker would pull every tag of the repository.
-    let reference = if has_tag_or_digest(image) {
-        image.to_owned()
-    } else {
-        format!("{image}:latest")
-    };
-    tracing::info!(
-        image,
-        registry,
-        authenticated = auth.is_some(),
-        "pulling image"
-    );
-    let options = CreateImageOptionsBuilder::default()
-        .from_image(&reference)
-        .build();
-    let pull = async {
-        let mut progress = docker.create_image(Some(options), None, auth);
-        while let Some(step) = progress.next().await {
-            step.map_err(|e| format!("cannot pull image {image}: {}", message_of(&e)))?;
-        }
-        Ok(())
-    };
-    match tokio::time::timeout(limit, pull).await {
-        Ok(result) => result,
-        Err(_) => Err(format!(
-            "cannot pull image {image}: no result after {}",
-            humantime::format_duration(limit)
-        )),
-    }
-}
-
-fn has_tag_or_digest(image: &str) -> bool {
-    let last = image.rsplit('/').next().unwrap_or(image);
-    image.contains('@') || last.contains(':')
-}
-
 fn create_body(
     launch: &Launch,
     image: &str,
@@ -474,22 +436,26 @@ fn create_body(
 async fn follow(
     docker: &Docker,
     launch: &Launch,
-    ctx: &mut ExecContext,
-    container: &str,
-    spools: [Spool; 2],
-    ran: Duration,
-    head: Head,
+    ctx: &ExecContext,
+    signals: &mut Option<mpsc::UnboundedReceiver<Signal>>,
+    running: Running,
 ) -> FinalReport {
+    let Running {
+        container,
+        spools,
+        ran,
+        head,
+    } = running;
+    let container = container.as_str();
     let id = launch.id;
     let _ = ctx
         .events
         .send(ExecEvent::Started {
             id,
-            runner: crate::executor::Runner::Container(container.to_owned()),
+            runner: Runner::Container(container.to_owned()),
         })
         .await;
-    crate::executor::announce_preamble(id, head.announce, &ctx.events).await;
-    let mut signals = ctx.signals.take();
+    announce_preamble(id, head.announce, &ctx.events).await;
     let events = ctx.events.clone();
     let output = pump_logs(docker, container, spools, head.skip, id, events);
     let exit = async {
@@ -502,22 +468,22 @@ async fn follow(
         let left = limit.saturating_sub(ran);
         (tokio::time::Instant::now() + left, limit)
     });
-    let mut timed_out = None;
+    let mut stopped_at = None;
     let (status, totals) = loop {
         let at = deadline.map(|(at, _)| at);
         tokio::select! {
             done = &mut exit => break done,
-            Some(signal) = recv(&mut signals) => apply(docker, container, signal).await,
+            Some(sig) = recv(signals) => signal(docker, container, sig).await,
             _ = tokio::time::sleep_until(at.unwrap_or_else(tokio::time::Instant::now)),
-                if at.is_some() && timed_out.is_none() =>
+                if at.is_some() && stopped_at.is_none() =>
             {
                 let limit = deadline.map(|(_, l)| l).unwrap_or_default();
-                timed_out = Some(limit);
-                apply(docker, container, Signal::SIGTERM).await;
-                apply(docker, container, Signal::SIGCONT).await;
+                stopped_at = Some(limit);
+                signal(docker, container, Signal::SIGTERM).await;
+                signal(docker, container, Signal::SIGCONT).await;
                 let escalate = async {
                     tokio::time::sleep(TIMEOUT_GRACE).await;
-                    apply(docker, container, Signal::SIGKILL).await;
+                    signal(docker, container, Signal::SIGKILL).await;
                     std::future::pending::<()>().await;
                 };
                 tokio::select! {
@@ -528,7 +494,7 @@ async fn follow(
         }
     };
     let killed = ctx.killed.load(Ordering::Acquire);
-    let mut report = report_of(status, timed_out, killed);
+    let mut report = report_of(status, stopped_at, killed);
     report.stdout_bytes = totals[0];
     report.stderr_bytes = totals[1];
     report
@@ -537,20 +503,11 @@ async fn follow(
 /// The report of a container that exited with `status` (or could not be waited for).
 fn report_of(
     status: Result<i32, String>,
-    timed_out: Option<Duration>,
+    stopped_at: Option<Duration>,
     killed: bool,
 ) -> FinalReport {
-    match (status, timed_out) {
-        (status, Some(limit)) => FinalReport {
-            exit_code: status.ok(),
-            ..FinalReport::failed(
-                Failure::Timeout,
-                format!(
-                    "ran past its time limit of {}",
-                    humantime::format_duration(limit)
-                ),
-            )
-        },
+    match (status, stopped_at) {
+        (status, Some(limit)) => timed_out(limit, status.ok()),
         (Ok(0), None) => FinalReport {
             failure: None,
             exit_code: Some(0),
@@ -578,38 +535,6 @@ async fn recv(signals: &mut Option<mpsc::UnboundedReceiver<Signal>>) -> Option<S
     match signals {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-/// Kills a container now, unpausing it first (SIGKILL does not reach a paused one).
-pub(crate) async fn kill(docker: &Docker, container: &str) {
-    apply(docker, container, Signal::SIGCONT).await;
-    apply(docker, container, Signal::SIGKILL).await;
-}
-
-/// Maps a signal to the container: SIGSTOP pauses, SIGCONT unpauses, others are sent.
-async fn apply(docker: &Docker, container: &str, signal: Signal) {
-    let result = match signal {
-        Signal::SIGSTOP => docker.pause_container(container).await,
-        Signal::SIGCONT => docker.unpause_container(container).await,
-        other => {
-            let options = KillContainerOptionsBuilder::default()
-                .signal(other.as_str())
-                .build();
-            docker.kill_container(container, Some(options)).await
-        }
-    };
-    match result {
-        Ok(()) => tracing::debug!(container, %signal, "signal applied"),
-        // Not paused, not running: nothing to do (Docker 20.10 says so with a 500).
-        Err(e)
-            if status_of(&e) == Some(409)
-                || message_of(&e).contains("is not paused")
-                || message_of(&e).contains("is not running") =>
-        {
-            tracing::debug!(container, %signal, "signal not applied: {}", message_of(&e));
-        }
-        Err(e) => tracing::warn!(container, %signal, "cannot signal container: {}", message_of(&e)),
     }
 }
 
@@ -654,7 +579,7 @@ async fn pump_logs(
     container: &str,
     mut spools: [Spool; 2],
     stderr_head: u64,
-    id: crate::state::ExecutionId,
+    id: ExecutionId,
     events: mpsc::Sender<ExecEvent>,
 ) -> [u64; 2] {
     let options = LogsOptionsBuilder::default()
@@ -687,19 +612,6 @@ async fn pump_logs(
         spool.write(id, stream, data, &events).await;
     }
     [spools[0].total, spools[1].total]
-}
-
-/// Removes a container and its anonymous volumes; one already gone is not an error.
-pub async fn remove(docker: &Docker, container: &str) {
-    let options = RemoveContainerOptionsBuilder::default()
-        .force(true)
-        .v(true)
-        .build();
-    match docker.remove_container(container, Some(options)).await {
-        Ok(()) => tracing::debug!(container, "container removed"),
-        Err(e) if status_of(&e) == Some(404) => {}
-        Err(e) => tracing::warn!(container, "cannot remove container: {}", message_of(&e)),
-    }
 }
 
 #[cfg(test)]
@@ -755,14 +667,5 @@ mod tests {
             (lost.failure, lost.message.as_str()),
             (Some(Failure::Run), "daemon gone")
         );
-    }
-
-    #[test]
-    fn tags_and_digests() {
-        assert!(has_tag_or_digest("busybox:1"));
-        assert!(has_tag_or_digest("127.0.0.1:5000/tiny:1"));
-        assert!(has_tag_or_digest("x@sha256:abc"));
-        assert!(!has_tag_or_digest("127.0.0.1:5000/tiny"));
-        assert!(!has_tag_or_digest("busybox"));
     }
 }

@@ -1,0 +1,116 @@
+//! Runs one execution from start to end, natively (`native.rs`) or in a container
+//! (`container.rs`) when its task names an image: both implement the one runner interface,
+//! [`TaskRunner`](context::TaskRunner), and this file drives either the same way: inputs
+//! staged, command run, output uploaded, the final report written to `state.json`, then sent.
+//!
+//! The contract with the agent loop, the same for both kinds: events of one execution arrive
+//! in order: `Started`, the `Output`s of each stream in stream order, then `Finished` after all
+//! output. The agent loop never waits on an executor; it signals through a [`Handle`]: a
+//! native process group directly ([`signal_group`](crate::process_group::signal_group)), a
+//! container through a channel its executor reads (pause, unpause, kill), and it reads the
+//! spool files for replays.
+//!
+//! The modules form a tree: this file uses the runners, the runners use `context.rs` (the
+//! shared types, work dir preparation, `state.json` writes, time limit) and `spool.rs` (output
+//! on its way to the agent loop), which use neither.
+
+mod container;
+mod context;
+mod native;
+mod spool;
+
+use bytes::Bytes;
+
+use self::container::InContainer;
+pub use self::context::{ExecContext, ExecEvent, Handle, Runner};
+use self::context::{TaskRunner, write_state};
+use self::native::Native;
+pub use self::spool::CHUNK;
+use crate::launch::Launch;
+use crate::state::{Failure, FinalReport, Phase, StateFile};
+
+/// Runs the execution to its end. Never fails: every problem becomes the final report.
+pub async fn run(mut launch: Launch, mut ctx: ExecContext) {
+    match launch.container.take() {
+        None => {
+            let native = Native::new(ctx.adopt.take());
+            drive(native, launch, ctx).await;
+        }
+        Some(spec) => {
+            let runner = InContainer::new(spec, ctx.reattach.take(), ctx.signals.take());
+            // Boxed, as are the staging steps: a native task's future stays small, and the
+            // runtime copies it whole when it spawns and finishes it.
+            Box::pin(drive(runner, launch, ctx)).await;
+        }
+    }
+}
+
+/// Stages, runs, uploads, records and reports one execution with `runner`.
+async fn drive(mut runner: impl TaskRunner, launch: Launch, mut ctx: ExecContext) {
+    let id = launch.id;
+    let staged = if runner.resumes() {
+        Ok(Vec::new())
+    } else {
+        Box::pin(stage_in(&launch, &mut ctx)).await
+    };
+    let mut report = match staged {
+        Err(message) => FinalReport::failed(Failure::Download, message),
+        Ok(notes) => runner.run(&launch, &ctx, Bytes::from(notes.concat())).await,
+    };
+    if !launch.data.output.is_empty() && report.failure != Some(Failure::Download) {
+        let _ = ctx.events.send(ExecEvent::Uploading { id }).await;
+        Box::pin(stage_out(&launch, &ctx, &mut report)).await;
+    }
+    let state = StateFile {
+        execution_id: id,
+        task_id: launch.task_id,
+        phase: Phase::Finished {
+            report: report.clone(),
+            acknowledged: false,
+        },
+    };
+    if let Err(e) = write_state(&ctx.dir, state, runner.state_file()).await {
+        tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
+    }
+    runner.recorded(id, &ctx).await;
+    let success = report.failure.is_none();
+    // The loop is gone only when the agent is shutting down; nothing to do then.
+    let _ = ctx.events.send(ExecEvent::Finished { id, report }).await;
+    runner.reported(&ctx, success).await;
+}
+
+/// Waits for the inputs and resources staged since the task was accepted (or stages them now).
+/// Returns the lines for the head of the task's stderr (see `staging`).
+async fn stage_in(launch: &Launch, ctx: &mut ExecContext) -> Result<Vec<String>, String> {
+    let handle = match ctx.staged.take() {
+        Some(handle) => handle,
+        None if launch.data.needs_staging_in() => {
+            let stager = ctx.stager.clone()?;
+            crate::staging::stage_in(stager, launch.id, ctx.dir.clone(), launch.data.clone())
+        }
+        None => return Ok(Vec::new()),
+    };
+    handle
+        .await
+        .map_err(|e| format!("staging the inputs stopped: {e}"))?
+}
+
+/// Uploads the output folder, also after a failed run; an upload failure fails a run that
+/// succeeded and is added to the message of one that did not.
+async fn stage_out(launch: &Launch, ctx: &ExecContext, report: &mut FinalReport) {
+    let uploaded = match &ctx.stager {
+        Ok(stager) => crate::staging::stage_out(stager, &ctx.dir, &launch.data.output).await,
+        Err(e) => Err(e.clone()),
+    };
+    match uploaded {
+        Ok(files) => report.uploaded = files.into_iter().map(|f| (f.uri, f.size)).collect(),
+        Err(message) if report.failure.is_none() => {
+            report.failure = Some(Failure::Upload);
+            report.message = message;
+        }
+        Err(message) => report.message = format!("{}; {message}", report.message),
+    }
+}
+
+#[cfg(test)]
+mod tests;
