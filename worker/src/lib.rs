@@ -13,7 +13,7 @@
 //! [`docker`] (the Docker daemon: images, signals, removal), [`staging`] and [`sra`] (data
 //! around a run), [`process_group`] (signals to native tasks), [`janitor`] (removing failed
 //! containers and work dirs), [`spares`] (recycled work dirs), [`launch`] (assignments
-//! validated into commands), [`state`] (work dir layout, `state.json`, startup scan),
+//! validated into commands), [`state`] (work dir layout, `state.json`), [`scan`] (what a previous agent left),
 //! [`stats`] (heartbeat figures), [`supervisor`] (the process that runs native tasks and
 //! outlives the agent), [`lease`] (the lease file that fences tasks).
 //!
@@ -31,6 +31,7 @@ pub mod launch;
 pub mod lease;
 pub mod outbox;
 pub mod process_group;
+pub mod scan;
 pub mod session;
 pub mod spares;
 pub mod sra;
@@ -168,14 +169,14 @@ fn lock_work_dir(work_dir: &std::path::Path) -> Result<std::fs::File, PrepareErr
     }
 }
 
-/// Scans the locked work dir (see `state::scan`; `held`: the supervisor's tasks), and makes
+/// Scans the locked work dir (see `scan::scan`; `held`: the supervisor's tasks), and makes
 /// `ready` clean spare work dirs (counting those a previous agent left). Blocking.
 fn prepare_work_dir(
     work_dir: &std::path::Path,
     ready: usize,
     held: &std::collections::HashMap<state::ExecutionId, u32>,
-) -> std::io::Result<(Arc<Spares>, state::Found)> {
-    let found = state::scan(work_dir, held)?;
+) -> std::io::Result<(Arc<Spares>, scan::Found)> {
+    let found = scan::scan(work_dir, held)?;
     let spares = Spares::new(work_dir, MAX_SPARES);
     spares.adopt()?;
     if let Err(e) = spares.fill(ready) {

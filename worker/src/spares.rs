@@ -25,7 +25,7 @@ use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, mkdirat, openat, 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::state::ExecDir;
+use crate::state::{ExecDir, open_for_writing};
 
 const PREFIX: &str = "spare-";
 
@@ -227,17 +227,6 @@ fn open_empty(dir: &OwnedFd, name: &OsStr) -> io::Result<std::fs::File> {
         file.set_len(0)?;
     }
     Ok(file)
-}
-
-/// Opens the regular file `name` of `dir` for writing (and reading: the agent tails the logs a
-/// task writes to), created when missing, never through a
-/// symbolic link (a task may have left one in its place).
-pub(crate) fn open_for_writing<P: rustix::path::Arg>(
-    dir: &OwnedFd,
-    name: P,
-) -> io::Result<std::fs::File> {
-    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    Ok(openat(dir, name, flags, Mode::from_raw_mode(0o666))?.into())
 }
 
 /// The folders of a work dir, by name (see [`ExecDir`]).

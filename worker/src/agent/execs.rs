@@ -144,7 +144,7 @@ impl Agent {
         id: ExecutionId,
         launch: Launch,
         reattach: Option<String>,
-        adopt: Option<crate::state::Adopt>,
+        adopt: Option<crate::scan::Adopt>,
     ) {
         let Some(exec) = self.execs.get_mut(&id) else {
             return;

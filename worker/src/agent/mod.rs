@@ -29,9 +29,10 @@ use crate::docker::Engine;
 use crate::executor::{self, ExecEvent};
 use crate::launch::Launch;
 use crate::outbox::Outbox;
+use crate::scan::{Adopt, Found, Reattach, Recovered};
 use crate::session::{Backoff, Connector, Link, SessionError, SessionEvent};
 use crate::spares::Spares;
-use crate::state::{Adopt, ExecutionId, FinalReport, Found, Reattach, Recovered};
+use crate::state::{ExecutionId, FinalReport};
 use crate::supervisor::Supervisor;
 
 /// First reconnection delay.

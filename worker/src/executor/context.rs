@@ -14,11 +14,10 @@ use tokio::sync::mpsc;
 use crate::docker::Engine;
 use crate::launch::Launch;
 use crate::process_group::signal_group;
+use crate::scan::Adopt;
 use crate::spares::Spares;
 use crate::staging::{StageIn, Stager};
-use crate::state::{
-    Adopt, ExecDir, ExecutionId, Failure, FinalReport, StateFile, StateWriter, Stream,
-};
+use crate::state::{ExecDir, ExecutionId, Failure, FinalReport, StateFile, StateWriter, Stream};
 use crate::supervisor::Supervisor;
 
 /// What runs an execution once it started.

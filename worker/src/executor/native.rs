@@ -14,9 +14,10 @@ use super::context::{ExecContext, ExecEvent, Runner, TIMEOUT_GRACE, TaskRunner, 
 use super::spool::{CHUNK, announce_preamble};
 use crate::launch::Launch;
 use crate::process_group::signal_group;
+use crate::scan::Adopt;
 use crate::spares::Ready;
 use crate::state::{
-    Adopt, ExecDir, ExecutionId, Failure, FinalReport, Phase, StateFile, StateWriter, Stream,
+    ExecDir, ExecutionId, Failure, FinalReport, Phase, StateFile, StateWriter, Stream,
 };
 use crate::supervisor::{Exit, ExitWaiter, SupervisorError};
 
@@ -96,7 +97,7 @@ async fn execute(
     (report, state)
 }
 
-/// Follows a native task a previous agent process started (see `state::Adopt`) to its end.
+/// Follows a native task a previous agent process started (see `scan::Adopt`) to its end.
 async fn adopted(id: ExecutionId, adopt: Adopt, ctx: &ExecContext) -> FinalReport {
     let _ = ctx
         .events

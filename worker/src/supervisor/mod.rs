@@ -8,7 +8,7 @@
 //! along, so no pipe ties the task to the agent), waits for it, and tells the agent how it
 //! ended; while no agent is connected it writes that end to `exec-<id>/exit`, where a
 //! restarted agent finds it. A restarted agent connects to the supervisor already running and
-//! adopts the tasks it still holds (see `state::scan`).
+//! adopts the tasks it still holds (see `scan::scan`).
 //!
 //! The fence (as HTCondor's job leases): the agent keeps `WORK_DIR/lease` holding the time
 //! until which the server keeps its executions (see [`crate::lease`]); once it has passed, the
