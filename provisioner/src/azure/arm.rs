@@ -70,7 +70,7 @@ impl Arm {
             .get_token(&[SCOPE])
             .await
             .map(|t| t.token.secret().to_owned())
-            .map_err(|e| super::classify_core(&self.provider, "get a token", &e))
+            .map_err(|e| super::classify::classify_core(&self.provider, "get a token", &e))
     }
 
     async fn send_once(
@@ -236,7 +236,7 @@ impl Arm {
 
     pub(super) fn error(&self, operation: &'static str, answer: &Answer) -> ProviderError {
         let error = &answer.body["error"];
-        super::classify(
+        super::classify::classify(
             &self.provider,
             operation,
             answer.status,
