@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rand::RngCore;
-use sea_orm::{ActiveValue::Set, EntityTrait};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
-use crate::persistence::entities::api_token;
-use crate::persistence::{Store, StoreError, now_ms};
+use crate::persistence::Store;
+use crate::persistence::tokens::{self, StoredToken};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -36,7 +35,8 @@ pub fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn generate() -> String {
+/// A new random secret: 32 bytes, hex.
+pub fn generate() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
@@ -61,37 +61,23 @@ pub struct Fresh {
 /// Loads the tokens; on first start creates one admin and one worker token and writes
 /// them to `DATA_DIR/admin.token` and `DATA_DIR/worker.token` (mode 0600).
 pub async fn bootstrap(store: &Store, data_dir: &Path) -> anyhow::Result<(Tokens, Option<Fresh>)> {
-    let mut rows = api_token::Entity::find().all(&store.db).await?;
+    let mut rows = tokens::all(store).await?;
     let mut fresh = None;
     if rows.is_empty() {
         let admin = generate();
         let worker = generate();
-        let now = now_ms();
         let new_rows = [(Role::Admin, &admin), (Role::Worker, &worker)]
             .into_iter()
-            .map(|(role, token)| api_token::ActiveModel {
-                role: Set(role.as_str().to_owned()),
-                hash: Set(hash(token)),
-                created_at: Set(now),
-                ..Default::default()
+            .map(|(role, token)| StoredToken {
+                role: role.as_str().to_owned(),
+                hash: hash(token),
             })
-            .collect::<Vec<_>>();
-        store
-            .writer
-            .write(move |txn, _ids| {
-                Box::pin(async move {
-                    api_token::Entity::insert_many(new_rows)
-                        .exec_without_returning(txn)
-                        .await
-                        .map_err(StoreError::from)?;
-                    Ok(())
-                })
-            })
-            .await?;
+            .collect();
+        tokens::insert(store, new_rows).await?;
         write_secret(&data_dir.join("admin.token"), &format!("{admin}\n"))?;
         write_secret(&data_dir.join("worker.token"), &format!("{worker}\n"))?;
         tracing::info!(dir = %data_dir.display(), "created admin.token and worker.token");
-        rows = api_token::Entity::find().all(&store.db).await?;
+        rows = tokens::all(store).await?;
         fresh = Some(Fresh { admin, worker });
     }
     let map = rows

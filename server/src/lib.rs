@@ -1,9 +1,11 @@
 //! scitqd, the scitq server: the gRPC API, the scheduler that pushes tasks to agents over
 //! their streams, and persistence with sea-orm (SQLite by default, PostgreSQL).
 //!
-//! Layout: `grpc/` is the edge (decode, call, encode), `core/` holds the decisions (state
-//! machines, queue, scheduler loop), `persistence/` the database and its group-commit
-//! writer, `auth` the tokens. See ARCHITECTURE.md.
+//! Layout: `grpc/` is the edge (decode, call, encode), `service/` the operations
+//! (`service::ops`, what every edge calls) and the loops that own in-memory state (the
+//! scheduler, the agent sessions), `core/` the decisions (plain functions and data),
+//! `persistence/` the database and its group-commit writer, `auth` the tokens. See
+//! ARCHITECTURE.md.
 
 pub mod auth;
 pub mod config;
@@ -105,7 +107,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     std::fs::write(addr_file.with_extension("tmp"), format!("{local}\n"))?;
     std::fs::rename(addr_file.with_extension("tmp"), &addr_file)?;
 
+    let ops = service::ops::Ops::new(
+        store.clone(),
+        scheduler.clone(),
+        hub.clone(),
+        rclone_config.clone(),
+    );
     let state = grpc::State {
+        ops,
         store: store.clone(),
         scheduler,
         hub,

@@ -34,7 +34,24 @@ impl Agent {
 
     /// Like [`Agent::start`] with the concurrency given as text, to try bad values.
     pub fn start_raw(server: &Server, name: &str, concurrency: &str, extra: &[&str]) -> Agent {
-        Agent::spawn(server, &server.addr(), name, concurrency, extra, &[])
+        Agent::spawn(server, &server.addr(), name, concurrency, extra, &[], None)
+    }
+
+    /// A new agent process on a new work dir, under the name of `previous` and with its
+    /// credential (`WORK_DIR/credential`): the same worker, as a machine that lost its
+    /// work dir but kept its identity would be. (A new work dir without it is refused:
+    /// the worker is bound to its credential.)
+    pub fn start_as(server: &Server, previous: &Agent, concurrency: u32, extra: &[&str]) -> Agent {
+        let credential = previous.work_dir().join("credential");
+        Agent::spawn(
+            server,
+            &server.addr(),
+            &previous.name,
+            &concurrency.to_string(),
+            extra,
+            &[],
+            Some(&credential),
+        )
     }
 
     /// Like [`Agent::start`] with these environment variables set (and kept by
@@ -47,7 +64,7 @@ impl Agent {
         env: &[(&str, &str)],
     ) -> Agent {
         let concurrency = concurrency.to_string();
-        Agent::spawn(server, &server.addr(), name, &concurrency, extra, env)
+        Agent::spawn(server, &server.addr(), name, &concurrency, extra, env, None)
     }
 
     /// Like [`Agent::start`], reaching the server through `addr` (e.g. a [`crate::Proxy`]).
@@ -58,7 +75,15 @@ impl Agent {
         concurrency: u32,
         extra: &[&str],
     ) -> Agent {
-        Agent::spawn(server, addr, name, &concurrency.to_string(), extra, &[])
+        Agent::spawn(
+            server,
+            addr,
+            name,
+            &concurrency.to_string(),
+            extra,
+            &[],
+            None,
+        )
     }
 
     fn spawn(
@@ -68,10 +93,14 @@ impl Agent {
         concurrency: &str,
         extra: &[&str],
         env: &[(&str, &str)],
+        credential: Option<&std::path::Path>,
     ) -> Agent {
         let dir = temp_dir(&format!("scitq-agent-{name}-"));
         let work = dir.path().join("work");
         std::fs::create_dir_all(&work).expect("create agent work dir");
+        if let Some(credential) = credential {
+            std::fs::copy(credential, work.join("credential")).expect("copy the credential");
+        }
         let mut cmd = Command::new(bin("scitq-agent"));
         cmd.arg("--server")
             .arg(addr)

@@ -226,7 +226,7 @@ fn keeps_everything_across_a_restart(backend: Backend) {
     assert_eq!(worker(&c, "keeper")["concurrency"], 3);
 
     // What was pending still runs after the restart.
-    let _agent = Agent::start(&server, "keeper", 2, &[]);
+    let _agent = Agent::start_as(&server, &agent, 2, &[]);
     assert_eq!(c.wait_worker_online("keeper", CONNECT), worker_id);
     c.ctl_ok(["batch", "go", "held"]);
     c.wait_task(held, "succeeded", RUN);

@@ -624,13 +624,13 @@ fn a_drained_worker_finishes_what_it_holds_then_its_agent_exits(backend: Backend
     );
 
     // Its agent started again is told to drain at once; resuming the worker undoes it.
-    let mut again = Agent::start(&server, "drainer", 1, &[]);
+    let mut again = Agent::start_as(&server, &agent, 1, &[]);
     let status = again
         .wait_exit(CONNECT)
         .expect("an agent of a draining worker exits at once");
     assert!(status.success(), "{status:?}");
     c.ctl_ok(["worker", "resume", &worker.to_string()]);
-    let _third = Agent::start(&server, "drainer", 1, &[]);
+    let _third = Agent::start_as(&server, &agent, 1, &[]);
     c.wait_task(late, "succeeded", CONNECT);
     assert_eq!(c.workers()[0]["draining"], false);
 }

@@ -24,6 +24,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod credential;
 pub mod docker;
 pub mod executor;
 pub mod janitor;
@@ -110,7 +111,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
             "found finished executions not yet reported"
         );
     }
-    let connector = Connector::new(&config).map_err(|source| AgentError::Endpoint {
+    let credential = {
+        let work_dir = work_dir.clone();
+        tokio::task::spawn_blocking(move || credential::load_or_create(&work_dir)).await
+    };
+    let credential = match credential.map_err(std::io::Error::other) {
+        Ok(Ok(credential)) => credential,
+        Ok(Err(source)) | Err(source) => return Err(work_dir_error(source)),
+    };
+    let connector = Connector::new(&config, credential).map_err(|source| AgentError::Endpoint {
         server: config.server.uri(),
         source,
     })?;

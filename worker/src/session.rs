@@ -63,8 +63,10 @@ fn describe(status: &Status) -> String {
 }
 
 impl SessionError {
-    /// A bad token, an incompatible protocol or a Hello the server refuses (a bad name,
-    /// say) will not get better by retrying.
+    /// A bad token, an incompatible protocol or a Hello the server refuses (a bad name, a
+    /// wrong credential, say) will not get better by retrying. Another live session of
+    /// this worker (ALREADY_EXISTS) may: it may be a dead one the server has not noticed
+    /// yet.
     pub fn is_fatal(&self) -> bool {
         matches!(self, SessionError::Status(s)
         if matches!(
@@ -90,16 +92,31 @@ pub enum SessionEvent {
     },
 }
 
+/// Who this agent is to the server, beyond its name: see `crate::credential`.
+#[derive(Clone, Debug, Default)]
+pub struct Identity {
+    /// The worker's own secret, presented in every Hello.
+    pub credential: String,
+    /// Random per agent process.
+    pub instance: String,
+}
+
 /// Opens sessions to one server with one token.
 #[derive(Clone)]
 pub struct Connector {
     endpoint: Endpoint,
     server: String,
     authorization: MetadataValue<Ascii>,
+    identity: Identity,
 }
 
 impl Connector {
-    pub fn new(config: &Config) -> Result<Connector, tonic::transport::Error> {
+    /// The credential and process instance every Hello presents.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    pub fn new(config: &Config, credential: String) -> Result<Connector, tonic::transport::Error> {
         let server = config.server.uri();
         let mut endpoint = Endpoint::from_shared(server.clone())?
             .connect_timeout(Duration::from_secs(10))
@@ -117,6 +134,10 @@ impl Connector {
             endpoint,
             server,
             authorization,
+            identity: Identity {
+                credential,
+                instance: crate::credential::instance(),
+            },
         })
     }
 
@@ -312,6 +333,11 @@ mod tests {
         assert!(status(Code::FailedPrecondition).is_fatal());
         assert!(status(Code::InvalidArgument).is_fatal());
         assert!(!status(Code::Unavailable).is_fatal());
+        assert!(status(Code::PermissionDenied).is_fatal());
+        assert!(
+            !status(Code::AlreadyExists).is_fatal(),
+            "another live session of the worker may be a dead one: retried"
+        );
         assert!(!status(Code::Aborted).is_fatal());
         assert!(!SessionError::Closed.is_fatal());
     }

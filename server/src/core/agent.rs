@@ -56,3 +56,20 @@ pub enum AgentEvent {
     Output(Chunk),
     Heartbeat,
 }
+
+/// An agent's Hello, checked at the edge: who it is and what it still holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub name: String,
+    pub host: String,
+    pub concurrency: u32,
+    pub prefetch: u32,
+    /// Batch filter; empty takes any batch.
+    pub batch: String,
+    pub held: Vec<super::reconcile::Held>,
+    /// The agent's own credential (see `core::credential`); None from older agents.
+    pub credential: Option<String>,
+    /// Random per agent process: a reconnection of the same process may replace its own
+    /// half-open session; another process under the same name may not.
+    pub instance: String,
+}

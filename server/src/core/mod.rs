@@ -4,10 +4,12 @@
 
 pub mod agent;
 pub mod attempt;
+pub mod credential;
 pub mod deps;
 pub mod dispatch;
 pub mod ids;
 pub mod lease;
+pub mod model;
 #[cfg(test)]
 mod model_tests;
 pub mod progress;

@@ -3,7 +3,6 @@
 //! credentials its tasks do not need.
 
 use scitq_proto::container::registry_of;
-use scitq_proto::v1::RegistryCredential;
 use serde::{Deserialize, Serialize};
 
 /// One `[[registry]]` entry.
@@ -20,6 +19,24 @@ impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
             .field("host", &self.host)
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// A registry login an assignment carries.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryCredential {
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredential")
+            .field("registry", &self.registry)
             .field("username", &self.username)
             .field("password", &"<hidden>")
             .finish()

@@ -11,6 +11,21 @@ pub const FROZEN: &str = "frozen by an operator";
 use super::ids::TaskId;
 use super::state::TaskStatus;
 
+/// A signal for an execution an agent holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM, so the command can clean up.
+    Term,
+    /// SIGKILL.
+    Kill,
+    /// Freeze (SIGSTOP).
+    Pause,
+    /// Unfreeze (SIGCONT).
+    Resume,
+    /// Stop and forget it: the server no longer wants it (no report comes back).
+    Cancel,
+}
+
 /// Statuses in which a task can still be edited (it has not started).
 pub const EDITABLE: [TaskStatus; 3] =
     [TaskStatus::Waiting, TaskStatus::Pending, TaskStatus::Paused];

@@ -1,7 +1,5 @@
-//! Validated task specs: wire `TaskSpec`s become [`NewTask`]s once, on arrival, with an
-//! error naming the bad field.
-
-use scitq_proto::v1;
+//! Task specs: what a client submits ([`TaskSpec`], decoded from the wire at the edge) and
+//! what the server accepts ([`NewTask`], validated once, with an error naming the bad field).
 
 /// Largest accepted command, in bytes. Commands are scripts, not data.
 pub const MAX_COMMAND_BYTES: usize = 1 << 20;
@@ -28,8 +26,6 @@ pub enum SpecError {
     },
     #[error("task {index}: batch name {name:?} has control characters")]
     BadBatch { index: usize, name: String },
-    #[error("task {index}: shell value {value} is unknown")]
-    BadShell { index: usize, value: i32 },
     #[error("task {index}: retry {value} is over the limit of {MAX_RETRY}")]
     RetryTooHigh { index: usize, value: u32 },
     #[error("task {index}: {count} dependencies, the limit is {MAX_DEPENDENCIES}")]
@@ -133,13 +129,67 @@ impl UriCheck {
     }
 }
 
+/// How a command is run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Shell {
+    /// Split into argv with POSIX shell quoting rules and run directly.
+    #[default]
+    None,
+    /// `sh -c COMMAND`.
+    Sh,
+    /// `bash -c COMMAND`.
+    Bash,
+}
+
+impl Shell {
+    /// As stored (the wire's numbering, kept so existing rows read the same).
+    pub fn as_i32(self) -> i32 {
+        match self {
+            Shell::None => 0,
+            Shell::Sh => 1,
+            Shell::Bash => 2,
+        }
+    }
+
+    /// From a stored value; `None` for a value this server never writes.
+    pub fn from_i32(value: i32) -> Option<Shell> {
+        match value {
+            0 => Some(Shell::None),
+            1 => Some(Shell::Sh),
+            2 => Some(Shell::Bash),
+            _ => None,
+        }
+    }
+}
+
+/// A task as a client describes it, decoded but not yet checked; also the spec a stored
+/// task shows (its dependencies filled by whoever shows it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskSpec {
+    pub name: String,
+    /// Empty means the default batch.
+    pub batch: String,
+    pub command: String,
+    pub shell: Shell,
+    pub container: String,
+    pub container_options: Vec<String>,
+    pub inputs: Vec<String>,
+    pub output: String,
+    pub resources: Vec<String>,
+    pub retry: u32,
+    pub priority: i32,
+    /// Seconds the command may run; 0: no limit.
+    pub run_timeout_s: u32,
+    pub depends_on: Vec<i64>,
+}
+
 /// A task as submitted, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewTask {
     pub name: String,
     pub batch: String,
     pub command: String,
-    pub shell: v1::Shell,
+    pub shell: Shell,
     pub container: String,
     pub container_options: Vec<String>,
     pub inputs: Vec<String>,
@@ -197,7 +247,7 @@ impl NewTask {
     }
 
     /// Validates the `index`-th spec of a request.
-    pub fn validate(index: usize, spec: v1::TaskSpec) -> Result<Self, SpecError> {
+    pub fn validate(index: usize, spec: TaskSpec) -> Result<Self, SpecError> {
         if spec.command.trim().is_empty() {
             return Err(SpecError::EmptyCommand { index });
         }
@@ -207,10 +257,6 @@ impl NewTask {
                 size: spec.command.len(),
             });
         }
-        let shell = v1::Shell::try_from(spec.shell).map_err(|_| SpecError::BadShell {
-            index,
-            value: spec.shell,
-        })?;
         if spec.retry > MAX_RETRY {
             return Err(SpecError::RetryTooHigh {
                 index,
@@ -257,7 +303,7 @@ impl NewTask {
             name: spec.name,
             batch: validate_batch_name(index, &spec.batch)?,
             command: spec.command,
-            shell,
+            shell: spec.shell,
             container: spec.container,
             container_options: spec.container_options,
             inputs: spec.inputs,
@@ -280,8 +326,8 @@ impl NewTask {
 mod tests {
     use super::*;
 
-    fn spec(command: &str) -> v1::TaskSpec {
-        v1::TaskSpec {
+    fn spec(command: &str) -> TaskSpec {
+        TaskSpec {
             command: command.to_owned(),
             ..Default::default()
         }
@@ -305,12 +351,6 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "task 0: command is 10485760 bytes, the limit is 1048576"
-        );
-        let mut bad_shell = spec("true");
-        bad_shell.shell = 9;
-        assert_eq!(
-            NewTask::validate(0, bad_shell),
-            Err(SpecError::BadShell { index: 0, value: 9 })
         );
         let mut privileged = spec("true");
         privileged.container = "busybox".into();

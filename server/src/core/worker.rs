@@ -1,4 +1,37 @@
-//! A worker's settings, as the scheduler sees them.
+//! A worker's settings, as the scheduler sees them, and their limits.
+
+/// Most concurrent tasks of one worker (stored as a signed integer: more would wrap).
+pub const MAX_CONCURRENCY: u32 = scitq_proto::MAX_CONCURRENCY;
+/// Most prefetched tasks of one worker.
+pub const MAX_PREFETCH: u32 = scitq_proto::MAX_PREFETCH;
+
+/// A setting out of its range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("concurrency 0 is not allowed: it must be at least 1")]
+    ZeroConcurrency,
+    #[error("concurrency {0} is too large: it must be at most {MAX_CONCURRENCY}")]
+    ConcurrencyTooHigh(u32),
+    #[error("prefetch {0} is too large: it must be at most {MAX_PREFETCH}")]
+    PrefetchTooHigh(u32),
+}
+
+/// Range checks of worker settings, before anything is read or stored: a value past the
+/// limit used to wrap to a negative number in the database.
+pub fn check_settings(
+    concurrency: Option<u32>,
+    prefetch: Option<u32>,
+) -> Result<(), SettingsError> {
+    match concurrency {
+        Some(0) => return Err(SettingsError::ZeroConcurrency),
+        Some(c) if c > MAX_CONCURRENCY => return Err(SettingsError::ConcurrencyTooHigh(c)),
+        _ => {}
+    }
+    match prefetch {
+        Some(p) if p > MAX_PREFETCH => Err(SettingsError::PrefetchTooHigh(p)),
+        _ => Ok(()),
+    }
+}
 
 /// The settings a worker runs with.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,11 +1,19 @@
-//! Database rows to wire messages.
+//! Domain values to wire messages and back: the only place besides `grpc/session.rs` that
+//! knows both. Decoding is exhaustive: an unknown enum value is an error naming the field.
 
 use prost_types::Timestamp;
 use scitq_proto::v1;
+use tonic::Status;
 
+use crate::core::agent::{Stream, Uploaded};
+use crate::core::ids::TaskId;
+use crate::core::model::{Batch, Execution, StoredChunk, Task, Worker, WorkerStatus};
+use crate::core::registry::RegistryCredential;
 use crate::core::state::{ExecState, Failure, TaskStatus};
-use crate::persistence::entities::{execution, task, worker};
-use crate::persistence::executions::spec_of;
+use crate::core::steering::Signal;
+use crate::core::task::{Shell, TaskSpec};
+use crate::core::worker::WorkerSettings;
+use crate::persistence::executions::Assignment;
 
 pub fn timestamp(ms: i64) -> Timestamp {
     Timestamp {
@@ -14,82 +22,205 @@ pub fn timestamp(ms: i64) -> Timestamp {
     }
 }
 
-pub fn task(row: &task::Model) -> v1::Task {
-    let status = row
-        .status
-        .parse::<TaskStatus>()
-        .map(|s| s.to_proto())
-        .unwrap_or(v1::TaskStatus::Unspecified);
+pub fn shell(shell: Shell) -> v1::Shell {
+    match shell {
+        Shell::None => v1::Shell::None,
+        Shell::Sh => v1::Shell::Sh,
+        Shell::Bash => v1::Shell::Bash,
+    }
+}
+
+/// Decodes a shell; `field` names it in the error.
+pub fn decode_shell(field: &str, value: i32) -> Result<Shell, Status> {
+    match v1::Shell::try_from(value) {
+        Ok(v1::Shell::None) => Ok(Shell::None),
+        Ok(v1::Shell::Sh) => Ok(Shell::Sh),
+        Ok(v1::Shell::Bash) => Ok(Shell::Bash),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "{field}: shell value {value} is unknown"
+        ))),
+    }
+}
+
+/// A submitted spec, decoded (checked by `core::task::NewTask::validate`).
+pub fn decode_spec(index: usize, spec: v1::TaskSpec) -> Result<TaskSpec, Status> {
+    Ok(TaskSpec {
+        shell: decode_shell(&format!("task {index}"), spec.shell)?,
+        name: spec.name,
+        batch: spec.batch,
+        command: spec.command,
+        container: spec.container,
+        container_options: spec.container_options,
+        inputs: spec.inputs,
+        output: spec.output,
+        resources: spec.resources,
+        retry: spec.retry,
+        priority: spec.priority,
+        run_timeout_s: spec.run_timeout_s,
+        depends_on: spec.depends_on,
+    })
+}
+
+pub fn spec(spec: TaskSpec) -> v1::TaskSpec {
+    v1::TaskSpec {
+        name: spec.name,
+        batch: spec.batch,
+        command: spec.command,
+        shell: shell(spec.shell) as i32,
+        container: spec.container,
+        container_options: spec.container_options,
+        inputs: spec.inputs,
+        output: spec.output,
+        resources: spec.resources,
+        retry: spec.retry,
+        priority: spec.priority,
+        run_timeout_s: spec.run_timeout_s,
+        depends_on: spec.depends_on,
+    }
+}
+
+/// Decodes a task status filter.
+pub fn decode_task_status(value: i32) -> Result<TaskStatus, Status> {
+    v1::TaskStatus::try_from(value)
+        .ok()
+        .and_then(TaskStatus::from_proto)
+        .ok_or_else(|| Status::invalid_argument(format!("unknown task status {value}")))
+}
+
+pub fn task(task: Task) -> v1::Task {
     v1::Task {
-        id: row.id,
-        spec: Some(spec_of(row)),
-        status: status as i32,
-        status_reason: row.status_reason.clone(),
-        retry_left: row.retry_left.max(0) as u32,
-        execution_id: row.execution_id,
-        worker_id: row.worker_id,
-        exit_code: row.exit_code,
-        created_at: Some(timestamp(row.created_at)),
-        updated_at: Some(timestamp(row.updated_at)),
+        id: task.id.0,
+        spec: Some(spec(task.spec)),
+        status: task.status.to_proto() as i32,
+        status_reason: task.status_reason,
+        retry_left: task.retry_left,
+        execution_id: task.execution.map(|e| e.0),
+        worker_id: task.worker.map(|w| w.0),
+        exit_code: task.exit_code,
+        created_at: Some(timestamp(task.created_at)),
+        updated_at: Some(timestamp(task.updated_at)),
     }
 }
 
-pub fn execution(row: &execution::Model, worker_name: String) -> v1::Execution {
-    let state = row
-        .state
-        .parse::<ExecState>()
-        .map(|s| s.to_proto())
-        .unwrap_or(v1::ExecutionState::Unspecified);
+pub fn tasks(tasks: Vec<Task>) -> Vec<v1::Task> {
+    tasks.into_iter().map(task).collect()
+}
+
+pub fn uploaded(files: Vec<Uploaded>) -> Vec<v1::UploadedFile> {
+    files
+        .into_iter()
+        .map(|f| v1::UploadedFile {
+            uri: f.uri,
+            size: f.size,
+        })
+        .collect()
+}
+
+pub fn execution(execution: Execution) -> v1::Execution {
     v1::Execution {
-        id: row.id,
-        task_id: row.task_id,
-        worker_id: row.worker_id,
-        worker_name,
-        state: state as i32,
-        command: row.command.clone(),
-        shell: row.shell,
-        exit_code: row.exit_code,
-        failure: Failure::parse(&row.failure).to_proto() as i32,
-        message: row.message.clone(),
-        assigned_at: Some(timestamp(row.assigned_at)),
-        started_at: row.started_at.map(timestamp),
-        finished_at: row.finished_at.map(timestamp),
-        stdout_bytes: row.stdout_bytes as u64,
-        stderr_bytes: row.stderr_bytes as u64,
-        uploaded: crate::persistence::uploaded_from_json(&row.uploaded),
+        id: execution.id.0,
+        task_id: execution.task.0,
+        worker_id: execution.worker.0,
+        worker_name: execution.worker_name,
+        state: execution.state.to_proto() as i32,
+        command: execution.command,
+        shell: shell(execution.shell) as i32,
+        exit_code: execution.exit_code,
+        failure: execution.failure.to_proto() as i32,
+        message: execution.message,
+        assigned_at: Some(timestamp(execution.assigned_at)),
+        started_at: execution.started_at.map(timestamp),
+        finished_at: execution.finished_at.map(timestamp),
+        stdout_bytes: execution.stdout_bytes,
+        stderr_bytes: execution.stderr_bytes,
+        uploaded: uploaded(execution.uploaded),
     }
 }
 
-pub fn worker(row: &worker::Model, active: Option<u32>) -> v1::Worker {
-    let status = match row.status.as_str() {
-        "online" => v1::WorkerStatus::Online,
-        "offline" => v1::WorkerStatus::Offline,
-        "lost" => v1::WorkerStatus::Lost,
-        _ => v1::WorkerStatus::Unspecified,
+pub fn stream(stream: Stream) -> v1::OutputStream {
+    match stream {
+        Stream::Stdout => v1::OutputStream::Stdout,
+        Stream::Stderr => v1::OutputStream::Stderr,
+    }
+}
+
+pub fn chunk(chunk: StoredChunk) -> v1::OutputChunk {
+    v1::OutputChunk {
+        execution_id: chunk.execution.0,
+        stream: stream(chunk.stream) as i32,
+        offset: chunk.offset,
+        data: chunk.data,
+    }
+}
+
+pub fn worker(worker: Worker, active: u32) -> v1::Worker {
+    let status = match worker.status {
+        WorkerStatus::Online => v1::WorkerStatus::Online,
+        WorkerStatus::Offline => v1::WorkerStatus::Offline,
+        WorkerStatus::Lost => v1::WorkerStatus::Lost,
     };
     v1::Worker {
-        id: row.id,
-        name: row.name.clone(),
-        host: row.host.clone(),
-        concurrency: row.concurrency.max(0) as u32,
-        prefetch: row.prefetch.max(0) as u32,
-        batch: row.batch.clone(),
+        id: worker.id.0,
+        name: worker.name,
+        host: worker.host,
+        concurrency: worker.settings.concurrency,
+        prefetch: worker.settings.prefetch,
+        batch: worker.settings.batch.unwrap_or_default(),
         status: status as i32,
-        active: active.unwrap_or(0),
-        last_contact: Some(timestamp(row.last_contact)),
-        paused: row.paused,
-        draining: row.draining,
+        active,
+        last_contact: Some(timestamp(worker.last_contact)),
+        paused: worker.settings.paused,
+        draining: worker.settings.draining,
     }
 }
 
-impl crate::core::worker::WorkerSettings {
-    pub fn to_proto(&self) -> v1::Settings {
-        v1::Settings {
-            concurrency: self.concurrency,
-            prefetch: self.prefetch,
-            batch: self.batch.clone().unwrap_or_default(),
-        }
+pub fn batch(batch: Batch, counts: std::collections::BTreeMap<String, u64>) -> v1::Batch {
+    v1::Batch {
+        name: batch.name,
+        stopped: batch.stopped,
+        counts: counts.into_iter().collect(),
+        suspended: batch.suspended,
     }
+}
+
+pub fn settings(settings: &WorkerSettings) -> v1::Settings {
+    v1::Settings {
+        concurrency: settings.concurrency,
+        prefetch: settings.prefetch,
+        batch: settings.batch.clone().unwrap_or_default(),
+    }
+}
+
+pub fn signal(signal: Signal) -> v1::Signal {
+    match signal {
+        Signal::Term => v1::Signal::Term,
+        Signal::Kill => v1::Signal::Kill,
+        Signal::Pause => v1::Signal::Pause,
+        Signal::Resume => v1::Signal::Resume,
+        Signal::Cancel => v1::Signal::Cancel,
+    }
+}
+
+/// An assignment as pushed, with the registry credential of its image if scitqd has one.
+pub fn assignment(assignment: Assignment, credentials: Vec<RegistryCredential>) -> v1::Assignment {
+    v1::Assignment {
+        execution_id: assignment.execution.0,
+        task_id: assignment.task.0,
+        spec: Some(spec(assignment.spec)),
+        registry_credentials: credentials
+            .into_iter()
+            .map(|c| v1::RegistryCredential {
+                registry: c.registry,
+                username: c.username,
+                password: c.password,
+            })
+            .collect(),
+    }
+}
+
+/// Task ids off the wire.
+pub fn task_ids(ids: Vec<i64>) -> Vec<TaskId> {
+    ids.into_iter().map(TaskId).collect()
 }
 
 // The state machines' wire forms: core/ knows nothing of the wire.
@@ -183,6 +314,16 @@ impl Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shells_round_trip_through_the_wire() {
+        for value in [Shell::None, Shell::Sh, Shell::Bash] {
+            assert_eq!(decode_shell("s", shell(value) as i32).unwrap(), value);
+        }
+        let err = decode_shell("task 2", 9).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.message(), "task 2: shell value 9 is unknown");
+    }
 
     #[test]
     fn states_round_trip_through_the_wire() {

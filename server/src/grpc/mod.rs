@@ -1,4 +1,5 @@
-//! The gRPC edge: decode and validate, call the store or the scheduler, encode. Errors
+//! The gRPC edge: decode wire messages into domain inputs, call the operations
+//! (`service::ops`) or the session protocol (`service::session`), encode the result. Errors
 //! become `tonic::Status` in one place ([`status`]).
 
 pub mod convert;
@@ -15,11 +16,14 @@ use tonic::Status;
 
 use crate::persistence::{Store, StoreError};
 use crate::service::hub::Hub;
+use crate::service::ops::{Ops, OpsError};
 use crate::service::scheduler::SchedulerHandle;
+use crate::service::session::OpenError;
 
 /// What every service holds.
 #[derive(Clone)]
 pub struct State {
+    pub ops: Ops,
     pub store: Store,
     pub scheduler: SchedulerHandle,
     pub hub: Hub,
@@ -50,14 +54,79 @@ pub fn until_shutdown<T: Send + 'static>(
     )
 }
 
-pub fn status(err: StoreError) -> Status {
+/// The one place errors become a `tonic::Status`.
+pub fn status(err: impl Into<Error>) -> Status {
+    match err.into() {
+        Error::Ops(err) => ops_status(err),
+        Error::Store(err) => store_status(err),
+        Error::Open(err) => match err {
+            OpenError::Credential(_) => Status::permission_denied(err.to_string()),
+            // Retryable: the other session may be a dead one the server has not noticed yet.
+            OpenError::Busy { .. } => Status::already_exists(err.to_string()),
+            OpenError::Store(err) => store_status(err),
+        },
+    }
+}
+
+/// What [`status`] maps.
+pub enum Error {
+    Ops(OpsError),
+    Store(StoreError),
+    Open(OpenError),
+}
+
+impl From<OpsError> for Error {
+    fn from(err: OpsError) -> Error {
+        Error::Ops(err)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Error {
+        Error::Store(err)
+    }
+}
+
+impl From<OpenError> for Error {
+    fn from(err: OpenError) -> Error {
+        Error::Open(err)
+    }
+}
+
+fn ops_status(err: OpsError) -> Status {
+    match err {
+        OpsError::Store(err) => store_status(err),
+        OpsError::ForeignExecution { .. } => Status::not_found(err.to_string()),
+        OpsError::WorkerConnected { .. } => Status::failed_precondition(err.to_string()),
+        OpsError::Spec(_)
+        | OpsError::Settings(_)
+        | OpsError::NoTask
+        | OpsError::TooManyTasks { .. }
+        | OpsError::LimitTooHigh { .. }
+        | OpsError::EmptyBatchName
+        | OpsError::EmptyCommand
+        | OpsError::CommandTooLong { .. }
+        | OpsError::FieldTooLong { .. }
+        | OpsError::RetryTooHigh { .. }
+        | OpsError::BadImage { .. }
+        | OpsError::ContainerOption(_)
+        | OpsError::BadUri(_)
+        | OpsError::NotEditable { .. }
+        | OpsError::IdsAndFilter
+        | OpsError::NothingSelected
+        | OpsError::NoChange => Status::invalid_argument(err.to_string()),
+    }
+}
+
+fn store_status(err: StoreError) -> Status {
     match err {
         StoreError::NotFound { .. } => Status::not_found(err.to_string()),
         StoreError::Illegal(_) | StoreError::Conflict(_) | StoreError::Refused(_) => {
             Status::failed_precondition(err.to_string())
         }
+        StoreError::Credential(_) => Status::permission_denied(err.to_string()),
         StoreError::Closed => Status::unavailable(err.to_string()),
-        StoreError::Db(_) => {
+        StoreError::Db(_) | StoreError::Corrupt { .. } => {
             tracing::error!(error = %err, "database error");
             Status::internal(err.to_string())
         }

@@ -4,7 +4,6 @@
 //! "The agent stream".
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{Stream, StreamExt};
 use scitq_proto::v1;
@@ -13,18 +12,17 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
-use super::State;
-use crate::core::agent::{self, AgentEvent, Chunk, Update, Uploaded};
+use super::{State, convert};
+use crate::core::agent::{self, AgentEvent, Chunk, Hello, Update, Uploaded};
 use crate::core::ids::ExecutionId;
 use crate::core::ids::WorkerId;
-use crate::core::reconcile::Resend;
+use crate::core::reconcile::{Held, Resend};
 use crate::core::state::{ExecState, Failure};
-use crate::persistence::workers::{self, settings_of};
+use crate::core::steering::Signal;
 use crate::service;
 use crate::service::scheduler::{AgentTx, Command};
 use crate::service::session::Inbound;
 
-static SESSIONS: AtomicU64 = AtomicU64::new(1);
 /// Most agent messages applied in one store write.
 const MAX_BATCH: usize = 512;
 const MAX_NAME: usize = 256;
@@ -35,8 +33,9 @@ fn message(kind: v1::server_message::Kind) -> Result<v1::ServerMessage, Status> 
     Ok(v1::ServerMessage { kind: Some(kind) })
 }
 
-/// Checks a Hello; protocol mismatch is fatal for the agent (FAILED_PRECONDITION).
-fn validate_hello(hello: &v1::Hello) -> Result<(), Status> {
+/// Checks and decodes a Hello; protocol mismatch is fatal for the agent
+/// (FAILED_PRECONDITION).
+fn decode_hello(hello: v1::Hello) -> Result<Hello, Status> {
     if hello.protocol != v1::ProtocolVersion::ProtocolVersion1 as i32 {
         return Err(Status::failed_precondition(format!(
             "incompatible protocol version {}: this server speaks version 1",
@@ -49,18 +48,45 @@ fn validate_hello(hello: &v1::Hello) -> Result<(), Status> {
             hello.name
         )));
     }
-    if hello.concurrency == 0 {
-        return Err(Status::invalid_argument("concurrency must be at least 1"));
-    }
     // Stored as signed integers: a value past the limits would come back negative.
-    super::workers::check_settings(Some(hello.concurrency), Some(hello.prefetch))?;
-    Ok(())
+    crate::core::worker::check_settings(Some(hello.concurrency), Some(hello.prefetch))
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let held = hello
+        .held
+        .iter()
+        .map(|h| {
+            let state = v1::ExecutionState::try_from(h.state)
+                .ok()
+                .and_then(ExecState::from_proto)
+                .ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "Hello.held.state: unknown execution state {} (execution {})",
+                        h.state, h.execution_id
+                    ))
+                })?;
+            Ok(Held {
+                id: ExecutionId(h.execution_id),
+                finished: state.is_final(),
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(Hello {
+        name: hello.name,
+        host: hello.host,
+        concurrency: hello.concurrency,
+        prefetch: hello.prefetch,
+        batch: hello.batch,
+        held,
+        credential: (!hello.credential.is_empty()).then_some(hello.credential),
+        instance: hello.instance,
+    })
 }
 
 pub async fn open(
     state: State,
     request: Request<Streaming<v1::AgentMessage>>,
 ) -> Result<Response<ServerStream>, Status> {
+    let peer = request.remote_addr();
     let mut inbound = request.into_inner();
     let first = inbound
         .message()
@@ -69,27 +95,35 @@ pub async fn open(
     let Some(v1::agent_message::Kind::Hello(hello)) = first.kind else {
         return Err(Status::invalid_argument("the first message must be Hello"));
     };
-    validate_hello(&hello)?;
+    let hello = decode_hello(hello)?;
     let name = hello.name.clone();
-    if let Some(known) = workers::id_by_name(&state.store, &name)
-        .await
-        .map_err(super::status)?
-    {
-        state.scheduler.detach(known).await;
-    }
-    let (row, reconciled) = workers::hello(&state.store, hello)
-        .await
-        .map_err(super::status)?;
-    let worker = WorkerId(row.id);
-    let settings = settings_of(&row);
+    let context = context(&state);
+    let opened = match service::session::hello(&context, hello, peer).await {
+        Ok(opened) => opened,
+        Err(err) => {
+            tracing::warn!(name, peer = ?peer, error = %err, "agent session refused");
+            return Err(super::status(err));
+        }
+    };
+    let worker = opened.welcomed.worker.id;
+    let settings = &opened.welcomed.worker.settings;
+    let reconciled = &opened.welcomed.reconciled;
     tracing::info!(%worker, name, active = reconciled.active, cancel = reconciled.cancel.len(), "agent connected");
 
     let (tx, rx) = mpsc::unbounded_channel();
     let _ = tx.send(message(v1::server_message::Kind::Welcome(v1::Welcome {
         worker_id: worker.0,
-        settings: Some(settings.to_proto()),
-        offsets: reconciled.offsets,
-        cancel: reconciled.cancel,
+        settings: Some(convert::settings(settings)),
+        offsets: reconciled
+            .offsets
+            .iter()
+            .map(|(id, o)| v1::OutputOffsets {
+                execution_id: id.0,
+                stdout: o.stdout,
+                stderr: o.stderr,
+            })
+            .collect(),
+        cancel: reconciled.cancel.iter().map(|id| id.0).collect(),
         rclone_config: state.rclone_config.to_string(),
         lease_ms: u64::try_from(state.lease.as_millis()).unwrap_or(u64::MAX),
     })));
@@ -99,35 +133,27 @@ pub async fn open(
     // An operator's kill or freeze sent to a session that broke before the agent got it.
     for (execution, resend) in &reconciled.resend {
         let signal = match resend {
-            Resend::Kill => v1::Signal::Kill,
-            Resend::Stop => v1::Signal::Pause,
+            Resend::Kill => Signal::Kill,
+            Resend::Stop => Signal::Pause,
         };
         let _ = tx.send(message(v1::server_message::Kind::Signal(
             v1::SignalExecution {
                 execution_id: execution.0,
-                signal: signal as i32,
+                signal: convert::signal(signal) as i32,
             },
         )));
     }
     let _ = tx.send(message(v1::server_message::Kind::Ack(v1::Ack {
         seq: first.seq,
     })));
-    let session = SESSIONS.fetch_add(1, Ordering::Relaxed);
-    state.scheduler.send(Command::Connect {
-        worker,
-        session,
-        tx: tx.clone(),
-        settings,
-        active: reconciled.active,
-    });
-    state.scheduler.enqueue(reconciled.requeued);
-    state.hub.notify(reconciled.touched);
+    let session = opened.session;
+    service::session::connect(&context, opened, tx.clone());
 
     let state_shutdown = state.shutdown.clone();
     let span = tracing::info_span!("session", %worker, name);
     tokio::spawn(
         async move {
-            let end = read(&state, worker, inbound, &tx).await;
+            let end = read(context, worker, inbound, &tx).await;
             match end {
                 Ok(()) => tracing::info!(%worker, "agent disconnected"),
                 Err(err) => {
@@ -149,20 +175,23 @@ pub async fn open(
     ))))
 }
 
+fn context(state: &State) -> service::session::Context {
+    service::session::Context {
+        store: state.store.clone(),
+        scheduler: state.scheduler.clone(),
+        hub: state.hub.clone(),
+    }
+}
+
 /// Reads the agent's messages in batches of what is ready, decoded; the session protocol
 /// (grouped commits, in-flight budget, acks) is `service::session`'s.
 async fn read(
-    state: &State,
+    context: service::session::Context,
     worker: WorkerId,
     inbound: Streaming<v1::AgentMessage>,
     tx: &AgentTx,
 ) -> Result<(), Status> {
     let batches = inbound.ready_chunks(MAX_BATCH).map(decode_batch);
-    let context = service::session::Context {
-        store: state.store.clone(),
-        scheduler: state.scheduler.clone(),
-        hub: state.hub.clone(),
-    };
     service::session::run(context, worker, batches, tx).await
 }
 
@@ -272,11 +301,48 @@ mod tests {
             prefetch,
             ..Default::default()
         };
-        assert!(validate_hello(&hello(4, 0)).is_ok());
-        let err = validate_hello(&hello(u32::MAX, 0)).unwrap_err();
+        assert!(decode_hello(hello(4, 0)).is_ok());
+        let err = decode_hello(hello(0, 0)).unwrap_err();
+        assert!(err.message().contains("concurrency 0"), "{err}");
+        let err = decode_hello(hello(u32::MAX, 0)).unwrap_err();
         assert!(err.message().contains("concurrency 4294967295"), "{err}");
-        let err = validate_hello(&hello(1, 3_000_000_000)).unwrap_err();
+        let err = decode_hello(hello(1, 3_000_000_000)).unwrap_err();
         assert!(err.message().contains("prefetch 3000000000"), "{err}");
+    }
+
+    #[test]
+    fn a_hello_decodes_its_credential_and_held_states() {
+        let mut hello = v1::Hello {
+            protocol: v1::ProtocolVersion::ProtocolVersion1 as i32,
+            name: "w".into(),
+            concurrency: 1,
+            held: vec![
+                v1::HeldExecution {
+                    execution_id: 3,
+                    state: v1::ExecutionState::Running as i32,
+                },
+                v1::HeldExecution {
+                    execution_id: 4,
+                    state: v1::ExecutionState::Succeeded as i32,
+                },
+            ],
+            instance: "i".into(),
+            ..Default::default()
+        };
+        let decoded = decode_hello(hello.clone()).unwrap();
+        assert_eq!(decoded.credential, None);
+        assert_eq!(decoded.held.iter().filter(|h| h.finished).count(), 1);
+        hello.credential = "s".repeat(40);
+        assert_eq!(
+            decode_hello(hello.clone())
+                .unwrap()
+                .credential
+                .map(|c| c.len()),
+            Some(40)
+        );
+        hello.held[0].state = 42;
+        let err = decode_hello(hello).unwrap_err();
+        assert!(err.message().contains("Hello.held.state"), "{err}");
     }
 
     #[test]

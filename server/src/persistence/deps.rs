@@ -158,7 +158,7 @@ pub async fn promote(
     let mut queued = Vec::new();
     let done: Vec<i64> = succeeded.iter().map(|t| t.0).collect();
     for (dependant, _) in edges_below(txn, &done).await? {
-        let row = super::tasks::get(txn, TaskId(dependant)).await?;
+        let row = super::tasks::row(txn, TaskId(dependant)).await?;
         if row.status != TaskStatus::Waiting.as_str() {
             continue;
         }

@@ -134,6 +134,8 @@ pub mod worker {
         pub paused: bool,
         /// Draining: no new task; its agent exits once it holds nothing.
         pub draining: bool,
+        /// Hex SHA-256 of the worker's own credential; None until its first Hello.
+        pub credential_hash: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

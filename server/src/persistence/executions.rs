@@ -4,7 +4,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use scitq_proto::v1;
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
@@ -19,30 +18,21 @@ use super::{Store, StoreError, from_json_list, now_ms};
 use crate::core::agent::{AgentEvent, Chunk, Stream, Update, Uploaded};
 use crate::core::attempt::{self, Ending, ExecChange, ExecView, TaskChange, TaskView};
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
+use crate::core::model::{Execution, StoredChunk};
 use crate::core::queue::Queued;
 use crate::core::state::{ExecState, TaskStatus};
+use crate::core::task::{Shell, TaskSpec};
 
 /// Largest piece of output stored in one row; trimming relies on this bound.
 const STORED_CHUNK: usize = 64 * 1024;
 
-/// The frozen spec of a task, as sent to an agent.
-pub fn spec_of(row: &task::Model) -> v1::TaskSpec {
-    v1::TaskSpec {
-        name: row.name.clone(),
-        batch: row.batch.clone(),
-        command: row.command.clone(),
-        shell: row.shell,
-        container: row.container.clone(),
-        container_options: from_json_list(&row.container_options),
-        inputs: from_json_list(&row.inputs),
-        output: row.output.clone(),
-        resources: from_json_list(&row.resources),
-        retry: row.retry as u32,
-        priority: row.priority,
-        run_timeout_s: Ord::max(row.run_timeout_s, 0) as u32,
-        // Filled by the callers that show tasks (see `deps::of_tasks`).
-        depends_on: Vec::new(),
-    }
+/// A new execution, with the spec it froze, to push to its worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub worker: WorkerId,
+    pub execution: ExecutionId,
+    pub task: TaskId,
+    pub spec: TaskSpec,
 }
 
 /// Assigns picked tasks to workers: creates one execution per task still pending,
@@ -52,7 +42,7 @@ pub fn spec_of(row: &task::Model) -> v1::TaskSpec {
 pub async fn assign(
     store: &Store,
     picks: Vec<(TaskId, WorkerId)>,
-) -> Result<Vec<(WorkerId, v1::Assignment)>, StoreError> {
+) -> Result<Vec<Assignment>, StoreError> {
     let backend = store.backend();
     let exec_ids = store
         .writer
@@ -98,12 +88,12 @@ struct Frozen {
 }
 
 impl Frozen {
-    fn into_assignment(self) -> (WorkerId, v1::Assignment) {
-        let spec = v1::TaskSpec {
+    fn into_assignment(self) -> Assignment {
+        let spec = TaskSpec {
             name: self.name,
             batch: self.batch,
             command: self.command,
-            shell: self.shell,
+            shell: Shell::from_i32(self.shell).unwrap_or_default(),
             container: self.container,
             container_options: from_json_list(&self.container_options),
             inputs: from_json_list(&self.inputs),
@@ -114,16 +104,12 @@ impl Frozen {
             run_timeout_s: Ord::max(self.run_timeout_s, 0) as u32,
             depends_on: Vec::new(),
         };
-        (
-            WorkerId(self.worker_id),
-            v1::Assignment {
-                execution_id: self.id,
-                task_id: self.task_id,
-                spec: Some(spec),
-                // Filled by the scheduler from the configured registries.
-                registry_credentials: Vec::new(),
-            },
-        )
+        Assignment {
+            worker: WorkerId(self.worker_id),
+            execution: ExecutionId(self.id),
+            task: TaskId(self.task_id),
+            spec,
+        }
     }
 }
 
@@ -423,7 +409,7 @@ async fn fail(
         tracing::warn!(execution_id = update.execution.0, %worker, "update for an execution this worker does not hold, ignored");
         return Ok(());
     };
-    let task_row = super::tasks::get(txn, TaskId(row.task_id)).await?;
+    let task_row = super::tasks::row(txn, TaskId(row.task_id)).await?;
     let ending = Ending::Reported {
         state: update.state,
         failure: update.failure,
@@ -557,40 +543,65 @@ pub(super) async fn apply_task_change(
     }
 }
 
+/// The executions of a task, oldest first, with their workers' names (one read for the
+/// names).
 pub async fn of_task(
     db: &impl ConnectionTrait,
     task: TaskId,
-) -> Result<Vec<execution::Model>, StoreError> {
-    Ok(execution::Entity::find()
+) -> Result<Vec<Execution>, StoreError> {
+    let rows = execution::Entity::find()
         .filter(execution::Column::TaskId.eq(task.0))
         .order_by_asc(execution::Column::Id)
         .all(db)
-        .await?)
+        .await?;
+    let mut worker_ids: Vec<i64> = rows.iter().map(|r| r.worker_id).collect();
+    worker_ids.sort_unstable();
+    worker_ids.dedup();
+    let names: HashMap<i64, String> = super::entities::worker::Entity::find()
+        .select_only()
+        .column(super::entities::worker::Column::Id)
+        .column(super::entities::worker::Column::Name)
+        .filter(super::entities::worker::Column::Id.is_in(worker_ids))
+        .into_tuple()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    rows.into_iter()
+        .map(|row| {
+            let name = names.get(&row.worker_id).cloned().unwrap_or_default();
+            super::rows::execution(row, name)
+        })
+        .collect()
 }
 
-pub async fn get(
-    db: &impl ConnectionTrait,
-    id: ExecutionId,
-) -> Result<execution::Model, StoreError> {
-    execution::Entity::find_by_id(id.0)
+/// The task an execution belongs to.
+pub async fn task_of(db: &impl ConnectionTrait, id: ExecutionId) -> Result<TaskId, StoreError> {
+    let task: Option<i64> = execution::Entity::find_by_id(id.0)
+        .select_only()
+        .column(execution::Column::TaskId)
+        .into_tuple()
         .one(db)
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "execution",
-            id: id.to_string(),
-        })
+        .await?;
+    task.map(TaskId).ok_or_else(|| StoreError::NotFound {
+        what: "execution",
+        id: id.to_string(),
+    })
 }
 
 /// Output chunks of one execution, in arrival order.
 pub async fn output(
     db: &impl ConnectionTrait,
     execution: ExecutionId,
-) -> Result<Vec<log_chunk::Model>, StoreError> {
-    Ok(log_chunk::Entity::find()
+) -> Result<Vec<StoredChunk>, StoreError> {
+    log_chunk::Entity::find()
         .filter(log_chunk::Column::ExecutionId.eq(execution.0))
         .order_by_asc(log_chunk::Column::Id)
         .all(db)
-        .await?)
+        .await?
+        .into_iter()
+        .map(super::rows::chunk)
+        .collect()
 }
 
 /// Most chunks [`output_after`] returns at once.
@@ -602,14 +613,17 @@ pub async fn output_after(
     db: &impl ConnectionTrait,
     task: TaskId,
     after: i64,
-) -> Result<Vec<log_chunk::Model>, StoreError> {
-    Ok(log_chunk::Entity::find()
+) -> Result<Vec<StoredChunk>, StoreError> {
+    log_chunk::Entity::find()
         .filter(log_chunk::Column::TaskId.eq(task.0))
         .filter(log_chunk::Column::Id.gt(after))
         .order_by_asc(log_chunk::Column::Id)
         .limit(OUTPUT_PAGE as u64)
         .all(db)
-        .await?)
+        .await?
+        .into_iter()
+        .map(super::rows::chunk)
+        .collect()
 }
 
 /// Promotes the waiting dependants of the tasks whose executions succeeded; returns

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(Dependencies),
             Box::new(WorkerDraining),
             Box::new(ExecutionUploaded),
+            Box::new(WorkerCredential),
         ]
     }
 }
@@ -324,6 +325,29 @@ impl MigrationTrait for ExecutionUploaded {
                 Table::alter()
                     .table(col("execution"))
                     .add_column(text("uploaded").default("[]"))
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Each worker's own credential (SHA-256 of it), issued at its first Hello; NULL until then.
+struct WorkerCredential;
+
+impl MigrationName for WorkerCredential {
+    fn name(&self) -> &str {
+        "m0008_worker_credential"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for WorkerCredential {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(col("worker"))
+                    .add_column(string_null("credential_hash"))
                     .to_owned(),
             )
             .await

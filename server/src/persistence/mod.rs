@@ -4,13 +4,15 @@
 
 pub mod batch;
 pub mod deps;
-pub mod entities;
+mod entities;
 pub mod executions;
 pub mod migration;
 pub mod progress;
 pub mod recovery;
+mod rows;
 pub mod steering;
 pub mod tasks;
+pub mod tokens;
 pub mod workers;
 pub mod writer;
 
@@ -39,6 +41,15 @@ pub enum StoreError {
     Conflict(String),
     #[error(transparent)]
     Refused(#[from] crate::core::steering::Refused),
+    #[error(transparent)]
+    Credential(#[from] crate::core::credential::Refused),
+    #[error("{what} {id}: stored {field} {value:?} is not one this server writes")]
+    Corrupt {
+        what: &'static str,
+        id: String,
+        field: &'static str,
+        value: String,
+    },
 }
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.
@@ -162,11 +173,11 @@ pub fn uploaded_to_json(files: &[crate::core::agent::Uploaded]) -> String {
     serde_json::to_string(&stored).expect("plain structs serialize")
 }
 
-pub fn uploaded_from_json(text: &str) -> Vec<scitq_proto::v1::UploadedFile> {
+pub fn uploaded_from_json(text: &str) -> Vec<crate::core::agent::Uploaded> {
     serde_json::from_str::<Vec<StoredUpload>>(text)
         .unwrap_or_default()
         .into_iter()
-        .map(|f| scitq_proto::v1::UploadedFile {
+        .map(|f| crate::core::agent::Uploaded {
             uri: f.uri,
             size: f.size,
         })

@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use scitq_proto::v1;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
 };
@@ -28,7 +27,7 @@ async fn end_missing(
     row: &execution::Model,
     why: &'static str,
 ) -> Result<Option<Queued>, StoreError> {
-    let task_row = super::tasks::get(txn, TaskId(row.task_id)).await?;
+    let task_row = super::tasks::row(txn, TaskId(row.task_id)).await?;
     let decision = attempt::end(
         exec_view(row),
         &task_view(&task_row)?,
@@ -44,7 +43,7 @@ async fn end_missing(
 }
 
 /// Active executions a worker holds according to the database.
-pub async fn active_of_worker(
+pub(super) async fn active_of_worker(
     db: &impl ConnectionTrait,
     worker: WorkerId,
 ) -> Result<Vec<execution::Model>, StoreError> {
@@ -58,8 +57,9 @@ pub async fn active_of_worker(
 /// The outcome of a Hello.
 #[derive(Debug, Default)]
 pub struct Reconciled {
-    pub cancel: Vec<i64>,
-    pub offsets: Vec<v1::OutputOffsets>,
+    pub cancel: Vec<ExecutionId>,
+    /// Held executions the server still wants, with the output it has of each.
+    pub offsets: Vec<(ExecutionId, Offsets)>,
     pub requeued: Vec<Queued>,
     /// Operator signals to send again once the session is up.
     pub resend: Vec<(ExecutionId, Resend)>,
@@ -73,7 +73,7 @@ pub struct Reconciled {
 pub async fn reconcile(
     txn: &DatabaseTransaction,
     worker: WorkerId,
-    held: &[v1::HeldExecution],
+    held: &[Held],
 ) -> Result<Reconciled, StoreError> {
     let rows = active_of_worker(txn, worker).await?;
     let task_ids: Vec<i64> = rows.iter().map(|r| r.task_id).collect();
@@ -99,13 +99,6 @@ pub async fn reconcile(
             }
         })
         .collect();
-    let held: Vec<Held> = held
-        .iter()
-        .map(|h| Held {
-            id: ExecutionId(h.execution_id),
-            finished: is_final(h.state),
-        })
-        .collect();
     let active_ids: HashSet<ExecutionId> = active.iter().map(|a| a.id).collect();
     let finished_elsewhere: Vec<i64> = held
         .iter()
@@ -124,19 +117,11 @@ pub async fn reconcile(
             .map(|row| (ExecutionId(row.id), offsets_of(row)))
             .collect()
     };
-    let decided = core_reconcile(&active, &held, &ended_here);
+    let decided = core_reconcile(&active, held, &ended_here);
 
     let mut out = Reconciled {
-        cancel: decided.cancel.iter().map(|id| id.0).collect(),
-        offsets: decided
-            .keep
-            .iter()
-            .map(|(id, o)| v1::OutputOffsets {
-                execution_id: id.0,
-                stdout: o.stdout,
-                stderr: o.stderr,
-            })
-            .collect(),
+        cancel: decided.cancel.clone(),
+        offsets: decided.keep.iter().map(|(id, o)| (*id, *o)).collect(),
         resend: decided.resend,
         active: decided.active,
         ..Reconciled::default()
@@ -156,15 +141,6 @@ fn offsets_of(row: &execution::Model) -> Offsets {
         stdout: row.stdout_bytes.max(0) as u64,
         stderr: row.stderr_bytes.max(0) as u64,
     }
-}
-
-fn is_final(state: i32) -> bool {
-    matches!(
-        v1::ExecutionState::try_from(state),
-        Ok(v1::ExecutionState::Succeeded
-            | v1::ExecutionState::Failed
-            | v1::ExecutionState::Canceled)
-    )
 }
 
 /// A worker's lease expired: every execution it held is ended.

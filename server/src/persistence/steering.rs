@@ -7,12 +7,13 @@ use sea_orm::{
 };
 
 use super::entities::task;
-use super::tasks::get;
+use super::tasks::{get, row as get_row};
 use super::{Store, StoreError, now_ms, to_json_list};
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
+use crate::core::model::Task;
 use crate::core::queue::Queued;
 use crate::core::state::TaskStatus;
-use crate::core::task::NewTask;
+use crate::core::task::{NewTask, Shell, TaskSpec};
 
 use crate::core::steering::{self as core_steering, Kill, Pause, Resume};
 pub use crate::core::steering::{EDITABLE, FROZEN, KILLED};
@@ -61,12 +62,12 @@ async fn set_reason(txn: &DatabaseTransaction, id: i64, reason: &str) -> Result<
 
 /// Pauses a pending task (it stays out of the queue), or freezes an active one (the
 /// returned execution gets SIGSTOP), as `core::steering::pause` decides.
-pub async fn pause(store: &Store, id: TaskId) -> Result<(task::Model, Option<Target>), StoreError> {
+pub async fn pause(store: &Store, id: TaskId) -> Result<(Task, Option<Target>), StoreError> {
     store
         .writer
         .write(move |txn, _ids| {
             Box::pin(async move {
-                let row = get(txn, id).await?;
+                let row = get_row(txn, id).await?;
                 let status = status_of(&row)?;
                 let target = match core_steering::pause(id, status, &row.status_reason)? {
                     Pause::Hold => {
@@ -95,12 +96,12 @@ pub async fn pause(store: &Store, id: TaskId) -> Result<(task::Model, Option<Tar
 pub async fn resume(
     store: &Store,
     id: TaskId,
-) -> Result<(task::Model, Option<Queued>, Option<Target>), StoreError> {
+) -> Result<(Task, Option<Queued>, Option<Target>), StoreError> {
     store
         .writer
         .write(move |txn, _ids| {
             Box::pin(async move {
-                let row = get(txn, id).await?;
+                let row = get_row(txn, id).await?;
                 let status = status_of(&row)?;
                 let (queued, target) = match core_steering::resume(id, status, &row.status_reason)?
                 {
@@ -126,12 +127,12 @@ pub async fn resume(
 
 /// Kills an active task (its execution is signalled; the agent reports it killed) or
 /// cancels one that has not started, as `core::steering::kill` decides.
-pub async fn kill(store: &Store, id: TaskId) -> Result<(task::Model, Option<Target>), StoreError> {
+pub async fn kill(store: &Store, id: TaskId) -> Result<(Task, Option<Target>), StoreError> {
     store
         .writer
         .write(move |txn, _ids| {
             Box::pin(async move {
-                let row = get(txn, id).await?;
+                let row = get_row(txn, id).await?;
                 let status = status_of(&row)?;
                 let target = match core_steering::kill(id, status)? {
                     Kill::Signal => {
@@ -164,7 +165,7 @@ pub struct Selector {
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
     pub command: Option<String>,
-    pub shell: Option<i32>,
+    pub shell: Option<Shell>,
     pub container: Option<String>,
     pub container_options: Option<Vec<String>>,
     pub inputs: Option<Vec<String>>,
@@ -197,7 +198,7 @@ impl Changes {
             row.command = v.clone();
         }
         if let Some(v) = self.shell {
-            row.shell = v;
+            row.shell = v.as_i32();
         }
         if let Some(v) = &self.container {
             row.container = v.clone();
@@ -231,11 +232,11 @@ impl Changes {
 
     /// Checks the changed task as a whole, as creation does.
     fn validate(&self, row: &task::Model) -> Result<(), StoreError> {
-        let spec = scitq_proto::v1::TaskSpec {
+        let spec = TaskSpec {
             name: row.name.clone(),
             batch: row.batch.clone(),
             command: row.command.clone(),
-            shell: row.shell,
+            shell: Shell::from_i32(row.shell).unwrap_or_default(),
             retry: Ord::max(row.retry, 0) as u32,
             run_timeout_s: Ord::max(row.run_timeout_s, 0) as u32,
             ..Default::default()
@@ -248,7 +249,7 @@ impl Changes {
 
 /// What an edit did (or would do).
 pub struct Edited {
-    pub tasks: Vec<task::Model>,
+    pub tasks: Vec<Task>,
     /// Pending tasks whose queue position changed: (old, new).
     pub requeue: Vec<(Queued, Queued)>,
 }
@@ -265,10 +266,8 @@ pub async fn edit(
         .write(move |txn, _ids| {
             Box::pin(async move {
                 let rows = select(txn, &selector).await?;
-                let mut edited = Edited {
-                    tasks: Vec::with_capacity(rows.len()),
-                    requeue: Vec::new(),
-                };
+                let mut requeue = Vec::new();
+                let mut edited_rows = Vec::with_capacity(rows.len());
                 for row in rows {
                     let status = status_of(&row)?;
                     if !EDITABLE.contains(&status) {
@@ -287,15 +286,24 @@ pub async fn edit(
                             batch: r.batch.clone(),
                             priority: r.priority,
                         };
-                        edited.requeue.push((queued(&row), queued(&after)));
+                        requeue.push((queued(&row), queued(&after)));
                     }
-                    edited.tasks.push(after);
+                    edited_rows.push(after);
                 }
-                if dry_run || edited.tasks.is_empty() {
-                    return Ok(edited);
+                let edited = |rows: Vec<task::Model>| -> Result<Edited, StoreError> {
+                    Ok(Edited {
+                        tasks: rows
+                            .into_iter()
+                            .map(super::rows::task)
+                            .collect::<Result<_, _>>()?,
+                        requeue,
+                    })
+                };
+                if dry_run || edited_rows.is_empty() {
+                    return edited(edited_rows);
                 }
                 let now = now_ms();
-                for after in &edited.tasks {
+                for after in &edited_rows {
                     // Every column written (a model converts to "unchanged" values).
                     let mut active = task::ActiveModel::from(after.clone()).reset_all();
                     active.updated_at = sea_orm::ActiveValue::Set(now);
@@ -314,7 +322,7 @@ pub async fn edit(
                         )));
                     }
                 }
-                Ok(edited)
+                edited(edited_rows)
             })
         })
         .await
@@ -327,7 +335,7 @@ async fn select(
     if !selector.ids.is_empty() {
         let mut rows = Vec::with_capacity(selector.ids.len());
         for id in &selector.ids {
-            rows.push(get(txn, *id).await?);
+            rows.push(get_row(txn, *id).await?);
         }
         return Ok(rows);
     }

@@ -11,6 +11,7 @@ use sea_orm::{
 use super::entities::{batch, execution, log_chunk, task};
 use super::{Store, StoreError, now_ms, to_json_list};
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
+use crate::core::model::{Batch, Task};
 use crate::core::state::TaskStatus;
 use crate::core::task::NewTask;
 
@@ -136,7 +137,7 @@ pub struct TaskFilter {
     pub limit: u64,
 }
 
-pub async fn list(store: &Store, filter: TaskFilter) -> Result<Vec<task::Model>, StoreError> {
+pub async fn list(store: &Store, filter: TaskFilter) -> Result<Vec<Task>, StoreError> {
     let mut query = task::Entity::find().filter(task::Column::Id.gt(filter.after_id));
     if let Some(batch) = filter.batch {
         query = query.filter(task::Column::Batch.eq(batch));
@@ -151,14 +152,22 @@ pub async fn list(store: &Store, filter: TaskFilter) -> Result<Vec<task::Model>,
     if !filter.ids.is_empty() {
         query = query.filter(task::Column::Id.is_in(filter.ids.iter().map(|id| id.0)));
     }
-    Ok(query
+    query
         .order_by_asc(task::Column::Id)
         .limit(filter.limit)
         .all(&store.db)
-        .await?)
+        .await?
+        .into_iter()
+        .map(super::rows::task)
+        .collect()
 }
 
-pub async fn get(db: &impl ConnectionTrait, id: TaskId) -> Result<task::Model, StoreError> {
+pub async fn get(db: &impl ConnectionTrait, id: TaskId) -> Result<Task, StoreError> {
+    super::rows::task(row(db, id).await?)
+}
+
+/// A task's row, for the writes of persistence.
+pub(super) async fn row(db: &impl ConnectionTrait, id: TaskId) -> Result<task::Model, StoreError> {
     task::Entity::find_by_id(id.0)
         .one(db)
         .await?
@@ -173,12 +182,12 @@ pub async fn relaunch(
     store: &Store,
     id: TaskId,
     command: Option<String>,
-) -> Result<(task::Model, Queued), StoreError> {
+) -> Result<(Task, Queued), StoreError> {
     store
         .writer
         .write(move |txn, _ids| {
             Box::pin(async move {
-                let row = get(txn, id).await?;
+                let row = row(txn, id).await?;
                 let status: TaskStatus = row.status.parse().map_err(|e: crate::core::state::UnknownStatus| StoreError::Conflict(e.to_string()))?;
                 if !status.is_final() {
                     return Err(StoreError::Conflict(format!(
@@ -196,13 +205,13 @@ pub async fn relaunch(
                 }
                 update.exec(txn).await?;
                 super::deps::restore_dependants(txn, id.0).await?;
-                let row = get(txn, id).await?;
+                let task = get(txn, id).await?;
                 let queued = Queued {
                     id,
-                    batch: row.batch.clone(),
-                    priority: row.priority,
+                    batch: task.spec.batch.clone(),
+                    priority: task.spec.priority,
                 };
-                Ok((row, queued))
+                Ok((task, queued))
             })
         })
         .await
@@ -214,9 +223,7 @@ pub async fn relaunch(
 /// index). Grouping by batch and status made SQLite sort every task as well: with 1,000,000
 /// tasks a call took 0.88 s of scitqd's CPU, 0.75 s now. Still a pass over every task: the
 /// polls of `task wait --batch` pay it.
-pub async fn batches(
-    store: &Store,
-) -> Result<Vec<(batch::Model, BTreeMap<String, u64>)>, StoreError> {
+pub async fn batches(store: &Store) -> Result<Vec<(Batch, BTreeMap<String, u64>)>, StoreError> {
     use sea_orm::sea_query::{Alias, Func, Query};
     let rows = batch::Entity::find()
         .order_by_asc(batch::Column::Name)
@@ -250,15 +257,16 @@ pub async fn batches(
         .into_iter()
         .map(|row| {
             let counts = per_batch.remove(&row.name).unwrap_or_default();
-            (row, counts)
+            (super::rows::batch(row), counts)
         })
         .collect())
 }
 
-pub async fn get_batch(db: &impl ConnectionTrait, name: &str) -> Result<batch::Model, StoreError> {
+pub async fn get_batch(db: &impl ConnectionTrait, name: &str) -> Result<Batch, StoreError> {
     batch::Entity::find_by_id(name.to_owned())
         .one(db)
         .await?
+        .map(super::rows::batch)
         .ok_or_else(|| StoreError::NotFound {
             what: "batch",
             id: format!("{name:?}"),
@@ -271,7 +279,7 @@ pub async fn set_batch_state(
     name: String,
     stopped: bool,
     suspended: bool,
-) -> Result<(batch::Model, batch::Model), StoreError> {
+) -> Result<(Batch, Batch), StoreError> {
     store
         .writer
         .write(move |txn, _ids| {

@@ -1,6 +1,5 @@
-//! Workers: registration on Hello, settings, status.
+//! Workers: registration on Hello (with the worker's own credential), settings, status.
 
-use scitq_proto::v1;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
@@ -10,26 +9,24 @@ use sea_orm::{
 use super::entities::worker;
 use super::recovery::{Reconciled, reconcile};
 use super::{Store, StoreError, now_ms};
+use crate::core::agent::Hello;
+use crate::core::credential::{self, Check};
 use crate::core::ids::WorkerId;
+use crate::core::model::Worker;
 
 pub use crate::core::worker::WorkerSettings;
 
-pub fn settings_of(row: &worker::Model) -> WorkerSettings {
-    WorkerSettings {
-        concurrency: row.concurrency.max(0) as u32,
-        prefetch: row.prefetch.max(0) as u32,
-        batch: (!row.batch.is_empty()).then(|| row.batch.clone()),
-        paused: row.paused,
-        draining: row.draining,
-    }
+/// What a Hello did.
+#[derive(Debug)]
+pub struct Welcomed {
+    pub worker: Worker,
+    pub reconciled: Reconciled,
 }
 
-/// Registers (or recognises by name) the worker of a new session and reconciles what it
-/// holds. The agent's settings in its Hello are the ones it runs with.
-pub async fn hello(
-    store: &Store,
-    hello: v1::Hello,
-) -> Result<(worker::Model, Reconciled), StoreError> {
+/// Registers (or recognises by name) the worker of a new session, checks its credential
+/// (binding the worker to it at its first Hello) and reconciles what it holds, in one transaction. The
+/// agent's settings in its Hello are the ones it runs with.
+pub async fn hello(store: &Store, hello: Hello) -> Result<Welcomed, StoreError> {
     store
         .writer
         .write(move |txn, ids| {
@@ -39,9 +36,27 @@ pub async fn hello(
                     .filter(worker::Column::Name.eq(hello.name.clone()))
                     .one(txn)
                     .await?;
-                let id = match existing {
+                let id = match &existing {
                     Some(row) => row.id,
                     None => ids.worker(),
+                };
+                let stored = existing.as_ref().and_then(|r| r.credential_hash.as_deref());
+                let bind = match credential::check(
+                    &hello.name,
+                    id,
+                    stored,
+                    hello.credential.as_deref(),
+                )? {
+                    Check::Bind(hash) => Some(hash),
+                    Check::Accept => None,
+                    Check::Unbound => {
+                        tracing::warn!(
+                            worker = %hello.name,
+                            "the agent presents no credential: anyone with the worker token \
+                             can open this worker's session (upgrade its agent)"
+                        );
+                        None
+                    }
                 };
                 let row = worker::ActiveModel {
                     id: Set(id),
@@ -55,43 +70,52 @@ pub async fn hello(
                     created_at: Set(now),
                     paused: Set(false),
                     draining: Set(false),
+                    credential_hash: Set(bind.clone()),
                 };
+                let mut updated = vec![
+                    worker::Column::Host,
+                    worker::Column::Concurrency,
+                    worker::Column::Prefetch,
+                    worker::Column::Batch,
+                    worker::Column::Status,
+                    worker::Column::LastContact,
+                ];
+                if bind.is_some() {
+                    updated.push(worker::Column::CredentialHash);
+                }
                 worker::Entity::insert(row)
                     .on_conflict(
                         sea_orm::sea_query::OnConflict::column(worker::Column::Id)
-                            .update_columns([
-                                worker::Column::Host,
-                                worker::Column::Concurrency,
-                                worker::Column::Prefetch,
-                                worker::Column::Batch,
-                                worker::Column::Status,
-                                worker::Column::LastContact,
-                            ])
+                            .update_columns(updated)
                             .to_owned(),
                     )
                     .exec_without_returning(txn)
                     .await?;
                 let reconciled = reconcile(txn, WorkerId(id), &hello.held).await?;
-                let row = get(txn, WorkerId(id)).await?;
-                Ok((row, reconciled))
+                let worker = get(txn, WorkerId(id)).await?;
+                Ok(Welcomed { worker, reconciled })
             })
         })
         .await
 }
 
-/// The id of the worker of that name, if it ever connected.
-pub async fn id_by_name(store: &Store, name: &str) -> Result<Option<WorkerId>, StoreError> {
-    let id: Option<i64> = worker::Entity::find()
+/// The worker of that name, if it ever connected: its id and its credential's hash.
+pub async fn by_name(
+    store: &Store,
+    name: &str,
+) -> Result<Option<(WorkerId, Option<String>)>, StoreError> {
+    let row: Option<(i64, Option<String>)> = worker::Entity::find()
         .select_only()
         .column(worker::Column::Id)
+        .column(worker::Column::CredentialHash)
         .filter(worker::Column::Name.eq(name))
         .into_tuple()
         .one(&store.db)
         .await?;
-    Ok(id.map(WorkerId))
+    Ok(row.map(|(id, hash)| (WorkerId(id), hash)))
 }
 
-pub async fn get(db: &impl ConnectionTrait, id: WorkerId) -> Result<worker::Model, StoreError> {
+pub async fn get(db: &impl ConnectionTrait, id: WorkerId) -> Result<Worker, StoreError> {
     worker::Entity::find_by_id(id.0)
         .one(db)
         .await?
@@ -99,13 +123,17 @@ pub async fn get(db: &impl ConnectionTrait, id: WorkerId) -> Result<worker::Mode
             what: "worker",
             id: id.to_string(),
         })
+        .and_then(super::rows::worker)
 }
 
-pub async fn list(store: &Store) -> Result<Vec<worker::Model>, StoreError> {
-    Ok(worker::Entity::find()
+pub async fn list(store: &Store) -> Result<Vec<Worker>, StoreError> {
+    worker::Entity::find()
         .order_by_asc(worker::Column::Id)
         .all(&store.db)
-        .await?)
+        .await?
+        .into_iter()
+        .map(super::rows::worker)
+        .collect()
 }
 
 /// Records contact with a worker.
@@ -161,7 +189,7 @@ pub async fn update_settings(
     store: &Store,
     id: WorkerId,
     settings: WorkerSettings,
-) -> Result<worker::Model, StoreError> {
+) -> Result<Worker, StoreError> {
     store
         .writer
         .write(move |txn, _ids| {
@@ -191,7 +219,8 @@ pub async fn update_settings(
         .await
 }
 
-/// Forgets a worker that holds no execution (the caller checks it is not connected).
+/// Forgets a worker that holds no execution (the caller checks it is not connected), and
+/// its credential with it: the next agent under its name is a new worker with a new one.
 pub async fn delete(store: &Store, id: WorkerId) -> Result<(), StoreError> {
     store
         .writer

@@ -2,5 +2,6 @@
 //! their streams, the leases), await the store, and carry out what `crate::core` decides.
 
 pub mod hub;
+pub mod ops;
 pub mod scheduler;
 pub mod session;

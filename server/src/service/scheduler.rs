@@ -22,7 +22,9 @@ use crate::core::dispatch::Pool;
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
 use crate::core::lease::Leases;
 use crate::core::queue::{Queue, Queued};
+use crate::core::steering::Signal;
 use crate::core::worker::WorkerSettings;
+use crate::grpc::convert;
 use crate::persistence::{Store, executions, workers};
 
 /// Messages to an agent, as the gRPC response stream expects them.
@@ -40,13 +42,17 @@ pub enum Command {
         worker: WorkerId,
         session: u64,
     },
-    /// A new session of the worker says Hello: stop dispatching to its old session (its
-    /// stream may be dead without anyone knowing yet) before the Hello is reconciled, so
-    /// that no assignment slips between the reconciliation and the new session. Answers
-    /// once no dispatch to the worker is in flight and its status writes are committed.
-    Detach {
+    /// A new session of the worker says Hello. Refused while another agent process (another
+    /// instance) holds a live session of that worker. Otherwise the worker's old session, a
+    /// dead one of the same agent (its stream may be half-open without anyone knowing yet),
+    /// gets no more dispatches before the Hello is reconciled, so that no assignment slips
+    /// between the reconciliation and the new session. Answers once no dispatch to the
+    /// worker is in flight and its status writes are committed. The claim holds until the
+    /// session connects or disconnects.
+    Claim {
         worker: WorkerId,
-        reply: oneshot::Sender<()>,
+        owner: Owner,
+        reply: oneshot::Sender<Result<(), Owner>>,
     },
     /// Executions of the worker ended: their slots are free.
     Finished {
@@ -69,7 +75,7 @@ pub enum Command {
     },
     Signal {
         targets: Vec<(ExecutionId, WorkerId)>,
-        signal: v1::Signal,
+        signal: Signal,
     },
     Active(oneshot::Sender<HashMap<WorkerId, u32>>),
     /// Why a pending task of `batch` does not run yet.
@@ -96,11 +102,16 @@ impl SchedulerHandle {
         }
     }
 
-    /// See [`Command::Detach`].
-    pub async fn detach(&self, worker: WorkerId) {
+    /// See [`Command::Claim`]; `Err` names the live session in the way.
+    pub async fn claim(&self, worker: WorkerId, owner: Owner) -> Result<(), Owner> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Detach { worker, reply });
-        let _ = rx.await;
+        self.send(Command::Claim {
+            worker,
+            owner,
+            reply,
+        });
+        // No answer: scitqd is stopping; the session ends with the server anyway.
+        rx.await.unwrap_or(Ok(()))
     }
 
     /// Why a pending task does not run yet, in plain words.
@@ -118,9 +129,20 @@ impl SchedulerHandle {
     }
 }
 
+/// Who holds a worker's session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub session: u64,
+    /// The agent process (random per process; empty from agents that do not say).
+    pub instance: String,
+    pub peer: Option<std::net::SocketAddr>,
+    pub since: std::time::SystemTime,
+}
+
 /// The response stream of a connected worker's live session.
 struct Stream {
     tx: AgentTx,
+    owner: Owner,
 }
 
 impl Stream {
@@ -140,8 +162,10 @@ pub struct Scheduler {
     /// Workers to mark offline before anything else is answered (in order with the Hello
     /// of their next session, which marks them online).
     offline: Vec<WorkerId>,
-    /// Detach requests answered once `offline` is committed.
-    detached: Vec<oneshot::Sender<()>>,
+    /// Claims answered once `offline` is committed.
+    detached: Vec<oneshot::Sender<Result<(), Owner>>>,
+    /// Sessions that claimed their worker and have not connected yet.
+    claims: HashMap<WorkerId, Owner>,
     dirty: bool,
 }
 
@@ -180,6 +204,7 @@ impl Scheduler {
             leases,
             offline: Vec::new(),
             detached: Vec::new(),
+            claims: HashMap::new(),
             dirty: true,
         };
         let join = tokio::spawn(scheduler.run(rx, cancel));
@@ -222,7 +247,23 @@ impl Scheduler {
             } => {
                 self.leases.connected(worker);
                 self.pool.connect(worker, session, settings, active);
-                if let Some(old) = self.streams.insert(worker, Stream { tx }) {
+                let owner = match self.claims.remove(&worker) {
+                    Some(owner) if owner.session == session => owner,
+                    other => {
+                        // Not this session's claim (it cannot happen: a claim holds until
+                        // its session connects or ends): keep it, and go on.
+                        if let Some(other) = other {
+                            self.claims.insert(worker, other);
+                        }
+                        Owner {
+                            session,
+                            instance: String::new(),
+                            peer: None,
+                            since: std::time::SystemTime::now(),
+                        }
+                    }
+                };
+                if let Some(old) = self.streams.insert(worker, Stream { tx, owner }) {
                     let _ = old.tx.send(Err(Status::aborted(
                         "replaced by a newer session of this worker",
                     )));
@@ -230,13 +271,34 @@ impl Scheduler {
                 self.dirty = true;
             }
             Command::Disconnect { worker, session } => {
+                if self
+                    .claims
+                    .get(&worker)
+                    .is_some_and(|c| c.session == session)
+                {
+                    self.claims.remove(&worker);
+                }
                 if self.pool.disconnect(worker, session) {
                     self.streams.remove(&worker);
                     self.leases.disconnected(worker, std::time::Instant::now());
                     self.offline.push(worker);
                 }
             }
-            Command::Detach { worker, reply } => {
+            Command::Claim {
+                worker,
+                owner,
+                reply,
+            } => {
+                let holder = self
+                    .streams
+                    .get(&worker)
+                    .map(|s| &s.owner)
+                    .or_else(|| self.claims.get(&worker));
+                if let Some(holder) = holder.filter(|h| h.instance != owner.instance) {
+                    let _ = reply.send(Err(holder.clone()));
+                    return;
+                }
+                self.claims.insert(worker, owner);
                 if let Some(session) = self.pool.session(worker) {
                     self.pool.disconnect(worker, session);
                     if let Some(old) = self.streams.remove(&worker) {
@@ -271,7 +333,7 @@ impl Scheduler {
             }
             Command::BatchDeleted { batch } => self.queue.remove_batch(&batch),
             Command::Settings { worker, settings } => {
-                let proto = settings.to_proto();
+                let proto = convert::settings(&settings);
                 if let Some(change) = self.pool.set_settings(worker, settings)
                     && let Some(stream) = self.streams.get(&worker)
                 {
@@ -289,9 +351,9 @@ impl Scheduler {
                     };
                     stream.push(v1::server_message::Kind::Signal(v1::SignalExecution {
                         execution_id: execution.0,
-                        signal: signal as i32,
+                        signal: convert::signal(signal) as i32,
                     }));
-                    if signal == v1::Signal::Cancel {
+                    if signal == Signal::Cancel {
                         // The agent forgets it without a report.
                         self.pool.release(worker, 1);
                         self.dirty = true;
@@ -317,14 +379,14 @@ impl Scheduler {
         match executions::assign(&self.store, pairs).await {
             Ok(assigned) => {
                 let mut touched = Vec::with_capacity(assigned.len());
-                for (worker, mut assignment) in assigned {
-                    if let Some(spec) = &assignment.spec {
-                        assignment.registry_credentials =
-                            self.registries.for_image(&spec.container);
-                    }
-                    touched.push(TaskId(assignment.task_id));
-                    if let Some(stream) = self.streams.get(&worker) {
-                        stream.push(v1::server_message::Kind::Assignment(assignment));
+                for assignment in assigned {
+                    let credentials = self.registries.for_image(&assignment.spec.container);
+                    touched.push(assignment.task);
+                    if let Some(stream) = self.streams.get(&assignment.worker) {
+                        stream.push(v1::server_message::Kind::Assignment(convert::assignment(
+                            assignment,
+                            credentials,
+                        )));
                     }
                 }
                 // Picked tasks the database no longer had pending (paused, deleted,
@@ -356,7 +418,7 @@ impl Scheduler {
             }
         }
         for reply in self.detached.drain(..) {
-            let _ = reply.send(());
+            let _ = reply.send(Ok(()));
         }
     }
 

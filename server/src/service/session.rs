@@ -1,4 +1,11 @@
-//! The agent session protocol, once messages are decoded (`grpc/session.rs`): each batch of
+//! The agent session protocol, once messages are decoded (`grpc/session.rs`).
+//!
+//! Opening ([`hello`]): the worker's credential is checked (and issued at its first Hello,
+//! `core::credential`), a live session of another agent process under the same name is
+//! refused, a dead one of the same process is replaced, and what the agent holds is
+//! reconciled, all before `Welcome`.
+//!
+//! Then each batch of
 //! what an agent sent is queued to the store writer without waiting for the commit, so that
 //! while one group commits the next messages are read and share the next transaction; an
 //! acker awaits the commits in order, then acknowledges the highest `seq`, tells the
@@ -14,12 +21,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::Status;
 
 use super::hub::Hub;
-use super::scheduler::{AgentTx, Command, SchedulerHandle};
-use crate::core::agent::AgentEvent;
+use super::scheduler::{AgentTx, Command, Owner, SchedulerHandle};
+use crate::core::agent::{AgentEvent, Hello};
 use crate::core::ids::WorkerId;
-use crate::persistence::Store;
 use crate::persistence::executions::{self, Applied};
+use crate::persistence::workers::{self, Welcomed};
 use crate::persistence::writer::Pending;
+use crate::persistence::{Store, StoreError};
 
 /// Output bytes of one session read but not yet committed. Past it the session stops
 /// reading, and HTTP/2 flow control holds the agent back: a task printing gigabytes fast
@@ -32,6 +40,156 @@ pub struct Context {
     pub store: Store,
     pub scheduler: SchedulerHandle,
     pub hub: Hub,
+}
+
+/// Why a session could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A bad or missing credential for a worker that has one.
+    #[error(transparent)]
+    Credential(#[from] crate::core::credential::Refused),
+    /// Another agent process holds a live session of this worker.
+    #[error(
+        "worker {name:?} already has a live session, since {since} from {peer} (another agent \
+         process under the same name): this one is refused; stop the other agent, or give \
+         this one its own --name"
+    )]
+    Busy {
+        name: String,
+        since: String,
+        peer: String,
+    },
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for OpenError {
+    fn from(err: StoreError) -> OpenError {
+        match err {
+            StoreError::Credential(refused) => OpenError::Credential(refused),
+            other => OpenError::Store(other),
+        }
+    }
+}
+
+/// A session that said Hello and was let in; its worker is claimed for it until it
+/// connects ([`connect`]), or until this is dropped (the RPC ended before: the claim is
+/// released, so it cannot lock the worker out).
+pub struct Opened {
+    pub session: u64,
+    pub welcomed: Welcomed,
+    claim: Claim,
+}
+
+/// Releases a worker's claim when dropped, unless the session connected.
+struct Claim {
+    scheduler: SchedulerHandle,
+    worker: WorkerId,
+    session: u64,
+    held: bool,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.held {
+            self.scheduler.send(Command::Disconnect {
+                worker: self.worker,
+                session: self.session,
+            });
+        }
+    }
+}
+
+/// Session numbers, unique for this scitqd's life.
+static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Lets an agent in, or says why not (see the module doc).
+pub async fn hello(
+    context: &Context,
+    hello: Hello,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Opened, OpenError> {
+    let session = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let owner = Owner {
+        session,
+        instance: hello.instance.clone(),
+        peer,
+        since: std::time::SystemTime::now(),
+    };
+    let name = hello.name.clone();
+    let known = workers::by_name(&context.store, &name).await?;
+    let mut claim = None;
+    if let Some((worker, stored)) = &known {
+        // Checked before the claim, so an impostor learns nothing of the live session, and
+        // again in the Hello's transaction, which decides.
+        crate::core::credential::check(
+            &name,
+            worker.0,
+            stored.as_deref(),
+            hello.credential.as_deref(),
+        )?;
+        claim = Some(claim_worker(context, *worker, owner.clone(), &name).await?);
+    }
+    // Dropped on an error below: the claim is released.
+    let welcomed = workers::hello(&context.store, hello).await?;
+    let claim = match claim {
+        Some(claim) => claim,
+        // A new worker: nothing to detach, but the claim says who holds it.
+        None => claim_worker(context, welcomed.worker.id, owner, &name).await?,
+    };
+    Ok(Opened {
+        session,
+        welcomed,
+        claim,
+    })
+}
+
+async fn claim_worker(
+    context: &Context,
+    worker: WorkerId,
+    owner: Owner,
+    name: &str,
+) -> Result<Claim, OpenError> {
+    let session = owner.session;
+    context
+        .scheduler
+        .claim(worker, owner)
+        .await
+        .map_err(|holder| busy(name, &holder))?;
+    Ok(Claim {
+        scheduler: context.scheduler.clone(),
+        worker,
+        session,
+        held: true,
+    })
+}
+
+/// Registers a session that was let in as its worker's live one: from now on it gets
+/// assignments, settings and signals through `tx`.
+pub fn connect(context: &Context, mut opened: Opened, tx: AgentTx) {
+    let worker = &opened.welcomed.worker;
+    let reconciled = &opened.welcomed.reconciled;
+    context.scheduler.send(Command::Connect {
+        worker: worker.id,
+        session: opened.session,
+        tx,
+        settings: worker.settings.clone(),
+        active: reconciled.active,
+    });
+    opened.claim.held = false;
+    context.scheduler.enqueue(reconciled.requeued.clone());
+    context.hub.notify(reconciled.touched.iter().copied());
+}
+
+fn busy(name: &str, holder: &Owner) -> OpenError {
+    let age = holder.since.elapsed().unwrap_or_default().as_secs();
+    OpenError::Busy {
+        name: name.to_owned(),
+        since: format!("{age} s ago"),
+        peer: holder
+            .peer
+            .map_or_else(|| "an unknown address".to_owned(), |p| p.to_string()),
+    }
 }
 
 /// A batch of decoded agent messages.

@@ -518,6 +518,8 @@ impl Agent {
             prefetch: self.settings.prefetch,
             batch: self.settings.batch.clone(),
             held,
+            credential: self.connector.identity().credential.clone(),
+            instance: self.connector.identity().instance.clone(),
         }
     }
 

@@ -240,6 +240,9 @@ async fn run_agent(
             prefetch: 0,
             batch: String::new(),
             held: Vec::new(),
+            // A worker of its own, bound to this secret at its first Hello.
+            credential: format!("{name:0>40}"),
+            instance: String::new(),
         })),
     })
     .await?;
