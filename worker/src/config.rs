@@ -113,18 +113,33 @@ pub struct Args {
     pub print_config: bool,
 }
 
-fn parse_concurrency(value: &str) -> Result<u32, String> {
+/// Why a flag's value is refused (clap names the flag and the value before it).
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum ValueError {
+    #[error("too large")]
+    TooLarge,
+    #[error("must be at least 1")]
+    BelowOne,
+    #[error("must be a whole number of at least 1")]
+    NotWhole,
+    #[error(transparent)]
+    Duration(#[from] humantime::DurationError),
+    #[error("must be longer than zero")]
+    Zero,
+}
+
+fn parse_concurrency(value: &str) -> Result<u32, ValueError> {
     match value.trim().parse::<i64>() {
-        Ok(n) if n >= 1 => u32::try_from(n).map_err(|_| "too large".to_owned()),
-        Ok(_) => Err("must be at least 1".to_owned()),
-        Err(_) => Err("must be a whole number of at least 1".to_owned()),
+        Ok(n) if n >= 1 => u32::try_from(n).map_err(|_| ValueError::TooLarge),
+        Ok(_) => Err(ValueError::BelowOne),
+        Err(_) => Err(ValueError::NotWhole),
     }
 }
 
-fn parse_duration(value: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+fn parse_duration(value: &str) -> Result<Duration, ValueError> {
+    let duration = humantime::parse_duration(value)?;
     if duration.is_zero() {
-        return Err("must be longer than zero".to_owned());
+        return Err(ValueError::Zero);
     }
     Ok(duration)
 }
@@ -521,9 +536,10 @@ mod tests {
     #[test]
     fn concurrency_must_be_positive() {
         assert_eq!(parse_concurrency("4"), Ok(4));
-        assert!(parse_concurrency("0").unwrap_err().contains("at least 1"));
-        assert!(parse_concurrency("-3").unwrap_err().contains("at least 1"));
-        assert!(parse_concurrency("x").is_err());
+        assert_eq!(parse_concurrency("0"), Err(ValueError::BelowOne));
+        assert_eq!(parse_concurrency("-3"), Err(ValueError::BelowOne));
+        assert_eq!(parse_concurrency("x"), Err(ValueError::NotWhole));
+        assert_eq!(parse_duration("0s"), Err(ValueError::Zero));
         let err = Args::try_parse_from(["scitq-agent", "--concurrency", "-1"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("at least 1"), "{err}");

@@ -77,17 +77,33 @@ pub(crate) fn status_of(error: &DockerError) -> Option<u16> {
     }
 }
 
+/// Why an image is not there to run (`message`: what Docker or the registry said).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    #[error("cannot inspect image {image}: {message}")]
+    Inspect { image: String, message: String },
+    #[error("cannot pull image {image}: {message}")]
+    Pull { image: String, message: String },
+    #[error("cannot pull image {image}: no result after {}", humantime::format_duration(*limit))]
+    PullTimedOut { image: String, limit: Duration },
+}
+
 /// Pulls `image` unless the daemon has it, within `limit`.
 pub(crate) async fn ensure_image(
     docker: &Docker,
     image: &str,
     credentials: &[RegistryCredential],
     limit: Duration,
-) -> Result<(), String> {
+) -> Result<(), ImageError> {
     match docker.inspect_image(image).await {
         Ok(_) => return Ok(()),
         Err(e) if status_of(&e) == Some(404) => {}
-        Err(e) => return Err(format!("cannot inspect image {image}: {}", message_of(&e))),
+        Err(e) => {
+            return Err(ImageError::Inspect {
+                image: image.to_owned(),
+                message: message_of(&e),
+            });
+        }
     }
     let registry = registry_of(image);
     let auth = credentials
@@ -117,16 +133,19 @@ pub(crate) async fn ensure_image(
     let pull = async {
         let mut progress = docker.create_image(Some(options), None, auth);
         while let Some(step) = progress.next().await {
-            step.map_err(|e| format!("cannot pull image {image}: {}", message_of(&e)))?;
+            step.map_err(|e| ImageError::Pull {
+                image: image.to_owned(),
+                message: message_of(&e),
+            })?;
         }
         Ok(())
     };
     match tokio::time::timeout(limit, pull).await {
         Ok(result) => result,
-        Err(_) => Err(format!(
-            "cannot pull image {image}: no result after {}",
-            humantime::format_duration(limit)
-        )),
+        Err(_) => Err(ImageError::PullTimedOut {
+            image: image.to_owned(),
+            limit,
+        }),
     }
 }
 
@@ -183,6 +202,26 @@ pub async fn remove(docker: &Docker, container: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_errors_name_the_image() {
+        let timed_out = ImageError::PullTimedOut {
+            image: "busybox:1".into(),
+            limit: Duration::from_secs(3),
+        };
+        assert_eq!(
+            timed_out.to_string(),
+            "cannot pull image busybox:1: no result after 3s"
+        );
+        let denied = ImageError::Pull {
+            image: "127.0.0.1:5000/tiny:1".into(),
+            message: "unauthorized".into(),
+        };
+        assert_eq!(
+            denied.to_string(),
+            "cannot pull image 127.0.0.1:5000/tiny:1: unauthorized"
+        );
+    }
 
     #[test]
     fn tags_and_digests() {

@@ -24,11 +24,45 @@ use bollard::query_parameters::LogsOptionsBuilder;
 use futures::StreamExt;
 use scitq_proto::container::Network;
 
-use crate::docker::{Engine, LABEL_AGENT, LABEL_EXECUTION, ensure_image, message_of, remove};
+use crate::docker::{
+    Engine, ImageError, LABEL_AGENT, LABEL_EXECUTION, ensure_image, message_of, remove,
+};
 use crate::state::ExecutionId;
 
 /// Bytes of the container's output kept for the error message.
 const TAIL: usize = 2048;
+
+/// Why `fasterq-dump` gave no run.
+#[derive(Debug, thiserror::Error)]
+pub enum FasterqError {
+    #[error("the fasterq-dump fallback needs Docker: cannot reach the Docker daemon: {0}")]
+    NoDocker(#[source] bollard::errors::Error),
+    #[error("fasterq-dump fallback ({image}): {step}")]
+    Failed { image: String, step: DumpError },
+}
+
+/// The step of a dump that failed (`message`: what Docker said).
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("cannot create {}: {source}", path.display())]
+    Scratch { path: PathBuf, source: io::Error },
+    #[error("cannot create a container of {image}: {message}")]
+    Create { image: String, message: String },
+    #[error("cannot start a container of {image}: {message}")]
+    Start { image: String, message: String },
+    #[error("cannot wait for fasterq-dump's container: {message}")]
+    Wait { message: String },
+    #[error("the Docker daemon ended the wait without a status")]
+    WaitEnded,
+    #[error("fasterq-dump exited with code {code}: {last_line}")]
+    Exit { code: i64, last_line: String },
+    #[error("cannot gzip what fasterq-dump wrote: {0}")]
+    Gzip(#[source] io::Error),
+    #[error("fasterq-dump wrote no FASTQ file")]
+    NoFastq,
+}
 
 /// Where the fallback runs: the agent's Docker engine and the image with `fasterq-dump`.
 #[derive(Debug, Clone)]
@@ -45,13 +79,14 @@ impl Fasterq {
         id: ExecutionId,
         input: &Path,
         accession: &str,
-    ) -> Result<Vec<PathBuf>, String> {
-        let docker = self.engine.docker().await.map_err(|e| {
-            format!("the fasterq-dump fallback needs Docker: cannot reach the Docker daemon: {e}")
-        })?;
+    ) -> Result<Vec<PathBuf>, FasterqError> {
+        let docker = self.engine.docker().await.map_err(FasterqError::NoDocker)?;
         self.dump_with(docker, id, input, accession)
             .await
-            .map_err(|e| format!("fasterq-dump fallback ({}): {e}", self.image))
+            .map_err(|step| FasterqError::Failed {
+                image: self.image.clone(),
+                step,
+            })
     }
 
     async fn dump_with(
@@ -60,7 +95,7 @@ impl Fasterq {
         id: ExecutionId,
         input: &Path,
         accession: &str,
-    ) -> Result<Vec<PathBuf>, String> {
+    ) -> Result<Vec<PathBuf>, DumpError> {
         ensure_image(docker, &self.image, &[], self.engine.pull_timeout).await?;
         let scratch_name = format!(".scitq-sra-{accession}");
         let scratch = input.join(&scratch_name);
@@ -73,7 +108,10 @@ impl Fasterq {
             std::fs::create_dir_all(&fresh)
         })
         .await
-        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+        .map_err(|source| DumpError::Scratch {
+            path: scratch.clone(),
+            source,
+        })?;
         let inside = format!("/input/{scratch_name}");
         let body = self.create_body(id, input, &inside, accession);
         let ran = run(docker, body).await;
@@ -82,16 +120,16 @@ impl Fasterq {
                 let (from, to) = (scratch.clone(), input.to_path_buf());
                 blocking(move || gzip_fastqs(&from, &to))
                     .await
-                    .map_err(|e| format!("cannot gzip what fasterq-dump wrote: {e}"))
+                    .map_err(DumpError::Gzip)
             }
-            Err(message) => Err(message),
+            Err(e) => Err(e),
         };
         let cleanup = scratch.clone();
         if let Err(e) = blocking(move || std::fs::remove_dir_all(cleanup)).await {
             tracing::warn!(execution_id = %id, "cannot remove {}: {e}", scratch.display());
         }
         match written? {
-            paths if paths.is_empty() => Err("fasterq-dump wrote no FASTQ file".to_string()),
+            paths if paths.is_empty() => Err(DumpError::NoFastq),
             paths => Ok(paths),
         }
     }
@@ -163,24 +201,30 @@ impl Drop for Guard {
 
 /// Creates, starts and waits for the container, then removes it. Err when it could not run or
 /// exited with a code other than 0 (with the end of its output).
-async fn run(docker: &Docker, body: ContainerCreateBody) -> Result<(), String> {
+async fn run(docker: &Docker, body: ContainerCreateBody) -> Result<(), DumpError> {
     let image = body.image.clone().unwrap_or_default();
-    let created = docker
+    let created = match docker
         .create_container(
             None::<bollard::query_parameters::CreateContainerOptions>,
             body,
         )
         .await
-        .map_err(|e| format!("cannot create a container of {image}: {}", message_of(&e)))?;
+    {
+        Ok(created) => created,
+        Err(e) => {
+            let message = message_of(&e);
+            return Err(DumpError::Create { image, message });
+        }
+    };
     let mut guard = Guard {
         docker: docker.clone(),
         container: Some(created.id.clone()),
     };
     let container = created.id;
-    docker
-        .start_container(&container, None)
-        .await
-        .map_err(|e| format!("cannot start a container of {image}: {}", message_of(&e)))?;
+    if let Err(e) = docker.start_container(&container, None).await {
+        let message = message_of(&e);
+        return Err(DumpError::Start { image, message });
+    }
     let (code, tail) = tokio::join!(wait(docker, &container), output_tail(docker, &container));
     guard.container = None;
     remove(docker, &container).await;
@@ -188,24 +232,21 @@ async fn run(docker: &Docker, body: ContainerCreateBody) -> Result<(), String> {
         0 => Ok(()),
         code => {
             let last = tail.lines().rev().find(|l| !l.trim().is_empty());
-            Err(format!(
-                "fasterq-dump exited with code {code}: {}",
-                last.unwrap_or("no output").trim()
-            ))
+            let last_line = last.unwrap_or("no output").trim().to_owned();
+            Err(DumpError::Exit { code, last_line })
         }
     }
 }
 
-async fn wait(docker: &Docker, container: &str) -> Result<i64, String> {
+async fn wait(docker: &Docker, container: &str) -> Result<i64, DumpError> {
     let mut wait = docker.wait_container(container, None);
     match wait.next().await {
         Some(Ok(response)) => Ok(response.status_code),
         Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
-        Some(Err(e)) => Err(format!(
-            "cannot wait for fasterq-dump's container: {}",
-            message_of(&e)
-        )),
-        None => Err("the Docker daemon ended the wait without a status".to_string()),
+        Some(Err(e)) => Err(DumpError::Wait {
+            message: message_of(&e),
+        }),
+        None => Err(DumpError::WaitEnded),
     }
 }
 

@@ -10,14 +10,15 @@
 //! container instead (`sra.rs`); staging returns one line per such input saying which source
 //! gave it, which the executor puts at the head of the task's stderr.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use scitq_proto::v1::UploadedFile;
-use scitq_storage::{NoProgress, Remotes, ResourceCache, Storage, link_into};
+use scitq_storage::{NoProgress, Remotes, ResourceCache, Storage, StorageError, link_into};
 
-use crate::sra::Fasterq;
+use crate::sra::{Fasterq, FasterqError};
 use crate::state::{ExecDir, ExecutionId};
 
 /// The resource cache's folder in the agent's work dir.
@@ -25,6 +26,68 @@ pub const CACHE_DIR: &str = "resource-cache";
 
 /// Transfers of one task that run at once.
 const PARALLEL: usize = 4;
+
+/// Why a task's data could not be staged: the message of its `download` or `upload` failure.
+/// Each names the URI and says what the storage said. The storage's errors are boxed: they
+/// are large, and a staging result travels through every task's future.
+#[derive(Debug, thiserror::Error)]
+pub enum StagingError {
+    #[error("invalid rclone config from the server: {0}")]
+    Config(#[source] Box<StorageError>),
+    #[error("cannot use resource cache {}: {source}", path.display())]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: Box<StorageError>,
+    },
+    #[error("no storage configuration from the server yet")]
+    NotConfigured,
+    /// The agent has no stager (one error for every task: shared).
+    #[error(transparent)]
+    NoStager(Arc<StagingError>),
+    #[error("cannot download input {uri}: {source}")]
+    Input {
+        uri: String,
+        #[source]
+        source: Box<StorageError>,
+    },
+    #[error("cannot download input {uri}: ENA failed: {ena}; {fallback}")]
+    Run {
+        uri: String,
+        ena: Box<StorageError>,
+        fallback: Box<FallbackError>,
+    },
+    #[error("cannot download resource {uri}: {source}")]
+    Resource {
+        uri: String,
+        #[source]
+        source: Box<StorageError>,
+    },
+    #[error("cannot link resource {uri}: {source}")]
+    Link {
+        uri: String,
+        #[source]
+        source: Box<StorageError>,
+    },
+    #[error("staging the inputs stopped: {0}")]
+    Stopped(#[source] tokio::task::JoinError),
+    #[error("cannot upload the output to {uri}: {source}")]
+    Upload {
+        uri: String,
+        #[source]
+        source: Box<StorageError>,
+    },
+}
+
+/// Why the second source of a run failed too.
+#[derive(Debug, thiserror::Error)]
+pub enum FallbackError {
+    #[error(transparent)]
+    Dump(#[from] FasterqError),
+    /// The input's actions (e.g. `|gunzip`) on the dumped files.
+    #[error(transparent)]
+    Actions(StorageError),
+}
 
 /// What the agent stages with: the storage remotes scitqd handed it, and its resource cache.
 pub struct Stager {
@@ -57,7 +120,7 @@ impl DataSpec {
 
 /// The outcome of staging in, awaited by the executor: the lines to put at the head of the
 /// task's stderr (where each `run+fastq://` input came from), or why staging failed.
-pub type StageIn = tokio::task::JoinHandle<Result<Vec<String>, String>>;
+pub type StageIn = tokio::task::JoinHandle<Result<Vec<String>, StagingError>>;
 
 impl Stager {
     /// A stager for `rclone_config` (rclone.conf text; empty for none) with its resource cache
@@ -66,15 +129,16 @@ impl Stager {
         rclone_config: &str,
         cache_dir: &std::path::Path,
         fasterq: Fasterq,
-    ) -> Result<Stager, String> {
+    ) -> Result<Stager, StagingError> {
         let remotes = if rclone_config.trim().is_empty() {
             Remotes::empty()
         } else {
-            Remotes::parse(rclone_config)
-                .map_err(|e| format!("invalid rclone config from the server: {e}"))?
+            Remotes::parse(rclone_config).map_err(|e| StagingError::Config(Box::new(e)))?
         };
-        let cache = ResourceCache::new(cache_dir)
-            .map_err(|e| format!("cannot use resource cache {}: {e}", cache_dir.display()))?;
+        let cache = ResourceCache::new(cache_dir).map_err(|source| StagingError::Cache {
+            path: cache_dir.to_owned(),
+            source: Box::new(source),
+        })?;
         Ok(Stager {
             storage: Storage::new(remotes),
             cache,
@@ -87,7 +151,7 @@ impl Stager {
 /// time. The error names the URI and says what the storage said.
 pub fn stage_in(stager: Arc<Stager>, id: ExecutionId, dir: ExecDir, data: DataSpec) -> StageIn {
     tokio::spawn(async move {
-        let mut jobs: Vec<BoxFuture<'static, Result<Option<String>, String>>> = Vec::new();
+        let mut jobs: Vec<BoxFuture<'static, Result<Option<String>, StagingError>>> = Vec::new();
         for uri in data.inputs {
             let (stager, input) = (stager.clone(), dir.input());
             jobs.push(Box::pin(async move {
@@ -96,26 +160,32 @@ pub fn stage_in(stager: Arc<Stager>, id: ExecutionId, dir: ExecDir, data: DataSp
                         .await
                         .map(Some);
                 }
-                stager
-                    .storage
-                    .download(&uri, &input, &NoProgress)
-                    .await
-                    .map(|_| None)
-                    .map_err(|e| format!("cannot download input {uri}: {e}"))
+                match stager.storage.download(&uri, &input, &NoProgress).await {
+                    Ok(_) => Ok(None),
+                    Err(source) => Err(StagingError::Input {
+                        uri,
+                        source: Box::new(source),
+                    }),
+                }
             }));
         }
         for uri in data.resources {
             let (stager, resource) = (stager.clone(), dir.resource());
             jobs.push(Box::pin(async move {
-                let cached = stager
-                    .cache
-                    .fetch(&stager.storage, &uri)
-                    .await
-                    .map_err(|e| format!("cannot download resource {uri}: {e}"))?;
-                link_into(&cached, &resource)
-                    .await
-                    .map(|_| None)
-                    .map_err(|e| format!("cannot link resource {uri}: {e}"))
+                let cached = match stager.cache.fetch(&stager.storage, &uri).await {
+                    Ok(cached) => cached,
+                    Err(source) => {
+                        let source = Box::new(source);
+                        return Err(StagingError::Resource { uri, source });
+                    }
+                };
+                match link_into(&cached, &resource).await {
+                    Ok(_) => Ok(None),
+                    Err(source) => Err(StagingError::Link {
+                        uri,
+                        source: Box::new(source),
+                    }),
+                }
             }));
         }
         let mut results = futures::stream::iter(jobs).buffer_unordered(PARALLEL);
@@ -137,14 +207,16 @@ async fn stage_run(
     uri: &str,
     input: &std::path::Path,
     accession: &str,
-) -> Result<String, String> {
+) -> Result<String, StagingError> {
     let ena_error = match stager.storage.download(uri, input, &NoProgress).await {
         Ok(paths) => {
             tracing::info!(execution_id = %id, uri, "run downloaded from ENA");
             return Ok(format!("scitq: {uri}: {} file(s) from ENA\n", paths.len()));
         }
-        Err(e) if !e.ena_may_fall_back() => {
-            return Err(format!("cannot download input {uri}: {e}"));
+        Err(source) if !source.ena_may_fall_back() => {
+            let uri = uri.to_owned();
+            let source = Box::new(source);
+            return Err(StagingError::Input { uri, source });
         }
         Err(e) => e,
     };
@@ -154,8 +226,8 @@ async fn stage_run(
             .storage
             .apply_actions_of(uri, input, paths)
             .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e),
+            .map_err(FallbackError::Actions),
+        Err(e) => Err(FallbackError::Dump(e)),
     };
     match dumped {
         Ok(paths) => {
@@ -166,9 +238,11 @@ async fn stage_run(
                 stager.fasterq.image
             ))
         }
-        Err(e) => Err(format!(
-            "cannot download input {uri}: ENA failed: {ena_error}; {e}"
-        )),
+        Err(fallback) => Err(StagingError::Run {
+            uri: uri.to_owned(),
+            ena: Box::new(ena_error),
+            fallback: Box::new(fallback),
+        }),
     }
 }
 
@@ -177,12 +251,15 @@ pub async fn stage_out(
     stager: &Stager,
     dir: &ExecDir,
     uri: &str,
-) -> Result<Vec<UploadedFile>, String> {
+) -> Result<Vec<UploadedFile>, StagingError> {
     let uploaded = stager
         .storage
         .upload_dir(&dir.output(), uri, &NoProgress)
         .await
-        .map_err(|e| format!("cannot upload the output to {uri}: {e}"))?;
+        .map_err(|source| StagingError::Upload {
+            uri: uri.to_owned(),
+            source: Box::new(source),
+        })?;
     Ok(uploaded
         .into_iter()
         .map(|u| UploadedFile {

@@ -234,7 +234,7 @@ pub struct Agent {
     /// No task starts: the output held on disk reached the spool limit.
     spool_full: bool,
     /// Storage for the tasks' data, set up from the remotes in `Welcome`.
-    stager: Result<Arc<crate::staging::Stager>, String>,
+    stager: Result<Arc<crate::staging::Stager>, Arc<crate::staging::StagingError>>,
 }
 
 impl Agent {
@@ -318,7 +318,7 @@ impl Agent {
             recycle_at: None,
             draining: false,
             spool_full: false,
-            stager: Err("no storage configuration from the server yet".to_owned()),
+            stager: Err(Arc::new(crate::staging::StagingError::NotConfigured)),
         }
     }
 

@@ -80,8 +80,9 @@ impl Agent {
             engine: self.engine.clone(),
             image: self.config.sra_tools_image.clone(),
         };
-        self.stager =
-            crate::staging::Stager::new(&welcome.rclone_config, &cache, fasterq).map(Arc::new);
+        self.stager = crate::staging::Stager::new(&welcome.rclone_config, &cache, fasterq)
+            .map(Arc::new)
+            .map_err(Arc::new);
         if let Err(e) = &self.stager {
             tracing::error!("tasks with inputs or outputs will fail: {e}");
         }

@@ -11,6 +11,8 @@
 //! Signals from the agent loop arrive on a channel and map to pause, unpause and kill.
 
 use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -22,18 +24,60 @@ use bollard::query_parameters::LogsOptionsBuilder;
 use bytes::Bytes;
 use futures::StreamExt;
 use nix::sys::signal::Signal;
-use scitq_proto::container::{ContainerOptions, Gpus};
+use scitq_proto::container::{ContainerOptions, Gpus, OptionError, Volume};
 use tokio::sync::mpsc;
 
 use super::context::{
-    ExecContext, ExecEvent, Runner, TIMEOUT_GRACE, TaskRunner, prepare, timed_out, write_state,
+    ExecContext, ExecEvent, Runner, TIMEOUT_GRACE, TaskRunner, WorkDirError, prepare, timed_out,
+    write_state,
 };
 use super::spool::{Spool, announce_preamble, append};
-use crate::docker::{LABEL_AGENT, LABEL_EXECUTION, ensure_image, message_of, signal};
-use crate::launch::{ContainerSpec, Launch};
+use crate::docker::{ImageError, LABEL_AGENT, LABEL_EXECUTION, ensure_image, message_of, signal};
+use crate::launch::{CommandError, ContainerSpec, Launch};
 use crate::state::{
     ExecDir, ExecutionId, Failure, FinalReport, Phase, StateFile, StateWriter, Stream,
 };
+
+/// Why a container run failed before its command could end by itself (the message of its
+/// `run` failure; `message`: what Docker said).
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("cannot reach the Docker daemon: {0}")]
+    Unreachable(#[source] DockerError),
+    #[error(transparent)]
+    WorkDir(#[from] WorkDirError),
+    #[error(transparent)]
+    Options(#[from] OptionError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("{}", refused_mount(volume, allowed))]
+    MountRefused {
+        volume: Volume,
+        allowed: Vec<PathBuf>,
+    },
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("cannot create a container of {image}: {message}")]
+    Create { image: String, message: String },
+    #[error("cannot start the container of {image}: {message}")]
+    Start { image: String, message: String },
+    #[error("container {container} of this execution is gone: {message}")]
+    Gone { container: String, message: String },
+    #[error("cannot start container {container}: {message}")]
+    Restart { container: String, message: String },
+    #[error("cannot open {}: {source}", path.display())]
+    OpenSpool { path: PathBuf, source: io::Error },
+    #[error("cannot read {}: {source}", path.display())]
+    ReadSpool { path: PathBuf, source: io::Error },
+    #[error("cannot wait for container {container}: {wait}")]
+    Wait { container: String, wait: String },
+    #[error("cannot wait for container {container}: {wait}; {inspect}")]
+    WaitNorInspect {
+        container: String,
+        wait: String,
+        inspect: String,
+    },
+}
 
 /// Runs a task in a container of its image, or re-attaches to the container a previous agent
 /// process left.
@@ -97,7 +141,7 @@ impl TaskRunner for InContainer {
 
 /// Whether a task may bind-mount the host path `source`: it is one of the agent's
 /// `--allow-mount` folders or below one (component-wise, `..` never allowed).
-pub fn mount_allowed(source: &str, allowed: &[std::path::PathBuf]) -> bool {
+pub fn mount_allowed(source: &str, allowed: &[PathBuf]) -> bool {
     let source = std::path::Path::new(source);
     if source
         .components()
@@ -108,10 +152,7 @@ pub fn mount_allowed(source: &str, allowed: &[std::path::PathBuf]) -> bool {
     allowed.iter().any(|dir| source.starts_with(dir))
 }
 
-fn refused_mount(
-    volume: &scitq_proto::container::Volume,
-    allowed: &[std::path::PathBuf],
-) -> String {
+fn refused_mount(volume: &Volume, allowed: &[PathBuf]) -> String {
     let allowed = if allowed.is_empty() {
         "none".to_owned()
     } else {
@@ -146,10 +187,10 @@ async fn execute(
     signals: &mut Option<mpsc::UnboundedReceiver<Signal>>,
     start: Start,
 ) -> (FinalReport, Option<String>) {
-    let failed = |message: String| (FinalReport::failed(Failure::Run, message), None);
+    let failed = |e: ContainerError| (FinalReport::failed(Failure::Run, e.to_string()), None);
     let docker = match ctx.engine.docker().await {
         Ok(docker) => docker.clone(),
-        Err(e) => return failed(format!("cannot reach the Docker daemon: {e}")),
+        Err(e) => return failed(ContainerError::Unreachable(e)),
     };
     // What the container's logs start after in the stderr spool, and what of it to announce
     // (a re-attached run announced it already).
@@ -161,7 +202,7 @@ async fn execute(
                 ran,
                 head: Head::skip(skip),
             },
-            Err(message) => return failed(message),
+            Err(e) => return failed(e),
         },
         Start::Fresh { preamble } => match create(&docker, launch, spec, ctx, &preamble).await {
             Ok((container, spools)) => Running {
@@ -170,8 +211,8 @@ async fn execute(
                 ran: Duration::ZERO,
                 head: Head::new(preamble),
             },
-            Err((message, container)) => {
-                return (FinalReport::failed(Failure::Run, message), container);
+            Err((e, container)) => {
+                return (FinalReport::failed(Failure::Run, e.to_string()), container);
             }
         },
     };
@@ -223,36 +264,15 @@ async fn create(
     spec: &ContainerSpec,
     ctx: &ExecContext,
     preamble: &[u8],
-) -> Result<(String, [Spool; 2]), (String, Option<String>)> {
-    let (stdout, mut stderr) = prepare(ctx.dir.clone(), ctx.spares.clone())
+) -> Result<(String, [Spool; 2]), (ContainerError, Option<String>)> {
+    let Prepared {
+        stdout,
+        stderr,
+        options,
+        argv,
+    } = prepare_run(docker, launch, spec, ctx, preamble)
         .await
-        .map_err(|e| {
-            (
-                format!("cannot prepare {}: {e}", ctx.dir.root().display()),
-                None,
-            )
-        })?;
-    append(&mut stderr, preamble).await.map_err(|e| {
-        let path = ctx.dir.log(Stream::Stderr);
-        (format!("cannot write {}: {e}", path.display()), None)
-    })?;
-    let options = spec.options.clone().map_err(|e| (e.to_string(), None))?;
-    if let Some(volume) = options
-        .volumes
-        .iter()
-        .find(|v| !mount_allowed(&v.source, &ctx.engine.allowed_mounts))
-    {
-        return Err((refused_mount(volume, &ctx.engine.allowed_mounts), None));
-    }
-    let argv = launch.argv.clone().map_err(|e| (e.to_string(), None))?;
-    ensure_image(
-        docker,
-        &spec.image,
-        &spec.credentials,
-        ctx.engine.pull_timeout,
-    )
-    .await
-    .map_err(|m| (m, None))?;
+        .map_err(|e| (e, None))?;
     let body = create_body(launch, &spec.image, &options, argv, ctx);
     let created = docker
         .create_container(
@@ -261,12 +281,11 @@ async fn create(
         )
         .await
         .map_err(|e| {
-            let message = format!(
-                "cannot create a container of {}: {}",
-                spec.image,
-                message_of(&e)
-            );
-            (message, None)
+            let e = ContainerError::Create {
+                image: spec.image.clone(),
+                message: message_of(&e),
+            };
+            (e, None)
         })?;
     let container = created.id;
     // Recorded before the start, so that an agent dying now finds it and starts it.
@@ -285,18 +304,69 @@ async fn create(
         tracing::warn!(execution_id = %launch.id, "cannot write state.json: {e}");
     }
     if let Err(e) = docker.start_container(&container, None).await {
-        let message = format!(
-            "cannot start the container of {}: {}",
-            spec.image,
-            message_of(&e)
-        );
-        return Err((message, Some(container)));
+        let e = ContainerError::Start {
+            image: spec.image.clone(),
+            message: message_of(&e),
+        };
+        return Err((e, Some(container)));
     }
     let spools = [
         Spool::new(stdout, 0),
         Spool::new(stderr, preamble.len() as u64),
     ];
     Ok((container, spools))
+}
+
+/// Everything a container needs before it is created: the work dir prepared (`preamble` at
+/// the head of stderr), its options and command valid, its mounts allowed, its image there.
+async fn prepare_run(
+    docker: &Docker,
+    launch: &Launch,
+    spec: &ContainerSpec,
+    ctx: &ExecContext,
+    preamble: &[u8],
+) -> Result<Prepared, ContainerError> {
+    let (stdout, mut stderr) = prepare(&ctx.dir, ctx.spares.clone()).await?;
+    append(&mut stderr, preamble)
+        .await
+        .map_err(|source| WorkDirError::Write {
+            path: ctx.dir.log(Stream::Stderr),
+            source,
+        })?;
+    let options = spec.options.clone()?;
+    let allowed = &ctx.engine.allowed_mounts;
+    if let Some(volume) = options
+        .volumes
+        .iter()
+        .find(|v| !mount_allowed(&v.source, allowed))
+    {
+        return Err(ContainerError::MountRefused {
+            volume: volume.clone(),
+            allowed: allowed.clone(),
+        });
+    }
+    let argv = launch.argv.clone()?;
+    ensure_image(
+        docker,
+        &spec.image,
+        &spec.credentials,
+        ctx.engine.pull_timeout,
+    )
+    .await?;
+    Ok(Prepared {
+        stdout,
+        stderr,
+        options,
+        argv,
+    })
+}
+
+/// A container run ready to be created: its spool files, options and command.
+struct Prepared {
+    stdout: tokio::fs::File,
+    stderr: tokio::fs::File,
+    options: ContainerOptions,
+    argv: Vec<String>,
 }
 
 /// Opens the spool files of a container left running (or exited) by a previous agent, and
@@ -306,15 +376,13 @@ async fn reattach(
     docker: &Docker,
     dir: &ExecDir,
     container: &str,
-) -> Result<([Spool; 2], Duration, u64), String> {
+) -> Result<([Spool; 2], Duration, u64), ContainerError> {
     let state = docker
         .inspect_container(container, None)
         .await
-        .map_err(|e| {
-            format!(
-                "container {container} of this execution is gone: {}",
-                message_of(&e)
-            )
+        .map_err(|e| ContainerError::Gone {
+            container: container.to_owned(),
+            message: message_of(&e),
         })?
         .state
         .unwrap_or_default();
@@ -328,7 +396,10 @@ async fn reattach(
         docker
             .start_container(container, None)
             .await
-            .map_err(|e| format!("cannot start container {container}: {}", message_of(&e)))?;
+            .map_err(|e| ContainerError::Restart {
+                container: container.to_owned(),
+                message: message_of(&e),
+            })?;
     }
     let stdout = reopen(dir, Stream::Stdout).await?;
     let stderr = reopen(dir, Stream::Stderr).await?;
@@ -346,19 +417,21 @@ async fn reattach(
 }
 
 /// Opens a spool file for appending, its stream's total being what it holds already.
-async fn reopen(dir: &ExecDir, stream: Stream) -> Result<Spool, String> {
+async fn reopen(dir: &ExecDir, stream: Stream) -> Result<Spool, ContainerError> {
     let path = dir.log(stream);
-    let file = tokio::fs::OpenOptions::new()
+    let file = match tokio::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .open(&path)
         .await
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let size = file
-        .metadata()
-        .await
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-        .len();
+    {
+        Ok(file) => file,
+        Err(source) => return Err(ContainerError::OpenSpool { path, source }),
+    };
+    let size = match file.metadata().await {
+        Ok(metadata) => metadata.len(),
+        Err(source) => return Err(ContainerError::ReadSpool { path, source }),
+    };
     Ok(Spool::new(file, size))
 }
 
@@ -502,7 +575,7 @@ async fn follow(
 
 /// The report of a container that exited with `status` (or could not be waited for).
 fn report_of(
-    status: Result<i32, String>,
+    status: Result<i32, ContainerError>,
     stopped_at: Option<Duration>,
     killed: bool,
 ) -> FinalReport {
@@ -527,7 +600,7 @@ fn report_of(
                 ..FinalReport::failed(failure, format!("exited with code {code}"))
             }
         }
-        (Err(message), None) => FinalReport::failed(Failure::Run, message),
+        (Err(e), None) => FinalReport::failed(Failure::Run, e.to_string()),
     }
 }
 
@@ -539,7 +612,7 @@ async fn recv(signals: &mut Option<mpsc::UnboundedReceiver<Signal>>) -> Option<S
 }
 
 /// Waits for the container to stop and returns its exit code.
-async fn wait_exit(docker: &Docker, container: &str) -> Result<i32, String> {
+async fn wait_exit(docker: &Docker, container: &str) -> Result<i32, ContainerError> {
     let mut wait = docker.wait_container(container, None);
     let waited = match wait.next().await {
         Some(Ok(response)) => Ok(response.status_code),
@@ -549,16 +622,15 @@ async fn wait_exit(docker: &Docker, container: &str) -> Result<i32, String> {
     };
     match waited {
         Ok(code) => Ok(i32::try_from(code).unwrap_or(i32::MAX)),
-        Err(wait_error) => {
+        Err(wait) => {
             // The wait can break (daemon restart): ask for the state instead.
             let state = docker
                 .inspect_container(container, None)
                 .await
-                .map_err(|e| {
-                    format!(
-                        "cannot wait for container {container}: {wait_error}; {}",
-                        message_of(&e)
-                    )
+                .map_err(|e| ContainerError::WaitNorInspect {
+                    container: container.to_owned(),
+                    wait: wait.clone(),
+                    inspect: message_of(&e),
                 })?
                 .state
                 .unwrap_or_default();
@@ -566,7 +638,10 @@ async fn wait_exit(docker: &Docker, container: &str) -> Result<i32, String> {
                 .exit_code
                 .filter(|_| state.running != Some(true))
                 .map(|c| c as i32)
-                .ok_or_else(|| format!("cannot wait for container {container}: {wait_error}"))
+                .ok_or_else(|| ContainerError::Wait {
+                    container: container.to_owned(),
+                    wait,
+                })
         }
     }
 }
@@ -662,10 +737,17 @@ mod tests {
         let late = report_of(Ok(143), Some(Duration::from_secs(2)), false);
         assert_eq!(late.failure, Some(Failure::Timeout));
         assert_eq!(late.message, "ran past its time limit of 2s");
-        let lost = report_of(Err("daemon gone".into()), None, false);
+        let lost = ContainerError::Wait {
+            container: "abc".into(),
+            wait: "daemon gone".into(),
+        };
+        let lost = report_of(Err(lost), None, false);
         assert_eq!(
             (lost.failure, lost.message.as_str()),
-            (Some(Failure::Run), "daemon gone")
+            (
+                Some(Failure::Run),
+                "cannot wait for container abc: daemon gone"
+            )
         );
     }
 }

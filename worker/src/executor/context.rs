@@ -3,6 +3,7 @@
 //! ([`TaskRunner`]), the work dir's preparation, `state.json` writes and the time limit.
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use crate::launch::Launch;
 use crate::process_group::signal_group;
 use crate::scan::Adopt;
 use crate::spares::Spares;
-use crate::staging::{StageIn, Stager};
+use crate::staging::{StageIn, Stager, StagingError};
 use crate::state::{ExecDir, ExecutionId, Failure, FinalReport, StateFile, StateWriter, Stream};
 use crate::supervisor::Supervisor;
 
@@ -41,9 +42,9 @@ pub enum Handle {
 }
 
 impl Handle {
-    pub fn signal(&self, signal: Signal) -> Result<(), String> {
+    pub fn signal(&self, signal: Signal) -> nix::Result<()> {
         match self {
-            Handle::Group(pgid) => signal_group(*pgid, signal).map_err(|e| e.to_string()),
+            Handle::Group(pgid) => signal_group(*pgid, signal),
             // A closed channel means the executor is done: nothing left to signal.
             Handle::Container { signals, .. } => {
                 let _ = signals.send(signal);
@@ -92,7 +93,7 @@ pub struct ExecContext {
     /// Re-attach to this container instead of starting the task.
     pub reattach: Option<String>,
     /// Storage for inputs, resources and output, or why there is none.
-    pub stager: Result<Arc<Stager>, String>,
+    pub stager: Result<Arc<Stager>, Arc<StagingError>>,
     /// Inputs and resources being staged since the task was accepted.
     pub staged: Option<StageIn>,
     /// Spawns native tasks and tells how they end.
@@ -127,6 +128,15 @@ pub(crate) trait TaskRunner {
     async fn reported(self, ctx: &ExecContext, success: bool);
 }
 
+/// Why a work dir could not be made ready for a run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkDirError {
+    #[error("cannot prepare {}: {source}", dir.display())]
+    Prepare { dir: PathBuf, source: io::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: io::Error },
+}
+
 /// How long a command past its time limit has between SIGTERM and SIGKILL.
 pub(crate) const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
 
@@ -146,18 +156,22 @@ pub(crate) fn timed_out(limit: Duration, exit_code: Option<i32>) -> FinalReport 
 
 /// Creates the work dir (or moves a spare in place) and its spool files (emptied).
 pub(crate) async fn prepare(
-    dir: ExecDir,
+    dir: &ExecDir,
     spares: Arc<Spares>,
-) -> io::Result<(tokio::fs::File, tokio::fs::File)> {
-    tokio::task::spawn_blocking(move || {
-        let ready = spares.prepare(&dir)?;
-        Ok((
-            tokio::fs::File::from_std(ready.stdout),
-            tokio::fs::File::from_std(ready.stderr),
-        ))
-    })
-    .await
-    .map_err(io::Error::other)?
+) -> Result<(tokio::fs::File, tokio::fs::File), WorkDirError> {
+    let at = dir.clone();
+    let ready = tokio::task::spawn_blocking(move || spares.prepare(&at))
+        .await
+        .map_err(io::Error::other)
+        .and_then(|ready| ready)
+        .map_err(|source| WorkDirError::Prepare {
+            dir: dir.root().to_owned(),
+            source,
+        })?;
+    Ok((
+        tokio::fs::File::from_std(ready.stdout),
+        tokio::fs::File::from_std(ready.stderr),
+    ))
 }
 
 /// Writes `state.json`: in place through `open` when the execution holds it (one small

@@ -21,12 +21,15 @@ mod spool;
 
 use bytes::Bytes;
 
+pub use self::container::ContainerError;
 use self::container::InContainer;
-pub use self::context::{ExecContext, ExecEvent, Handle, Runner};
+pub use self::context::{ExecContext, ExecEvent, Handle, Runner, WorkDirError};
 use self::context::{TaskRunner, write_state};
 use self::native::Native;
+pub use self::native::NativeError;
 pub use self::spool::CHUNK;
 use crate::launch::Launch;
+use crate::staging::{self, StagingError};
 use crate::state::{Failure, FinalReport, Phase, StateFile};
 
 /// Runs the execution to its end. Never fails: every problem becomes the final report.
@@ -54,7 +57,7 @@ async fn drive(mut runner: impl TaskRunner, launch: Launch, mut ctx: ExecContext
         Box::pin(stage_in(&launch, &mut ctx)).await
     };
     let mut report = match staged {
-        Err(message) => FinalReport::failed(Failure::Download, message),
+        Err(e) => FinalReport::failed(Failure::Download, e.to_string()),
         Ok(notes) => runner.run(&launch, &ctx, Bytes::from(notes.concat())).await,
     };
     if !launch.data.output.is_empty() && report.failure != Some(Failure::Download) {
@@ -81,34 +84,32 @@ async fn drive(mut runner: impl TaskRunner, launch: Launch, mut ctx: ExecContext
 
 /// Waits for the inputs and resources staged since the task was accepted (or stages them now).
 /// Returns the lines for the head of the task's stderr (see `staging`).
-async fn stage_in(launch: &Launch, ctx: &mut ExecContext) -> Result<Vec<String>, String> {
+async fn stage_in(launch: &Launch, ctx: &mut ExecContext) -> Result<Vec<String>, StagingError> {
     let handle = match ctx.staged.take() {
         Some(handle) => handle,
         None if launch.data.needs_staging_in() => {
-            let stager = ctx.stager.clone()?;
-            crate::staging::stage_in(stager, launch.id, ctx.dir.clone(), launch.data.clone())
+            let stager = ctx.stager.clone().map_err(StagingError::NoStager)?;
+            staging::stage_in(stager, launch.id, ctx.dir.clone(), launch.data.clone())
         }
         None => return Ok(Vec::new()),
     };
-    handle
-        .await
-        .map_err(|e| format!("staging the inputs stopped: {e}"))?
+    handle.await.map_err(StagingError::Stopped)?
 }
 
 /// Uploads the output folder, also after a failed run; an upload failure fails a run that
 /// succeeded and is added to the message of one that did not.
 async fn stage_out(launch: &Launch, ctx: &ExecContext, report: &mut FinalReport) {
     let uploaded = match &ctx.stager {
-        Ok(stager) => crate::staging::stage_out(stager, &ctx.dir, &launch.data.output).await,
-        Err(e) => Err(e.clone()),
+        Ok(stager) => staging::stage_out(stager, &ctx.dir, &launch.data.output).await,
+        Err(e) => Err(StagingError::NoStager(e.clone())),
     };
     match uploaded {
         Ok(files) => report.uploaded = files.into_iter().map(|f| (f.uri, f.size)).collect(),
-        Err(message) if report.failure.is_none() => {
+        Err(e) if report.failure.is_none() => {
             report.failure = Some(Failure::Upload);
-            report.message = message;
+            report.message = e.to_string();
         }
-        Err(message) => report.message = format!("{}; {message}", report.message),
+        Err(e) => report.message = format!("{}; {e}", report.message),
     }
 }
 

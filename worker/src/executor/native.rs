@@ -10,9 +10,11 @@ use bytes::Bytes;
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
 
-use super::context::{ExecContext, ExecEvent, Runner, TIMEOUT_GRACE, TaskRunner, timed_out};
+use super::context::{
+    ExecContext, ExecEvent, Runner, TIMEOUT_GRACE, TaskRunner, WorkDirError, timed_out,
+};
 use super::spool::{CHUNK, announce_preamble};
-use crate::launch::Launch;
+use crate::launch::{CommandError, Launch};
 use crate::process_group::signal_group;
 use crate::scan::Adopt;
 use crate::spares::Ready;
@@ -20,6 +22,22 @@ use crate::state::{
     ExecDir, ExecutionId, Failure, FinalReport, Phase, StateFile, StateWriter, Stream,
 };
 use crate::supervisor::{Exit, ExitWaiter, SupervisorError};
+
+/// Why a native run failed before its command could end by itself (the message of its `run`
+/// failure).
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    #[error(transparent)]
+    WorkDir(#[from] WorkDirError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error(transparent)]
+    Spawn(SupervisorError),
+    #[error("cannot read the spool files: {0}")]
+    Spool(#[source] std::io::Error),
+    #[error("cannot wait for the command: {0}")]
+    Wait(#[source] SupervisorError),
+}
 
 /// Runs a task natively, or follows one a previous agent left with the supervisor.
 #[derive(Debug)]
@@ -79,7 +97,7 @@ async fn execute(
         exit,
     } = match start(launch, ctx, &preamble).await {
         Ok(started) => started,
-        Err(report) => return (report, None),
+        Err(e) => return (FinalReport::failed(Failure::Run, e.to_string()), None),
     };
     let _ = ctx
         .events
@@ -120,7 +138,7 @@ async fn adopted(id: ExecutionId, adopt: Adopt, ctx: &ExecContext) -> FinalRepor
     let logs = match (open(Stream::Stdout), open(Stream::Stderr)) {
         (Ok(stdout), Ok(stderr)) => [stdout, stderr],
         (Err(e), _) | (_, Err(e)) => {
-            return FinalReport::failed(Failure::Run, format!("cannot read the spool files: {e}"));
+            return FinalReport::failed(Failure::Run, NativeError::Spool(e).to_string());
         }
     };
     let mut tail = Tail {
@@ -155,7 +173,7 @@ async fn follow(
     // What the task wrote last (a background process it left may write on: not waited for).
     tail.drain(id, &ctx.events).await;
     let killed = ctx.killed.load(Ordering::Acquire);
-    let ended = ended.map_err(|_| SupervisorError::Lost.to_string());
+    let ended = ended.map_err(|_| NativeError::Wait(SupervisorError::Lost));
     let mut report = match stopped_at {
         Some(limit) => timed_out(limit, ended.as_ref().ok().and_then(|e| e.code)),
         None => report_of(ended, killed),
@@ -242,7 +260,7 @@ async fn start(
     launch: &Launch,
     ctx: &ExecContext,
     preamble: &Bytes,
-) -> Result<Started, FinalReport> {
+) -> Result<Started, NativeError> {
     use std::io::Write;
     use std::os::fd::AsFd;
     let (id, task_id, dir) = (launch.id, launch.task_id, &ctx.dir);
@@ -250,23 +268,20 @@ async fn start(
         root,
         stdout: stdout_log,
         stderr: mut stderr_log,
-    } = ctx.spares.prepare(dir).map_err(|e| {
-        let root = dir.root().display();
-        FinalReport::failed(Failure::Run, format!("cannot prepare {root}: {e}"))
-    })?;
+    } = ctx
+        .spares
+        .prepare(dir)
+        .map_err(|source| WorkDirError::Prepare {
+            dir: dir.root().to_owned(),
+            source,
+        })?;
     if !preamble.is_empty()
-        && let Err(e) = stderr_log.write_all(preamble)
+        && let Err(source) = stderr_log.write_all(preamble)
     {
         let path = dir.log(Stream::Stderr);
-        return Err(FinalReport::failed(
-            Failure::Run,
-            format!("cannot write {}: {e}", path.display()),
-        ));
+        return Err(WorkDirError::Write { path, source }.into());
     }
-    let argv = launch
-        .argv
-        .as_ref()
-        .map_err(|e| FinalReport::failed(Failure::Run, e.to_string()))?;
+    let argv = launch.argv.as_ref().map_err(Clone::clone)?;
     let (pid, exit) = ctx
         .supervisor
         .spawn(
@@ -277,7 +292,7 @@ async fn start(
             [stdout_log.as_fd(), stderr_log.as_fd()],
         )
         .await
-        .map_err(|e| FinalReport::failed(Failure::Run, e.to_string()))?;
+        .map_err(NativeError::Spawn)?;
     let running = StateFile {
         execution_id: id,
         task_id,
@@ -332,7 +347,7 @@ fn environment(dir: &ExecDir, cpu: u32) -> Vec<(String, String)> {
     ]
 }
 
-fn report_of(ended: Result<Exit, String>, killed: bool) -> FinalReport {
+fn report_of(ended: Result<Exit, NativeError>, killed: bool) -> FinalReport {
     let failure = if killed {
         Failure::Killed
     } else {
@@ -340,7 +355,7 @@ fn report_of(ended: Result<Exit, String>, killed: bool) -> FinalReport {
     };
     let exit = match ended {
         Ok(exit) => exit,
-        Err(e) => return FinalReport::failed(failure, format!("cannot wait for the command: {e}")),
+        Err(e) => return FinalReport::failed(failure, e.to_string()),
     };
     match (exit.code, exit.signal) {
         (Some(0), _) => FinalReport {
