@@ -115,9 +115,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     let state = grpc::State {
         ops,
-        store: store.clone(),
-        scheduler,
-        hub,
+        sessions: service::session::Context {
+            store: store.clone(),
+            scheduler,
+            hub,
+        },
         shutdown: shutdown.clone(),
         rclone_config,
         lease: config.lease,

@@ -114,3 +114,12 @@ pub struct StoredChunk {
     pub offset: u64,
     pub data: Vec<u8>,
 }
+
+/// A new execution, with the spec it froze, to push to its worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub worker: WorkerId,
+    pub execution: ExecutionId,
+    pub task: TaskId,
+    pub spec: TaskSpec,
+}

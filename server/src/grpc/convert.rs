@@ -7,13 +7,12 @@ use tonic::Status;
 
 use crate::core::agent::{Stream, Uploaded};
 use crate::core::ids::TaskId;
-use crate::core::model::{Batch, Execution, StoredChunk, Task, Worker, WorkerStatus};
+use crate::core::model::{Assignment, Batch, Execution, StoredChunk, Task, Worker, WorkerStatus};
 use crate::core::registry::RegistryCredential;
 use crate::core::state::{ExecState, Failure, TaskStatus};
 use crate::core::steering::Signal;
 use crate::core::task::{Shell, TaskSpec};
 use crate::core::worker::WorkerSettings;
-use crate::persistence::executions::Assignment;
 
 pub fn timestamp(ms: i64) -> Timestamp {
     Timestamp {

@@ -14,19 +14,17 @@ use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use crate::persistence::{Store, StoreError};
-use crate::service::hub::Hub;
+use crate::persistence::StoreError;
 use crate::service::ops::{Ops, OpsError};
-use crate::service::scheduler::SchedulerHandle;
 use crate::service::session::OpenError;
 
 /// What every service holds.
 #[derive(Clone)]
 pub struct State {
+    /// The operations every RPC but the agent stream calls.
     pub ops: Ops,
-    pub store: Store,
-    pub scheduler: SchedulerHandle,
-    pub hub: Hub,
+    /// What the agent stream calls (`service::session`).
+    pub sessions: crate::service::session::Context,
     /// Cancelled when scitqd stops: long-lived response streams end then, or the graceful
     /// shutdown would wait on them forever.
     pub shutdown: CancellationToken,

@@ -20,7 +20,7 @@ use crate::core::reconcile::{Held, Resend};
 use crate::core::state::{ExecState, Failure};
 use crate::core::steering::Signal;
 use crate::service;
-use crate::service::scheduler::{AgentTx, Command};
+use crate::service::scheduler::AgentTx;
 use crate::service::session::Inbound;
 
 /// Most agent messages applied in one store write.
@@ -97,7 +97,7 @@ pub async fn open(
     };
     let hello = decode_hello(hello)?;
     let name = hello.name.clone();
-    let context = context(&state);
+    let context = state.sessions.clone();
     let opened = match service::session::hello(&context, hello, peer).await {
         Ok(opened) => opened,
         Err(err) => {
@@ -161,9 +161,7 @@ pub async fn open(
                     let _ = tx.send(Err(err));
                 }
             }
-            state
-                .scheduler
-                .send(Command::Disconnect { worker, session });
+            service::session::disconnect(&state.sessions, worker, session);
         }
         .instrument(span),
     );
@@ -173,14 +171,6 @@ pub async fn open(
         stream,
         &state_shutdown,
     ))))
-}
-
-fn context(state: &State) -> service::session::Context {
-    service::session::Context {
-        store: state.store.clone(),
-        scheduler: state.scheduler.clone(),
-        hub: state.hub.clone(),
-    }
 }
 
 /// Reads the agent's messages in batches of what is ready, decoded; the session protocol

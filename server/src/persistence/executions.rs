@@ -18,22 +18,13 @@ use super::{Store, StoreError, from_json_list, now_ms};
 use crate::core::agent::{AgentEvent, Chunk, Stream, Update, Uploaded};
 use crate::core::attempt::{self, Ending, ExecChange, ExecView, TaskChange, TaskView};
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
-use crate::core::model::{Execution, StoredChunk};
+use crate::core::model::{Assignment, Execution, StoredChunk};
 use crate::core::queue::Queued;
 use crate::core::state::{ExecState, TaskStatus};
 use crate::core::task::{Shell, TaskSpec};
 
 /// Largest piece of output stored in one row; trimming relies on this bound.
 const STORED_CHUNK: usize = 64 * 1024;
-
-/// A new execution, with the spec it froze, to push to its worker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Assignment {
-    pub worker: WorkerId,
-    pub execution: ExecutionId,
-    pub task: TaskId,
-    pub spec: TaskSpec,
-}
 
 /// Assigns picked tasks to workers: creates one execution per task still pending,
 /// copying the task's spec inside the database (one round trip for the whole group),

@@ -181,6 +181,13 @@ pub fn connect(context: &Context, mut opened: Opened, tx: AgentTx) {
     context.hub.notify(reconciled.touched.iter().copied());
 }
 
+/// The session ended: its worker's slots and lease are the scheduler's to settle.
+pub fn disconnect(context: &Context, worker: WorkerId, session: u64) {
+    context
+        .scheduler
+        .send(Command::Disconnect { worker, session });
+}
+
 fn busy(name: &str, holder: &Owner) -> OpenError {
     let age = holder.since.elapsed().unwrap_or_default().as_secs();
     OpenError::Busy {
