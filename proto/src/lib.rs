@@ -25,6 +25,65 @@ pub const MAX_CONCURRENCY: u32 = 100_000;
 /// Most tasks a worker may hold ahead of its free slots (same reason as [`MAX_CONCURRENCY`]).
 pub const MAX_PREFETCH: u32 = 1_000_000;
 
+/// A worker's prefetch as given on a command line: `auto` (the agent adapts it to how fast
+/// its tasks end) or a fixed number of tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefetchSetting {
+    Auto,
+    Fixed(u32),
+}
+
+impl std::str::FromStr for PrefetchSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.trim().eq_ignore_ascii_case("auto") {
+            return Ok(PrefetchSetting::Auto);
+        }
+        let n: u32 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("prefetch {text:?} is neither \"auto\" nor a number of tasks"))?;
+        if n > MAX_PREFETCH {
+            return Err(format!(
+                "prefetch {n} is too large: it must be at most {MAX_PREFETCH}"
+            ));
+        }
+        Ok(PrefetchSetting::Fixed(n))
+    }
+}
+
+impl std::fmt::Display for PrefetchSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrefetchSetting::Auto => f.write_str("auto"),
+            PrefetchSetting::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PrefetchSetting;
+
+    #[test]
+    fn prefetch_reads_auto_or_a_bounded_number() {
+        assert_eq!("auto".parse(), Ok(PrefetchSetting::Auto));
+        assert_eq!("AUTO".parse(), Ok(PrefetchSetting::Auto));
+        assert_eq!("12".parse(), Ok(PrefetchSetting::Fixed(12)));
+        assert_eq!("0".parse(), Ok(PrefetchSetting::Fixed(0)));
+        let err = "3000000000".parse::<PrefetchSetting>().unwrap_err();
+        assert!(
+            err.contains("3000000000") && err.contains("1000000"),
+            "{err}"
+        );
+        let err = "lots".parse::<PrefetchSetting>().unwrap_err();
+        assert!(err.contains("\"lots\""), "{err}");
+        assert_eq!(PrefetchSetting::Auto.to_string(), "auto");
+        assert_eq!(PrefetchSetting::Fixed(3).to_string(), "3");
+    }
+}
+
 pub mod container;
 
 /// Selects rustls's ring crypto provider for the process. Call it first thing in `main`:

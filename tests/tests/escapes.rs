@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use scitq_tests::images::{containers_labelled, remove_containers};
-use scitq_tests::{Agent, Client, Image, Server, ServerOpts, describe, read_tree};
+use scitq_tests::{Agent, Client, Image, Server, ServerOpts, bin, describe, read_tree};
 
 const CONNECT: Duration = Duration::from_secs(60);
 
@@ -105,12 +105,27 @@ impl Bait {
         format!("file://{}/", self.out.display())
     }
 
-    /// Only the real file was uploaded: no secret came along.
+    /// Only the real file was uploaded: no secret came along. The links left out are named
+    /// where the user looks: the execution's message and the task's stderr.
     fn check(&self, c: &Client, id: i64) {
         let task = c.wait_task(id, "succeeded", CONNECT);
         let uploaded = read_tree(&self.out);
         let names: Vec<&String> = uploaded.keys().collect();
         assert_eq!(names, ["real"], "uploaded {uploaded:?}: {task:#}");
+        let named = "dirlink, link, sub/deep";
+        let execution = task["executions"]
+            .as_array()
+            .and_then(|e| e.last().cloned())
+            .unwrap_or_default();
+        let message = execution["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "message {message:?}: {task:#}");
+        let out = c.ctl(["task", "output", &id.to_string()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(named) && stderr.contains("symbolic links"),
+            "stderr: {}",
+            describe(&out)
+        );
     }
 }
 
@@ -202,4 +217,19 @@ fn a_container_mounts_only_the_host_folders_its_agent_allows() {
     c.wait_task(id, "succeeded", CONNECT);
     assert_eq!(c.output(id), "reference\n");
     remove_containers(&containers_labelled("scitq.agent", &work));
+}
+
+#[test]
+fn an_empty_allow_mounts_variable_allows_no_mount() {
+    let work = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin("scitq-agent"))
+        .env("SCITQ_ALLOW_MOUNTS", "")
+        .args(["--server", "127.0.0.1:1", "--token", "t", "--print-config"])
+        .arg("--work-dir")
+        .arg(work.path())
+        .output()
+        .expect("run scitq-agent");
+    assert!(out.status.success(), "{}", describe(&out));
+    let config = String::from_utf8_lossy(&out.stdout);
+    assert!(config.contains("allow_mounts = []"), "{}", describe(&out));
 }

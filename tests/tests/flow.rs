@@ -204,3 +204,62 @@ scitq_tests::on_both_backends!(
     task_list_filters_by_batch_status_and_name,
     a_stopped_batch_starts_nothing_until_go_and_delete_removes_it,
 );
+
+/// Issue 14: the agent's default prefetch is automatic; it never hoards long tasks that an
+/// idle agent could run, and an operator can still fix it (and give it back).
+#[test]
+fn long_tasks_are_shared_between_agents_at_the_default_prefetch() {
+    let server = Server::start(ServerOpts::default());
+    let c = server.client();
+    let _a = Agent::start(&server, "fair-a", 2, &[]);
+    let _b = Agent::start(&server, "fair-b", 2, &[]);
+    let id_a = c.wait_worker_online("fair-a", CONNECT);
+    let id_b = c.wait_worker_online("fair-b", CONNECT);
+    for worker in c.workers() {
+        assert_eq!(worker["prefetch_auto"], true, "{worker}");
+    }
+
+    let ids: Vec<i64> = (0..4)
+        .map(|_| c.create(&["--batch", "fair", "--", "sleep", "5"]))
+        .collect();
+    let mut per_worker: BTreeMap<i64, usize> = BTreeMap::new();
+    for &id in &ids {
+        let task = c.wait_task(id, "running", CONNECT);
+        *per_worker.entry(as_id(&task["worker_id"])).or_default() += 1;
+    }
+    assert_eq!(
+        per_worker,
+        BTreeMap::from([(id_a, 2), (id_b, 2)]),
+        "two tasks per agent (fair-a is {id_a}, fair-b is {id_b})"
+    );
+    c.wait_batch_succeeded("fair", 4, CONNECT);
+
+    // Fixed by an operator, then automatic again; `worker list` shows which.
+    let a = id_a.to_string();
+    c.ctl_ok(["worker", "set", &a, "--prefetch", "3"]);
+    let worker = |id: i64| {
+        c.workers()
+            .into_iter()
+            .find(|w| as_id(&w["id"]) == id)
+            .expect("listed")
+    };
+    let fixed = worker(id_a);
+    assert_eq!(
+        (&fixed["prefetch"], &fixed["prefetch_auto"]),
+        (&3.into(), &false.into()),
+        "{fixed}"
+    );
+    // fair-b's is still automatic: its value in force is shown beside the word.
+    let table = c.ctl_ok(["worker", "list"]);
+    assert!(table.contains("auto ("), "{table}");
+    c.ctl_ok(["worker", "set", &a, "--prefetch", "auto"]);
+    let auto = worker(id_a);
+    assert_eq!(auto["prefetch_auto"], true, "{auto}");
+    let refused = c.ctl(["worker", "set", &a, "--prefetch", "lots"]);
+    assert!(!refused.status.success(), "{}", describe(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("\"lots\""),
+        "{}",
+        describe(&refused)
+    );
+}

@@ -697,3 +697,52 @@ fn a_dead_agents_container_is_killed_when_its_lease_passes() {
         "the container ran {stopped:?} after its agent died, past the server's re-queue"
     );
 }
+
+/// Issue 13: the supervisor is the subreaper of its tasks. A task's orphan (here one that
+/// also left the task's process group) becomes the supervisor's child, is reaped by it, and
+/// is killed with the tasks when the lease passes without an agent.
+#[test]
+fn a_tasks_orphan_is_the_supervisors_child_and_dies_at_the_fence() {
+    let server = Server::start(ServerOpts::default().lease("4s"));
+    let c = server.client();
+    let mut a = Agent::start(&server, "parent", 1, &[]);
+    c.wait_worker_online("parent", CONNECT);
+    let pid_file = c.scratch_path("orphan-pid");
+    let script = format!(
+        "setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $! > {}",
+        sh_quote(&pid_file.to_string_lossy())
+    );
+    let id = c.create_sh("orphans", &script, &[]);
+    c.wait_task(id, "succeeded", CONNECT);
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .expect("the orphan's pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let status = std::fs::read_to_string(proc_dir.join("status")).expect("the orphan runs");
+    let ppid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .map(|p| p.trim().to_owned())
+        .unwrap_or_default();
+    let parent = std::fs::read(format!("/proc/{ppid}/cmdline")).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&parent).contains("__supervise"),
+        "the orphan's parent {ppid} is not the supervisor: {:?}",
+        String::from_utf8_lossy(&parent)
+    );
+
+    a.kill9();
+    poll(
+        Duration::from_secs(60),
+        "the orphan to be killed and reaped",
+        || {
+            if proc_dir.exists() {
+                Err(std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default())
+            } else {
+                Ok(())
+            }
+        },
+    );
+}

@@ -37,9 +37,16 @@ pub struct Args {
     #[arg(long, env = "SCITQ_CONCURRENCY", default_value = "1", value_name = "N",
           allow_negative_numbers = true, value_parser = parse_concurrency)]
     pub concurrency: u32,
-    /// How many more tasks the server may assign ahead of free slots.
-    #[arg(long, env = "SCITQ_PREFETCH", default_value_t = 0, value_name = "P")]
-    pub prefetch: u32,
+    /// How many more tasks the server may assign ahead of free slots, or "auto": as many as
+    /// keep the slots busy while the server refills them, none for tasks much longer than
+    /// that (see `worker list` for the value in force).
+    #[arg(
+        long,
+        env = "SCITQ_PREFETCH",
+        default_value = "auto",
+        value_name = "P|auto"
+    )]
+    pub prefetch: scitq_proto::PrefetchSetting,
     /// Worker name, unique per worker. Default: the hostname.
     #[arg(long, env = "SCITQ_NAME", value_name = "NAME")]
     pub name: Option<String>,
@@ -90,12 +97,13 @@ pub struct Args {
     pub keep_failed: Duration,
     /// A host folder that tasks' containers may bind-mount with `-v` (it or anything below
     /// it; repeatable, comma-separated in the env). None by default: a task reads nothing of
-    /// the host but its own folders.
+    /// the host but its own folders. An empty value (`SCITQ_ALLOW_MOUNTS=`) names none.
     #[arg(
         long = "allow-mount",
         env = "SCITQ_ALLOW_MOUNTS",
         value_name = "DIR",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = parse_allow_mount
     )]
     pub allow_mounts: Vec<PathBuf>,
     /// Disk use (percent of the work dir's filesystem) past which failed executions'
@@ -111,6 +119,11 @@ pub struct Args {
     /// Print the effective configuration (token hidden) and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// Any path, the empty one included (it is dropped: an empty list allows nothing).
+fn parse_allow_mount(value: &str) -> Result<PathBuf, ValueError> {
+    Ok(PathBuf::from(value))
 }
 
 /// Why a flag's value is refused (clap names the flag and the value before it).
@@ -338,7 +351,7 @@ pub struct Config {
     pub server: ServerAddr,
     pub token: String,
     pub concurrency: u32,
-    pub prefetch: u32,
+    pub prefetch: scitq_proto::PrefetchSetting,
     pub name: String,
     pub host: String,
     pub batch: String,
@@ -423,7 +436,12 @@ impl Config {
         if sra_tools_image.is_empty() || sra_tools_image.contains(char::is_whitespace) {
             return Err(ConfigError::InvalidSraToolsImage(args.sra_tools_image));
         }
-        if let Some(bad) = args.allow_mounts.iter().find(|dir| {
+        let allow_mounts: Vec<PathBuf> = args
+            .allow_mounts
+            .into_iter()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .collect();
+        if let Some(bad) = allow_mounts.iter().find(|dir| {
             !dir.is_absolute()
                 || dir
                     .components()
@@ -449,7 +467,7 @@ impl Config {
             keep_failed: args.keep_failed,
             disk_threshold: args.disk_threshold,
             result_hold: args.result_hold,
-            allow_mounts: args.allow_mounts,
+            allow_mounts,
         })
     }
 
@@ -464,7 +482,10 @@ impl Config {
              disk_threshold = {}\nresult_hold = {}\nallow_mounts = [{}]\n",
             q(&self.server.uri()),
             self.concurrency,
-            self.prefetch,
+            match self.prefetch {
+                scitq_proto::PrefetchSetting::Auto => q("auto"),
+                scitq_proto::PrefetchSetting::Fixed(n) => n.to_string(),
+            },
             q(&self.name),
             q(&self.batch),
             q(&self.work_dir.to_string_lossy()),
@@ -647,6 +668,24 @@ mod tests {
         let args = Args::try_parse_from(["scitq-agent"]).unwrap();
         let err = Config::from_args(args, &env).unwrap_err().to_string();
         assert!(err.contains("\"x:y\""), "{err}");
+    }
+
+    #[test]
+    fn an_empty_allow_mount_allows_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_config(dir.path(), "worker_token = \"t\"\n");
+        let config = |extra: &[&str]| {
+            let args = Args::try_parse_from(["scitq-agent"].iter().chain(extra)).unwrap();
+            Config::from_args(args, &env).unwrap()
+        };
+        assert!(config(&["--allow-mount", ""]).allow_mounts.is_empty());
+        assert_eq!(
+            config(&["--allow-mount", "/data,"]).allow_mounts,
+            [PathBuf::from("/data")]
+        );
+        let config = config(&[]);
+        assert!(config.allow_mounts.is_empty());
+        assert_eq!(config.prefetch, scitq_proto::PrefetchSetting::Auto);
     }
 
     #[test]

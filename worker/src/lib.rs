@@ -98,7 +98,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Agen
         let work_dir = work_dir.clone();
         let held = supervisor.held().clone();
         // As many work dirs ready as the agent may hold executions at its start.
-        let ready = config.concurrency.saturating_add(config.prefetch) as usize;
+        let prefetch = match config.prefetch {
+            scitq_proto::PrefetchSetting::Fixed(n) => n,
+            scitq_proto::PrefetchSetting::Auto => 0,
+        };
+        let ready = config.concurrency.saturating_add(prefetch) as usize;
         tokio::task::spawn_blocking(move || prepare_work_dir(&work_dir, ready, &held)).await
     };
     let (spares, found) = match prepared.map_err(std::io::Error::other) {

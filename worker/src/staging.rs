@@ -246,12 +246,21 @@ async fn stage_run(
     }
 }
 
-/// Uploads everything in `output/` under `uri`; returns the files uploaded.
-pub async fn stage_out(
-    stager: &Stager,
-    dir: &ExecDir,
-    uri: &str,
-) -> Result<Vec<UploadedFile>, StagingError> {
+/// What an upload did: the files uploaded and the symbolic links left out.
+#[derive(Debug, Default)]
+pub struct StagedOut {
+    pub files: Vec<UploadedFile>,
+    /// Links in `output/` (paths relative to it), not uploaded: links are never followed.
+    pub links: Vec<String>,
+}
+
+/// Uploads everything in `output/` under `uri`; returns the files uploaded and the links
+/// left out.
+pub async fn stage_out(stager: &Stager, dir: &ExecDir, uri: &str) -> Result<StagedOut, StagingError> {
+    let output = dir.output();
+    let links = tokio::task::spawn_blocking(move || links_under(&output))
+        .await
+        .unwrap_or_default();
     let uploaded = stager
         .storage
         .upload_dir(&dir.output(), uri, &NoProgress)
@@ -260,11 +269,62 @@ pub async fn stage_out(
             uri: uri.to_owned(),
             source: Box::new(source),
         })?;
-    Ok(uploaded
+    let files = uploaded
         .into_iter()
         .map(|u| UploadedFile {
             uri: u.uri,
             size: u.size,
         })
-        .collect())
+        .collect();
+    Ok(StagedOut { files, links })
+}
+
+/// Most links named (the upload itself bounds the walk).
+const MAX_LINKS: usize = 100;
+
+/// The symbolic links under `root` (relative paths, sorted), at most [`MAX_LINKS`]; folders
+/// behind links are not entered. The folder itself being a link is the upload's error.
+pub fn links_under(root: &std::path::Path) -> Vec<String> {
+    let mut links = Vec::new();
+    let mut pending = vec![(root.to_path_buf(), String::new())];
+    let mut seen = 0usize;
+    while let Some((dir, prefix)) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            seen += 1;
+            if seen > 1_000_000 || links.len() >= MAX_LINKS {
+                links.sort();
+                return links;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            let rel = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            if kind.is_symlink() {
+                links.push(rel);
+            } else if kind.is_dir() {
+                pending.push((entry.path(), format!("{rel}/")));
+            }
+        }
+    }
+    links.sort();
+    links
+}
+
+/// The line that names the links an upload left out, for the task's stderr and message.
+pub fn links_note(links: &[String]) -> Option<String> {
+    if links.is_empty() {
+        return None;
+    }
+    let more = if links.len() >= MAX_LINKS {
+        " and maybe more"
+    } else {
+        ""
+    };
+    Some(format!(
+        "scitq: not uploaded, symbolic links are never followed: {}{more} (in output/)",
+        links.join(", ")
+    ))
 }

@@ -20,10 +20,10 @@ pub enum WorkerCommand {
         #[arg(long, group = "settings", value_name = "N",
               value_parser = clap::value_parser!(u32).range(1..=scitq_proto::MAX_CONCURRENCY as i64))]
         concurrency: Option<u32>,
-        /// Tasks prepared in advance beyond the running ones (at most 1000000)
-        #[arg(long, group = "settings", value_name = "N",
-              value_parser = clap::value_parser!(u32).range(..=scitq_proto::MAX_PREFETCH as i64))]
-        prefetch: Option<u32>,
+        /// Tasks prepared in advance beyond the running ones (at most 1000000), or "auto":
+        /// the agent adapts it to how fast its tasks end (its default)
+        #[arg(long, group = "settings", value_name = "N|auto")]
+        prefetch: Option<scitq_proto::PrefetchSetting>,
         /// Only run tasks of this batch; "" for any batch
         #[arg(long, group = "settings", value_name = "B")]
         batch: Option<String>,
@@ -108,7 +108,12 @@ pub async fn run(command: WorkerCommand, ctx: &Context) -> anyhow::Result<Exit> 
                 .update_worker(UpdateWorkerRequest {
                     id,
                     concurrency,
-                    prefetch,
+                    prefetch: match prefetch {
+                        Some(scitq_proto::PrefetchSetting::Fixed(n)) => Some(n),
+                        _ => None,
+                    },
+                    prefetch_auto: (prefetch == Some(scitq_proto::PrefetchSetting::Auto))
+                        .then_some(true),
                     batch,
                     paused: None,
                 })

@@ -146,7 +146,11 @@ impl Listing for Worker {
                 worker_status_name(self.status)
             },
             self.concurrency.to_string(),
-            self.prefetch.to_string(),
+            if self.prefetch_auto {
+                format!("auto ({})", self.prefetch)
+            } else {
+                self.prefetch.to_string()
+            },
             if self.batch.is_empty() {
                 "(any)".to_owned()
             } else {

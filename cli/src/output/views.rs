@@ -138,6 +138,8 @@ pub struct WorkerView {
     pub host: String,
     pub concurrency: u32,
     pub prefetch: u32,
+    /// The agent adapts `prefetch` (the value in force now).
+    pub prefetch_auto: bool,
     pub batch: String,
     pub status: String,
     pub paused: bool,
@@ -154,6 +156,7 @@ impl From<&Worker> for WorkerView {
             host: worker.host.clone(),
             concurrency: worker.concurrency,
             prefetch: worker.prefetch,
+            prefetch_auto: worker.prefetch_auto,
             batch: worker.batch.clone(),
             status: worker_status_name(worker.status),
             paused: worker.paused,
@@ -361,8 +364,10 @@ mod tests {
             last_contact: None,
             paused: true,
             draining: false,
+            prefetch_auto: true,
         };
         let json = serde_json::to_value(WorkerView::from(&worker)).unwrap();
+        assert_eq!(json["prefetch_auto"], true);
         assert_eq!(json["status"], "lost");
         assert_eq!(json["paused"], true);
         assert_eq!(json["last_contact"], serde_json::Value::Null);

@@ -55,6 +55,8 @@ pub enum AgentEvent {
     Update(Update),
     Output(Chunk),
     Heartbeat,
+    /// The agent's automatic prefetch changed (see `Pool::agent_prefetch`).
+    Prefetch(u32),
 }
 
 /// An agent's Hello, checked at the edge: who it is and what it still holds.
@@ -72,4 +74,6 @@ pub struct Hello {
     /// Random per agent process: a reconnection of the same process may replace its own
     /// half-open session; another process under the same name may not.
     pub instance: String,
+    /// The agent adapts its prefetch (see `Pool::agent_prefetch`).
+    pub prefetch_auto: bool,
 }

@@ -113,6 +113,32 @@ impl Pool {
         Some(change)
     }
 
+    /// The agent of `worker`, whose prefetch is automatic, wants `prefetch` now. Ignored when
+    /// an operator fixed it since (the agent hears of that in `Settings`). Returns whether
+    /// the worker may take more tasks than before.
+    pub fn agent_prefetch(&mut self, worker: WorkerId, prefetch: u32) -> bool {
+        let Some(slot) = self.workers.get_mut(&worker) else {
+            return false;
+        };
+        if !slot.settings.prefetch_auto {
+            return false;
+        }
+        let grew = prefetch > slot.settings.prefetch;
+        slot.settings.prefetch = prefetch;
+        grew
+    }
+
+    /// The prefetch in force per connected worker, and whether its agent adapts it.
+    pub fn prefetch(&self) -> HashMap<WorkerId, (u32, bool)> {
+        self.workers
+            .iter()
+            .map(|(id, slot)| {
+                let s = &slot.settings;
+                (*id, (s.prefetch, s.prefetch_auto))
+            })
+            .collect()
+    }
+
     /// Active executions per connected worker.
     pub fn active(&self) -> HashMap<WorkerId, u32> {
         self.workers
@@ -205,6 +231,7 @@ mod tests {
             batch: batch.map(str::to_owned),
             paused: false,
             draining: false,
+            prefetch_auto: false,
         }
     }
 
@@ -314,5 +341,28 @@ mod tests {
         assert_eq!(slot.free(), 1);
         let over = Slot { active: 9, ..slot };
         assert_eq!(over.free(), 0, "never negative when settings shrink");
+    }
+
+    #[test]
+    fn an_automatic_prefetch_follows_its_agent_and_a_fixed_one_does_not() {
+        let mut pool = Pool::default();
+        let (auto, fixed) = (WorkerId(1), WorkerId(2));
+        let automatic = WorkerSettings {
+            prefetch_auto: true,
+            ..settings(2, 0, None)
+        };
+        pool.connect(auto, 1, automatic, 0);
+        pool.connect(fixed, 2, settings(2, 1, None), 0);
+        assert!(
+            pool.agent_prefetch(auto, 5),
+            "more room: a dispatch round is due"
+        );
+        assert!(!pool.agent_prefetch(auto, 3), "less room");
+        assert!(!pool.agent_prefetch(fixed, 50), "fixed by an operator");
+        assert!(!pool.agent_prefetch(WorkerId(3), 5), "not connected");
+        let live = pool.prefetch();
+        assert_eq!(live[&auto], (3, true));
+        assert_eq!(live[&fixed], (1, false));
+        assert_eq!(pool.workers[&auto].free(), 5, "2 slots and a prefetch of 3");
     }
 }

@@ -123,6 +123,7 @@ fn settings() -> WorkerSettings {
         batch: None,
         paused: false,
         draining: false,
+        prefetch_auto: false,
     }
 }
 

@@ -14,6 +14,8 @@ pub enum SettingsError {
     ConcurrencyTooHigh(u32),
     #[error("prefetch {0} is too large: it must be at most {MAX_PREFETCH}")]
     PrefetchTooHigh(u32),
+    #[error("prefetch {0} and an automatic prefetch cannot both be asked for: choose one")]
+    PrefetchAndAuto(u32),
 }
 
 /// Range checks of worker settings, before anything is read or stored: a value past the
@@ -44,6 +46,8 @@ pub struct WorkerSettings {
     pub paused: bool,
     /// Draining: no new task; the agent exits once it holds nothing.
     pub draining: bool,
+    /// The agent adapts `prefetch` (the value in force now) and says each new value.
+    pub prefetch_auto: bool,
 }
 
 impl WorkerSettings {

@@ -170,6 +170,7 @@ pub fn worker(worker: Worker, active: u32) -> v1::Worker {
         last_contact: Some(timestamp(worker.last_contact)),
         paused: worker.settings.paused,
         draining: worker.settings.draining,
+        prefetch_auto: worker.settings.prefetch_auto,
     }
 }
 
@@ -187,6 +188,7 @@ pub fn settings(settings: &WorkerSettings) -> v1::Settings {
         concurrency: settings.concurrency,
         prefetch: settings.prefetch,
         batch: settings.batch.clone().unwrap_or_default(),
+        prefetch_auto: settings.prefetch_auto,
     }
 }
 

@@ -79,6 +79,7 @@ fn decode_hello(hello: v1::Hello) -> Result<Hello, Status> {
         held,
         credential: (!hello.credential.is_empty()).then_some(hello.credential),
         instance: hello.instance,
+        prefetch_auto: hello.prefetch_auto,
     })
 }
 
@@ -211,6 +212,16 @@ fn decode_batch(batch: Vec<Result<v1::AgentMessage, Status>>) -> Result<Inbound,
                 .push(AgentEvent::Output(decode_chunk(chunk)?)),
             Some(v1::agent_message::Kind::Heartbeat(_)) => {
                 inbound.events.push(AgentEvent::Heartbeat)
+            }
+            Some(v1::agent_message::Kind::Prefetch(p)) => {
+                if p.prefetch > scitq_proto::MAX_PREFETCH {
+                    return Err(Status::invalid_argument(format!(
+                        "Prefetch.prefetch: {} is too large: it must be at most {}",
+                        p.prefetch,
+                        scitq_proto::MAX_PREFETCH
+                    )));
+                }
+                inbound.events.push(AgentEvent::Prefetch(p.prefetch))
             }
             Some(v1::agent_message::Kind::Hello(_)) => {
                 return Err(Status::invalid_argument("Hello sent twice in one session"));

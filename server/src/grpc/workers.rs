@@ -52,6 +52,7 @@ impl WorkerService for Workers {
         let change = WorkerChange {
             concurrency: req.concurrency,
             prefetch: req.prefetch,
+            prefetch_auto: req.prefetch_auto,
             paused: req.paused,
             batch: req.batch,
         };

@@ -155,7 +155,7 @@ pub struct Applied {
 /// Whether an event needs no read to be applied.
 fn is_plain(event: &AgentEvent) -> bool {
     match event {
-        AgentEvent::Heartbeat => true,
+        AgentEvent::Heartbeat | AgentEvent::Prefetch(_) => true,
         AgentEvent::Output(_) => false,
         AgentEvent::Update(update) => update.state.task_status().is_some(),
     }
@@ -223,7 +223,8 @@ pub async fn apply(
                             )
                             .await?;
                         }
-                        AgentEvent::Heartbeat => {}
+                        // The scheduler's (see `service::session`).
+                        AgentEvent::Heartbeat | AgentEvent::Prefetch(_) => {}
                     }
                 }
                 write_chunks(txn, &mut batch, worker, cap, chunks, &mut applied).await?;

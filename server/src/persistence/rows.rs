@@ -105,6 +105,8 @@ pub(super) fn settings(row: &worker::Model) -> WorkerSettings {
         batch: (!row.batch.is_empty()).then(|| row.batch.clone()),
         paused: row.paused,
         draining: row.draining,
+        // Not stored: the agent says it in every Hello (see `Pool::prefetch`).
+        prefetch_auto: false,
     }
 }
 

@@ -78,6 +78,13 @@ pub enum Command {
         signal: Signal,
     },
     Active(oneshot::Sender<HashMap<WorkerId, u32>>),
+    /// The agent of `worker` adapts its prefetch and wants this one now.
+    AgentPrefetch {
+        worker: WorkerId,
+        prefetch: u32,
+    },
+    /// The prefetch in force per connected worker, and whether its agent adapts it.
+    Prefetch(oneshot::Sender<HashMap<WorkerId, (u32, bool)>>),
     /// Why a pending task of `batch` does not run yet.
     Explain {
         task: Queued,
@@ -125,6 +132,13 @@ impl SchedulerHandle {
     pub async fn active(&self) -> HashMap<WorkerId, u32> {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Active(tx));
+        rx.await.unwrap_or_default()
+    }
+
+    /// The prefetch in force per connected worker, and whether its agent adapts it.
+    pub async fn prefetch(&self) -> HashMap<WorkerId, (u32, bool)> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Prefetch(tx));
         rx.await.unwrap_or_default()
     }
 }
@@ -365,6 +379,14 @@ impl Scheduler {
             }
             Command::Active(reply) => {
                 let _ = reply.send(self.pool.active());
+            }
+            Command::AgentPrefetch { worker, prefetch } => {
+                if self.pool.agent_prefetch(worker, prefetch) {
+                    self.dirty = true;
+                }
+            }
+            Command::Prefetch(reply) => {
+                let _ = reply.send(self.pool.prefetch());
             }
         }
     }

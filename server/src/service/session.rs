@@ -131,7 +131,10 @@ pub async fn hello(
         claim = Some(claim_worker(context, *worker, owner.clone(), &name).await?);
     }
     // Dropped on an error below: the claim is released.
-    let welcomed = workers::hello(&context.store, hello).await?;
+    let prefetch_auto = hello.prefetch_auto;
+    let mut welcomed = workers::hello(&context.store, hello).await?;
+    // Not stored: the agent says it in every Hello.
+    welcomed.worker.settings.prefetch_auto = prefetch_auto;
     let claim = match claim {
         Some(claim) => claim,
         // A new worker: nothing to detach, but the claim says who holds it.
@@ -240,9 +243,20 @@ async fn queue(
     while let Some(batch) = batches.next().await {
         let Inbound {
             last_seq,
-            events,
+            mut events,
             broke: stream_error,
         } = batch?;
+        // Not stored: the scheduler holds it.
+        events.retain(|event| match event {
+            AgentEvent::Prefetch(prefetch) => {
+                state.scheduler.send(Command::AgentPrefetch {
+                    worker,
+                    prefetch: *prefetch,
+                });
+                false
+            }
+            _ => true,
+        });
         let bytes: usize = events
             .iter()
             .map(|e| match e {

@@ -75,9 +75,10 @@ struct Args {
     /// Throughput part: how many `true` tasks to run [default when no part is given: 10000].
     #[arg(long, value_name = "N")]
     tasks: Option<usize>,
-    /// Agent prefetch: tasks the agent holds beyond its running slots.
-    #[arg(long, value_name = "P", default_value_t = 0)]
-    prefetch: u32,
+    /// Agent prefetch: tasks the agent holds beyond its running slots, or "auto". Not given:
+    /// the agent runs with its default (auto).
+    #[arg(long, value_name = "P|auto")]
+    prefetch: Option<scitq_proto::PrefetchSetting>,
 
     /// Agent concurrency, and that of the direct-spawn baseline.
     #[arg(long, value_name = "C", default_value_t = 4)]
@@ -350,18 +351,18 @@ fn throughput(
     opts: &ServerOpts,
     n: usize,
     concurrency: u32,
-    prefetch: u32,
+    prefetch: Option<scitq_proto::PrefetchSetting>,
     rounds: usize,
 ) -> Result<()> {
     let server = Server::start(opts.clone());
     let c = server.client();
-    let prefetch_arg = prefetch.to_string();
-    let _agent = Agent::start(
-        &server,
-        "bench",
-        concurrency,
-        &["--prefetch", &prefetch_arg],
-    );
+    let prefetch_arg = prefetch.map(|p| p.to_string());
+    let args: Vec<&str> = match &prefetch_arg {
+        Some(p) => vec!["--prefetch", p],
+        None => Vec::new(),
+    };
+    let _agent = Agent::start(&server, "bench", concurrency, &args);
+    let prefetch = prefetch_arg.unwrap_or_else(|| "default".to_owned());
     c.wait_worker_online("bench", Duration::from_secs(60));
 
     let commands = vec!["true".to_string(); n];
@@ -374,8 +375,17 @@ fn throughput(
         watch::wait_all_succeeded(&server, &batch, n)?;
         let elapsed = start.elapsed();
         let scitq_rate = n as f64 / elapsed.as_secs_f64();
+        let in_force = c
+            .workers()
+            .into_iter()
+            .find(|w| w["name"] == "bench")
+            .map(|w| match w["prefetch_auto"].as_bool() {
+                Some(true) => format!("auto, {} now", w["prefetch"]),
+                _ => w["prefetch"].to_string(),
+            })
+            .unwrap_or_default();
         println!(
-            "throughput round {round}: {n} `true` tasks, one agent at concurrency {concurrency} prefetch {prefetch}: {:.2} s \
+            "throughput round {round}: {n} `true` tasks, one agent at concurrency {concurrency} prefetch {prefetch} ({in_force}): {:.2} s \
              (submission {:.2} s) -> {scitq_rate:.0} tasks/s",
             elapsed.as_secs_f64(),
             submitted.as_secs_f64()

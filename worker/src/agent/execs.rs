@@ -53,6 +53,8 @@ impl Agent {
         let Some(exec) = self.execs.get_mut(&id) else {
             return;
         };
+        let slot_at = exec.slot_at.take();
+        exec.ended_at = Some(tokio::time::Instant::now());
         if matches!(exec.phase, Phase::Canceled) {
             self.execs.remove(&id);
             self.chore_recycle(id);
@@ -67,6 +69,7 @@ impl Agent {
             self.outbox.record(report.to_update(id));
             self.pump(id);
         }
+        self.measure_run(slot_at);
         self.fill_slots();
     }
 
@@ -135,6 +138,7 @@ impl Agent {
         let Phase::Queued(launch) = std::mem::replace(&mut exec.phase, Phase::Running) else {
             return;
         };
+        exec.slot_at = Some(tokio::time::Instant::now());
         self.spawn_executor(id, *launch, None, None);
     }
 

@@ -6,6 +6,7 @@
 mod execs;
 mod fence;
 mod output;
+mod prefetch;
 mod server;
 mod shutdown;
 
@@ -15,8 +16,9 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use scitq_proto::PrefetchSetting;
 use scitq_proto::v1::{
-    AgentMessage, ExecutionState, ExecutionUpdate, Heartbeat, HeldExecution, Hello,
+    AgentMessage, ExecutionState, ExecutionUpdate, Heartbeat, HeldExecution, Hello, Prefetch,
     ProtocolVersion, agent_message,
 };
 use tokio::sync::mpsc;
@@ -54,6 +56,8 @@ struct Settings {
     concurrency: u32,
     prefetch: u32,
     batch: String,
+    /// `prefetch` follows [`prefetch::AutoPrefetch`] (the default) rather than a fixed value.
+    prefetch_auto: bool,
 }
 
 /// Where one held execution stands in the agent.
@@ -99,6 +103,10 @@ struct Exec {
     streams: [Spool; 2],
     /// Its inputs and resources, staged from the moment it is accepted.
     staging: Option<crate::staging::StageIn>,
+    /// When it took a running slot (not for adopted or re-attached executions).
+    slot_at: Option<Instant>,
+    /// When it ended, until its result is committed (measures the round trip).
+    ended_at: Option<Instant>,
 }
 
 impl Exec {
@@ -115,6 +123,8 @@ impl Exec {
             abandoned: false,
             streams: [Spool::default(); 2],
             staging: None,
+            slot_at: None,
+            ended_at: None,
         }
     }
 
@@ -235,6 +245,8 @@ pub struct Agent {
     spool_full: bool,
     /// Storage for the tasks' data, set up from the remotes in `Welcome`.
     stager: Result<Arc<crate::staging::Stager>, Arc<crate::staging::StagingError>>,
+    /// The automatic prefetch's measures (used while `settings.prefetch_auto`).
+    auto_prefetch: prefetch::AutoPrefetch,
 }
 
 impl Agent {
@@ -277,7 +289,12 @@ impl Agent {
         engine.allowed_mounts = config.allow_mounts.clone();
         let engine = Arc::new(engine);
         let lease = fence::LeaseClock::new(crate::lease::read(&config.work_dir));
+        let (prefetch, prefetch_auto) = match config.prefetch {
+            PrefetchSetting::Auto => (0, true),
+            PrefetchSetting::Fixed(n) => (n, false),
+        };
         Agent {
+            auto_prefetch: prefetch::AutoPrefetch::new(prefetch, config.result_hold),
             engine,
             reattach,
             adopt,
@@ -285,8 +302,9 @@ impl Agent {
             lease,
             settings: Settings {
                 concurrency: config.concurrency,
-                prefetch: config.prefetch,
+                prefetch,
                 batch: config.batch.clone(),
+                prefetch_auto,
             },
             backoff: Backoff::new(FIRST_RETRY, config.reconnect_max),
             config,
@@ -473,6 +491,22 @@ impl Agent {
         }
     }
 
+    /// Measures a task that held its slot until now and, with an automatic prefetch, tells
+    /// the server a new value when the measures call for one.
+    fn measure_run(&mut self, slot_at: Option<Instant>) {
+        if let Some(at) = slot_at {
+            self.auto_prefetch.ran(at.elapsed());
+        }
+        if !self.settings.prefetch_auto {
+            return;
+        }
+        if let Some(prefetch) = self.auto_prefetch.update(self.settings.concurrency) {
+            tracing::debug!(prefetch, "automatic prefetch changed");
+            self.settings.prefetch = prefetch;
+            self.send(agent_message::Kind::Prefetch(Prefetch { prefetch }));
+        }
+    }
+
     fn connect(&mut self) {
         self.session += 1;
         self.outbox.new_session();
@@ -520,6 +554,7 @@ impl Agent {
             held,
             credential: self.connector.identity().credential.clone(),
             instance: self.connector.identity().instance.clone(),
+            prefetch_auto: self.settings.prefetch_auto,
         }
     }
 

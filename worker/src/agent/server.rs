@@ -109,11 +109,17 @@ impl Agent {
             concurrency: settings.concurrency,
             prefetch: settings.prefetch,
             batch: settings.batch,
+            prefetch_auto: settings.prefetch_auto,
         };
+        if settings.prefetch_auto {
+            // The value in force; the measures move it from there.
+            self.auto_prefetch.set_current(settings.prefetch);
+        }
         if settings != self.settings {
             tracing::info!(
                 concurrency = settings.concurrency,
                 prefetch = settings.prefetch,
+                prefetch_auto = settings.prefetch_auto,
                 batch = settings.batch,
                 "settings changed"
             );
@@ -225,10 +231,14 @@ impl Agent {
     }
 
     fn on_ack(&mut self, seq: u64) {
+        let mut oldest = None;
         for id in self.outbox.ack(seq) {
             let Some(exec) = self.execs.remove(&id) else {
                 continue;
             };
+            if let Some(ended) = exec.ended_at {
+                oldest = Some(oldest.map_or(ended, |o: tokio::time::Instant| o.min(ended)));
+            }
             let Phase::Finished(report) = exec.phase else {
                 continue;
             };
@@ -241,6 +251,11 @@ impl Agent {
                 };
                 self.chore_write_state(id, exec.task_id, phase);
             }
+        }
+        // From a task's end to its result committed: the round trip before the server may
+        // refill the slot.
+        if let Some(ended) = oldest {
+            self.auto_prefetch.round_trip(ended.elapsed());
         }
         if self.spool_full {
             self.fill_slots();

@@ -102,6 +102,7 @@ impl Agent {
             let _ = tokio::time::timeout(CLOSE_GRACE, wait_closed).await;
         }
         drop(task);
+        self.supervisor.flush_done().await;
         // Work dirs left for a starting execution are recycled now: none will start.
         self.chore_recycle_released();
         while self.chores.join_next().await.is_some() {}

@@ -234,6 +234,7 @@ async fn concurrency_limits_running_tasks_and_settings_change_it_live() {
         concurrency: 2,
         prefetch: 0,
         batch: String::new(),
+        prefetch_auto: false,
     }));
     let outcome = c.run_to_final(21, [0, 0]).await;
     assert_eq!(outcome.output[0], b"second\n");
@@ -531,6 +532,47 @@ async fn with_no_hold_a_result_goes_at_once() {
         !matches!(disk_phase(&h.dir(6)), Some(DiskPhase::Finished { .. })),
         "the result of 5 waited for 6"
     );
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
+
+/// The default prefetch is automatic: the agent says so in `Hello`, starts at 0, and asks
+/// for more once short tasks end faster than a round trip to the server.
+#[tokio::test]
+async fn an_automatic_prefetch_grows_with_short_tasks() {
+    let mut h = Harness::start(false).await;
+    h.config.prefetch = scitq_proto::PrefetchSetting::Auto;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    let hello = hello_of(&mut c).await;
+    assert_eq!((hello.prefetch, hello.prefetch_auto), (0, true));
+    c.send(server_message::Kind::Welcome(scitq_proto::v1::Welcome {
+        worker_id: 1,
+        settings: Some(WireSettings {
+            concurrency: 1,
+            prefetch: 0,
+            batch: String::new(),
+            prefetch_auto: true,
+        }),
+        lease_ms: 6 * 3600 * 1000,
+        ..Default::default()
+    }));
+    let mut next = 1;
+    c.assign(next, "true");
+    let wanted = loop {
+        let message = c.recv().await;
+        match message.kind {
+            Some(agent_message::Kind::Prefetch(p)) => break p.prefetch,
+            Some(agent_message::Kind::Update(update)) if crate::outbox::is_final(&update) => {
+                c.ack(message.seq);
+                assert!(next < 50, "no prefetch asked for after {next} short tasks");
+                next += 1;
+                c.assign(next, "true");
+            }
+            _ => {}
+        }
+    };
+    assert!(wanted > 0, "{wanted}");
     shutdown.cancel();
     agent.await.unwrap().unwrap();
 }

@@ -104,13 +104,60 @@ async fn stage_out(launch: &Launch, ctx: &ExecContext, report: &mut FinalReport)
         Err(e) => Err(StagingError::NoStager(e.clone())),
     };
     match uploaded {
-        Ok(files) => report.uploaded = files.into_iter().map(|f| (f.uri, f.size)).collect(),
+        Ok(staged) => {
+            report.uploaded = staged.files.into_iter().map(|f| (f.uri, f.size)).collect();
+            if let Some(note) = staging::links_note(&staged.links) {
+                tell_user(launch.id, ctx, report, note).await;
+            }
+        }
         Err(e) if report.failure.is_none() => {
             report.failure = Some(Failure::Upload);
             report.message = e.to_string();
         }
         Err(e) => report.message = format!("{}; {e}", report.message),
     }
+}
+
+/// Adds a line of the agent's to the end of the task's stderr (after the command's output)
+/// and to its report's message.
+async fn tell_user(
+    id: crate::state::ExecutionId,
+    ctx: &ExecContext,
+    report: &mut FinalReport,
+    note: String,
+) {
+    use crate::state::Stream;
+    tracing::warn!(execution_id = %id, "{note}");
+    let line = Bytes::from(format!("{note}\n"));
+    let path = ctx.dir.log(Stream::Stderr);
+    let appended = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .await;
+    match appended {
+        Ok(mut file) => match spool::append(&mut file, &line).await {
+            Ok(()) => {
+                let offset = report.stderr_bytes;
+                report.stderr_bytes += line.len() as u64;
+                let _ = ctx
+                    .events
+                    .send(ExecEvent::Output {
+                        id,
+                        stream: Stream::Stderr,
+                        offset,
+                        data: line,
+                    })
+                    .await;
+            }
+            Err(e) => tracing::warn!(execution_id = %id, "cannot write {}: {e}", path.display()),
+        },
+        Err(e) => tracing::warn!(execution_id = %id, "cannot open {}: {e}", path.display()),
+    }
+    report.message = if report.message.is_empty() {
+        note
+    } else {
+        format!("{}; {note}", report.message)
+    };
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ impl TaskRunner for Native {
 
     /// The supervisor may forget the task's end now that `state.json` holds it.
     async fn recorded(&mut self, id: ExecutionId, ctx: &ExecContext) {
-        ctx.supervisor.done(id).await;
+        ctx.supervisor.done(id);
     }
 
     async fn reported(self, _ctx: &ExecContext, _success: bool) {}

@@ -81,6 +81,10 @@ type Slots = Arc<Mutex<HashMap<ExecutionId, Slot>>>;
 pub struct Supervisor {
     channel: Arc<Channel>,
     slots: Slots,
+    /// Ends recorded in `state.json` that the supervisor has not heard of yet: they go along
+    /// with the next `Spawn` (or in `Done`s at [`Supervisor::flush_done`]), saving the
+    /// supervisor a wake-up per task.
+    done: Mutex<Vec<ExecutionId>>,
     /// The tasks the supervisor held when the agent connected, with their pids.
     held: HashMap<ExecutionId, u32>,
     reader: tokio::task::AbortHandle,
@@ -135,6 +139,7 @@ impl Supervisor {
         Ok(Supervisor {
             channel,
             slots,
+            done: Mutex::default(),
             held: held.into_iter().collect(),
             reader: reader.abort_handle(),
         })
@@ -165,9 +170,19 @@ impl Supervisor {
                 exit: None,
             },
         );
-        let request = Request::Spawn { id, argv, cwd, env };
+        let done = std::mem::take(&mut *lock_done(&self.done));
+        let request = Request::Spawn {
+            id,
+            argv,
+            cwd,
+            env,
+            done,
+        };
         if let Err(e) = self.channel.send(&request, &logs).await {
             lock(&self.slots).remove(&id);
+            if let Request::Spawn { done, .. } = request {
+                lock_done(&self.done).extend(done);
+            }
             return Err(SupervisorError::Send(e));
         }
         match spawned_rx.await {
@@ -195,12 +210,45 @@ impl Supervisor {
         rx
     }
 
-    /// The end of `id` is on disk: the supervisor may forget it.
-    pub async fn done(&self, id: ExecutionId) {
-        if let Err(e) = self.channel.send(&Request::Done { id }, &[]).await {
-            tracing::debug!(execution_id = %id, "cannot tell the supervisor: {e}");
+    /// The end of `id` is on disk: the supervisor may forget it (told with the next spawn).
+    pub fn done(&self, id: ExecutionId) {
+        let mut done = lock_done(&self.done);
+        done.push(id);
+        // Bounded, should no task start for long.
+        if done.len() >= MAX_DONE_HELD {
+            let ids = std::mem::take(&mut *done);
+            drop(done);
+            self.send_done(ids);
         }
     }
+
+    /// Tells the supervisor every end it has not heard of yet (the agent is leaving).
+    pub async fn flush_done(&self) {
+        let ids = std::mem::take(&mut *lock_done(&self.done));
+        for id in ids {
+            if let Err(e) = self.channel.send(&Request::Done { id }, &[]).await {
+                tracing::debug!(execution_id = %id, "cannot tell the supervisor: {e}");
+            }
+        }
+    }
+
+    fn send_done(&self, ids: Vec<ExecutionId>) {
+        let channel = self.channel.clone();
+        tokio::spawn(async move {
+            for id in ids {
+                if let Err(e) = channel.send(&Request::Done { id }, &[]).await {
+                    tracing::debug!(execution_id = %id, "cannot tell the supervisor: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// Most ends held back from the supervisor.
+const MAX_DONE_HELD: usize = 256;
+
+fn lock_done(done: &Mutex<Vec<ExecutionId>>) -> std::sync::MutexGuard<'_, Vec<ExecutionId>> {
+    done.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn lock(slots: &Slots) -> std::sync::MutexGuard<'_, HashMap<ExecutionId, Slot>> {

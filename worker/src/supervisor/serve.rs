@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
 
 use super::wire::{self, Channel, Exit, Reply, Request};
 use super::{EXIT_FILE, LOCK, SOCKET};
@@ -60,6 +61,12 @@ pub fn main(work_dir: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The orphans a task leaves (its background processes, once it exits) become this
+    // process's children rather than init's: reaped here, and killed at the fence even when
+    // they left the task's process group.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!("cannot become the subreaper of the tasks: {e}");
+    }
     tracing::info!(work_dir = %work_dir.display(), "task supervisor starting");
     runtime.block_on(serve(work_dir, listener, true));
     drop(lock);
@@ -91,7 +98,11 @@ struct Supervisor {
     work_dir: PathBuf,
     tasks: HashMap<ExecutionId, Task>,
     agent: Option<Channel>,
-    waits: JoinSet<(ExecutionId, Exit)>,
+    /// The tasks still running, by pid.
+    running: HashMap<u32, ExecutionId>,
+    /// Its own process: it reaps every child (tasks, and their orphans, as their subreaper).
+    /// Run within another process (unit tests), it reaps only the tasks it spawned.
+    own_process: bool,
     /// The lease deadline the tasks were last killed for.
     fenced: Option<u64>,
     /// An agent connected once, or the one that started the supervisor had its time to.
@@ -101,8 +112,8 @@ struct Supervisor {
 /// How long a new supervisor waits for its first agent before it may exit idle.
 const FIRST_AGENT: Duration = Duration::from_secs(30);
 
-/// Serves until, with `exit_when_idle`, no agent is connected, no task runs and no container
-/// waits for its fence.
+/// Serves until, with `exit_when_idle` (the supervisor's own process), no agent is connected,
+/// no task runs and no container waits for its fence.
 pub async fn serve(work_dir: PathBuf, listener: OwnedFd, exit_when_idle: bool) {
     let listener = match wire::watch(listener) {
         Ok(listener) => listener,
@@ -111,11 +122,20 @@ pub async fn serve(work_dir: PathBuf, listener: OwnedFd, exit_when_idle: bool) {
             return;
         }
     };
+    // Before any spawn: an exit is never missed. One signal may stand for several exits.
+    let mut exits = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+        Ok(exits) => exits,
+        Err(e) => {
+            tracing::error!("cannot watch the tasks' exits: {e}");
+            return;
+        }
+    };
     let mut sup = Supervisor {
         work_dir,
         tasks: HashMap::new(),
         agent: None,
-        waits: JoinSet::new(),
+        running: HashMap::new(),
+        own_process: exit_when_idle,
         fenced: None,
         greeted: false,
     };
@@ -146,11 +166,7 @@ pub async fn serve(work_dir: PathBuf, listener: OwnedFd, exit_when_idle: bool) {
                     sup.on_agent_gone();
                 }
             },
-            Some(done) = sup.waits.join_next(), if !sup.waits.is_empty() => {
-                if let Ok((id, exit)) = done {
-                    sup.on_exit(id, exit).await;
-                }
-            }
+            _ = exits.recv() => sup.reap().await,
             _ = tick.tick() => {
                 if !sup.work_dir.is_dir() {
                     tracing::info!("work dir gone; supervisor exiting");
@@ -222,18 +238,30 @@ impl Supervisor {
 
     async fn on_request(&mut self, request: Request, fds: Vec<OwnedFd>) {
         match request {
-            Request::Spawn { id, argv, cwd, env } => {
+            Request::Spawn {
+                id,
+                argv,
+                cwd,
+                env,
+                done,
+            } => {
+                for id in done {
+                    self.forget(id);
+                }
                 let reply = match self.spawn(id, &argv, &cwd, env, fds) {
                     Ok(pid) => Reply::Spawned { id, pid },
                     Err(message) => Reply::SpawnFailed { id, message },
                 };
                 self.reply(&reply).await;
             }
-            Request::Done { id } => {
-                if self.tasks.get(&id).is_some_and(|t| t.exit.is_some()) {
-                    self.tasks.remove(&id);
-                }
-            }
+            Request::Done { id } => self.forget(id),
+        }
+    }
+
+    /// The agent recorded the end of `id`.
+    fn forget(&mut self, id: ExecutionId) {
+        if self.tasks.get(&id).is_some_and(|t| t.exit.is_some()) {
+            self.tasks.remove(&id);
         }
     }
 
@@ -249,8 +277,9 @@ impl Supervisor {
         else {
             return Err("bad spawn request: no command or not two output files".to_owned());
         };
-        let mut command = tokio::process::Command::new(program);
-        command
+        use std::os::unix::process::CommandExt;
+        // Reaped by `reap`, not by the runtime: dropping the `Child` leaves it be.
+        let child = std::process::Command::new(program)
             .args(&argv[1..])
             .current_dir(cwd)
             .envs(env)
@@ -258,11 +287,9 @@ impl Supervisor {
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
             .process_group(0)
-            .kill_on_drop(false);
-        let mut child = command
             .spawn()
             .map_err(|e| format!("cannot run {program:?}: {e}"))?;
-        let pid = child.id().unwrap_or_default();
+        let pid = child.id();
         let spawned_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -274,17 +301,28 @@ impl Supervisor {
                 spawned_ms,
             },
         );
-        self.waits.spawn(async move {
-            let exit = match child.wait().await {
-                Ok(status) => Exit::of(status),
-                Err(_) => Exit {
-                    code: None,
-                    signal: None,
-                },
-            };
-            (id, exit)
-        });
+        self.running.insert(pid, id);
         Ok(pid)
+    }
+
+    /// Collects the children that exited: the tasks' ends, and the orphans they left.
+    async fn reap(&mut self) {
+        loop {
+            let exited = if self.own_process {
+                reap_one(None)
+            } else {
+                // Only the tasks' own processes: the host process has children of its own.
+                let pids: Vec<u32> = self.running.keys().copied().collect();
+                pids.into_iter().find_map(|pid| reap_one(Some(pid)))
+            };
+            let Some((pid, exit)) = exited else {
+                return;
+            };
+            match self.running.remove(&pid) {
+                Some(id) => self.on_exit(id, exit).await,
+                None => tracing::debug!(pid, ?exit, "reaped an orphan of a task"),
+            }
+        }
     }
 
     async fn on_exit(&mut self, id: ExecutionId, exit: Exit) {
@@ -323,12 +361,23 @@ impl Supervisor {
             .map(|(id, t)| (*id, t.pid))
             .collect();
         let containers = running_containers(&self.work_dir);
-        if running.is_empty() && containers.is_empty() {
+        // What the tasks left running: their own groups are killed below, these may have
+        // left them.
+        let orphans: Vec<u32> = if self.own_process {
+            orphans()
+                .into_iter()
+                .filter(|pid| !self.running.contains_key(pid))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if running.is_empty() && containers.is_empty() && orphans.is_empty() {
             return;
         }
         tracing::warn!(
             tasks = running.len(),
             containers = containers.len(),
+            orphans = orphans.len(),
             "the lease has passed without word from the server: killing the tasks"
         );
         for (id, pid) in running {
@@ -338,21 +387,75 @@ impl Supervisor {
                 tracing::warn!(execution_id = %id, pid, "cannot kill: {e}");
             }
         }
+        for pid in orphans {
+            if let Ok(raw) = i32::try_from(pid) {
+                let _ =
+                    nix::sys::signal::kill(Pid::from_raw(raw), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
         if !containers.is_empty() {
             kill_containers(&self.work_dir, containers).await;
         }
     }
 
     /// No agent, no task running, no end waiting for an agent but on disk, and no container
-    /// left to fence.
+    /// or orphan left to fence.
     fn idle(&self) -> bool {
         if !self.greeted || self.agent.is_some() || self.tasks.values().any(|t| t.exit.is_none()) {
             return false;
         }
         let lease_pending =
             crate::lease::read(&self.work_dir).is_some_and(|lease| !lease.expired());
-        !lease_pending || running_containers(&self.work_dir).is_empty()
+        !lease_pending || (running_containers(&self.work_dir).is_empty() && orphans().is_empty())
     }
+}
+
+/// Reaps one exited child (`None`: any), without blocking.
+fn reap_one(pid: Option<u32>) -> Option<(u32, Exit)> {
+    let pid = match pid {
+        Some(pid) => Some(Pid::from_raw(i32::try_from(pid).ok()?)),
+        None => None,
+    };
+    loop {
+        return match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => Some((
+                pid.as_raw() as u32,
+                Exit {
+                    code: Some(code),
+                    signal: None,
+                },
+            )),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => Some((
+                pid.as_raw() as u32,
+                Exit {
+                    code: None,
+                    signal: Some(signal as i32),
+                },
+            )),
+            Ok(WaitStatus::StillAlive) => None,
+            // Stopped or continued: not an end.
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => None,
+        };
+    }
+}
+
+/// The children of this process: as the tasks' subreaper, the tasks and their orphans.
+fn orphans() -> Vec<u32> {
+    let Ok(threads) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for thread in threads.flatten() {
+        if let Ok(text) = std::fs::read_to_string(thread.path().join("children")) {
+            pids.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    pids
 }
 
 /// Records a task's end in its work dir (written aside, then renamed in place).

@@ -31,6 +31,11 @@ pub enum Request {
         argv: Vec<String>,
         cwd: PathBuf,
         env: Vec<(String, String)>,
+        /// Tasks whose end the agent recorded since its last message: as `Done`, carried
+        /// along rather than in a message each (a supervisor that does not know the field
+        /// ignores it, and only keeps those ends longer).
+        #[serde(default)]
+        done: Vec<ExecutionId>,
     },
     /// The agent recorded the end of `id` in its `state.json`: the supervisor may forget it.
     Done { id: ExecutionId },

@@ -5,7 +5,7 @@ use super::{Ops, OpsError};
 use crate::core::ids::WorkerId;
 use crate::core::model::Worker;
 use crate::core::task::validate_batch_name;
-use crate::core::worker::{WorkerSettings, check_settings};
+use crate::core::worker::{SettingsError, WorkerSettings, check_settings};
 use crate::persistence::workers;
 use crate::service::scheduler::Command;
 
@@ -20,7 +20,10 @@ pub struct WorkerView {
 #[derive(Clone, Debug, Default)]
 pub struct WorkerChange {
     pub concurrency: Option<u32>,
+    /// Fixes the prefetch (the agent stops adapting it).
     pub prefetch: Option<u32>,
+    /// True: the agent adapts its prefetch again. Not with `prefetch`.
+    pub prefetch_auto: Option<bool>,
     /// Resuming (false) also undoes a drain.
     pub paused: Option<bool>,
     /// `Some("")` removes the filter.
@@ -31,11 +34,15 @@ impl Ops {
     pub async fn workers(&self) -> Result<Vec<WorkerView>, OpsError> {
         let workers = workers::list(&self.store).await?;
         let active = self.scheduler.active().await;
+        let live = self.scheduler.prefetch().await;
         Ok(workers
             .into_iter()
-            .map(|worker| WorkerView {
-                active: active.get(&worker.id).copied().unwrap_or(0),
-                worker,
+            .map(|mut worker| {
+                live_prefetch(&mut worker.settings, live.get(&worker.id));
+                WorkerView {
+                    active: active.get(&worker.id).copied().unwrap_or(0),
+                    worker,
+                }
             })
             .collect())
     }
@@ -47,17 +54,24 @@ impl Ops {
         change: WorkerChange,
     ) -> Result<WorkerView, OpsError> {
         check_settings(change.concurrency, change.prefetch)?;
+        if let (Some(p), Some(true)) = (change.prefetch, change.prefetch_auto) {
+            return Err(SettingsError::PrefetchAndAuto(p).into());
+        }
         let batch = match change.batch {
             None => None,
             Some(b) if b.trim().is_empty() => Some(None),
             Some(b) => Some(Some(validate_batch_name(0, &b)?)),
         };
-        let mut settings = workers::get(&self.store.db, id).await?.settings;
+        let mut settings = self.live_settings(id).await?;
         if let Some(c) = change.concurrency {
             settings.concurrency = c;
         }
         if let Some(p) = change.prefetch {
             settings.prefetch = p;
+            settings.prefetch_auto = false;
+        }
+        if let Some(auto) = change.prefetch_auto {
+            settings.prefetch_auto = auto;
         }
         if let Some(paused) = change.paused {
             settings.paused = paused;
@@ -73,7 +87,7 @@ impl Ops {
 
     /// The worker takes no new task; its agent exits once it holds nothing.
     pub async fn drain_worker(&self, id: WorkerId) -> Result<WorkerView, OpsError> {
-        let mut settings = workers::get(&self.store.db, id).await?.settings;
+        let mut settings = self.live_settings(id).await?;
         settings.draining = true;
         self.apply_settings(id, settings).await
     }
@@ -95,15 +109,34 @@ impl Ops {
         id: WorkerId,
         settings: WorkerSettings,
     ) -> Result<WorkerView, OpsError> {
-        let worker = workers::update_settings(&self.store, id, settings.clone()).await?;
+        let live = (settings.prefetch, settings.prefetch_auto);
+        let mut worker = workers::update_settings(&self.store, id, settings.clone()).await?;
         self.scheduler.send(Command::Settings {
             worker: id,
             settings,
         });
         let active = self.scheduler.active().await;
+        if active.contains_key(&id) {
+            live_prefetch(&mut worker.settings, Some(&live));
+        }
         Ok(WorkerView {
             active: active.get(&id).copied().unwrap_or(0),
             worker,
         })
+    }
+
+    /// The stored settings with the prefetch the worker runs with now, when connected (an
+    /// automatic one changes without being stored).
+    async fn live_settings(&self, id: WorkerId) -> Result<WorkerSettings, OpsError> {
+        let mut settings = workers::get(&self.store.db, id).await?.settings;
+        live_prefetch(&mut settings, self.scheduler.prefetch().await.get(&id));
+        Ok(settings)
+    }
+}
+
+fn live_prefetch(settings: &mut WorkerSettings, live: Option<&(u32, bool)>) {
+    if let Some(&(prefetch, auto)) = live {
+        settings.prefetch = prefetch;
+        settings.prefetch_auto = auto;
     }
 }

@@ -243,6 +243,7 @@ async fn run_agent(
             // A worker of its own, bound to this secret at its first Hello.
             credential: format!("{name:0>40}"),
             instance: String::new(),
+            prefetch_auto: false,
         })),
     })
     .await?;

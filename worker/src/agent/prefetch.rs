@@ -1,0 +1,177 @@
+//! The automatic prefetch (the agent's default): how many tasks beyond its running slots the
+//! agent asks the server for, from what it measures.
+//!
+//! A slot that frees waits for the server's refill, one dispatch round trip (the result
+//! held for `--result-hold`, sent, committed, a new task assigned): prefetched tasks keep the
+//! slots busy meanwhile. With tasks that last `T` and a round trip `R`, `C` slots finish
+//! `C·R/T` tasks in one round trip: that many queued tasks (twice that, for the jitter) are
+//! enough, and more only hoard work that another agent could run. So the prefetch grows
+//! while tasks finish faster than a round trip, and is 0 once they last longer than a couple
+//! of round trips per slot (`sleep 5` at concurrency 2 keeps 0: two agents share four such
+//! tasks two each). `T` and `R` are moving averages; one long task among short ones brings
+//! the prefetch down at once, short ones raise it back over some tens of tasks.
+//!
+//! Tasks already prefetched are not given back when the prefetch falls (a server-side recall
+//! would be needed): an agent that ran tiny tasks holds its queue when long ones follow.
+
+use std::time::Duration;
+
+/// The most the automatic prefetch asks for.
+pub const MAX_AUTO: u32 = 256;
+/// Weight of a new sample in the moving averages: of a task longer than the mean, of one
+/// shorter, and of a round trip. Long tasks count more: hoarding is what must not last, a
+/// prefetch too small only costs a little throughput.
+const WEIGHT_UP: f64 = 0.5;
+const WEIGHT_DOWN: f64 = 0.1;
+const WEIGHT: f64 = 0.2;
+/// Queued tasks per task a slot ends in one round trip.
+const HEADROOM: f64 = 2.0;
+
+#[derive(Debug, Clone)]
+pub struct AutoPrefetch {
+    /// Mean time a task holds its slot, in seconds; none before the first one ends.
+    run: Option<f64>,
+    /// Mean dispatch round trip (result hold, then commit and acknowledgement), in seconds.
+    round_trip: f64,
+    /// The prefetch in force (told to the server).
+    current: u32,
+}
+
+impl AutoPrefetch {
+    /// Starts at `start` (the server keeps the value of the last session), with a round trip
+    /// guessed from the result hold until one is measured.
+    pub fn new(start: u32, result_hold: Duration) -> AutoPrefetch {
+        AutoPrefetch {
+            run: None,
+            round_trip: result_hold.as_secs_f64() + 0.01,
+            current: start.min(MAX_AUTO),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn current(&self) -> u32 {
+        self.current
+    }
+
+    /// The server says which value is in force (a `worker set --prefetch auto`).
+    pub fn set_current(&mut self, prefetch: u32) {
+        self.current = prefetch.min(MAX_AUTO);
+    }
+
+    /// A task held its slot for `time`.
+    pub fn ran(&mut self, time: Duration) {
+        let t = time.as_secs_f64();
+        self.run = Some(match self.run {
+            None => t,
+            Some(mean) if t > mean => mean + WEIGHT_UP * (t - mean),
+            Some(mean) => mean + WEIGHT_DOWN * (t - mean),
+        });
+    }
+
+    /// A result reached the server and was committed `time` after it ended.
+    pub fn round_trip(&mut self, time: Duration) {
+        self.round_trip += WEIGHT * (time.as_secs_f64() - self.round_trip);
+    }
+
+    /// The prefetch the measures call for.
+    pub fn target(&self, concurrency: u32) -> u32 {
+        let Some(run) = self.run else {
+            return self.current;
+        };
+        let want = HEADROOM * f64::from(concurrency) * self.round_trip / run.max(1e-4);
+        (want.floor() as u32).min(MAX_AUTO)
+    }
+
+    /// Moves to the target when it differs enough from the value in force (a quarter, or to
+    /// or from 0), so that the server hears of a new value only now and then. Returns the
+    /// new value to tell it.
+    pub fn update(&mut self, concurrency: u32) -> Option<u32> {
+        let target = self.target(concurrency);
+        let current = self.current;
+        let far = target.abs_diff(current) * 4 >= current.max(1);
+        if target == current || !(far || target == 0 || current == 0) {
+            return None;
+        }
+        self.current = target;
+        Some(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOLD: Duration = Duration::from_millis(50);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn starts_where_it_was_and_waits_for_a_measure() {
+        let mut auto = AutoPrefetch::new(0, HOLD);
+        assert_eq!(auto.update(4), None);
+        assert_eq!(auto.current(), 0);
+        let auto = AutoPrefetch::new(10_000, HOLD);
+        assert_eq!(auto.current(), MAX_AUTO);
+    }
+
+    #[test]
+    fn grows_while_tasks_end_faster_than_a_round_trip() {
+        let mut auto = AutoPrefetch::new(0, HOLD);
+        for _ in 0..20 {
+            auto.ran(ms(2));
+            auto.update(4);
+        }
+        // 2 × 4 slots × 60 ms / 2 ms.
+        assert_eq!(auto.current(), MAX_AUTO.min(240));
+        // A longer round trip (measured) asks for more, up to the bound.
+        for _ in 0..20 {
+            auto.round_trip(ms(200));
+        }
+        auto.update(4);
+        assert_eq!(auto.current(), MAX_AUTO);
+    }
+
+    #[test]
+    fn stays_at_zero_for_long_tasks() {
+        let mut auto = AutoPrefetch::new(0, HOLD);
+        auto.ran(Duration::from_secs(5));
+        assert_eq!(auto.update(2), None);
+        assert_eq!(auto.current(), 0);
+        // Tasks as long as a few round trips per slot need none either.
+        let mut auto = AutoPrefetch::new(0, HOLD);
+        auto.ran(ms(500));
+        assert_eq!(auto.update(2), None);
+    }
+
+    #[test]
+    fn one_long_task_brings_it_down_at_once_and_short_ones_raise_it_back() {
+        let mut auto = AutoPrefetch::new(0, HOLD);
+        for _ in 0..20 {
+            auto.ran(ms(2));
+            auto.update(4);
+        }
+        assert!(auto.current() > 100, "{auto:?}");
+        auto.ran(Duration::from_secs(5));
+        assert_eq!(auto.update(4), Some(0));
+        let mut steps = 0;
+        while auto.current() < 100 {
+            auto.ran(ms(2));
+            auto.update(4);
+            steps += 1;
+            assert!(steps < 100, "{auto:?}");
+        }
+    }
+
+    #[test]
+    fn small_changes_are_not_sent() {
+        let mut auto = AutoPrefetch::new(0, HOLD);
+        auto.ran(ms(10));
+        // 2 × 4 × 60 / 10 = 48.
+        assert_eq!(auto.update(4), Some(48));
+        auto.ran(ms(11));
+        assert_eq!(auto.update(4), None, "{auto:?}");
+        assert_eq!(auto.current(), 48);
+    }
+}
