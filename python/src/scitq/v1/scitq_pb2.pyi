@@ -231,7 +231,7 @@ class OutputChunk(_message.Message):
     def __init__(self, execution_id: _Optional[int] = ..., stream: _Optional[_Union[OutputStream, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("id", "name", "host", "concurrency", "prefetch", "batch", "status", "active", "last_contact", "paused", "draining")
+    __slots__ = ("id", "name", "host", "concurrency", "prefetch", "batch", "status", "active", "last_contact", "paused", "draining", "prefetch_auto")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +243,7 @@ class Worker(_message.Message):
     LAST_CONTACT_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_AUTO_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     host: str
@@ -254,7 +255,8 @@ class Worker(_message.Message):
     last_contact: _timestamp_pb2.Timestamp
     paused: bool
     draining: bool
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., batch: _Optional[str] = ..., status: _Optional[_Union[WorkerStatus, str]] = ..., active: _Optional[int] = ..., last_contact: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., paused: _Optional[bool] = ..., draining: _Optional[bool] = ...) -> None: ...
+    prefetch_auto: bool
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., batch: _Optional[str] = ..., status: _Optional[_Union[WorkerStatus, str]] = ..., active: _Optional[int] = ..., last_contact: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., paused: _Optional[bool] = ..., draining: _Optional[bool] = ..., prefetch_auto: _Optional[bool] = ...) -> None: ...
 
 class CreateTasksRequest(_message.Message):
     __slots__ = ("tasks",)
@@ -500,18 +502,20 @@ class ListWorkersResponse(_message.Message):
     def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ...) -> None: ...
 
 class UpdateWorkerRequest(_message.Message):
-    __slots__ = ("id", "concurrency", "prefetch", "batch", "paused")
+    __slots__ = ("id", "concurrency", "prefetch", "prefetch_auto", "batch", "paused")
     ID_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_AUTO_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     id: int
     concurrency: int
     prefetch: int
+    prefetch_auto: bool
     batch: str
     paused: bool
-    def __init__(self, id: _Optional[int] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., batch: _Optional[str] = ..., paused: _Optional[bool] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., prefetch_auto: _Optional[bool] = ..., batch: _Optional[str] = ..., paused: _Optional[bool] = ...) -> None: ...
 
 class WorkerRef(_message.Message):
     __slots__ = ("id",)
@@ -524,21 +528,29 @@ class DeleteWorkerResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("seq", "hello", "heartbeat", "update", "output")
+    __slots__ = ("seq", "hello", "heartbeat", "update", "output", "prefetch")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     UPDATE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_FIELD_NUMBER: _ClassVar[int]
     seq: int
     hello: Hello
     heartbeat: Heartbeat
     update: ExecutionUpdate
     output: OutputChunk
-    def __init__(self, seq: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., update: _Optional[_Union[ExecutionUpdate, _Mapping]] = ..., output: _Optional[_Union[OutputChunk, _Mapping]] = ...) -> None: ...
+    prefetch: Prefetch
+    def __init__(self, seq: _Optional[int] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., update: _Optional[_Union[ExecutionUpdate, _Mapping]] = ..., output: _Optional[_Union[OutputChunk, _Mapping]] = ..., prefetch: _Optional[_Union[Prefetch, _Mapping]] = ...) -> None: ...
+
+class Prefetch(_message.Message):
+    __slots__ = ("prefetch",)
+    PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    prefetch: int
+    def __init__(self, prefetch: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("protocol", "name", "host", "concurrency", "prefetch", "batch", "held")
+    __slots__ = ("protocol", "name", "host", "concurrency", "prefetch", "batch", "held", "prefetch_auto")
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -546,6 +558,7 @@ class Hello(_message.Message):
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_AUTO_FIELD_NUMBER: _ClassVar[int]
     protocol: ProtocolVersion
     name: str
     host: str
@@ -553,7 +566,8 @@ class Hello(_message.Message):
     prefetch: int
     batch: str
     held: _containers.RepeatedCompositeFieldContainer[HeldExecution]
-    def __init__(self, protocol: _Optional[_Union[ProtocolVersion, str]] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., batch: _Optional[str] = ..., held: _Optional[_Iterable[_Union[HeldExecution, _Mapping]]] = ...) -> None: ...
+    prefetch_auto: bool
+    def __init__(self, protocol: _Optional[_Union[ProtocolVersion, str]] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., batch: _Optional[str] = ..., held: _Optional[_Iterable[_Union[HeldExecution, _Mapping]]] = ..., prefetch_auto: _Optional[bool] = ...) -> None: ...
 
 class HeldExecution(_message.Message):
     __slots__ = ("execution_id", "state")
@@ -662,14 +676,16 @@ class RegistryCredential(_message.Message):
     def __init__(self, registry: _Optional[str] = ..., username: _Optional[str] = ..., password: _Optional[str] = ...) -> None: ...
 
 class Settings(_message.Message):
-    __slots__ = ("concurrency", "prefetch", "batch")
+    __slots__ = ("concurrency", "prefetch", "batch", "prefetch_auto")
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_AUTO_FIELD_NUMBER: _ClassVar[int]
     concurrency: int
     prefetch: int
     batch: str
-    def __init__(self, concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., batch: _Optional[str] = ...) -> None: ...
+    prefetch_auto: bool
+    def __init__(self, concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., batch: _Optional[str] = ..., prefetch_auto: _Optional[bool] = ...) -> None: ...
 
 class SignalExecution(_message.Message):
     __slots__ = ("execution_id", "signal")
