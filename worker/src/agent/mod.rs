@@ -500,6 +500,9 @@ impl Agent {
         if !self.settings.prefetch_auto {
             return;
         }
+        if self.queue.is_empty() && slot_at.is_some() {
+            self.auto_prefetch.starved(self.settings.concurrency);
+        }
         if let Some(prefetch) = self.auto_prefetch.update(self.settings.concurrency) {
             tracing::debug!(prefetch, "automatic prefetch changed");
             self.settings.prefetch = prefetch;

@@ -11,6 +11,11 @@
 //! tasks two each). `T` and `R` are moving averages; one long task among short ones brings
 //! the prefetch down at once, short ones raise it back over some tens of tasks.
 //!
+//! The measures lag on a loaded machine (a task's time is then mostly waiting for a core), so
+//! a starved slot also counts: while tasks are shorter than a round trip, a slot that frees
+//! with no task queued doubles the prefetch (at least to `C`), and it does not fall below
+//! that until tasks last longer than a round trip.
+//!
 //! Tasks already prefetched are not given back when the prefetch falls (a server-side recall
 //! would be needed): an agent that ran tiny tasks holds its queue when long ones follow.
 
@@ -35,6 +40,8 @@ pub struct AutoPrefetch {
     round_trip: f64,
     /// The prefetch in force (told to the server).
     current: u32,
+    /// What starved slots asked for (see [`AutoPrefetch::starved`]).
+    boost: u32,
 }
 
 impl AutoPrefetch {
@@ -45,6 +52,7 @@ impl AutoPrefetch {
             run: None,
             round_trip: result_hold.as_secs_f64() + 0.01,
             current: start.min(MAX_AUTO),
+            boost: 0,
         }
     }
 
@@ -66,6 +74,24 @@ impl AutoPrefetch {
             Some(mean) if t > mean => mean + WEIGHT_UP * (t - mean),
             Some(mean) => mean + WEIGHT_DOWN * (t - mean),
         });
+        if !self.short() {
+            self.boost = 0;
+        }
+    }
+
+    /// Tasks end faster than a round trip.
+    fn short(&self) -> bool {
+        self.run.is_some_and(|run| run < self.round_trip)
+    }
+
+    /// A slot freed and no task was queued for it: while tasks are short, the prefetch was
+    /// too small.
+    pub fn starved(&mut self, concurrency: u32) {
+        if self.short() {
+            self.boost = (self.boost.max(self.current).saturating_mul(2))
+                .max(concurrency)
+                .min(MAX_AUTO);
+        }
     }
 
     /// A result reached the server and was committed `time` after it ended.
@@ -79,7 +105,12 @@ impl AutoPrefetch {
             return self.current;
         };
         let want = HEADROOM * f64::from(concurrency) * self.round_trip / run.max(1e-4);
-        (want.floor() as u32).min(MAX_AUTO)
+        let want = (want.floor() as u32).min(MAX_AUTO);
+        if self.short() {
+            want.max(self.boost)
+        } else {
+            want
+        }
     }
 
     /// Moves to the target when it differs enough from the value in force (a quarter, or to
@@ -129,8 +160,10 @@ mod tests {
         for _ in 0..20 {
             auto.round_trip(ms(200));
         }
-        auto.update(4);
-        assert_eq!(auto.current(), MAX_AUTO);
+        assert_eq!(auto.target(4), MAX_AUTO);
+        // Within a quarter of the value in force: not worth a message.
+        assert_eq!(auto.update(4), None);
+        assert_eq!(auto.current(), 240);
     }
 
     #[test]
@@ -162,6 +195,27 @@ mod tests {
             steps += 1;
             assert!(steps < 100, "{auto:?}");
         }
+    }
+
+    #[test]
+    fn a_starved_slot_doubles_it_while_tasks_are_short() {
+        let mut auto = AutoPrefetch::new(0, HOLD);
+        // Slow tasks on a loaded machine: 50 ms against a 60 ms round trip.
+        auto.ran(ms(50));
+        assert_eq!(auto.update(4), Some(9));
+        auto.starved(4);
+        assert_eq!(auto.update(4), Some(18));
+        auto.starved(4);
+        assert_eq!(auto.update(4), Some(36));
+        for _ in 0..10 {
+            auto.starved(4);
+        }
+        assert_eq!(auto.update(4), Some(MAX_AUTO));
+        // Tasks longer than a round trip: the measures alone, 0 for long ones.
+        auto.ran(Duration::from_secs(5));
+        assert_eq!(auto.update(4), Some(0));
+        auto.starved(4);
+        assert_eq!(auto.update(4), None);
     }
 
     #[test]
