@@ -550,7 +550,7 @@ class Prefetch(_message.Message):
     def __init__(self, prefetch: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("protocol", "name", "host", "concurrency", "prefetch", "batch", "held", "prefetch_auto")
+    __slots__ = ("protocol", "name", "host", "concurrency", "prefetch", "batch", "held", "credential", "instance", "prefetch_auto")
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -558,6 +558,8 @@ class Hello(_message.Message):
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
+    CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_AUTO_FIELD_NUMBER: _ClassVar[int]
     protocol: ProtocolVersion
     name: str
@@ -566,8 +568,10 @@ class Hello(_message.Message):
     prefetch: int
     batch: str
     held: _containers.RepeatedCompositeFieldContainer[HeldExecution]
+    credential: str
+    instance: str
     prefetch_auto: bool
-    def __init__(self, protocol: _Optional[_Union[ProtocolVersion, str]] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., batch: _Optional[str] = ..., held: _Optional[_Iterable[_Union[HeldExecution, _Mapping]]] = ..., prefetch_auto: _Optional[bool] = ...) -> None: ...
+    def __init__(self, protocol: _Optional[_Union[ProtocolVersion, str]] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., batch: _Optional[str] = ..., held: _Optional[_Iterable[_Union[HeldExecution, _Mapping]]] = ..., credential: _Optional[str] = ..., instance: _Optional[str] = ..., prefetch_auto: _Optional[bool] = ...) -> None: ...
 
 class HeldExecution(_message.Message):
     __slots__ = ("execution_id", "state")
