@@ -256,7 +256,11 @@ pub struct StagedOut {
 
 /// Uploads everything in `output/` under `uri`; returns the files uploaded and the links
 /// left out.
-pub async fn stage_out(stager: &Stager, dir: &ExecDir, uri: &str) -> Result<StagedOut, StagingError> {
+pub async fn stage_out(
+    stager: &Stager,
+    dir: &ExecDir,
+    uri: &str,
+) -> Result<StagedOut, StagingError> {
     let output = dir.output();
     let links = tokio::task::spawn_blocking(move || links_under(&output))
         .await

@@ -130,10 +130,7 @@ async fn tell_user(
     tracing::warn!(execution_id = %id, "{note}");
     let line = Bytes::from(format!("{note}\n"));
     let path = ctx.dir.log(Stream::Stderr);
-    let appended = tokio::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .await;
+    let appended = tokio::fs::OpenOptions::new().append(true).open(&path).await;
     match appended {
         Ok(mut file) => match spool::append(&mut file, &line).await {
             Ok(()) => {
