@@ -1,6 +1,6 @@
 //! What the server knows, as plain data: the tasks, executions, workers and batches the store
 //! returns and the operations (`crate::service::ops`) hand out. No database row and no wire
-//! message: persistence converts its rows into these, `grpc/convert.rs` these into messages.
+//! message: the store converts its rows into these, `grpc/convert.rs` these into messages.
 
 use super::agent::{Stream, Uploaded};
 use super::ids::{ExecutionId, TaskId, WorkerId};
