@@ -76,8 +76,10 @@ pub enum Command {
     ///      A remote in both is scitqd's (a note says so), so fetch reaches what tasks
     ///      reach; one only in the local file works too, also when scitqd cannot be reached.
     ///
-    /// Other URIs (s3://, azure:// with the AWS_* / AZURE_STORAGE_* variables, http(s)://,
-    /// ftp://, sftp://, file://, local paths) need neither a file nor a server.
+    /// A remote wins over a built-in scheme of its name, as on the agents: with a remote
+    /// named s3, s3://bucket/key is that remote's, so s3://, azure://, ftp://... are looked
+    /// up the same way. Found nowhere, the built-in scheme serves (s3://, azure:// with the
+    /// AWS_* / AZURE_STORAGE_* variables). file:// and local paths need neither.
     #[command(verbatim_doc_comment)]
     Fetch(FetchArgs),
     /// List the samples of a sequencing project and their runs, from ENA (no server needed)
@@ -125,6 +127,48 @@ mod tests {
         assert_eq!((spec.command.as_str(), spec.shell), ("echo $HOME", 2));
         let spec = launch_spec(&["--shell", "--", "-x"]);
         assert_eq!((spec.command.as_str(), spec.shell), ("-x", 1));
+    }
+
+    #[test]
+    fn an_unknown_option_before_the_command_is_refused_with_a_suggestion() {
+        for args in [
+            &[
+                "task",
+                "create",
+                "--contaner",
+                "busybox",
+                "--",
+                "echo",
+                "hi",
+            ][..],
+            &["launch", "--inptu", "s3://b/k", "echo", "hi"],
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument, "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains("a similar argument exists"),
+                "{args:?}: {text}"
+            );
+        }
+        // After the command's first word, options are the command's.
+        let spec = launch_spec(&["grep", "--inptu", "x"]);
+        assert_eq!(spec.command, "grep --inptu x");
+        assert_eq!(launch_spec(&["--", "--version"]).command, "--version");
+    }
+
+    #[test]
+    fn task_list_prints_ids_alone_with_ids_or_q() {
+        for flag in ["--ids", "-q", "--quiet"] {
+            match parse(&["task", "list", flag, "--status", "failed"])
+                .unwrap()
+                .command
+            {
+                Command::Task(TaskCommand::List(args)) => assert!(args.ids, "{flag}"),
+                other => panic!("parsed as {other:?}"),
+            }
+        }
+        assert!(parse(&["task", "list", "-q", "--watch"]).is_err());
     }
 
     #[test]

@@ -84,7 +84,16 @@ pub fn report(err: &anyhow::Error, server: Option<&ServerAddress>) -> Report {
                 code: 0,
             };
         }
-        parts.push(cause.to_string());
+        let text = cause.to_string();
+        // Many errors print their source in their own message (opendal's, and ours that wrap
+        // one): saying it again would print it twice.
+        if parts
+            .last()
+            .is_some_and(|outer: &String| outer.contains(&text))
+        {
+            continue;
+        }
+        parts.push(text);
     }
     Report {
         message: Some(parts.join(": ")),

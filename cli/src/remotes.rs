@@ -7,7 +7,11 @@
 //!   what tasks reach; a remote only in the local file still works. An unreachable scitqd
 //!   costs at most [`SERVER_TIMEOUT`] and is an error only when a remote is found nowhere.
 //!
-//! Plain URIs (`s3://`, `file://`, `http://`, local paths...) need neither file nor server.
+//! A remote wins over a built-in scheme of its name, as on the agents: `s3://bucket/key` is
+//! remote `s3`'s when one is found this way, so the same lookup is made for a built-in
+//! `scheme://` (but `file://` and `run+fastq://`); found nowhere, the built-in scheme serves
+//! (`s3://` with the `AWS_*` variables) and an unreachable scitqd is only a warning.
+//! Local paths and `file://` need neither file nor server.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -63,7 +67,8 @@ pub async fn find(
         });
     }
     let needed = needed(uris);
-    if needed.is_empty() {
+    let shadowable = shadowable(uris);
+    if needed.is_empty() && shadowable.is_empty() {
         return Ok(Found {
             remotes: Remotes::empty(),
             looked: Vec::new(),
@@ -74,7 +79,7 @@ pub async fn find(
         Err(e) => FromServer::NotAsked(e.0),
     };
     let local = read_local(default_path());
-    let (found, notices) = combine(&needed, server, local);
+    let (found, notices) = combine(&needed, &shadowable, server, local);
     for notice in notices {
         eprintln!("{notice}");
     }
@@ -91,6 +96,18 @@ fn needed(uris: &[&str]) -> BTreeSet<String> {
             Err(StorageError::UnknownScheme { scheme, .. }) => Some(scheme),
             _ => None,
         })
+        .collect()
+}
+
+/// The built-in schemes of `uris` (`s3` of `s3://b/k`...) that a remote of the same name would
+/// take over: every `scheme://` that parses without remotes but `file://` and `run+fastq://`.
+fn shadowable(uris: &[&str]) -> BTreeSet<String> {
+    let bare = Storage::new(Remotes::empty());
+    uris.iter()
+        .filter(|uri| bare.parse(uri).is_ok())
+        .filter_map(|uri| uri.split_once("://").map(|(scheme, _)| scheme))
+        .filter(|scheme| !matches!(*scheme, "file" | "run+fastq"))
+        .map(str::to_owned)
         .collect()
 }
 
@@ -182,6 +199,7 @@ fn read_local(path: Option<PathBuf>) -> FromLocal {
 /// source was left out, and which needed remote scitqd redefines.
 fn combine(
     needed: &BTreeSet<String>,
+    shadowable: &BTreeSet<String>,
     server: FromServer,
     local: FromLocal,
 ) -> (Found, Vec<String>) {
@@ -226,7 +244,7 @@ fn combine(
             (remotes, Some(path))
         }
     };
-    for name in needed {
+    for name in needed.iter().chain(shadowable) {
         if let (Some(theirs), Some(ours), Some(path)) = (
             server_remotes.get(name),
             local_remotes.get(name),
@@ -241,10 +259,26 @@ fn combine(
     }
     let remotes = server_remotes.with_fallback(local_remotes);
     let all_found = needed.iter().all(|name| remotes.get(name).is_some());
-    if let (Some(reason), Some(path), true) = (server_failed, &local_path, all_found) {
+    if let (Some(reason), Some(path), true) = (&server_failed, &local_path, all_found) {
         notices.push(format!(
             "warning: {reason}; using the remotes of {}",
             path.display()
+        ));
+    }
+    // scitqd may have a remote of that name that would win, as it does on its agents.
+    let built_in: Vec<&str> = shadowable
+        .iter()
+        .filter(|name| remotes.get(name).is_none())
+        .map(String::as_str)
+        .collect();
+    if let (Some(reason), false) = (&server_failed, built_in.is_empty()) {
+        notices.push(format!(
+            "warning: {reason}; {} without any remote of that name",
+            built_in
+                .iter()
+                .map(|scheme| format!("{scheme}://"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     (Found { remotes, looked }, notices)
@@ -282,6 +316,45 @@ mod tests {
         ];
         assert_eq!(needed(&uris), names(&["box", "lab"]));
         assert!(needed(&["s3://b/k", "/tmp/x"]).is_empty());
+        assert_eq!(shadowable(&uris), names(&["https", "s3"]));
+        assert!(shadowable(&["/tmp/x", "file:///x", "run+fastq://SRR000001"]).is_empty());
+    }
+
+    #[test]
+    fn a_remote_named_like_a_built_in_scheme_wins_and_is_looked_for() {
+        let server = FromServer::Config {
+            address: "127.0.0.1:5000".into(),
+            remotes: remotes("[s3]\ntype = s3\nendpoint = http://127.0.0.1:9000\n"),
+        };
+        let (found, notices) = combine(
+            &BTreeSet::new(),
+            &names(&["s3"]),
+            server,
+            FromLocal::Absent("/h/rclone.conf".into()),
+        );
+        assert!(notices.is_empty(), "{notices:?}");
+        let location = Storage::new(found.remotes).location("s3://bkt/x").unwrap();
+        assert_eq!(location.uri(), "s3://bkt/x");
+        assert!(
+            format!("{location:?}").contains("http://127.0.0.1:9000"),
+            "{location:?}"
+        );
+
+        // Found nowhere: the built-in scheme, and a warning if scitqd could not say.
+        let failed = FromServer::Failed("cannot reach scitqd at h:5000: refused".into());
+        let (found, notices) = combine(
+            &BTreeSet::new(),
+            &names(&["s3"]),
+            failed,
+            FromLocal::Absent("/h/rclone.conf".into()),
+        );
+        assert!(found.remotes.get("s3").is_none());
+        assert_eq!(
+            notices,
+            [
+                "warning: cannot reach scitqd at h:5000: refused; s3:// without any remote of that name"
+            ]
+        );
     }
 
     #[test]
@@ -294,7 +367,7 @@ mod tests {
             path: "/h/rclone.conf".into(),
             remotes: remotes("[lab]\ntype = s3\nendpoint = http://mine\n\n[mine]\ntype = local\n"),
         };
-        let (found, notices) = combine(&names(&["lab", "mine"]), server, local);
+        let (found, notices) = combine(&names(&["lab", "mine"]), &BTreeSet::new(), server, local);
         let lab = found.remotes.get("lab").unwrap();
         assert_eq!(lab.get("endpoint"), Some("http://server"));
         assert!(found.remotes.get("mine").is_some());
@@ -316,7 +389,7 @@ mod tests {
             path: "/h/rclone.conf".into(),
             remotes: remotes("[mine]\ntype = local\n"),
         };
-        let (found, notices) = combine(&names(&["mine"]), failed(), local());
+        let (found, notices) = combine(&names(&["mine"]), &BTreeSet::new(), failed(), local());
         assert!(found.remotes.get("mine").is_some());
         assert_eq!(
             notices,
@@ -326,7 +399,7 @@ mod tests {
         );
 
         // Missing everywhere: no warning, the error says it all.
-        let (found, notices) = combine(&names(&["lab"]), failed(), local());
+        let (found, notices) = combine(&names(&["lab"]), &BTreeSet::new(), failed(), local());
         assert!(notices.is_empty(), "{notices:?}");
         assert_eq!(
             unknown(&found, "lab:x"),
@@ -339,6 +412,7 @@ mod tests {
     fn every_place_looked_in_is_named() {
         let (found, notices) = combine(
             &names(&["s4"]),
+            &BTreeSet::new(),
             FromServer::NotAsked("no token: pass --token; scitqd writes...".into()),
             FromLocal::Absent("/h/.config/rclone/rclone.conf".into()),
         );
@@ -351,6 +425,7 @@ mod tests {
 
         let (found, notices) = combine(
             &names(&["lab"]),
+            &BTreeSet::new(),
             FromServer::Config {
                 address: "h:5000".into(),
                 remotes: Remotes::empty(),

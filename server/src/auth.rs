@@ -171,7 +171,8 @@ pub fn interceptor(tokens: Tokens) -> impl Fn(Request<()>) -> Result<Request<()>
             .get("authorization")
             .ok_or_else(|| {
                 Status::unauthenticated(
-                    "missing token: pass --token or set SCITQ_TOKEN (scitqd wrote admin.token in its data dir)",
+                    "missing token: send the header `authorization: Bearer TOKEN` (scitqctl: \
+                     --token or SCITQ_TOKEN); scitqd wrote admin.token in its data dir",
                 )
             })?
             .to_str()

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use opendal::Operator;
-use opendal::layers::RetryLayer;
+use opendal::layers::{RetryEvent, RetryInterceptor, RetryLayer};
 
 use crate::error::{Result, StorageError};
 use crate::uri::{Location, Service};
@@ -130,6 +130,71 @@ pub(crate) fn build(loc: &Location) -> Result<Operator> {
             .with_max_times(RETRIES)
             .with_min_delay(Duration::from_millis(200))
             .with_max_delay(Duration::from_secs(10))
-            .with_jitter(),
+            .with_jitter()
+            .with_notify(LogRetry {
+                service: loc.uri_of(""),
+            }),
     ))
+}
+
+/// Logs each retry in one line. opendal's own notice prints the error's `Debug` form, which
+/// holds a whole backtrace per retried call when `RUST_BACKTRACE` is set.
+struct LogRetry {
+    /// The service's URI prefix (`s3://bucket/`), as the operator serves every path in it.
+    service: String,
+}
+
+impl RetryInterceptor for LogRetry {
+    fn intercept(&self, event: RetryEvent<'_>) {
+        tracing::warn!(
+            "{}",
+            retry_line(
+                &self.service,
+                event.op,
+                event.attempt,
+                event.retry_after,
+                event.err
+            )
+        );
+    }
+}
+
+/// `s3://bkt/: read failed (retry 2 in 0.4s): <the error's one-line form>`.
+fn retry_line(
+    service: &str,
+    op: opendal::raw::Operation,
+    attempt: u32,
+    after: Duration,
+    err: &opendal::Error,
+) -> String {
+    let message = err.to_string().replace('\n', " ");
+    format!(
+        "{service}: {} failed (retry {attempt} in {:.1}s): {message}",
+        op.into_static(),
+        after.as_secs_f64()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_is_one_line_without_a_backtrace() {
+        let err = opendal::Error::new(opendal::ErrorKind::Unexpected, "connection refused")
+            .set_temporary();
+        let line = retry_line(
+            "s3://bkt/",
+            opendal::raw::Operation::Read,
+            2,
+            Duration::from_millis(400),
+            &err,
+        );
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.starts_with("s3://bkt/: read failed (retry 2 in 0.4s): "),
+            "{line}"
+        );
+        assert!(line.contains("connection refused"), "{line}");
+    }
 }

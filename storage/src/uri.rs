@@ -3,7 +3,8 @@
 //! Accepted forms: `s3://bucket/key`, `azure://container/blob`, `ftp://[user[:pass]@]host[:port]/path`,
 //! `sftp://[user@]host[:port]/path`, `http(s)://host[:port]/path`, `file:///abs/path`, a bare
 //! local path (`/abs`, `./rel`, `rel`), and rclone remotes (`name:path` or `name://path`).
-//! A path ending in `/` names a folder.
+//! A path ending in `/` names a folder. A remote wins over a built-in scheme of the same name
+//! (`s3://bucket/key` is remote `s3`'s when the rclone.conf has one), as in the original scitq.
 
 use std::path::Path;
 
@@ -191,6 +192,12 @@ fn parse_location_unchecked(raw: &str, remotes: &Remotes, env: &EnvDefaults) -> 
         if !valid_name(scheme) {
             return Err(malformed("bad scheme"));
         }
+        // As in the original scitq, a remote of the rclone.conf wins over a built-in scheme of
+        // the same name: with a remote named `s3` (an OVH or MinIO endpoint, say),
+        // `s3://bucket/key` is that remote's `s3:bucket/key`, not AWS.
+        if let Some(remote) = remotes.get(scheme) {
+            return from_remote(raw, remote, rest, &format!("{scheme}://"));
+        }
         return match scheme {
             "s3" => parse_s3(raw, rest, env),
             "azure" | "az" => parse_azure(raw, rest, env),
@@ -218,13 +225,10 @@ fn parse_location_unchecked(raw: &str, remotes: &Remotes, env: &EnvDefaults) -> 
                     base: format!("run+fastq://{rest}"),
                 })
             }
-            name => match remotes.get(name) {
-                Some(remote) => from_remote(raw, remote, rest, &format!("{name}://")),
-                None => Err(StorageError::UnknownScheme {
-                    uri: raw.to_string(),
-                    scheme: name.to_string(),
-                }),
-            },
+            name => Err(StorageError::UnknownScheme {
+                uri: raw.to_string(),
+                scheme: name.to_string(),
+            }),
         };
     }
     if raw.starts_with('/') || raw.starts_with('.') || !raw.contains(':') {

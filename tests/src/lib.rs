@@ -54,7 +54,9 @@ pub use images::Image;
 pub use loopback::{find_tool, http_request, python};
 pub use pg_shared::PgDatabase;
 pub use postgres::Postgres;
-pub use process::{ChildGuard, Proc, descendants, log_tail, output_within, rss_kib, touch};
+pub use process::{
+    ChildGuard, Proc, descendants, group_stopped, log_tail, output_within, rss_kib, touch,
+};
 pub use proxy::Proxy;
 pub use registry::Registry;
 pub use s3::{S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, S3Server};

@@ -191,6 +191,62 @@ pub fn descendants(root: Pid) -> Vec<Pid> {
     found
 }
 
+/// One process of a group, from /proc/PID/stat: its pid, state letter and parent.
+struct Member {
+    pid: i32,
+    state: char,
+    ppid: i32,
+}
+
+/// The live (not zombie) processes of process group `pgid`.
+fn group_members(pgid: i32) -> Vec<Member> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "pid (comm) state ppid pgrp ...": comm may hold spaces and parens.
+            let rest = &stat[stat.rfind(')')? + 1..];
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?.chars().next()?;
+            let ppid = fields.next()?.parse().ok()?;
+            let pgrp: i32 = fields.next()?.parse().ok()?;
+            (pgrp == pgid && state != 'Z').then_some(Member { pid, state, ppid })
+        })
+        .collect()
+}
+
+/// Whether every process of group `pgid` is stopped by a signal, and if not, which is not.
+///
+/// A process in `D` whose child in the group is stopped counts as stopped: a SIGSTOP that
+/// lands while a shell is in `vfork` stops the child, and the parent waits (uninterruptibly,
+/// hence `D`) for that child to exec or exit, which it cannot do while stopped.
+pub fn group_stopped(pgid: i32) -> Result<(), String> {
+    let members = group_members(pgid);
+    if members.is_empty() {
+        return Err(format!("process group {pgid} has no live process"));
+    }
+    let stopped = |m: &Member| matches!(m.state, 'T' | 't');
+    let in_vfork_of_stopped =
+        |m: &Member| m.state == 'D' && members.iter().any(|c| c.ppid == m.pid && stopped(c));
+    let running: Vec<String> = members
+        .iter()
+        .filter(|m| !stopped(m) && !in_vfork_of_stopped(m))
+        .map(|m| format!("pid {} in state {}", m.pid, m.state))
+        .collect();
+    if running.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "process group {pgid} is not stopped: {}",
+            running.join(", ")
+        ))
+    }
+}
+
 fn parent_pid(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) state ppid ...": comm may hold spaces and parens, so cut at the last ')'.

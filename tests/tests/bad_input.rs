@@ -461,3 +461,140 @@ fn invalid_utf8_is_refused_naming_where() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert_eq!(c.task_count(), 2);
 }
+
+#[test]
+fn a_mistyped_option_before_the_command_is_refused_with_a_suggestion() {
+    let (_server, c) = server_with_two_tasks();
+    for (args, typo, meant) in [
+        (
+            &[
+                "task",
+                "create",
+                "--contaner",
+                "busybox",
+                "--",
+                "echo",
+                "hi",
+            ][..],
+            "--contaner",
+            "--container",
+        ),
+        (
+            &["launch", "--inptu", "s3://b/x", "echo", "hi"],
+            "--inptu",
+            "--input",
+        ),
+    ] {
+        let out = c.ctl(args);
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+        assert_refused(&args.join(" "), &out, &[typo, meant]);
+    }
+    assert_eq!(c.task_count(), 2, "no task was created");
+}
+
+#[test]
+fn an_unknown_remote_is_refused_at_create_listing_scitqds_remotes() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    std::fs::write(
+        &conf,
+        "[lab]\ntype = s3\nendpoint = http://127.0.0.1:9\n\n[s3]\ntype = s3\nendpoint = http://127.0.0.1:9\n",
+    )
+    .unwrap();
+    let server = Server::start(
+        ServerOpts::default()
+            .arg("--rclone-config")
+            .arg(&conf.display().to_string()),
+    );
+    let c = server.client();
+    for (flag, uri) in [("--input", "nosuch:path"), ("--output", "nosuch://x/")] {
+        assert_refused(
+            &format!("task create {flag} {uri}"),
+            &c.ctl(["task", "create", flag, uri, "--", "true"]),
+            &["nosuch", "scitqd's rclone remotes: lab, s3"],
+        );
+    }
+    assert_eq!(c.task_count(), 0);
+}
+
+/// A storage that refuses connections: each retried call is one line of the agent's log,
+/// without the backtrace `RUST_BACKTRACE=1` makes errors capture, and `scitqctl fetch`
+/// says its error once.
+#[test]
+fn a_retried_storage_call_is_one_line_and_its_error_is_said_once() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[dead]\ntype = s3\nendpoint = http://127.0.0.1:{closed}\nregion = us-east-1\n\
+             access_key_id = a\nsecret_access_key = b\n"
+        ),
+    )
+    .unwrap();
+    let server = Server::start(
+        ServerOpts::default()
+            .arg("--rclone-config")
+            .arg(&conf.display().to_string()),
+    );
+    let c = server.client();
+    let agent = Agent::start_with_env(&server, "retrier", 1, &[], &[("RUST_BACKTRACE", "1")]);
+    c.wait_worker_online("retrier", CONNECT);
+    let id = c.create(&["--input", "dead:bkt/x.txt", "--", "true"]);
+    let task = poll(Duration::from_secs(120), "the download to fail", || {
+        let task = c.task(id);
+        if task["status"] == "failed" {
+            Ok(task)
+        } else {
+            Err(task.to_string())
+        }
+    });
+    assert!(
+        task["status_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("dead:bkt/x.txt")),
+        "{task:#}"
+    );
+    let log = agent.log_tail(10_000);
+    let retries: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("failed (retry "))
+        .collect();
+    assert!(!retries.is_empty(), "no retry logged: {log}");
+    assert!(
+        retries
+            .iter()
+            .all(|l| l.contains("s3://bkt/") || l.contains("dead:")),
+        "a retry line names the storage: {retries:#?}"
+    );
+    // (The harness's own lines name RUST_BACKTRACE.)
+    assert!(
+        !log.lines()
+            .filter(|l| !l.starts_with("=== [harness]"))
+            .any(|l| l.to_lowercase().contains("backtrace")),
+        "a backtrace in the agent's log: {log}"
+    );
+
+    // scitqctl fetch: the storage's message once, not once per layer of the error.
+    let out = c.ctl(["fetch", "list", "dead:bkt/"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let opendal_part = stderr
+        .split_once("dead:bkt/")
+        .and_then(|(_, rest)| rest.split(", source:").next())
+        .unwrap_or_default()
+        .trim_start_matches([':', ' '])
+        .to_owned();
+    assert!(!opendal_part.is_empty(), "{}", describe(&out));
+    assert_eq!(
+        stderr.matches(&opendal_part).count(),
+        1,
+        "the message is said more than once: {}",
+        describe(&out)
+    );
+}

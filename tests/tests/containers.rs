@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use scitq_tests::images::{containers_labelled, containers_with, docker, remove_containers};
-use scitq_tests::{Agent, Image, Registry, Server, ServerOpts, as_id, poll, str_field};
+use scitq_tests::{Agent, Image, Registry, S3Server, Server, ServerOpts, as_id, poll, str_field};
 
 const CONNECT: Duration = Duration::from_secs(60);
 const RUN: Duration = Duration::from_secs(90);
@@ -604,4 +604,62 @@ fn a_registry_credential_goes_only_with_an_image_of_that_registry() {
     let id = c.create(&["--container", &on_known, "--", "echo", "pulled"]);
     c.wait_task(id, "succeeded", RUN);
     assert_eq!(c.output(id), "pulled\n");
+}
+
+/// The original scitq's own setup: an rclone remote named `s3` (here moto) makes
+/// `s3://bucket/key` that remote's, for a docker task's input and output and for
+/// `scitqctl fetch`, rather than AWS's.
+#[test]
+fn s3_uris_go_to_the_rclone_remote_named_s3_when_there_is_one() {
+    let image = Image::tiny();
+    let s3 = S3Server::start(&["mybucket"]);
+    s3.put_object("mybucket", "inputs/reads.txt", b"ACGT\n");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    std::fs::write(&conf, s3.rclone_section("s3")).unwrap();
+    let server = Server::start(
+        ServerOpts::default()
+            .arg("--rclone-config")
+            .arg(&conf.display().to_string()),
+    );
+    let c = server.client();
+    // The built-in s3:// would take this endpoint, where nothing listens.
+    let a = Agent::start_with_env(
+        &server,
+        "s3user",
+        1,
+        &["--docker-network", "none"],
+        &[("AWS_ENDPOINT_URL", "http://127.0.0.1:9")],
+    );
+    c.wait_worker_online("s3user", CONNECT);
+    let _containers = Containers::of(&a);
+
+    let id = c.create(&[
+        "--container",
+        image.tag(),
+        "--input",
+        "s3://mybucket/inputs/reads.txt",
+        "--output",
+        "s3://mybucket/results/",
+        "--shell",
+        "--",
+        "cat /input/reads.txt /input/reads.txt > /output/twice.txt",
+    ]);
+    c.wait_task(id, "succeeded", RUN);
+    assert_eq!(
+        s3.get_object("mybucket", "results/twice.txt").unwrap(),
+        b"ACGT\nACGT\n"
+    );
+
+    let back = c.scratch_path("results");
+    c.ctl_ok([
+        "fetch",
+        "sync",
+        "s3://mybucket/results",
+        &back.display().to_string(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(back.join("twice.txt")).unwrap(),
+        "ACGT\nACGT\n"
+    );
 }

@@ -95,6 +95,14 @@ fn grpcurl_without_a_valid_token_is_refused() {
             "token {token:?}: {}",
             describe(&out)
         );
+        if token.is_none() {
+            // A grpcurl user learns how to send one, not only scitqctl's flag.
+            assert!(
+                stderr.contains("authorization: bearer"),
+                "the error names the header: {}",
+                describe(&out)
+            );
+        }
         let request = r#"{"tasks": [{"command": "echo sneaky"}]}"#;
         let out = grpcurl.run(
             &addr,

@@ -5,8 +5,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use scitq_tests::{
-    Agent, Backend, ChildGuard, Server, ServerOpts, bin, describe, poll, sh_quote, touch,
-    wait_for_file_sh,
+    Agent, Backend, ChildGuard, Server, ServerOpts, bin, describe, group_stopped, poll, sh_quote,
+    touch, wait_for_file_sh,
 };
 
 const CONNECT: Duration = Duration::from_secs(60);
@@ -260,21 +260,6 @@ fn file_len(path: &std::path::Path) -> u64 {
 
 /// Waits until `path` stops growing: the same size over `still` (ten times the period the
 /// task appends at), polled with a generous bound. A task that is not frozen never passes.
-fn wait_frozen(path: &std::path::Path, still: Duration) -> u64 {
-    let mut seen = (file_len(path), std::time::Instant::now());
-    poll(CONNECT, "the task's counter to stop growing", || {
-        let len = file_len(path);
-        if len != seen.0 {
-            seen = (len, std::time::Instant::now());
-        }
-        if seen.1.elapsed() >= still {
-            Ok(len)
-        } else {
-            Err(format!("{len} bytes, changed {:?} ago", seen.1.elapsed()))
-        }
-    })
-}
-
 fn a_suspended_batch_freezes_its_running_tasks_until_go(backend: Backend) {
     let server = Server::start_on(backend, ServerOpts::default());
     let c = server.client();
@@ -282,12 +267,15 @@ fn a_suspended_batch_freezes_its_running_tasks_until_go(backend: Backend) {
     let _agent = Agent::start(&server, "freezer", 2, &[]);
     c.wait_worker_online("freezer", CONNECT);
 
-    // The task appends to a counter every 50 ms until `finish` exists: frozen, it stops
-    // growing (a process state could be caught mid-fork, in D rather than T).
+    // The task (its shell leads its process group) appends to a counter every 50 ms until
+    // `finish` exists. Frozen means every process of its group is stopped: the shell may be
+    // caught in vfork, in D with its stopped child, rather than in T itself.
     let counter = c.scratch_path("counter");
     let flag = c.scratch_path("finish");
+    let pid_file = c.scratch_path("pid");
     let script = format!(
-        "while [ ! -e {f} ]; do echo x >> {n}; sleep 0.05; done; echo thawed",
+        "echo $$ > {p}; while [ ! -e {f} ]; do echo x >> {n}; sleep 0.05; done; echo thawed",
+        p = sh_quote(&pid_file.display().to_string()),
         f = sh_quote(&flag.display().to_string()),
         n = sh_quote(&counter.display().to_string())
     );
@@ -297,9 +285,18 @@ fn a_suspended_batch_freezes_its_running_tasks_until_go(backend: Backend) {
         0 => Err("no count yet".to_owned()),
         n => Ok(n),
     });
+    let group: i32 = std::fs::read_to_string(&pid_file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
 
     c.ctl_ok(["batch", "suspend", "cold"]);
-    let frozen_at = wait_frozen(&counter, Duration::from_millis(500));
+    poll(CONNECT, "every process of the task to stop", || {
+        group_stopped(group)
+    });
+    // Stopped processes write nothing: from here on the counter cannot grow.
+    let frozen_at = file_len(&counter);
     let listed = c.batches();
     let batch = listed.iter().find(|b| b["name"] == "cold").expect("batch");
     assert_eq!(batch["suspended"], true, "{batch}");

@@ -15,11 +15,7 @@ pub struct LaunchArgs {
     spec: SpecArgs,
     /// The command and its arguments (`launch ls -l` works; use `--` before a command that
     /// starts with -)
-    #[arg(
-        value_name = "CMD",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "CMD", trailing_var_arg = true)]
     command: Vec<String>,
 }
 

@@ -73,7 +73,11 @@ pub fn check_image(image: &str) -> Result<(), &'static str> {
 /// Checks storage URIs and their actions as the agent will read them, without touching any
 /// storage: a malformed URI, an unknown scheme or action, a `..`, or a remote that is not in
 /// scitqd's rclone config (the one agents get) is refused at create rather than when run.
-pub struct UriCheck(scitq_storage::Storage);
+pub struct UriCheck {
+    storage: scitq_storage::Storage,
+    /// The remotes of scitqd's rclone config, named when a URI names another one.
+    remotes: Vec<String>,
+}
 
 impl UriCheck {
     pub fn new(rclone_config: &str) -> UriCheck {
@@ -85,7 +89,19 @@ impl UriCheck {
             azure_account: Some("account".to_owned()),
             ..Default::default()
         };
-        UriCheck(scitq_storage::Storage::with_env(remotes, env))
+        UriCheck {
+            remotes: remotes.names().map(str::to_owned).collect(),
+            storage: scitq_storage::Storage::with_env(remotes, env),
+        }
+    }
+
+    /// What to add to an unknown remote's error: the remotes there are.
+    fn known_remotes(&self) -> String {
+        if self.remotes.is_empty() {
+            "scitqd has no rclone remote: see its --rclone-config".to_owned()
+        } else {
+            format!("scitqd's rclone remotes: {}", self.remotes.join(", "))
+        }
     }
 
     /// Checks the URIs an edit would set, as creation does; the error names the field and
@@ -117,14 +133,28 @@ impl UriCheck {
         actions: bool,
     ) -> Result<(), SpecError> {
         let checked = if actions {
-            self.0.parse(uri).map(|_| ())
+            self.storage.parse(uri).map(|_| ())
         } else {
-            self.0.location(uri).map(|_| ())
+            self.storage.location(uri).map(|_| ())
         };
-        checked.map_err(|e| SpecError::BadUri {
-            index,
-            field,
-            message: e.to_string(),
+        checked.map_err(|e| {
+            let message = match e {
+                scitq_storage::StorageError::UnknownRemote { .. } => {
+                    format!("{e} ({})", self.known_remotes())
+                }
+                scitq_storage::StorageError::UnknownScheme { ref scheme, .. } => {
+                    format!(
+                        "{e}, and no rclone remote {scheme} ({})",
+                        self.known_remotes()
+                    )
+                }
+                e => e.to_string(),
+            };
+            SpecError::BadUri {
+                index,
+                field,
+                message,
+            }
         })
     }
 }
@@ -412,5 +442,31 @@ mod tests {
         ] {
             assert_eq!(with(field, uri), Ok(()), "{field} {uri}");
         }
+    }
+
+    #[test]
+    fn an_unknown_remote_is_named_with_the_known_ones() {
+        let uris = UriCheck::new("[lab]\ntype = s3\n\n[s3]\ntype = s3\n");
+        let mut task = NewTask::validate(0, spec("true")).unwrap();
+        task.inputs = vec!["nosuch:path".to_owned()];
+        assert_eq!(
+            task.check_uris(0, &uris).unwrap_err().to_string(),
+            "task 0: input: invalid uri \"nosuch:path\": unknown rclone remote nosuch \
+             (scitqd's rclone remotes: lab, s3)"
+        );
+        task.inputs.clear();
+        task.output = "nosuch://x".to_owned();
+        assert_eq!(
+            task.check_uris(0, &uris).unwrap_err().to_string(),
+            "task 0: output: invalid uri \"nosuch://x\": unknown scheme nosuch, and no rclone \
+             remote nosuch (scitqd's rclone remotes: lab, s3)"
+        );
+        let none = UriCheck::new("");
+        assert!(
+            task.check_uris(0, &none)
+                .unwrap_err()
+                .to_string()
+                .ends_with("(scitqd has no rclone remote: see its --rclone-config)"),
+        );
     }
 }

@@ -25,6 +25,43 @@ fn s3_bucket_and_key() {
 }
 
 #[test]
+fn a_remote_wins_over_the_built_in_scheme_of_its_name() {
+    let remotes = Remotes::parse(
+        "[s3]\ntype = s3\nendpoint = http://127.0.0.1:9000\naccess_key_id = AK\n\
+         [azure]\ntype = s3\nendpoint = http://127.0.0.1:9001\n",
+    )
+    .unwrap();
+    let env = EnvDefaults {
+        s3_endpoint: Some("https://aws.example".into()),
+        azure_account: Some("acct".into()),
+        ..Default::default()
+    };
+    for (raw, endpoint) in [
+        ("s3://bkt/k/x", "http://127.0.0.1:9000"),
+        ("s3:bkt/k/x", "http://127.0.0.1:9000"),
+        ("azure://bkt/k/x", "http://127.0.0.1:9001"),
+    ] {
+        let loc = parse_location(raw, &remotes, &env).unwrap();
+        assert!(
+            matches!(&loc.service, Service::S3 { bucket, endpoint: Some(e), .. }
+                if bucket == "bkt" && e == endpoint),
+            "{raw}: {loc:?}"
+        );
+        assert_eq!(loc.path, "k/x");
+        assert_eq!(loc.uri(), raw, "listings print URIs as the user wrote them");
+    }
+    // Without a remote of that name, the built-in scheme takes the environment's settings.
+    let loc = parse_location("s3://bkt/k", &Remotes::empty(), &env).unwrap();
+    assert!(
+        matches!(&loc.service, Service::S3 { endpoint: Some(e), access_key_id: None, .. }
+            if e == "https://aws.example"),
+        "{loc:?}"
+    );
+    let loc = parse_location("az://bkt/k", &remotes, &env).unwrap();
+    assert!(matches!(loc.service, Service::Azblob { .. }), "{loc:?}");
+}
+
+#[test]
 fn s3_bad_buckets_are_named() {
     let err = parse("s3:///x").unwrap_err().to_string();
     assert_eq!(err, "invalid uri \"s3:///x\": missing bucket name");

@@ -33,11 +33,7 @@ pub struct CreateArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "command")]
     from_file: Option<PathBuf>,
     /// The command and its arguments, best after `--`
-    #[arg(
-        value_name = "CMD",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "CMD", trailing_var_arg = true)]
     command: Vec<String>,
 }
 

@@ -91,6 +91,14 @@ pub struct ListArgs {
     /// Only tasks with an id greater than this
     #[arg(long, value_name = "ID")]
     after: Option<i64>,
+    /// Print only the ids, one per line (for shell pipelines; `--json`: an array of ids)
+    #[arg(
+        long = "ids",
+        short = 'q',
+        visible_alias = "quiet",
+        conflicts_with = "watch"
+    )]
+    pub(crate) ids: bool,
     #[command(flatten)]
     watch: super::watch::WatchArgs,
 }
@@ -153,9 +161,23 @@ async fn list(args: ListArgs, ctx: &Context) -> anyhow::Result<Exit> {
     let limit = args.limit.map(|n| n as usize);
     super::watch::run(args.watch, || async {
         let tasks = list_all(&client, request.clone(), limit, PAGE).await?;
+        if args.ids {
+            return print_ids(&tasks, ctx.format);
+        }
         output::print_list(&tasks, ctx.format)
     })
     .await
+}
+
+/// The ids of `tasks`, one per line, or a JSON array.
+fn print_ids(tasks: &[Task], format: Format) -> anyhow::Result<()> {
+    let ids: Vec<i64> = tasks.iter().map(|task| task.id).collect();
+    match format {
+        Format::Json => output::print_json(&ids),
+        Format::Table => {
+            output::print_text(&ids.iter().map(|id| format!("{id}\n")).collect::<String>())
+        }
+    }
 }
 
 async fn show(id: i64, ctx: &Context) -> anyhow::Result<Exit> {
