@@ -755,6 +755,91 @@ fn batch_stop_kill_and_batch_delete_kill_running_tasks(backend: Backend) {
     assert!(c.tasks(&["--batch", "deleteme"]).is_empty());
 }
 
+/// A task that runs until `flag` exists, so that an agent of concurrency 1 keeps its slot
+/// busy and holds the next tasks prefetched.
+fn blocker(c: &scitq_tests::Client, batch: &str, flag: &std::path::Path) -> i64 {
+    let script = format!(
+        "while [ ! -e {f} ]; do sleep 0.05; done; echo unblocked",
+        f = sh_quote(&flag.display().to_string())
+    );
+    let id = c.create_sh(batch, &script, &[]);
+    c.wait_task(id, "running", CONNECT);
+    id
+}
+
+/// Waits until an agent holds task `id` without having started it.
+fn wait_prefetched(c: &scitq_tests::Client, id: i64) {
+    poll(CONNECT, format!("task {id} to be prefetched"), || {
+        match c.status(id).as_str() {
+            "assigned" | "accepted" => Ok(()),
+            other => Err(other.to_owned()),
+        }
+    });
+}
+
+fn a_prefetched_task_is_edited_recalled_and_runs_the_new_command(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "holder", 1, &["--prefetch", "2"]);
+    c.wait_worker_online("holder", CONNECT);
+    let flag = c.scratch_path("unblock");
+    let first = blocker(&c, "held", &flag);
+    let held = c.create_sh("held", "echo old", &["--retry", "2"]);
+    wait_prefetched(&c, held);
+
+    let edited = c.ctl_json(["task", "edit", &held.to_string(), "--command", "echo new"]);
+    assert_eq!(edited[0]["command"], "echo new", "{edited}");
+    // The agent gives it back unstarted: its first execution ends canceled as recalled.
+    let executions = poll(CONNECT, "the prefetched execution to be recalled", || {
+        let shown = c.ctl_json(["task", "show", &held.to_string()]);
+        let executions = shown["executions"].as_array().cloned().unwrap_or_default();
+        match executions.first() {
+            Some(e) if e["state"] == "canceled" => Ok(executions),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(executions[0]["failure"], "recalled", "{executions:?}");
+
+    touch(&flag);
+    c.wait_task(first, "succeeded", CONNECT);
+    let task = c.wait_task(held, "succeeded", CONNECT);
+    assert_eq!(
+        c.output(held),
+        "new\n",
+        "the edited command ran, not the old one"
+    );
+    assert_eq!(task["retry_left"], 2, "a recall spends no retry: {task:#}");
+}
+
+fn a_stopped_batch_recalls_its_prefetched_tasks(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "hoarder", 1, &["--prefetch", "2"]);
+    c.wait_worker_online("hoarder", CONNECT);
+    let flag = c.scratch_path("unblock");
+    let first = blocker(&c, "busy", &flag);
+    let stopped = c.create_sh("stopme", "echo stopped", &[]);
+    wait_prefetched(&c, stopped);
+
+    c.ctl_ok(["batch", "stop", "stopme"]);
+    c.wait_task(stopped, "pending", CONNECT);
+    // The agent runs tasks in the order it got them: one of another batch, created after
+    // the stop, ends while the recalled one has not started.
+    let later = c.create_sh("busy", "echo later", &[]);
+    touch(&flag);
+    c.wait_task(first, "succeeded", CONNECT);
+    c.wait_task(later, "succeeded", CONNECT);
+    assert_eq!(
+        c.status(stopped),
+        "pending",
+        "a stopped batch starts nothing"
+    );
+
+    c.ctl_ok(["batch", "go", "stopme"]);
+    c.wait_task(stopped, "succeeded", CONNECT);
+    assert_eq!(c.output(stopped), "stopped\n");
+}
+
 scitq_tests::on_both_backends!(
     task_wait_retry_relaunches_a_failed_task_until_it_succeeds,
     a_concurrency_change_reaches_the_running_agent,
@@ -770,4 +855,6 @@ scitq_tests::on_both_backends!(
     follow_waits_for_a_task_not_started_and_goes_on_through_a_retry_and_a_relaunch,
     batch_stop_kill_and_batch_delete_kill_running_tasks,
     output_past_the_cap_keeps_its_head_and_tail_with_a_marker,
+    a_prefetched_task_is_edited_recalled_and_runs_the_new_command,
+    a_stopped_batch_recalls_its_prefetched_tasks,
 );

@@ -119,6 +119,9 @@ pub enum Failure {
     Download,
     /// Its output folder could not be uploaded.
     Upload,
+    /// The server took it back before it started (an edit, a stopped batch): reported
+    /// canceled, not failed.
+    Recalled,
 }
 
 /// The result of a finished execution: what its final update says.
@@ -150,6 +153,7 @@ impl FinalReport {
     pub fn state(&self) -> ExecutionState {
         match self.failure {
             None => ExecutionState::Succeeded,
+            Some(Failure::Recalled) => ExecutionState::Canceled,
             Some(_) => ExecutionState::Failed,
         }
     }
@@ -169,6 +173,7 @@ impl FinalReport {
             Some(Failure::Timeout) => FailureClass::Timeout,
             Some(Failure::Download) => FailureClass::Download,
             Some(Failure::Upload) => FailureClass::Upload,
+            Some(Failure::Recalled) => FailureClass::Recalled,
         };
         ExecutionUpdate {
             execution_id: id.0,

@@ -9,6 +9,7 @@ use super::ids::{ExecutionId, TaskId};
 use super::state::{ExecState, Failure, TaskStatus};
 
 pub use super::steering::KILLED;
+use super::steering::RECALLED_BACK;
 
 /// An execution, as far as ending it is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +161,13 @@ fn task_after(task: &TaskView, change: &ExecChange, never_started: bool) -> Task
         return TaskChange::Requeue {
             retry_left: task.retry_left,
             reason: change.message.clone(),
+        };
+    }
+    if change.failure == Failure::Recalled {
+        // Given back unstarted, as asked: back to the queue with its (edited) spec.
+        return TaskChange::Requeue {
+            retry_left: task.retry_left,
+            reason: RECALLED_BACK.to_owned(),
         };
     }
     let retry = change.state == ExecState::Failed && change.failure != Failure::Killed;

@@ -359,6 +359,7 @@ impl World {
                 offsets: Offsets::default(),
                 killed: self.tasks[e.task].killed,
                 frozen: false,
+                recalling: false,
             })
             .collect();
         let held: Vec<Held> = self.agents[agent]

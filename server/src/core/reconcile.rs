@@ -22,6 +22,8 @@ pub struct Active {
     pub killed: bool,
     /// An operator froze its task (SIGSTOP).
     pub frozen: bool,
+    /// Its task is being recalled unstarted (edited, or its batch stopped).
+    pub recalling: bool,
 }
 
 /// An execution the agent says it holds.
@@ -37,6 +39,7 @@ pub struct Held {
 pub enum Resend {
     Kill,
     Stop,
+    Recall,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -77,6 +80,8 @@ pub fn reconcile(
             out.resend.push((execution.id, Resend::Kill));
         } else if execution.frozen {
             out.resend.push((execution.id, Resend::Stop));
+        } else if execution.recalling {
+            out.resend.push((execution.id, Resend::Recall));
         }
     }
     for h in held.iter().filter(|h| !active_ids.contains(&h.id)) {
@@ -101,6 +106,7 @@ mod tests {
             },
             killed: false,
             frozen: false,
+            recalling: false,
         }
     }
 
@@ -172,18 +178,21 @@ mod tests {
         killed.killed = true;
         let mut frozen = active(2);
         frozen.frozen = true;
+        let mut recalled = active(3);
+        recalled.recalling = true;
         let r = reconcile(
-            &[killed, frozen],
-            &[held(1, false), held(2, false)],
+            &[killed, frozen, recalled],
+            &[held(1, false), held(2, false), held(3, false)],
             &HashMap::new(),
         );
         assert_eq!(
             r.resend,
             vec![
                 (ExecutionId(1), Resend::Kill),
-                (ExecutionId(2), Resend::Stop)
+                (ExecutionId(2), Resend::Stop),
+                (ExecutionId(3), Resend::Recall)
             ]
         );
-        assert_eq!(r.active, 2);
+        assert_eq!(r.active, 3);
     }
 }

@@ -259,10 +259,12 @@ pub enum Failure {
     Killed,
     /// It ran past its time limit.
     Timeout,
+    /// Its agent gave it back unstarted, as the server asked (an edit, a stopped batch).
+    Recalled,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 7] = [
+    pub const ALL: [Failure; 8] = [
         Self::None,
         Self::Download,
         Self::Run,
@@ -270,6 +272,7 @@ impl Failure {
         Self::Lost,
         Self::Killed,
         Self::Timeout,
+        Self::Recalled,
     ];
 
     /// As stored.
@@ -282,6 +285,7 @@ impl Failure {
             Self::Lost => "lost",
             Self::Killed => "killed",
             Self::Timeout => "timeout",
+            Self::Recalled => "recalled",
         }
     }
 

@@ -8,6 +8,14 @@ pub const KILLED: &str = "killed by an operator";
 /// Reason of an active task an operator froze (SIGSTOP), until it is resumed.
 pub const FROZEN: &str = "frozen by an operator";
 
+/// Reason of a task held by an agent but not started (prefetched) that the server asked its
+/// agent to give back (SIGNAL_RECALL): it was edited, or its batch stopped. A recall lost
+/// with an agent's session is sent again when it reconnects.
+pub const RECALLING: &str = "being recalled from its worker before it starts";
+
+/// Reason of a task its agent gave back unstarted, once queued again.
+pub const RECALLED_BACK: &str = "recalled from its worker before it started";
+
 use super::ids::TaskId;
 use super::state::TaskStatus;
 
@@ -24,11 +32,42 @@ pub enum Signal {
     Resume,
     /// Stop and forget it: the server no longer wants it (no report comes back).
     Cancel,
+    /// Give it back if it has not started (the agent reports it canceled, `Recalled`);
+    /// a started one runs on.
+    Recall,
 }
 
-/// Statuses in which a task can still be edited (it has not started).
+/// Statuses in which a task can be edited in place (no agent holds it).
 pub const EDITABLE: [TaskStatus; 3] =
     [TaskStatus::Waiting, TaskStatus::Pending, TaskStatus::Paused];
+
+/// Statuses of a task an agent holds but has not started (prefetched, maybe staging its
+/// inputs): it can be recalled.
+pub const RECALLABLE: [TaskStatus; 2] = [TaskStatus::Assigned, TaskStatus::Accepted];
+
+/// What editing a task does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit {
+    /// No agent holds it: the new spec applies at once.
+    InPlace,
+    /// An agent holds it unstarted: the new spec is saved and the agent is asked to give
+    /// it back ([`RECALLING`]); once it has, the task is queued again with the new spec,
+    /// no retry spent. An agent that started it meanwhile runs the old spec to its end.
+    Recall,
+}
+
+pub fn edit(id: TaskId, status: TaskStatus) -> Result<Edit, Refused> {
+    if EDITABLE.contains(&status) {
+        Ok(Edit::InPlace)
+    } else if RECALLABLE.contains(&status) {
+        Ok(Edit::Recall)
+    } else {
+        Err(Refused(format!(
+            "task {id} is {status}: only tasks that have not started can be edited (relaunch \
+             a finished one with a new command instead)"
+        )))
+    }
+}
 
 /// An operator's request that cannot apply to the task as it stands, in plain words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +175,20 @@ mod tests {
         assert_eq!(resume(ID, Uploading, FROZEN), Ok(Resume::Thaw));
         assert!(resume(ID, Running, "").is_err());
         assert!(resume(ID, Pending, "").is_err());
+    }
+
+    #[test]
+    fn edit_applies_to_what_waits_and_recalls_what_is_prefetched() {
+        for status in EDITABLE {
+            assert_eq!(edit(ID, status), Ok(Edit::InPlace), "{status}");
+        }
+        for status in RECALLABLE {
+            assert_eq!(edit(ID, status), Ok(Edit::Recall), "{status}");
+        }
+        for status in [Running, Uploading, Succeeded, Failed, Canceled] {
+            let err = edit(ID, status).unwrap_err();
+            assert!(err.0.starts_with(&format!("task 9 is {status}: ")), "{err}");
+        }
     }
 
     #[test]

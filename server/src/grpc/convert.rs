@@ -199,6 +199,7 @@ pub fn signal(signal: Signal) -> v1::Signal {
         Signal::Pause => v1::Signal::Pause,
         Signal::Resume => v1::Signal::Resume,
         Signal::Cancel => v1::Signal::Cancel,
+        Signal::Recall => v1::Signal::Recall,
     }
 }
 
@@ -296,6 +297,7 @@ impl Failure {
             Self::Lost => v1::FailureClass::Lost,
             Self::Killed => v1::FailureClass::Killed,
             Self::Timeout => v1::FailureClass::Timeout,
+            Self::Recalled => v1::FailureClass::Recalled,
         }
     }
 
@@ -308,6 +310,7 @@ impl Failure {
             v1::FailureClass::Lost => Self::Lost,
             v1::FailureClass::Killed => Self::Killed,
             v1::FailureClass::Timeout => Self::Timeout,
+            v1::FailureClass::Recalled => Self::Recalled,
         }
     }
 }

@@ -136,6 +136,7 @@ pub async fn open(
         let signal = match resend {
             Resend::Kill => Signal::Kill,
             Resend::Stop => Signal::Pause,
+            Resend::Recall => Signal::Recall,
         };
         let _ = tx.send(message(v1::server_message::Kind::Signal(
             v1::SignalExecution {

@@ -14,7 +14,7 @@ use crate::core::attempt::{self, Ending};
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
 use crate::core::queue::Queued;
 use crate::core::reconcile::{Active, Held, Offsets, Resend, reconcile as core_reconcile};
-use crate::core::steering::{FROZEN, KILLED};
+use crate::core::steering::{FROZEN, KILLED, RECALLING};
 
 const ACTIVE: [&str; 4] = ["assigned", "accepted", "running", "uploading"];
 
@@ -96,6 +96,7 @@ pub async fn reconcile(
                 offsets: offsets_of(row),
                 killed: reason == Some(KILLED),
                 frozen: reason == Some(FROZEN),
+                recalling: reason == Some(RECALLING),
             }
         })
         .collect();

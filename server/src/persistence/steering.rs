@@ -15,8 +15,8 @@ use crate::core::queue::Queued;
 use crate::core::state::TaskStatus;
 use crate::core::task::{NewTask, Shell, TaskSpec};
 
-use crate::core::steering::{self as core_steering, Kill, Pause, Resume};
-pub use crate::core::steering::{EDITABLE, FROZEN, KILLED};
+use crate::core::steering::{self as core_steering, Edit, Kill, Pause, Resume};
+pub use crate::core::steering::{EDITABLE, FROZEN, KILLED, RECALLABLE, RECALLING};
 
 /// An execution to signal after the commit.
 pub type Target = (ExecutionId, WorkerId);
@@ -252,9 +252,51 @@ pub struct Edited {
     pub tasks: Vec<Task>,
     /// Pending tasks whose queue position changed: (old, new).
     pub requeue: Vec<(Queued, Queued)>,
+    /// Executions of prefetched tasks to recall (SIGNAL_RECALL) after the commit.
+    pub recall: Vec<Target>,
 }
 
-/// Edits the selected tasks, all or nothing. Every selected task must be editable.
+/// Statuses an edit may find a task in: not started.
+fn not_started() -> Vec<&'static str> {
+    EDITABLE
+        .iter()
+        .chain(&RECALLABLE)
+        .map(|s| s.as_str())
+        .collect()
+}
+
+/// Marks the prefetched tasks (assigned or accepted) of a batch just stopped as being
+/// recalled; returns their executions, to recall (SIGNAL_RECALL) after the commit, so that
+/// none of them starts.
+pub async fn recall_batch(store: &Store, batch: String) -> Result<Vec<Target>, StoreError> {
+    store
+        .writer
+        .write(move |txn, _ids| {
+            Box::pin(async move {
+                let rows = task::Entity::find()
+                    .filter(task::Column::Batch.eq(batch))
+                    .filter(task::Column::Status.is_in(RECALLABLE.map(|s| s.as_str())))
+                    .all(txn)
+                    .await?;
+                if rows.is_empty() {
+                    return Ok(Vec::new());
+                }
+                task::Entity::update_many()
+                    .col_expr(task::Column::StatusReason, Expr::value(RECALLING))
+                    .col_expr(task::Column::UpdatedAt, Expr::value(now_ms()))
+                    .filter(task::Column::Id.is_in(rows.iter().map(|r| r.id)))
+                    .filter(task::Column::Status.is_in(RECALLABLE.map(|s| s.as_str())))
+                    .exec(txn)
+                    .await?;
+                Ok(rows.iter().filter_map(target_of).collect())
+            })
+        })
+        .await
+}
+
+/// Edits the selected tasks, all or nothing. Every selected task must not have started: a
+/// prefetched one (held by an agent, not started) takes the new spec and is recalled
+/// (`core::steering::edit`).
 pub async fn edit(
     store: &Store,
     selector: Selector,
@@ -267,17 +309,15 @@ pub async fn edit(
             Box::pin(async move {
                 let rows = select(txn, &selector).await?;
                 let mut requeue = Vec::new();
+                let mut recall = Vec::new();
                 let mut edited_rows = Vec::with_capacity(rows.len());
                 for row in rows {
                     let status = status_of(&row)?;
-                    if !EDITABLE.contains(&status) {
-                        return Err(StoreError::Conflict(format!(
-                            "task {} is {status}: only waiting, pending or paused tasks can be \
-                             edited (relaunch a finished one with a new command instead)",
-                            row.id
-                        )));
-                    }
                     let mut after = row.clone();
+                    if core_steering::edit(TaskId(row.id), status)? == Edit::Recall && !dry_run {
+                        after.status_reason = RECALLING.to_owned();
+                        recall.extend(target_of(&row));
+                    }
                     changes.apply(&mut after);
                     changes.validate(&after)?;
                     if status == TaskStatus::Pending && after.priority != row.priority {
@@ -297,6 +337,7 @@ pub async fn edit(
                             .map(super::rows::task)
                             .collect::<Result<_, _>>()?,
                         requeue,
+                        recall,
                     })
                 };
                 if dry_run || edited_rows.is_empty() {
@@ -311,7 +352,7 @@ pub async fn edit(
                     let changed = task::Entity::update_many()
                         .set(active)
                         .filter(task::Column::Id.eq(after.id))
-                        .filter(task::Column::Status.is_in(EDITABLE.map(|s| s.as_str())))
+                        .filter(task::Column::Status.eq(after.status.clone()))
                         .exec(txn)
                         .await?
                         .rows_affected;
@@ -344,7 +385,7 @@ async fn select(
         query = query.filter(task::Column::Batch.eq(batch.clone()));
     }
     let statuses: Vec<&str> = if selector.statuses.is_empty() {
-        EDITABLE.iter().map(|s| s.as_str()).collect()
+        not_started()
     } else {
         selector.statuses.iter().map(|s| s.as_str()).collect()
     };

@@ -166,6 +166,7 @@ impl Agent {
         tracing::info!(execution_id = %id, ?signal, "signal from the server");
         match (&exec.phase, signal) {
             (_, Signal::Cancel) => self.cancel(id),
+            (Phase::Queued(_), Signal::Recall) => self.recall(id),
             (Phase::Queued(_), Signal::Term | Signal::Kill) => {
                 self.queue.retain(|queued| *queued != id);
                 let report = FinalReport::failed(Failure::Killed, "killed before it started");
@@ -187,6 +188,22 @@ impl Agent {
             (Phase::Running, Signal::Resume) => exec.signal(id, Sig::SIGCONT),
             _ => tracing::debug!(execution_id = %id, ?signal, "signal does not apply now"),
         }
+    }
+
+    /// The server takes back `id`, which has not started: it leaves the queue, its staging
+    /// stops, and the report says it was recalled (the server queues its task again).
+    fn recall(&mut self, id: ExecutionId) {
+        let Some(exec) = self.execs.get_mut(&id) else {
+            return;
+        };
+        self.queue.retain(|queued| *queued != id);
+        if let Some(staging) = exec.staging.take() {
+            staging.abort();
+        }
+        let report = FinalReport::failed(Failure::Recalled, "recalled before it started");
+        exec.phase = Phase::Finished(report.clone());
+        self.outbox.record(report.to_update(id));
+        self.pump(id);
     }
 
     /// The server no longer wants `id`: stop it and forget it without reporting.
@@ -242,7 +259,8 @@ impl Agent {
             let Phase::Finished(report) = exec.phase else {
                 continue;
             };
-            if report.failure.is_none() {
+            // Nothing of a recalled one is worth keeping: it never ran.
+            if matches!(report.failure, None | Some(Failure::Recalled)) {
                 self.chore_recycle(id);
             } else {
                 let phase = DiskPhase::Finished {

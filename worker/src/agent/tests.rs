@@ -576,3 +576,40 @@ async fn an_automatic_prefetch_grows_with_short_tasks() {
     shutdown.cancel();
     agent.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_recall_gives_back_a_queued_task_and_leaves_a_started_one() {
+    let mut h = Harness::start(false).await;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(1, vec![], vec![]);
+    c.assign(30, "sleep 30");
+    c.assign(31, "echo never");
+    let want = [
+        (30, state(ExecutionState::Running)),
+        (31, state(ExecutionState::Accepted)),
+    ];
+    c.recv_until(|seen| {
+        want.iter()
+            .all(|w| seen.iter().any(|u| (u.execution_id, u.state) == *w))
+    })
+    .await;
+    c.signal(31, WireSignal::Recall);
+    c.signal(30, WireSignal::Recall); // started: it runs on
+    let (_, recalled) = c.recv_update().await;
+    assert_eq!(
+        (recalled.execution_id, recalled.state),
+        (31, state(ExecutionState::Canceled))
+    );
+    assert_eq!(recalled.failure, FailureClass::Recalled as i32);
+    c.signal(30, WireSignal::Kill);
+    let (_, killed) = c.recv_update().await;
+    assert_eq!(
+        (killed.execution_id, killed.failure),
+        (30, FailureClass::Killed as i32),
+        "the recall left the started task running until the kill"
+    );
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}

@@ -52,7 +52,8 @@ pub enum TaskCommand {
         /// Task id
         id: i64,
     },
-    /// Edit tasks not started yet, by id or by filter (`--dry-run` shows what would change)
+    /// Edit tasks not started yet, by id or by filter (`--dry-run` shows what would change);
+    /// one an agent holds unstarted (prefetched) is recalled from it and queued again
     Edit(steer::EditArgs),
     /// Say in plain words why a task is where it is (why a pending one does not run)
     Explain {

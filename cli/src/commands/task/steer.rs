@@ -100,7 +100,8 @@ pub struct EditArgs {
     /// Edit the tasks of this batch that have not started
     #[arg(long)]
     batch: Option<String>,
-    /// Only tasks in these statuses (waiting, pending, paused)
+    /// Only tasks in these statuses (waiting, pending, paused; assigned and accepted ones,
+    /// prefetched by an agent but not started, are recalled from it)
     #[arg(long, value_name = "STATUS", value_delimiter = ',', value_parser = parse_task_status)]
     status: Vec<TaskStatus>,
     /// Only tasks whose name matches this glob (`*`, `?`)

@@ -50,6 +50,7 @@ class FailureClass(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FAILURE_CLASS_LOST: _ClassVar[FailureClass]
     FAILURE_CLASS_KILLED: _ClassVar[FailureClass]
     FAILURE_CLASS_TIMEOUT: _ClassVar[FailureClass]
+    FAILURE_CLASS_RECALLED: _ClassVar[FailureClass]
 
 class OutputStream(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -71,6 +72,7 @@ class Signal(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SIGNAL_PAUSE: _ClassVar[Signal]
     SIGNAL_RESUME: _ClassVar[Signal]
     SIGNAL_CANCEL: _ClassVar[Signal]
+    SIGNAL_RECALL: _ClassVar[Signal]
 
 class ProtocolVersion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -105,6 +107,7 @@ FAILURE_CLASS_UPLOAD: FailureClass
 FAILURE_CLASS_LOST: FailureClass
 FAILURE_CLASS_KILLED: FailureClass
 FAILURE_CLASS_TIMEOUT: FailureClass
+FAILURE_CLASS_RECALLED: FailureClass
 OUTPUT_STREAM_STDOUT: OutputStream
 OUTPUT_STREAM_STDERR: OutputStream
 WORKER_STATUS_UNSPECIFIED: WorkerStatus
@@ -117,6 +120,7 @@ SIGNAL_KILL: Signal
 SIGNAL_PAUSE: Signal
 SIGNAL_RESUME: Signal
 SIGNAL_CANCEL: Signal
+SIGNAL_RECALL: Signal
 PROTOCOL_VERSION_UNSPECIFIED: ProtocolVersion
 PROTOCOL_VERSION_1: ProtocolVersion
 

@@ -54,6 +54,7 @@ impl Ops {
             batch: name.clone(),
             stopped: true,
         });
+        self.recall_batch(&name).await?;
         if let Some(signal) = signal {
             let signal = match signal {
                 StopSignal::Term => Signal::Term,
@@ -72,6 +73,7 @@ impl Ops {
             batch: name.clone(),
             stopped: true,
         });
+        self.recall_batch(&name).await?;
         self.signal_batch(&name, Signal::Pause).await?;
         Ok(batch)
     }
@@ -102,6 +104,20 @@ impl Ops {
             signal: Signal::Cancel,
         });
         Ok(deleted)
+    }
+
+    /// A stopped batch starts nothing: its prefetched tasks are recalled from their agents
+    /// (queued again, they wait for `batch go`).
+    async fn recall_batch(&self, name: &str) -> Result<(), OpsError> {
+        let targets =
+            crate::persistence::steering::recall_batch(&self.store, name.to_owned()).await?;
+        if !targets.is_empty() {
+            self.scheduler.send(Command::Signal {
+                targets,
+                signal: Signal::Recall,
+            });
+        }
+        Ok(())
     }
 
     /// Sends a signal to every execution of the batch that a worker holds.

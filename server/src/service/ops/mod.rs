@@ -63,7 +63,10 @@ pub enum OpsError {
     /// A URI of an edit, naming the field and the bad part.
     #[error("{0}")]
     BadUri(String),
-    #[error("{status} tasks cannot be edited: only waiting, pending or paused ones")]
+    #[error(
+        "{status} tasks cannot be edited: only waiting, pending, paused, assigned or accepted \
+         ones (not started)"
+    )]
     NotEditable { status: TaskStatus },
     #[error("give task ids or a filter, not both")]
     IdsAndFilter,

@@ -4,7 +4,7 @@ use super::{Ops, OpsError, command, field};
 use crate::core::ids::TaskId;
 use crate::core::model::Task;
 use crate::core::state::TaskStatus;
-use crate::core::steering::{EDITABLE, Signal};
+use crate::core::steering::{EDITABLE, RECALLABLE, Signal};
 use crate::core::task::{
     MAX_RETRY, NewTask, SpecError, TaskSpec, UriCheck, check_image, validate_batch_name,
 };
@@ -214,6 +214,12 @@ impl Ops {
             .map_err(OpsError::BadUri)?;
         let edited = steering::edit(&self.store, selector, changes, dry_run).await?;
         if !dry_run {
+            if !edited.recall.is_empty() {
+                self.scheduler.send(Command::Signal {
+                    targets: edited.recall,
+                    signal: Signal::Recall,
+                });
+            }
             let (old, new): (Vec<Queued>, Vec<Queued>) = edited.requeue.into_iter().unzip();
             if !old.is_empty() {
                 self.scheduler.send(Command::Dequeue(old));
@@ -275,7 +281,11 @@ impl Ops {
 }
 
 fn selector(selection: TaskSelection) -> Result<Selector, OpsError> {
-    if let Some(status) = selection.statuses.iter().find(|s| !EDITABLE.contains(s)) {
+    if let Some(status) = selection
+        .statuses
+        .iter()
+        .find(|s| !EDITABLE.contains(s) && !RECALLABLE.contains(s))
+    {
         return Err(OpsError::NotEditable { status: *status });
     }
     let batch = selection
@@ -380,7 +390,8 @@ mod tests {
         let err = selector(running).unwrap_err().to_string();
         assert_eq!(
             err,
-            "running tasks cannot be edited: only waiting, pending or paused ones"
+            "running tasks cannot be edited: only waiting, pending, paused, assigned or \
+             accepted ones (not started)"
         );
     }
 
