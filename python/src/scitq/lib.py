@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shlex
 import signal as _signal
+import time
 from argparse import Namespace
 from typing import Any, Iterable, Optional, Sequence, Union
 
@@ -34,6 +35,16 @@ from .errors import (
 )
 from .v1 import scitq_pb2 as pb
 from .v1 import scitq_pb2_grpc as rpc
+
+# Requests that change nothing on the server: sent again when a connection breaks under them.
+_READS = (
+    pb.ListTasksRequest,
+    pb.GetTaskRequest,
+    pb.ListExecutionsRequest,
+    pb.GetOutputRequest,
+    pb.ListBatchesRequest,
+    pb.ListWorkersRequest,
+)
 
 __all__ = ["Server"]
 
@@ -181,16 +192,29 @@ class Server:
         self._channel.close()
 
     def _call(self, method, request, timeout: Optional[float] = None):
-        """One RPC: waits for the channel (scitqd restarting) up to the deadline."""
-        try:
-            return method(
-                request,
-                metadata=self._metadata,
-                timeout=self.rpc_timeout if timeout is None else timeout,
-                wait_for_ready=True,
-            )
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
+        """One RPC: waits for the channel (scitqd restarting) up to the deadline.
+
+        `wait_for_ready` covers a channel that is not connected yet, not a connection that
+        breaks under a call ("Stream removed"): a read (which changes nothing on the server)
+        is then sent again until the deadline; a change is not, since it may have been applied.
+        """
+        budget = self.rpc_timeout if timeout is None else timeout
+        deadline = None if budget is None else time.monotonic() + budget
+        pause = 0.1
+        while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            try:
+                return method(request, metadata=self._metadata, timeout=left, wait_for_ready=True)
+            except grpc.RpcError as e:
+                again = (
+                    isinstance(request, _READS)
+                    and e.code() == grpc.StatusCode.UNAVAILABLE
+                    and (deadline is None or time.monotonic() + pause < deadline)
+                )
+                if not again:
+                    raise from_rpc_error(e) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     def _wrap(self, value: Any) -> Any:
         if self.style == "object":
