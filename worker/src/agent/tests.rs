@@ -486,11 +486,25 @@ async fn held_results_go_out_together_before_the_queue_runs_dry() {
     let mut c = h.next_session().await;
     hello_of(&mut c).await;
     c.welcome(1, vec![], vec![]);
-    // 5 and 6 end at once; 7 and 8 wait in the queue, then run for a while.
-    c.assign(5, "true");
+    // 5 and 6 end one after the other; 7 and 8 wait in the queue, then run for a while. 5
+    // waits for a gate until all four are queued: were 5 to end before the agent read the
+    // last assignments, the queue would be too short to hold its result (a loaded machine).
+    let gate = tempfile::tempdir().unwrap();
+    let gate = gate.path().join("gate");
+    c.assign(
+        5,
+        &format!("while [ ! -e '{}' ]; do sleep 0.01; done", gate.display()),
+    );
     c.assign(6, "true");
     c.assign(7, "sleep 2");
     c.assign(8, "sleep 2");
+    let accepted = state(ExecutionState::Accepted);
+    c.recv_until(|seen| {
+        seen.iter()
+            .any(|u| u.execution_id == 8 && u.state == accepted)
+    })
+    .await;
+    std::fs::write(&gate, "").unwrap();
     let succeeded = state(ExecutionState::Succeeded);
     let mut finals = Vec::new();
     while finals.len() < 2 {
@@ -564,6 +578,9 @@ async fn an_automatic_prefetch_grows_with_short_tasks() {
         match message.kind {
             Some(agent_message::Kind::Prefetch(p)) => break p.prefetch,
             Some(agent_message::Kind::Update(update)) if crate::outbox::is_final(&update) => {
+                // A slow server: the round trip stays well above a `true` task's run time
+                // even when spawning is slow on a loaded machine.
+                tokio::time::sleep(Duration::from_millis(300)).await;
                 c.ack(message.seq);
                 assert!(next < 50, "no prefetch asked for after {next} short tasks");
                 next += 1;
