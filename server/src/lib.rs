@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod core;
 pub mod grpc;
+pub mod http;
 pub mod persistence;
 pub mod service;
 
@@ -23,9 +24,10 @@ use scitq_proto::v1::storage_service_server::StorageServiceServer;
 use scitq_proto::v1::task_service_server::TaskServiceServer;
 use scitq_proto::v1::worker_service_server::WorkerServiceServer;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::config::Config;
 use crate::persistence::{Store, Writer};
@@ -44,6 +46,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .with_context(|| format!("cannot read rclone_config {}", path.display()))?
             .into(),
         None => "".into(),
+    };
+    let tls = match &config.tls {
+        Some(tls) => Some(http::tls::acceptor(&tls.cert, &tls.key)?),
+        None => None,
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
@@ -124,6 +130,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         rclone_config,
         lease: config.lease,
     };
+    let http_state = http::State {
+        ops: state.ops.clone(),
+        tokens: tokens.clone(),
+        tls: tls.is_some(),
+        shutdown: shutdown.clone(),
+    };
     let admin_only = auth::admin_interceptor(tokens.clone());
     let check = auth::interceptor(tokens);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -132,22 +144,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(scitq_proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
-
-    let mut builder = Server::builder()
-        // One span per RPC, named by its method: what a log line belongs to.
-        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-    if let Some(tls) = &config.tls {
-        let cert = std::fs::read(&tls.cert)
-            .with_context(|| format!("cannot read tls_cert {}", tls.cert.display()))?;
-        let key = std::fs::read(&tls.key)
-            .with_context(|| format!("cannot read tls_key {}", tls.key.display()))?;
-        builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
-            .context("invalid TLS certificate or key")?;
-    }
-    let router = builder
+    let mut services = Routes::builder();
+    services
         .add_service(InterceptedService::new(
             TaskServiceServer::new(grpc::tasks::Tasks(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
@@ -168,24 +166,45 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ))
         .add_service(InterceptedService::new(reflection_v1, admin_only.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, admin_only));
+    // One router, one port: gRPC (HTTP/2) and the HTTP routes (HTTP/1.1 or HTTP/2).
+    let app = http::with_grpc(services.routes().into_axum_router(), http_state);
+
+    let server = Server::builder()
+        .accept_http1(true)
+        // One span per request, named by its path (an RPC's is its method): what a log
+        // line belongs to.
+        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_routes(Routes::from(app));
 
     tracing::info!(
         listen = %local,
         data_dir = %config.data_dir.display(),
         database = %redact(&url),
-        tls = config.tls.is_some(),
+        tls = tls.is_some(),
         "scitqd listening on {local}"
     );
-    router
-        .serve_with_incoming_shutdown(
-            // Builder::tcp_nodelay is ignored with an incoming stream: set it here, or
-            // Nagle holds every small message (an assignment, an ack) for tens of ms.
-            TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(Duration::from_secs(60))),
-            shutdown.cancelled(),
-        )
-        .await?;
+    // Builder::tcp_nodelay is ignored with an incoming stream: set it here, or Nagle holds
+    // every small message (an assignment, an ack) for tens of ms.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
+    match tls {
+        Some(acceptor) => {
+            server
+                .serve_with_incoming_shutdown(
+                    http::tls::incoming(incoming, acceptor),
+                    shutdown.cancelled(),
+                )
+                .await?
+        }
+        None => {
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                .await?
+        }
+    }
 
     tracing::info!("shutting down");
     scheduler_stop.cancel();

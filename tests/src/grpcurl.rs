@@ -1,7 +1,7 @@
 //! grpcurl, the generic gRPC client, to check the API works with reflection alone.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::bin_dir;
@@ -49,8 +49,32 @@ impl Grpcurl {
         flags: &[&str],
         rest: &[&str],
     ) -> Command {
+        self.command_over(&["-plaintext"], addr, token, flags, rest)
+    }
+
+    /// [`Grpcurl::command`] over TLS, trusting the CA in `ca_pem`.
+    pub fn command_tls(
+        &self,
+        ca_pem: &Path,
+        addr: &str,
+        token: Option<&str>,
+        flags: &[&str],
+        rest: &[&str],
+    ) -> Command {
+        let cacert = ca_pem.display().to_string();
+        self.command_over(&["-cacert", &cacert], addr, token, flags, rest)
+    }
+
+    fn command_over(
+        &self,
+        transport: &[&str],
+        addr: &str,
+        token: Option<&str>,
+        flags: &[&str],
+        rest: &[&str],
+    ) -> Command {
         let mut cmd = Command::new(&self.path);
-        cmd.arg("-plaintext");
+        cmd.args(transport);
         if let Some(token) = token {
             cmd.arg("-H").arg(format!("authorization: Bearer {token}"));
         }

@@ -27,6 +27,7 @@
 
 mod agent;
 mod bins;
+mod certs;
 mod client;
 mod ftp;
 mod grpcurl;
@@ -46,6 +47,7 @@ mod wait;
 
 pub use agent::Agent;
 pub use bins::{bin, bin_dir};
+pub use certs::make_certs;
 pub use client::{Client, as_id, describe, sh_quote, str_field, wait_for_file_sh};
 pub use ftp::{FTP_PASSWORD, FTP_USER, FtpServer};
 pub use grpcurl::Grpcurl;

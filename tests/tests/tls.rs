@@ -2,75 +2,13 @@
 //! trust that CA (through SSL_CERT_FILE, as any rustls native-roots client does), and the
 //! client config pointing at `https://`.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use scitq_tests::{Proc, Server, ServerOpts, bin, describe, output_within};
+use scitq_tests::{Proc, Server, ServerOpts, bin, describe, make_certs, output_within};
 
 /// How long one scitqctl command may take (`launch` runs a task to its end).
 const RUN: Duration = Duration::from_secs(120);
-
-/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
-fn make_certs(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl (Debian package openssl)");
-        assert!(out.status.success(), "openssl {args:?}: {}", describe(&out));
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=scitq test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "req.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .expect("write ext.cnf");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "req.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "cert.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-}
 
 #[test]
 fn a_task_runs_over_tls_and_an_untrusted_certificate_is_refused() {
