@@ -63,6 +63,61 @@ pub struct FileConfig {
     /// Credentials for private container registries (`[[registry]]` tables); file only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registry: Vec<crate::core::registry::Registry>,
+    /// `[metrics]`: who may scrape `/metrics` without a token; file only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<FileMetrics>,
+}
+
+/// The `[metrics]` section.
+#[derive(Deserialize, Serialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct FileMetrics {
+    /// Source addresses (`10.0.0.5`) or networks (`10.0.0.0/24`) that may GET /metrics
+    /// without a token. Anyone else needs an admin token (Bearer).
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// An address or a network, `ADDR` or `ADDR/BITS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Net {
+    addr: IpAddr,
+    bits: u8,
+}
+
+impl Net {
+    pub fn parse(value: &str) -> Option<Net> {
+        let (addr, bits) = match value.trim().split_once('/') {
+            Some((addr, bits)) => (addr.parse::<IpAddr>().ok()?, Some(bits.parse::<u8>().ok()?)),
+            None => (value.trim().parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        (bits <= max).then_some(Net { addr, bits })
+    }
+
+    /// Whether `ip` is in this network (an IPv4 address seen as IPv6-mapped counts as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (net, ip, len) = match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                (u32::from(net) as u128, u32::from(ip) as u128, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => (u128::from(net), u128::from(ip), 128),
+            _ => return false,
+        };
+        let shift = len - u32::from(self.bits);
+        shift >= len || (net >> shift) == (ip >> shift)
+    }
+}
+
+impl std::fmt::Display for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.bits)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +140,8 @@ pub struct Config {
     pub rclone_config: Option<PathBuf>,
     /// Credentials handed to agents for their tasks' images.
     pub registries: Vec<crate::core::registry::Registry>,
+    /// Source networks that may scrape `/metrics` without a token.
+    pub metrics_allow: Vec<Net>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +174,10 @@ pub enum ConfigError {
     InsecureListen(SocketAddr),
     #[error("invalid [[registry]]: {0}")]
     Registry(String),
+    #[error(
+        "invalid [metrics] allow entry {0:?}: expected an address or ADDR/BITS, e.g. 10.0.0.0/24"
+    )]
+    MetricsAllow(String),
 }
 
 fn default_data_dir() -> PathBuf {
@@ -211,7 +272,15 @@ impl Config {
         }
         crate::core::registry::Registries::validate(&file.registry)
             .map_err(ConfigError::Registry)?;
+        let metrics_allow = file
+            .metrics
+            .map(|m| m.allow)
+            .unwrap_or_default()
+            .iter()
+            .map(|entry| Net::parse(entry).ok_or_else(|| ConfigError::MetricsAllow(entry.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
+            metrics_allow,
             registries: file.registry,
             listen,
             data_dir,
@@ -243,6 +312,9 @@ impl Config {
                     ..r.clone()
                 })
                 .collect(),
+            metrics: (!self.metrics_allow.is_empty()).then(|| FileMetrics {
+                allow: self.metrics_allow.iter().map(Net::to_string).collect(),
+            }),
         };
         toml::to_string(&file).unwrap_or_default()
     }
@@ -320,5 +392,39 @@ mod tests {
                 .to_string()
                 .contains("lisen")
         );
+    }
+
+    #[test]
+    fn metrics_allow_list_matches_addresses_and_networks() {
+        let net = |s: &str| Net::parse(s).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(net("10.0.0.0/24").contains(ip("10.0.0.77")));
+        assert!(!net("10.0.0.0/24").contains(ip("10.0.1.1")));
+        assert!(net("10.1.2.3").contains(ip("10.1.2.3")));
+        assert!(!net("10.1.2.3").contains(ip("10.1.2.4")));
+        assert!(net("0.0.0.0/0").contains(ip("192.168.1.1")));
+        assert!(net("127.0.0.1").contains(ip("::ffff:127.0.0.1")));
+        assert!(net("fd00::/8").contains(ip("fd12::1")));
+        assert!(!net("fd00::/8").contains(ip("10.0.0.1")));
+        assert!(Net::parse("10.0.0.0/33").is_none());
+        assert!(Net::parse("localhost").is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scitqd.toml");
+        std::fs::write(&path, "[metrics]\nallow = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        let cli = Cli {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let config = Config::load(&cli).unwrap();
+        assert_eq!(config.metrics_allow, vec![net("10.0.0.0/8"), net("::1")]);
+        assert!(config.to_toml().contains("10.0.0.0/8"));
+        std::fs::write(&path, "[metrics]\nallow = [\"10.0.0.0/40\"]\n").unwrap();
+        let cli = Cli {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = Config::load(&cli).unwrap_err().to_string();
+        assert!(err.contains("10.0.0.0/40"), "{err}");
     }
 }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod core;
 pub mod grpc;
 pub mod http;
+pub mod metrics;
 pub mod persistence;
 pub mod service;
 
@@ -134,6 +135,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ops: state.ops.clone(),
         tokens: tokens.clone(),
         tls: tls.is_some(),
+        metrics_allow: config.metrics_allow.clone().into(),
         shutdown: shutdown.clone(),
     };
     let admin_only = auth::admin_interceptor(tokens.clone());

@@ -6,6 +6,7 @@
 //! under `/agent/`, Prometheus metrics at `/metrics`. Requests no route takes get a 404, or,
 //! when they are gRPC calls, the `UNIMPLEMENTED` status a gRPC client expects.
 
+pub mod metrics;
 pub mod tls;
 
 use axum::Router;
@@ -26,6 +27,8 @@ pub struct State {
     pub tokens: Tokens,
     /// The port is served over TLS (cookies are then `Secure`).
     pub tls: bool,
+    /// Source networks that may scrape `/metrics` without a token (`[metrics] allow`).
+    pub metrics_allow: std::sync::Arc<[crate::config::Net]>,
     /// Cancelled when scitqd stops: long-lived responses (event streams) end then, or the
     /// graceful shutdown would wait on them.
     pub shutdown: CancellationToken,
@@ -35,6 +38,7 @@ pub struct State {
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::scrape))
         // The web UI: `.nest("/ui", crate::ui::router(state.clone()))`.
         // The agent download: `.nest("/agent", …)`.
         .with_state(state)

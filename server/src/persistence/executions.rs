@@ -282,6 +282,7 @@ async fn write_chunks(
         .collect();
     let before = lengths.clone();
     let mut inserts = Vec::new();
+    let mut stored = 0usize;
     let mut trims: HashMap<(i64, i32), (i64, i64)> = HashMap::new();
     for chunk in chunks {
         let execution_id = chunk.execution.0;
@@ -321,6 +322,7 @@ async fn write_chunks(
                 ..Default::default()
             });
             offset += piece.len() as i64;
+            stored += piece.len();
         }
         *committed = end;
         applied.touched.insert(TaskId(*task_id));
@@ -332,6 +334,7 @@ async fn write_chunks(
             );
         }
     }
+    crate::metrics::metrics().output_bytes.inc_by(stored as u64);
     for chunk in inserts.chunks(200) {
         log_chunk::Entity::insert_many(chunk.to_vec())
             .exec_without_returning(txn)
@@ -476,6 +479,9 @@ pub(super) async fn write_end(
         .exec(txn)
         .await?
         .rows_affected;
+    if changed > 0 {
+        crate::metrics::metrics().execution_ended(change.state, change.failure);
+    }
     Ok(changed > 0)
 }
 

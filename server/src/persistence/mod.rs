@@ -3,6 +3,7 @@
 //! through the [`writer::Writer`] (group commit).
 
 pub mod batch;
+pub mod counts;
 pub mod deps;
 mod entities;
 pub mod executions;

@@ -76,6 +76,8 @@ impl Progress {
             applied.finished.push(ExecutionId(update.execution.0));
             if target == ExecState::Succeeded {
                 applied.succeeded.push(ExecutionId(update.execution.0));
+                crate::metrics::metrics()
+                    .execution_ended(ExecState::Succeeded, crate::core::state::Failure::None);
             }
         }
         applied.executions.insert(ExecutionId(update.execution.0));

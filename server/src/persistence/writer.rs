@@ -164,7 +164,14 @@ async fn run(db: DatabaseConnection, mut ids: Ids, mut rx: mpsc::Receiver<Op>) {
     while rx.recv_many(&mut ops, MAX_GROUP).await > 0 {
         groups += 1;
         writes += ops.len() as u64;
-        let completions = match run_group(&db, &mut ids, ops.drain(..)).await {
+        let metrics = crate::metrics::metrics();
+        metrics.commit_group.observe(ops.len() as f64);
+        let started = std::time::Instant::now();
+        let result = run_group(&db, &mut ids, ops.drain(..)).await;
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let completions = match result {
             Ok(completions) => completions.into_iter().map(|c| (c, Ok(()))).collect(),
             Err((completions, err)) => {
                 tracing::error!(error = %err, "database commit failed");

@@ -181,6 +181,9 @@ pub struct Scheduler {
     /// Sessions that claimed their worker and have not connected yet.
     claims: HashMap<WorkerId, Owner>,
     dirty: bool,
+    /// When the loop last woke up with something to do: where the dispatch latency of the
+    /// assignments it leads to starts.
+    woke: Instant,
 }
 
 impl Scheduler {
@@ -220,6 +223,7 @@ impl Scheduler {
             detached: Vec::new(),
             claims: HashMap::new(),
             dirty: true,
+            woke: Instant::now(),
         };
         let join = tokio::spawn(scheduler.run(rx, cancel));
         Ok((SchedulerHandle { tx }, join))
@@ -235,12 +239,16 @@ impl Scheduler {
                     if n == 0 {
                         break;
                     }
+                    self.woke = Instant::now();
                     for command in commands.drain(..) {
                         self.handle(command);
                     }
                     self.mark_offline().await;
                 }
-                _ = sleep_until(next_lease) => self.expire_leases().await,
+                _ = sleep_until(next_lease) => {
+                    self.woke = Instant::now();
+                    self.expire_leases().await
+                }
             }
             while self.dirty {
                 self.dirty = false;
@@ -400,6 +408,8 @@ impl Scheduler {
         let pairs: Vec<(TaskId, WorkerId)> = picks.iter().map(|(q, w)| (q.id, *w)).collect();
         match executions::assign(&self.store, pairs).await {
             Ok(assigned) => {
+                let metrics = crate::metrics::metrics();
+                metrics.executions_started.inc_by(assigned.len() as u64);
                 let mut touched = Vec::with_capacity(assigned.len());
                 for assignment in assigned {
                     let credentials = self.registries.for_image(&assignment.spec.container);
@@ -410,6 +420,10 @@ impl Scheduler {
                             credentials,
                         )));
                     }
+                }
+                let latency = self.woke.elapsed().as_secs_f64();
+                for _ in &touched {
+                    metrics.dispatch_latency.observe(latency);
                 }
                 // Picked tasks the database no longer had pending (paused, deleted,
                 // edited): free their slots and look again.

@@ -180,6 +180,7 @@ pub fn connect(context: &Context, mut opened: Opened, tx: AgentTx) {
         active: reconciled.active,
     });
     opened.claim.held = false;
+    crate::metrics::metrics().sessions_opened.inc();
     context.scheduler.enqueue(reconciled.requeued.clone());
     context.hub.notify(reconciled.touched.iter().copied());
 }
@@ -218,6 +219,12 @@ pub async fn run(
     batches: impl Stream<Item = Result<Inbound, Status>> + Unpin,
     tx: &AgentTx,
 ) -> Result<(), Status> {
+    let metrics = crate::metrics::metrics();
+    metrics.agent_sessions.inc();
+    // Decremented however the session ends (an error, a panic of its task).
+    let _open = scopeguard(|| {
+        metrics.agent_sessions.dec();
+    });
     let (commits_tx, commits_rx) = mpsc::unbounded_channel();
     let budget = Arc::new(Semaphore::new(IN_FLIGHT_BYTES));
     let acker = tokio::spawn(acknowledge(context.clone(), worker, commits_rx, tx.clone()));
@@ -347,4 +354,17 @@ async fn acknowledge(
         }
     }
     Ok(())
+}
+
+/// Runs `f` when dropped.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

@@ -6,6 +6,7 @@
 //! [`Ops`] is a cheap, cloneable handle; every caller holds its own.
 
 mod batches;
+mod metrics;
 mod output;
 mod tasks;
 mod workers;
@@ -21,6 +22,7 @@ use crate::service::hub::Hub;
 use crate::service::scheduler::SchedulerHandle;
 
 pub use batches::{BatchCounts, StopSignal};
+pub use metrics::Gauges;
 pub use output::{Follow, Output};
 pub use tasks::{Explained, MAX_LIMIT, MAX_TASKS_PER_CALL, TaskPage, TaskQuery, TaskSelection};
 pub use workers::{WorkerChange, WorkerView};
