@@ -157,6 +157,61 @@ fn metrics_count_what_task_list_shows(backend: Backend) {
 
 scitq_tests::on_both_backends!(metrics_count_what_task_list_shows);
 
+/// Every series the sample Grafana dashboard queries is one scitqd serves.
+#[test]
+fn the_sample_dashboard_queries_only_series_scitqd_serves() {
+    let server = Server::start(ServerOpts::default());
+    // A task, so that the task series has a sample.
+    server.client().create(&["--batch", "dash", "true"]);
+    let (status, text) = get_metrics(&server, Some(server.admin_token()));
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let served: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json"),
+    )
+    .expect("read deploy/grafana-dashboard.json");
+    let json: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    let mut queried = Vec::new();
+    collect_exprs(&json, &mut queried);
+    assert!(queried.len() > 10, "{queried:?}");
+    let mut names = std::collections::BTreeSet::new();
+    for expr in &queried {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("scitq_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.insert(name);
+        }
+    }
+    let unknown: Vec<_> = names
+        .iter()
+        .filter(|n| !served.contains(n.as_str()))
+        .collect();
+    assert!(unknown.is_empty(), "not served: {unknown:?}\n{text}");
+}
+
+fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("expr" | "definition", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
 #[test]
 fn metrics_need_an_admin_token_or_an_allowed_address() {
     let server = Server::start(ServerOpts::default());
