@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 
 use crate::commands::{
     batch::BatchCommand, fetch::FetchArgs, launch::LaunchArgs, samples::SamplesArgs,
-    task::TaskCommand, worker::WorkerCommand,
+    task::TaskCommand, worker::WorkerCommand, workflow::WorkflowCommand,
 };
 
 /// scitqctl: steer a scitq server (tasks, batches, workers).
@@ -84,6 +84,10 @@ pub enum Command {
     Fetch(FetchArgs),
     /// List the samples of a sequencing project and their runs, from ENA (no server needed)
     Samples(SamplesArgs),
+    /// Run workflows from YAML files (steps over samples, with dependencies); list, show,
+    /// stop and delete workflows
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
 }
 
 #[cfg(test)]

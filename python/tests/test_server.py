@@ -21,17 +21,11 @@ from scitq.lib import Server
 
 @contextlib.contextmanager
 def stopped_batch(server, batch):
-    """Tasks created in the block stay pending: the workers are paused while they are created
-    (a batch exists only once it has a task), then `batch` is stopped."""
-    workers = [w["worker_id"] for w in server.workers()]
-    for worker in workers:
-        server.worker_update(worker, status="paused")
-    try:
-        yield
-        server.batch_stop(batch)
-    finally:
-        for worker in workers:
-            server.worker_update(worker, status="running")
+    """Tasks created in the block stay pending: `batch` is stopped before it has any task
+    (stopping a batch that does not exist yet creates it stopped)."""
+    stopped = server.batch_stop(batch)
+    assert (stopped["batch"], stopped["status"]) == (batch, "stopped")
+    yield
 
 
 def test_task_create_keeps_every_argument_under_the_originals_names(server, batch):
@@ -110,8 +104,13 @@ def test_task_update_edits_pauses_resumes_and_relaunches(server, batch):
         "echo two", "renamed", ["file:///tmp/x"], 1, 3, ["--cpus", "2"], "sh")
     assert server.task_update(task, input=[], status="paused")["status"] == "paused"
     assert server.task_update(task, status="pending")["status"] == "pending"
-    with pytest.raises(Unsupported, match="batch='other'"):
-        server.task_update(task, batch="other")
+    # Moved to another batch, which is created; the task keeps waiting there while that
+    # batch is stopped too, and runs once it goes on.
+    server.batch_stop(batch + "-moved")
+    moved = server.task_update(task, batch=batch + "-moved")
+    assert (moved["batch"], moved["status"]) == (batch + "-moved", "pending")
+    assert server.tasks(batch=batch) == []
+    server.task_update(task, batch=batch)
     with pytest.raises(Unsupported, match="status='running' cannot be set"):
         server.task_update(task, status="running")
 
@@ -151,8 +150,28 @@ def test_relaunch_kill_explain_and_delete(server, batch):
     wait_for("the sleeper to run", lambda: server.task_get(sleeper)["status"] == "running")
     assert server.task_kill(sleeper)["status"] in ("running", "failed")
     wait_for("the kill", lambda: server.task_get(sleeper)["status"] == "failed")
-    with pytest.raises(Unsupported, match="deletes tasks by batch"):
+    # A task others depend on (and that have not ended) cannot be deleted.
+    server.join([waiting], check=True)
+    server.batch_stop(batch)
+    base = server.task_create("true", batch=batch)
+    dependant = server.task_create("true", batch=batch, required_task_ids=[base])
+    with pytest.raises(FailedPrecondition, match=f"task\\(s\\) {dependant['task_id']} depend on it"):
+        server.task_delete(base)
+    for gone in (dependant, base, sleeper, task):
+        server.task_delete(gone)
+    assert [t["task_id"] for t in server.tasks(batch=batch)] == [waiting["task_id"]]
+    assert {e["task_id"] for e in server.executions(batch=batch, output=False)} == {
+        waiting["task_id"]}
+    with pytest.raises(NotFound):
         server.task_delete(task)
+    # A running task deleted is canceled on its worker, which then takes other work.
+    server.batch_go(batch)
+    running = server.task_create("sleep 60", batch=batch)
+    wait_for("the task to run", lambda: server.task_get(running)["status"] == "running")
+    server.task_delete(running)
+    after = server.task_create("echo after", batch=batch)
+    server.join([after], check=True)
+    assert server.task_output(after) == "after\n"
 
 
 def test_executions_and_output(server, batch):
@@ -176,8 +195,22 @@ def test_executions_and_output(server, batch):
         never = server.task_create("true", batch=batch + "-never")
     assert server.task_output(never) is None
     assert server.executions(task_id=never) == []
-    with pytest.raises(Unsupported, match="needs task_id"):
-        server.executions()
+    # Across tasks: every execution of the batch, filtered by state and worker.
+    everything = server.executions(batch=batch, output=False)
+    assert [e["execution_id"] for e in everything] == [first["execution_id"], second["execution_id"]]
+    failed = server.executions(batch=batch, status="failed")
+    assert [(e["execution_id"], e["output"]) for e in failed] == [(first["execution_id"], "out\n")]
+    assert server.executions(status=["failed", "succeeded"], worker_id=first["worker_id"],
+                             batch=batch, latest=True, output=False)[0]["execution_id"] == \
+        second["execution_id"]
+    assert server.executions(batch=batch, worker_id=999999) == []
+    mine = [e["execution_id"] for e in server.executions(output=False)
+            if e["task_id"] == task["task_id"]]
+    assert mine == [first["execution_id"], second["execution_id"]]
+    with pytest.raises(Unsupported, match="invalid execution status 'done'"):
+        server.executions(batch=batch, status="done")
+    with pytest.raises(NotFound):
+        server.executions(batch=batch + "-nowhere")
 
 
 def test_join_relaunches_failed_tasks_up_to_retry(server, batch, tmp_path):
@@ -228,10 +261,14 @@ def test_workers_and_worker_update(server):
                                        status="paused", batch="elsewhere")
         assert (updated["concurrency"], updated["prefetch"], updated["paused"],
                 updated["batch"]) == (3, 1, True, "elsewhere")
+        assert updated["prefetch_auto"] is False
     finally:
-        restored = server.worker_update(worker, concurrency=4, prefetch=0, status="running",
+        restored = server.worker_update(worker, concurrency=4, prefetch="auto", status="running",
                                         batch="")
-    assert (restored["concurrency"], restored["paused"], restored["batch"]) == (4, False, None)
+    assert (restored["concurrency"], restored["paused"], restored["batch"],
+            restored["prefetch_auto"]) == (4, False, None, True)
+    with pytest.raises(Unsupported, match="invalid prefetch 'lots'"):
+        server.worker_update(worker, prefetch="lots")
     with pytest.raises(RecruitmentUnavailable, match="flavor='b2-7'"):
         server.worker_update(worker["worker_id"], flavor="b2-7")
     with pytest.raises(NotFound):

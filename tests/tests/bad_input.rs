@@ -102,11 +102,6 @@ fn an_unknown_task_id_is_reported() {
 fn an_unknown_batch_is_reported() {
     let (_server, c) = server_with_two_tasks();
     assert_refused(
-        "batch stop nosuch",
-        &c.ctl(["batch", "stop", "nosuch"]),
-        &["nosuch"],
-    );
-    assert_refused(
         "batch go nosuch",
         &c.ctl(["batch", "go", "nosuch"]),
         &["nosuch"],
@@ -120,6 +115,14 @@ fn an_unknown_batch_is_reported() {
     let batches = c.batches();
     assert!(batches.iter().all(|b| b["name"] != "nosuch"), "{batches:?}");
     assert!(batches.iter().all(|b| b["stopped"] == false), "{batches:?}");
+    // Stopping a batch that has no task yet is how one prepares it: it is made, stopped.
+    c.ctl_ok(["batch", "stop", "nosuch"]);
+    let batches = c.batches();
+    let made = batches
+        .iter()
+        .find(|b| b["name"] == "nosuch")
+        .expect("made");
+    assert_eq!(made["stopped"], true, "{made}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod samples;
 pub mod task;
 pub mod watch;
 pub mod worker;
+pub mod workflow;
 
 use std::sync::OnceLock;
 
@@ -73,5 +74,6 @@ pub async fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<Exit> {
         Command::Launch(args) => launch::run(args, ctx).await,
         Command::Fetch(args) => fetch::run(args, ctx).await,
         Command::Samples(args) => samples::run(args, ctx).await,
+        Command::Workflow(command) => workflow::run(command, ctx).await,
     }
 }

@@ -71,6 +71,14 @@ def task(t: pb.Task) -> dict[str, Any]:
     }
 
 
+#: Execution states by their name in results and filters ("running", "failed", ...).
+EXECUTION_STATES = {
+    name.removeprefix("EXECUTION_STATE_").lower(): value
+    for name, value in pb.ExecutionState.items()
+    if value != pb.EXECUTION_STATE_UNSPECIFIED
+}
+
+
 def execution(
     e: pb.Execution, output: Optional[str] = None, error: Optional[str] = None
 ) -> dict[str, Any]:
@@ -106,6 +114,8 @@ def worker(w: pb.Worker) -> dict[str, Any]:
         "hostname": w.host,
         "concurrency": w.concurrency,
         "prefetch": w.prefetch,
+        # True: the agent adapts its prefetch (`prefetch` is the value in force now).
+        "prefetch_auto": w.prefetch_auto,
         "batch": w.batch or None,
         "status": pb.WorkerStatus.Name(w.status).removeprefix("WORKER_STATUS_").lower(),
         "paused": w.paused,

@@ -125,6 +125,20 @@ def _statuses(status: Union[None, str, Iterable[str]]) -> list[int]:
     return values
 
 
+def _execution_states(status: Union[None, str, Iterable[str]]) -> list[int]:
+    if status is None:
+        return []
+    names = [status] if isinstance(status, str) else list(status)
+    values = []
+    for name in names:
+        value = convert.EXECUTION_STATES.get(str(name).lower())
+        if value is None:
+            known = ", ".join(convert.EXECUTION_STATES)
+            raise Unsupported(f"invalid execution status {name!r}: expected one of {known}")
+        values.append(value)
+    return values
+
+
 def _refuse(argument: str, value: Any, why: str) -> None:
     if value is not None:
         raise Unsupported(f"{argument}={value!r} is not supported: {why}")
@@ -364,13 +378,13 @@ class Server:
     ):
         """Changes a task and returns it.
 
-        Fields can change while the task has not started (waiting, pending or paused).
+        Fields can change while the task has not started (waiting, pending or paused);
+        `batch` moves it to another batch (created if new).
         `status='pending'` relaunches a finished task (failed, succeeded or canceled; with
         `command`, with that new command) or resumes a paused one; `status='paused'` pauses
         it; `status='canceled'` kills it.
         """
         task_id = task_id_of(id)
-        _refuse("batch", batch, "this server cannot move a task to another batch")
         _refuse("required_task_ids", required_task_ids, "dependencies are set at creation")
         _refuse("download_timeout", download_timeout, "this server has no download time limit")
         _refuse("use_cache", use_cache, "this server has no task cache yet")
@@ -383,7 +397,7 @@ class Server:
         changes = pb.TaskChanges()
         for field, value in (("command", command), ("name", name), ("container", container),
                              ("output", output), ("retry", retry), ("priority", priority),
-                             ("run_timeout_s", run_timeout)):
+                             ("run_timeout_s", run_timeout), ("batch", batch)):
             if value is not None:
                 setattr(changes, field, value)
         if shell is not None:
@@ -453,33 +467,44 @@ class Server:
         answer = self._call(self._tasks.ExplainTask, pb.TaskRef(id=task_id_of(id)))
         return list(answer.reasons)
 
-    def task_delete(self, id: TaskRef):
-        """Not available: this server deletes tasks by batch only (`batch_delete`)."""
-        raise Unsupported(
-            f"cannot delete task {task_id_of(id)}: this server deletes tasks by batch "
-            f"(batch_delete) only"
-        )
+    def task_delete(self, id: TaskRef) -> None:
+        """Deletes a task with its executions and output (an active one is canceled on its
+        worker). Refused while a task that has not ended depends on it."""
+        self._call(self._tasks.DeleteTask, pb.TaskRef(id=task_id_of(id)))
 
     # -- executions and output ---------------------------------------------------------
 
     def executions(self, task_id: Optional[TaskRef] = None, latest: bool = False,
-                   output: bool = True):
-        """The executions (attempts) of a task, oldest first, each with its stdout as
-        `output` and stderr as `error` (skip fetching them with `output=False`). With
-        `latest=True`, only the last one."""
-        if task_id is None:
-            raise Unsupported("executions() needs task_id: this server lists executions per task")
-        tid = task_id_of(task_id)
-        found = list(self._call(self._executions.ListExecutions,
-                                pb.ListExecutionsRequest(task_id=tid)).executions)
+                   output: bool = True, batch: Optional[str] = None,
+                   status: Union[None, str, Iterable[str]] = None,
+                   worker_id: Optional[int] = None):
+        """Executions (attempts), oldest first: those of one task, or without `task_id` those
+        of every task, filtered by `batch`, `status` (execution states, one or a list:
+        'running', 'failed'...) and `worker_id`. Each comes with its stdout as `output` and
+        stderr as `error` (skip fetching them with `output=False`). With `latest=True`, only
+        the last one of each task."""
+        request = pb.ListExecutionsRequest(task_id=task_id_of(task_id) if task_id is not None else 0)
+        if batch is not None:
+            request.batch = batch
+        if worker_id is not None:
+            request.worker_id = worker_id
+        request.state.extend(_execution_states(status))
+        found = []
+        while True:
+            answer = self._call(self._executions.ListExecutions, request)
+            found.extend(answer.executions)
+            if not answer.next_after_id:
+                break
+            request.after_id = answer.next_after_id
         if latest:
-            found = found[-1:]
+            last = {e.task_id: e for e in found}
+            found = [e for e in found if last[e.task_id] is e]
         result = []
         for e in found:
             out = err = None
             if output:
                 answer = self._call(self._executions.GetOutput,
-                                    pb.GetOutputRequest(task_id=tid, execution_id=e.id))
+                                    pb.GetOutputRequest(task_id=e.task_id, execution_id=e.id))
                 out, err = convert.split_output(answer.chunks)
             result.append(convert.execution(e, out, err))
         return self._wrap(result)
@@ -558,7 +583,7 @@ class Server:
         self,
         id: Union[int, dict, Namespace],
         concurrency: Optional[int] = None,
-        prefetch: Optional[int] = None,
+        prefetch: Union[None, int, str] = None,
         batch: Optional[str] = None,
         status: Optional[str] = None,
         name: Optional[str] = None,
@@ -567,8 +592,9 @@ class Server:
         flavor: Optional[str] = None,
         task_properties: Optional[Any] = None,
     ):
-        """Changes a worker's settings, pushed to its agent at once: concurrency, prefetch,
-        batch ('' for any), status 'paused' or 'running'. Returns the worker."""
+        """Changes a worker's settings, pushed to its agent at once: concurrency, prefetch
+        (a number fixes it; 'auto' lets the agent adapt it again), batch ('' for any),
+        status 'paused' or 'running'. Returns the worker."""
         worker_id = id if isinstance(id, int) else (
             id["worker_id"] if isinstance(id, dict) else getattr(id, "worker_id"))
         _refuse("name", name, "a worker's name is its agent's --name")
@@ -580,8 +606,12 @@ class Server:
         request = pb.UpdateWorkerRequest(id=worker_id)
         if concurrency is not None:
             request.concurrency = concurrency
-        if prefetch is not None:
+        if prefetch == "auto":
+            request.prefetch_auto = True
+        elif isinstance(prefetch, int) and not isinstance(prefetch, bool) and prefetch >= 0:
             request.prefetch = prefetch
+        elif prefetch is not None:
+            raise Unsupported(f"invalid prefetch {prefetch!r}: use a number >= 0 or 'auto'")
         if batch is not None:
             request.batch = batch
         if status is not None:

@@ -11,7 +11,9 @@ use tonic::{Request, Response, Status};
 
 use super::{State, convert, status};
 use crate::auth::require_admin;
-use crate::core::ids::{ExecutionId, TaskId};
+use crate::core::ids::{ExecutionId, TaskId, WorkerId};
+use crate::core::state::ExecState;
+use crate::service::ops::ExecutionFilter;
 
 pub struct Executions(pub State);
 
@@ -24,10 +26,30 @@ impl ExecutionService for Executions {
         request: Request<v1::ListExecutionsRequest>,
     ) -> Result<Response<v1::ListExecutionsResponse>, Status> {
         require_admin(&request)?;
-        let task = TaskId(request.into_inner().task_id);
-        let executions = self.0.ops.executions(task).await.map_err(status)?;
+        let req = request.into_inner();
+        let states = req
+            .state
+            .iter()
+            .map(|s| {
+                v1::ExecutionState::try_from(*s)
+                    .ok()
+                    .and_then(ExecState::from_proto)
+                    .ok_or_else(|| Status::invalid_argument(format!("unknown execution state {s}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let filter = ExecutionFilter {
+            task: (req.task_id != 0).then_some(TaskId(req.task_id)),
+            batch: req.batch,
+            states,
+            worker: req.worker_id.map(WorkerId),
+            after_id: req.after_id,
+            limit: u64::from(req.limit),
+        };
+        let (executions, next_after_id) =
+            self.0.ops.list_executions(filter).await.map_err(status)?;
         Ok(Response::new(v1::ListExecutionsResponse {
             executions: executions.into_iter().map(convert::execution).collect(),
+            next_after_id,
         }))
     }
 

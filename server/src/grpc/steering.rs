@@ -39,5 +39,6 @@ pub fn changes(raw: Option<v1::TaskChanges>) -> Result<Changes, Status> {
         priority: raw.priority,
         name: raw.name,
         run_timeout_s: raw.run_timeout_s,
+        batch: raw.batch,
     })
 }

@@ -218,4 +218,14 @@ impl TaskService for Tasks {
         let deleted = self.0.ops.delete_batch(&name).await.map_err(status)?;
         Ok(Response::new(v1::DeleteBatchResponse { deleted }))
     }
+
+    async fn delete_task(
+        &self,
+        request: Request<v1::TaskRef>,
+    ) -> Result<Response<v1::DeleteTaskResponse>, Status> {
+        require_admin(&request)?;
+        let id = TaskId(request.into_inner().id);
+        self.0.ops.delete_task(id).await.map_err(status)?;
+        Ok(Response::new(v1::DeleteTaskResponse {}))
+    }
 }

@@ -552,6 +552,14 @@ pub async fn of_task(
         .order_by_asc(execution::Column::Id)
         .all(db)
         .await?;
+    with_worker_names(db, rows).await
+}
+
+/// Executions from their rows, each with its worker's name.
+pub(super) async fn with_worker_names(
+    db: &impl ConnectionTrait,
+    rows: Vec<execution::Model>,
+) -> Result<Vec<Execution>, StoreError> {
     let mut worker_ids: Vec<i64> = rows.iter().map(|r| r.worker_id).collect();
     worker_ids.sort_unstable();
     worker_ids.dedup();

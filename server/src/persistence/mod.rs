@@ -10,6 +10,7 @@ pub mod executions;
 pub mod migration;
 pub mod progress;
 pub mod recovery;
+pub mod removal;
 mod rows;
 pub mod steering;
 pub mod tasks;

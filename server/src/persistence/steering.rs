@@ -175,6 +175,8 @@ pub struct Changes {
     pub priority: Option<i32>,
     pub name: Option<String>,
     pub run_timeout_s: Option<u32>,
+    /// Moves the tasks to this batch (created if new).
+    pub batch: Option<String>,
 }
 
 impl Changes {
@@ -190,6 +192,7 @@ impl Changes {
             && self.priority.is_none()
             && self.name.is_none()
             && self.run_timeout_s.is_none()
+            && self.batch.is_none()
     }
 
     /// The row as it is after the change.
@@ -227,6 +230,9 @@ impl Changes {
         }
         if let Some(v) = self.run_timeout_s {
             row.run_timeout_s = v as i32;
+        }
+        if let Some(v) = &self.batch {
+            row.batch = v.clone();
         }
     }
 
@@ -320,7 +326,8 @@ pub async fn edit(
                     }
                     changes.apply(&mut after);
                     changes.validate(&after)?;
-                    if status == TaskStatus::Pending && after.priority != row.priority {
+                    let moved = after.priority != row.priority || after.batch != row.batch;
+                    if status == TaskStatus::Pending && moved {
                         let queued = |r: &task::Model| Queued {
                             id: TaskId(r.id),
                             batch: r.batch.clone(),
@@ -344,6 +351,18 @@ pub async fn edit(
                     return edited(edited_rows);
                 }
                 let now = now_ms();
+                if let Some(name) = &changes.batch {
+                    // The batch a task moves to exists as a row, stopped or not.
+                    super::entities::batch::Entity::insert(super::entities::batch::ActiveModel {
+                        name: sea_orm::ActiveValue::Set(name.clone()),
+                        stopped: sea_orm::ActiveValue::Set(false),
+                        suspended: sea_orm::ActiveValue::Set(false),
+                        created_at: sea_orm::ActiveValue::Set(now),
+                    })
+                    .on_conflict_do_nothing_on([super::entities::batch::Column::Name])
+                    .exec_without_returning(txn)
+                    .await?;
+                }
                 for after in &edited_rows {
                     // Every column written (a model converts to "unchanged" values).
                     let mut active = task::ActiveModel::from(after.clone()).reset_all();

@@ -273,7 +273,9 @@ pub async fn get_batch(db: &impl ConnectionTrait, name: &str) -> Result<Batch, S
         })
 }
 
-/// Sets a batch's state; returns it as it was before and as it is now.
+/// Sets a batch's state; returns it as it was before and as it is now. A batch with no
+/// task yet is created stopped, so the tasks added to it later wait for `go`; one that does
+/// not exist cannot go.
 pub async fn set_batch_state(
     store: &Store,
     name: String,
@@ -284,7 +286,28 @@ pub async fn set_batch_state(
         .writer
         .write(move |txn, _ids| {
             Box::pin(async move {
-                let before = get_batch(txn, &name).await?;
+                let now = now_ms();
+                let before = match batch::Entity::find_by_id(name.clone()).one(txn).await? {
+                    Some(row) => super::rows::batch(row),
+                    None if !stopped => {
+                        return Err(StoreError::NotFound {
+                            what: "batch",
+                            id: format!("{name:?}"),
+                        });
+                    }
+                    None => {
+                        let row = batch::ActiveModel {
+                            name: Set(name.clone()),
+                            stopped: Set(false),
+                            suspended: Set(false),
+                            created_at: Set(now),
+                        };
+                        batch::Entity::insert(row)
+                            .exec_without_returning(txn)
+                            .await?;
+                        get_batch(txn, &name).await?
+                    }
+                };
                 batch::Entity::update_many()
                     .col_expr(batch::Column::Stopped, Expr::value(stopped))
                     .col_expr(batch::Column::Suspended, Expr::value(suspended))

@@ -60,8 +60,10 @@ pub enum TaskCommand {
         /// Task id
         id: i64,
     },
-    /// List every execution (attempt) of a task
-    Executions {
+    /// List the executions (attempts) of a task, or of every task matching filters
+    Executions(steer::ExecutionsArgs),
+    /// Delete a task with its executions and output (an active one is canceled first)
+    Delete {
         /// Task id
         id: i64,
     },
@@ -116,7 +118,8 @@ pub async fn run(command: TaskCommand, ctx: &Context) -> anyhow::Result<Exit> {
         TaskCommand::Resume { id } => steer::act(steer::Action::Resume, id, ctx).await,
         TaskCommand::Kill { id } => steer::act(steer::Action::Kill, id, ctx).await,
         TaskCommand::Edit(args) => steer::edit(args, ctx).await,
-        TaskCommand::Executions { id } => steer::executions(id, ctx).await,
+        TaskCommand::Executions(args) => steer::executions(args, ctx).await,
+        TaskCommand::Delete { id } => steer::delete(id, ctx).await,
         TaskCommand::Explain { id } => steer::explain(id, ctx).await,
     }
 }
@@ -190,7 +193,10 @@ async fn show(id: i64, ctx: &Context) -> anyhow::Result<Exit> {
         .into_inner();
     let executions = client
         .executions()
-        .list_executions(ListExecutionsRequest { task_id: id })
+        .list_executions(ListExecutionsRequest {
+            task_id: id,
+            ..Default::default()
+        })
         .await?
         .into_inner()
         .executions;

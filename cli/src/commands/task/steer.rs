@@ -3,8 +3,8 @@
 use anyhow::Context as _;
 use clap::Args;
 use scitq_proto::v1::{
-    EditTasksRequest, ListExecutionsRequest, Shell, StringList, Task, TaskChanges, TaskRef,
-    TaskSelector, TaskStatus,
+    EditTasksRequest, ExecutionState, ListExecutionsRequest, Shell, StringList, Task, TaskChanges,
+    TaskRef, TaskSelector, TaskStatus,
 };
 
 use super::super::{Context, Exit};
@@ -76,19 +76,86 @@ pub async fn explain(id: i64, ctx: &Context) -> anyhow::Result<Exit> {
     Ok(0)
 }
 
-pub async fn executions(id: i64, ctx: &Context) -> anyhow::Result<Exit> {
+#[derive(Debug, Args)]
+pub struct ExecutionsArgs {
+    /// Task id (none: the executions of every task matching the filters)
+    id: Option<i64>,
+    /// Only executions of tasks of this batch
+    #[arg(long)]
+    batch: Option<String>,
+    /// Only executions in these states (assigned, accepted, running, uploading, succeeded,
+    /// failed, canceled; repeatable or comma-separated)
+    #[arg(long, value_name = "STATE", value_delimiter = ',', value_parser = parse_execution_state)]
+    state: Vec<ExecutionState>,
+    /// Only executions run by this worker (id)
+    #[arg(long, value_name = "ID")]
+    worker: Option<i64>,
+    /// At most this many executions [default: all]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    limit: Option<u32>,
+}
+
+fn parse_execution_state(text: &str) -> Result<ExecutionState, String> {
+    let name = format!("EXECUTION_STATE_{}", text.trim().to_ascii_uppercase());
+    ExecutionState::from_str_name(&name)
+        .filter(|s| *s != ExecutionState::Unspecified)
+        .ok_or_else(|| {
+            format!(
+                "invalid state {text:?}: expected assigned, accepted, running, uploading, \
+                 succeeded, failed or canceled"
+            )
+        })
+}
+
+/// Executions per call when listing across tasks.
+const EXECUTION_PAGE: u32 = 1000;
+
+pub async fn executions(args: ExecutionsArgs, ctx: &Context) -> anyhow::Result<Exit> {
     let client = ctx.connect().await?;
-    let executions = client
-        .executions()
-        .list_executions(ListExecutionsRequest { task_id: id })
-        .await
-        .with_context(|| format!("cannot list the executions of task {id}"))?
-        .into_inner()
-        .executions;
+    let mut request = ListExecutionsRequest {
+        task_id: args.id.unwrap_or(0),
+        batch: args.batch,
+        state: args.state.iter().map(|s| *s as i32).collect(),
+        worker_id: args.worker,
+        after_id: 0,
+        limit: 0,
+    };
+    let wanted = args.limit.map(|n| n as usize);
+    let mut executions = Vec::new();
+    loop {
+        let left = wanted.map_or(EXECUTION_PAGE as usize, |w| w - executions.len());
+        request.limit = left.min(EXECUTION_PAGE as usize) as u32;
+        let reply = client
+            .executions()
+            .list_executions(request.clone())
+            .await
+            .context("cannot list executions")?
+            .into_inner();
+        let done = reply.next_after_id == 0;
+        executions.extend(reply.executions);
+        if done || wanted.is_some_and(|w| executions.len() >= w) {
+            break;
+        }
+        request.after_id = reply.next_after_id;
+    }
     if executions.is_empty() && ctx.format == Format::Table {
-        eprintln!("task {id} has not run yet");
+        match args.id {
+            Some(id) => eprintln!("task {id} has not run yet"),
+            None => eprintln!("no execution matches"),
+        }
     }
     output::print_list(&executions, ctx.format)?;
+    Ok(0)
+}
+
+pub async fn delete(id: i64, ctx: &Context) -> anyhow::Result<Exit> {
+    let client = ctx.connect().await?;
+    client
+        .tasks()
+        .delete_task(TaskRef { id })
+        .await
+        .with_context(|| format!("cannot delete task {id}"))?;
+    eprintln!("task {id} deleted");
     Ok(0)
 }
 
@@ -148,6 +215,9 @@ pub struct EditArgs {
     /// New task name
     #[arg(long = "new-name", value_name = "NAME")]
     new_name: Option<String>,
+    /// Move the tasks to this batch (created if new)
+    #[arg(long = "new-batch", value_name = "BATCH")]
+    new_batch: Option<String>,
     /// New run time limit (e.g. 2h); `0s` removes it
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout_or_zero)]
     timeout: Option<u32>,
@@ -192,6 +262,7 @@ impl EditArgs {
             priority: self.priority,
             name: self.new_name,
             run_timeout_s: self.timeout,
+            batch: self.new_batch,
         };
         if changes == TaskChanges::default() {
             return Err(crate::error::usage(

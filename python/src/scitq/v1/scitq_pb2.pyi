@@ -341,7 +341,7 @@ class TaskSelector(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ..., batch: _Optional[str] = ..., status: _Optional[_Iterable[_Union[TaskStatus, str]]] = ..., name: _Optional[str] = ..., all: _Optional[bool] = ...) -> None: ...
 
 class TaskChanges(_message.Message):
-    __slots__ = ("command", "shell", "container", "container_options", "inputs", "output", "resources", "retry", "priority", "name", "run_timeout_s")
+    __slots__ = ("command", "shell", "container", "container_options", "inputs", "output", "resources", "retry", "priority", "name", "run_timeout_s", "batch")
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     SHELL_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
@@ -353,6 +353,7 @@ class TaskChanges(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     RUN_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     command: str
     shell: Shell
     container: str
@@ -364,7 +365,8 @@ class TaskChanges(_message.Message):
     priority: int
     name: str
     run_timeout_s: int
-    def __init__(self, command: _Optional[str] = ..., shell: _Optional[_Union[Shell, str]] = ..., container: _Optional[str] = ..., container_options: _Optional[_Union[StringList, _Mapping]] = ..., inputs: _Optional[_Union[StringList, _Mapping]] = ..., output: _Optional[str] = ..., resources: _Optional[_Union[StringList, _Mapping]] = ..., retry: _Optional[int] = ..., priority: _Optional[int] = ..., name: _Optional[str] = ..., run_timeout_s: _Optional[int] = ...) -> None: ...
+    batch: str
+    def __init__(self, command: _Optional[str] = ..., shell: _Optional[_Union[Shell, str]] = ..., container: _Optional[str] = ..., container_options: _Optional[_Union[StringList, _Mapping]] = ..., inputs: _Optional[_Union[StringList, _Mapping]] = ..., output: _Optional[str] = ..., resources: _Optional[_Union[StringList, _Mapping]] = ..., retry: _Optional[int] = ..., priority: _Optional[int] = ..., name: _Optional[str] = ..., run_timeout_s: _Optional[int] = ..., batch: _Optional[str] = ...) -> None: ...
 
 class StringList(_message.Message):
     __slots__ = ("values",)
@@ -451,17 +453,33 @@ class DeleteBatchResponse(_message.Message):
     deleted: int
     def __init__(self, deleted: _Optional[int] = ...) -> None: ...
 
+class DeleteTaskResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class ListExecutionsRequest(_message.Message):
-    __slots__ = ("task_id",)
+    __slots__ = ("task_id", "batch", "state", "worker_id", "after_id", "limit")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
     task_id: int
-    def __init__(self, task_id: _Optional[int] = ...) -> None: ...
+    batch: str
+    state: _containers.RepeatedScalarFieldContainer[ExecutionState]
+    worker_id: int
+    after_id: int
+    limit: int
+    def __init__(self, task_id: _Optional[int] = ..., batch: _Optional[str] = ..., state: _Optional[_Iterable[_Union[ExecutionState, str]]] = ..., worker_id: _Optional[int] = ..., after_id: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ListExecutionsResponse(_message.Message):
-    __slots__ = ("executions",)
+    __slots__ = ("executions", "next_after_id")
     EXECUTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_AFTER_ID_FIELD_NUMBER: _ClassVar[int]
     executions: _containers.RepeatedCompositeFieldContainer[Execution]
-    def __init__(self, executions: _Optional[_Iterable[_Union[Execution, _Mapping]]] = ...) -> None: ...
+    next_after_id: int
+    def __init__(self, executions: _Optional[_Iterable[_Union[Execution, _Mapping]]] = ..., next_after_id: _Optional[int] = ...) -> None: ...
 
 class GetOutputRequest(_message.Message):
     __slots__ = ("task_id", "execution_id")

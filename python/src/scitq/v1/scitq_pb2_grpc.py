@@ -108,6 +108,11 @@ class TaskServiceStub:
                 request_serializer=scitq_dot_v1_dot_scitq__pb2.DeleteBatchRequest.SerializeToString,
                 response_deserializer=scitq_dot_v1_dot_scitq__pb2.DeleteBatchResponse.FromString,
                 _registered_method=True)
+        self.DeleteTask = channel.unary_unary(
+                '/scitq.v1.TaskService/DeleteTask',
+                request_serializer=scitq_dot_v1_dot_scitq__pb2.TaskRef.SerializeToString,
+                response_deserializer=scitq_dot_v1_dot_scitq__pb2.DeleteTaskResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -221,6 +226,14 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteTask(self, request, context):
+        """Deletes one task with its executions and output; an active execution is canceled on
+        its agent. Refused while a task that has not ended depends on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -293,6 +306,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.DeleteBatch,
                     request_deserializer=scitq_dot_v1_dot_scitq__pb2.DeleteBatchRequest.FromString,
                     response_serializer=scitq_dot_v1_dot_scitq__pb2.DeleteBatchResponse.SerializeToString,
+            ),
+            'DeleteTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTask,
+                    request_deserializer=scitq_dot_v1_dot_scitq__pb2.TaskRef.FromString,
+                    response_serializer=scitq_dot_v1_dot_scitq__pb2.DeleteTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -687,6 +705,33 @@ class TaskService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def DeleteTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scitq.v1.TaskService/DeleteTask',
+            scitq_dot_v1_dot_scitq__pb2.TaskRef.SerializeToString,
+            scitq_dot_v1_dot_scitq__pb2.DeleteTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ExecutionServiceStub:
     """---------------------------------------------------------------------------
@@ -726,7 +771,8 @@ class ExecutionServiceServicer:
     """
 
     def ListExecutions(self, request, context):
-        """Lists every execution of a task, oldest first.
+        """Lists executions, oldest first: every execution of one task, or with task_id 0 those of
+        every task matching the filters, with keyset paging.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -47,9 +47,12 @@ impl Ops {
         signal: Option<StopSignal>,
     ) -> Result<Batch, OpsError> {
         let name = batch_name(name)?;
-        let current = tasks::get_batch(&self.store.db, &name).await?;
-        let (_, batch) =
-            tasks::set_batch_state(&self.store, name.clone(), true, current.suspended).await?;
+        let suspended = match tasks::get_batch(&self.store.db, &name).await {
+            Ok(current) => current.suspended,
+            Err(crate::persistence::StoreError::NotFound { .. }) => false,
+            Err(err) => return Err(err.into()),
+        };
+        let (_, batch) = tasks::set_batch_state(&self.store, name.clone(), true, suspended).await?;
         self.scheduler.send(Command::BatchStopped {
             batch: name.clone(),
             stopped: true,

@@ -27,6 +27,7 @@ pub use output::{Follow, Output};
 pub use tasks::{Explained, MAX_LIMIT, MAX_TASKS_PER_CALL, TaskPage, TaskQuery, TaskSelection};
 pub use workers::{WorkerChange, WorkerView};
 
+pub use crate::persistence::removal::ExecutionFilter;
 pub use crate::persistence::steering::Changes;
 
 /// Why an operation was refused or failed.

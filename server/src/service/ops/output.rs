@@ -10,6 +10,7 @@ use super::{Ops, OpsError};
 use crate::core::agent::Stream;
 use crate::core::ids::{ExecutionId, TaskId};
 use crate::core::model::{Execution, StoredChunk};
+use crate::persistence::removal::{self, ExecutionFilter};
 use crate::persistence::{StoreError, executions, tasks};
 
 /// An execution's stored output, with a marker where the middle of a too long output was
@@ -66,6 +67,34 @@ impl Ops {
     pub async fn executions(&self, task: TaskId) -> Result<Vec<Execution>, OpsError> {
         tasks::get(&self.store.db, task).await?;
         Ok(executions::of_task(&self.store.db, task).await?)
+    }
+
+    /// Executions of every task matching a filter, oldest first, a page at a time.
+    pub async fn list_executions(
+        &self,
+        mut filter: ExecutionFilter,
+    ) -> Result<(Vec<Execution>, i64), OpsError> {
+        let limit = match filter.limit {
+            0 => u64::from(super::tasks::DEFAULT_LIMIT),
+            n if n > u64::from(super::MAX_LIMIT) => {
+                return Err(OpsError::LimitTooHigh { limit: n as u32 });
+            }
+            n => n,
+        };
+        filter.limit = limit;
+        if let Some(task) = filter.task {
+            tasks::get(&self.store.db, task).await?;
+        }
+        if let Some(batch) = &filter.batch {
+            tasks::get_batch(&self.store.db, batch).await?;
+        }
+        let found = removal::executions(&self.store.db, filter).await?;
+        let next = if found.len() as u64 == limit {
+            found.last().map_or(0, |e| e.id.0)
+        } else {
+            0
+        };
+        Ok((found, next))
     }
 
     /// The stored output of a task's execution (its current one by default).

@@ -14,7 +14,7 @@ use crate::service::scheduler::Command;
 
 /// Most tasks in one create call.
 pub const MAX_TASKS_PER_CALL: usize = 100_000;
-const DEFAULT_LIMIT: u32 = 1000;
+pub(super) const DEFAULT_LIMIT: u32 = 1000;
 /// Most tasks in one listing page.
 pub const MAX_LIMIT: u32 = 10_000;
 
@@ -200,11 +200,14 @@ impl Ops {
     pub async fn edit_tasks(
         &self,
         selection: TaskSelection,
-        changes: Changes,
+        mut changes: Changes,
         dry_run: bool,
     ) -> Result<Vec<Task>, OpsError> {
         let selector = selector(selection)?;
         check_changes(&changes)?;
+        if let Some(batch) = changes.batch.as_mut() {
+            *batch = batch.trim().to_owned();
+        }
         UriCheck::new(&self.rclone_config)
             .check_edit(
                 changes.inputs.as_deref(),
@@ -228,6 +231,27 @@ impl Ops {
             self.hub.notify(edited.tasks.iter().map(|t| t.id));
         }
         Ok(edited.tasks)
+    }
+
+    /// Deletes a task with its executions and output; an active execution is canceled on
+    /// its agent.
+    pub async fn delete_task(&self, id: TaskId) -> Result<(), OpsError> {
+        let deleted = crate::persistence::removal::delete_task(&self.store, id).await?;
+        if deleted.status == TaskStatus::Pending {
+            self.scheduler.send(Command::Dequeue(vec![Queued {
+                id,
+                batch: deleted.batch,
+                priority: deleted.priority,
+            }]));
+        }
+        if let Some(target) = deleted.active {
+            self.scheduler.send(Command::Signal {
+                targets: vec![target],
+                signal: Signal::Cancel,
+            });
+        }
+        self.hub.notify([id]);
+        Ok(())
     }
 
     /// Why a task is where it is, in plain words.
@@ -318,6 +342,12 @@ fn check_changes(changes: &Changes) -> Result<(), OpsError> {
     }
     if let Some(c) = &changes.command {
         command(c)?;
+    }
+    if let Some(batch) = &changes.batch {
+        if batch.trim().is_empty() {
+            return Err(OpsError::EmptyBatchName);
+        }
+        validate_batch_name(0, batch)?;
     }
     for (name, value) in [
         ("container", &changes.container),

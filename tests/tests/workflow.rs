@@ -1,0 +1,315 @@
+//! Scripting and workflows: what the Python client and `scitqctl workflow` need from the
+//! API (deleting one task, moving tasks between batches, executions across tasks, stopping
+//! a batch before it has tasks), through `scitqctl` against the real binaries.
+
+use std::time::Duration;
+
+use scitq_tests::{Agent, Backend, Client, Server, ServerOpts, as_id, describe};
+use serde_json::Value;
+
+const CONNECT: Duration = Duration::from_secs(60);
+
+fn ids_of(values: &[Value], key: &str) -> Vec<i64> {
+    values.iter().map(|v| as_id(&v[key])).collect()
+}
+
+fn tasks_are_deleted_moved_between_batches_and_executions_listed_across_tasks(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "scripted", 2, &[]);
+    let worker = c.wait_worker_online("scripted", CONNECT);
+
+    // A batch stopped before it has any task: what is added to it waits.
+    c.ctl_ok(["batch", "stop", "later"]);
+    let batches = c.batches();
+    let later = batches
+        .iter()
+        .find(|b| b["name"] == "later")
+        .expect("batch");
+    assert_eq!(later["stopped"], true, "{later}");
+    let held = c.create_sh("later", "echo held", &[]);
+    let moved = c.create_sh("later", "echo moved", &[]);
+    assert_eq!(c.status(held), "pending");
+
+    // Moved to a running batch, a task runs there; the one left behind keeps waiting.
+    let out = c.ctl_json(["task", "edit", &moved.to_string(), "--new-batch", "now"]);
+    assert_eq!(out[0]["batch"], "now", "{out}");
+    c.wait_task(moved, "succeeded", CONNECT);
+    assert_eq!(c.status(held), "pending", "a stopped batch starts nothing");
+    let blank = c.ctl(["task", "edit", &held.to_string(), "--new-batch", " "]);
+    assert!(!blank.status.success(), "{}", describe(&blank));
+    assert!(
+        String::from_utf8_lossy(&blank.stderr).contains("batch name is empty"),
+        "{}",
+        describe(&blank)
+    );
+
+    // Executions across tasks, by batch, state and worker.
+    let failing = c.create_sh("now", "echo bad; exit 4", &[]);
+    c.wait_task(failing, "failed", CONNECT);
+    let all = c.ctl_json(["task", "executions", "--batch", "now"]);
+    let all = all.as_array().expect("array").clone();
+    assert_eq!(ids_of(&all, "task_id"), vec![moved, failing], "{all:?}");
+    let failed = c.ctl_json(["task", "executions", "--state", "failed", "--batch", "now"]);
+    assert_eq!(failed[0]["task_id"], failing, "{failed}");
+    assert_eq!(failed.as_array().map(Vec::len), Some(1), "{failed}");
+    let by_worker = c.ctl_json(["task", "executions", "--worker", &worker.to_string()]);
+    assert_eq!(by_worker.as_array().map(Vec::len), Some(2), "{by_worker}");
+    let one = c.ctl_json(["task", "executions", "--batch", "now", "--limit", "1"]);
+    assert_eq!(
+        ids_of(one.as_array().expect("array"), "task_id"),
+        vec![moved]
+    );
+    let unknown = c.ctl(["task", "executions", "--batch", "nowhere"]);
+    assert!(!unknown.status.success(), "{}", describe(&unknown));
+
+    // Deleting: refused while a task not ended depends on it, then gone with its
+    // executions; a running task is canceled on its worker first.
+    let dependant = c.create(&[
+        "--batch",
+        "later",
+        "--depends-on",
+        &held.to_string(),
+        "--",
+        "true",
+    ]);
+    let refused = c.ctl(["task", "delete", &held.to_string()]);
+    assert!(!refused.status.success(), "{}", describe(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("task(s) {dependant} depend on it")),
+        "{stderr}"
+    );
+    c.ctl_ok(["task", "delete", &dependant.to_string()]);
+    c.ctl_ok(["task", "delete", &held.to_string()]);
+    c.ctl_ok(["task", "delete", &failing.to_string()]);
+    let left = c.ctl_json(["task", "executions", "--batch", "now"]);
+    assert_eq!(
+        ids_of(left.as_array().expect("array"), "task_id"),
+        vec![moved]
+    );
+    assert!(c.tasks(&["--batch", "later"]).is_empty());
+    let again = c.ctl(["task", "delete", &held.to_string()]);
+    assert!(!again.status.success(), "{}", describe(&again));
+
+    let sleeper = c.create_sh("now", "sleep 600", &[]);
+    c.wait_task(sleeper, "running", CONNECT);
+    c.ctl_ok(["task", "delete", &sleeper.to_string()]);
+    // Both slots are free again: two tasks run at once.
+    let flag = c.scratch_path("both");
+    let wait = format!(
+        "touch {f}.$$; while [ $(ls {f}.* | wc -l) -lt 2 ]; do sleep 0.05; done",
+        f = flag.display()
+    );
+    let a = c.create_sh("now", &wait, &[]);
+    let b = c.create_sh("now", &wait, &[]);
+    c.wait_task(a, "succeeded", CONNECT);
+    c.wait_task(b, "succeeded", CONNECT);
+}
+
+/// The example of docs/workflow.md, as written there.
+fn documented_example() -> String {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/workflow.md"))
+        .expect("read docs/workflow.md");
+    let start = doc
+        .find("```yaml\n")
+        .expect("a yaml block in docs/workflow.md")
+        + 8;
+    let end = start + doc[start..].find("```").expect("the end of the yaml block");
+    doc[start..end].to_owned()
+}
+
+/// The one task of `batch` named `name`.
+fn task_named(c: &Client, batch: &str, name: &str) -> i64 {
+    let found = c.tasks(&["--batch", batch, "--name", name]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    as_id(&found[0]["id"])
+}
+
+fn the_documented_workflow_runs_and_workflows_are_listed_stopped_and_deleted(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "yaml", 2, &[]);
+    c.wait_worker_online("yaml", CONNECT);
+    let file = c.scratch_file("wordcount.yaml", &documented_example());
+    let store = format!("store=file://{}", c.scratch_path("store").display());
+
+    // A dry run shows the tasks and creates nothing.
+    let plan = c.ctl_json([
+        "workflow",
+        "run",
+        file.to_str().unwrap(),
+        "--param",
+        &store,
+        "--dry-run",
+    ]);
+    let names: Vec<&str> = plan
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "write.one",
+            "write.three",
+            "count.one",
+            "count.three",
+            "total"
+        ]
+    );
+    assert_eq!(
+        plan[4]["depends_on"],
+        serde_json::json!(["count.one", "count.three"])
+    );
+    assert!(c.batches().is_empty(), "a dry run creates nothing");
+
+    let ids = c.ctl_json(["workflow", "run", file.to_str().unwrap(), "--param", &store]);
+    assert_eq!(ids.as_array().map(Vec::len), Some(5), "{ids}");
+    let total = task_named(&c, "wordcount.total", "total");
+    c.wait_task(total, "succeeded", CONNECT);
+    assert_eq!(
+        c.output(total),
+        "10\n",
+        "one\\n and three\\n are 4 + 6 bytes"
+    );
+
+    let listed = c.ctl_json(["workflow", "list"]);
+    assert_eq!(listed[0]["name"], "wordcount", "{listed}");
+    assert_eq!(listed[0]["steps"], 3, "{listed}");
+    assert_eq!(listed[0]["counts"]["succeeded"], 5, "{listed}");
+    let shown = c.ctl_json(["workflow", "show", "wordcount"]);
+    let steps: Vec<&str> = shown
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["wordcount.count", "wordcount.total", "wordcount.write"]
+    );
+
+    // Running it again over itself is refused; stop and go act on every step.
+    let again = c.ctl(["workflow", "run", file.to_str().unwrap(), "--param", &store]);
+    assert!(!again.status.success(), "{}", describe(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("workflow wordcount exists already"),
+        "{}",
+        describe(&again)
+    );
+    c.ctl_ok(["workflow", "stop", "wordcount"]);
+    let stopped = c.ctl_json(["workflow", "list"]);
+    assert_eq!(stopped[0]["state"], "stopped", "{stopped}");
+    c.ctl_ok(["workflow", "go", "wordcount"]);
+    c.ctl_ok(["workflow", "delete", "wordcount"]);
+    assert!(c.batches().is_empty());
+    let gone = c.ctl(["workflow", "show", "wordcount"]);
+    assert!(!gone.status.success(), "{}", describe(&gone));
+}
+
+const FAILING: &str = "\
+name: wf
+params:
+  store: file:///nowhere
+samples:
+  letters:
+    inline: [a, b, c]
+steps:
+  - name: gen
+    foreach: letters
+    command: test {{ sample }} != b || exit 1; echo {{ sample }}{{ sample }}{{ sample }} > $OUTPUT/{{ sample }}.txt
+    output: '{{ store }}/gen/{{ sample }}/'
+  - name: count
+    foreach: letters
+    depends: [gen]
+    command: wc -c < $INPUT/{{ sample }}.txt | tr -d ' ' > $OUTPUT/{{ sample }}.count
+    input: ['{{ outputs.gen }}']
+    output: '{{ store }}/count/{{ sample }}/'
+  - name: total
+    depends: [count]
+    command: cat $INPUT/*.count | awk '{s += $1} END {print s}'
+    input: ['{{ outputs.count }}']
+";
+
+fn a_failed_task_relaunched_with_a_new_command_lets_its_dependants_complete(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "yaml", 3, &[]);
+    c.wait_worker_online("yaml", CONNECT);
+    let file = c.scratch_file("failing.yaml", FAILING);
+    let store = format!("store=file://{}", c.scratch_path("store").display());
+    c.ctl_ok(["workflow", "run", file.to_str().unwrap(), "--param", &store]);
+
+    let gen_b = task_named(&c, "wf.gen", "gen.b");
+    let count_b = task_named(&c, "wf.count", "count.b");
+    let total = task_named(&c, "wf.total", "total");
+    c.wait_task(gen_b, "failed", CONNECT);
+    c.wait_task(count_b, "canceled", CONNECT);
+    c.wait_task(total, "canceled", CONNECT);
+    c.wait_task(task_named(&c, "wf.count", "count.c"), "succeeded", CONNECT);
+
+    c.ctl_ok([
+        "task",
+        "relaunch",
+        &gen_b.to_string(),
+        "--command",
+        "echo bbb > $OUTPUT/b.txt",
+    ]);
+    c.wait_task(total, "succeeded", CONNECT);
+    assert_eq!(
+        c.output(total),
+        "12\n",
+        "aaa, bbb and ccc with their newlines"
+    );
+    let shown = c.ctl_json(["workflow", "show", "wf"]);
+    for step in shown.as_array().expect("array") {
+        assert_eq!(step["counts"].get("failed"), None, "{shown}");
+        assert_eq!(step["counts"].get("canceled"), None, "{shown}");
+    }
+}
+
+#[test]
+fn an_invalid_workflow_file_names_the_line_and_key_and_creates_nothing() {
+    let server = Server::start_on(Backend::Sqlite, ServerOpts::default());
+    let c = server.client();
+    let bad = FAILING.replace("depends: [count]", "depends: [cuont]");
+    let file = c.scratch_file("bad.yaml", &bad);
+    let out = c.ctl(["workflow", "run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "line 19: steps[2].depends[0]: unknown step \"cuont\" (steps: gen, count, total)"
+        ),
+        "{stderr}"
+    );
+    let typo = FAILING.replace(
+        "    foreach: letters\n    depends",
+        "    forech: letters\n    depends",
+    );
+    let file = c.scratch_file("typo.yaml", &typo);
+    let out = c.ctl(["workflow", "run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 13: steps[1]: unknown field `forech`"),
+        "{stderr}"
+    );
+    let recruit = FAILING.replace("name: wf\n", "name: wf\nrecruit: {flavor: b2-7}\n");
+    let file = c.scratch_file("recruit.yaml", &recruit);
+    let out = c.ctl(["workflow", "run", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2: recruit: worker recruitment is not available"),
+        "{stderr}"
+    );
+    assert!(c.batches().is_empty(), "nothing is created");
+}
+
+scitq_tests::on_both_backends!(
+    tasks_are_deleted_moved_between_batches_and_executions_listed_across_tasks,
+    the_documented_workflow_runs_and_workflows_are_listed_stopped_and_deleted,
+    a_failed_task_relaunched_with_a_new_command_lets_its_dependants_complete,
+);
