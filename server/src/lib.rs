@@ -15,6 +15,7 @@ pub mod http;
 pub mod metrics;
 pub mod persistence;
 pub mod service;
+pub mod ui;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

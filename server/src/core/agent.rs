@@ -49,12 +49,28 @@ pub struct Chunk {
     pub data: Vec<u8>,
 }
 
+/// What an agent's heartbeat says of its host (not stored: the scheduler holds the last
+/// one of each connected worker).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct HostStats {
+    /// 1-minute load average.
+    pub load: f64,
+    /// Share of all CPUs busy since the previous heartbeat, in percent.
+    pub cpu_percent: f64,
+    pub cpus: u32,
+    pub mem_available: u64,
+    pub mem_total: u64,
+    /// Of the work dir's filesystem.
+    pub disk_available: u64,
+    pub disk_total: u64,
+}
+
 /// One message of an agent, in the order it came.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum AgentEvent {
     Update(Update),
     Output(Chunk),
-    Heartbeat,
+    Heartbeat(HostStats),
     /// The agent's automatic prefetch changed (see `Pool::agent_prefetch`).
     Prefetch(u32),
 }

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::{State, convert};
-use crate::core::agent::{self, AgentEvent, Chunk, Hello, Update, Uploaded};
+use crate::core::agent::{self, AgentEvent, Chunk, Hello, HostStats, Update, Uploaded};
 use crate::core::ids::ExecutionId;
 use crate::core::ids::WorkerId;
 use crate::core::reconcile::{Held, Resend};
@@ -211,9 +211,9 @@ fn decode_batch(batch: Vec<Result<v1::AgentMessage, Status>>) -> Result<Inbound,
             Some(v1::agent_message::Kind::Output(chunk)) => inbound
                 .events
                 .push(AgentEvent::Output(decode_chunk(chunk)?)),
-            Some(v1::agent_message::Kind::Heartbeat(_)) => {
-                inbound.events.push(AgentEvent::Heartbeat)
-            }
+            Some(v1::agent_message::Kind::Heartbeat(beat)) => inbound
+                .events
+                .push(AgentEvent::Heartbeat(decode_heartbeat(&beat))),
             Some(v1::agent_message::Kind::Prefetch(p)) => {
                 if p.prefetch > scitq_proto::MAX_PREFETCH {
                     return Err(Status::invalid_argument(format!(
@@ -236,6 +236,21 @@ fn decode_batch(batch: Vec<Result<v1::AgentMessage, Status>>) -> Result<Inbound,
 /// An agent's update, checked: an unknown state or failure class ends the session with
 /// INVALID_ARGUMENT naming the field (an agent newer than this server, or a broken one),
 /// rather than being read as something it is not.
+/// A heartbeat's host figures; what cannot be a measure (NaN, negative) reads as 0, and a
+/// CPU share is at most 100: they are shown, never acted on.
+fn decode_heartbeat(beat: &v1::Heartbeat) -> HostStats {
+    let finite = |v: f64| if v.is_finite() && v > 0.0 { v } else { 0.0 };
+    HostStats {
+        load: finite(beat.load),
+        cpu_percent: finite(beat.cpu_percent).min(100.0),
+        cpus: beat.cpus,
+        mem_available: beat.mem_available_bytes,
+        mem_total: beat.mem_total_bytes,
+        disk_available: beat.disk_available_bytes,
+        disk_total: beat.disk_total_bytes,
+    }
+}
+
 fn decode_update(update: v1::ExecutionUpdate) -> Result<Update, Status> {
     let state = v1::ExecutionState::try_from(update.state)
         .ok()

@@ -48,6 +48,7 @@ impl TaskService for Tasks {
             ids: convert::task_ids(req.ids),
             after_id: req.after_id,
             limit: req.limit,
+            ..Default::default()
         };
         let page = self.0.ops.list_tasks(query).await.map_err(status)?;
         Ok(Response::new(v1::ListTasksResponse {

@@ -155,7 +155,7 @@ pub struct Applied {
 /// Whether an event needs no read to be applied.
 fn is_plain(event: &AgentEvent) -> bool {
     match event {
-        AgentEvent::Heartbeat | AgentEvent::Prefetch(_) => true,
+        AgentEvent::Heartbeat(_) | AgentEvent::Prefetch(_) => true,
         AgentEvent::Output(_) => false,
         AgentEvent::Update(update) => update.state.task_status().is_some(),
     }
@@ -224,7 +224,7 @@ pub async fn apply(
                             .await?;
                         }
                         // The scheduler's (see `service::session`).
-                        AgentEvent::Heartbeat | AgentEvent::Prefetch(_) => {}
+                        AgentEvent::Heartbeat(_) | AgentEvent::Prefetch(_) => {}
                     }
                 }
                 write_chunks(txn, &mut batch, worker, cap, chunks, &mut applied).await?;

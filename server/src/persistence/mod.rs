@@ -8,6 +8,7 @@ pub mod deps;
 mod entities;
 pub mod executions;
 pub mod migration;
+pub mod overview;
 pub mod progress;
 pub mod recovery;
 pub mod removal;

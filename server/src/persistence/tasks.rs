@@ -133,6 +133,7 @@ pub struct TaskFilter {
     /// SQL LIKE pattern (already translated from a glob).
     pub name_like: Option<String>,
     pub ids: Vec<TaskId>,
+    pub worker: Option<WorkerId>,
     pub after_id: i64,
     pub limit: u64,
 }
@@ -151,6 +152,9 @@ pub async fn list(store: &Store, filter: TaskFilter) -> Result<Vec<Task>, StoreE
     }
     if !filter.ids.is_empty() {
         query = query.filter(task::Column::Id.is_in(filter.ids.iter().map(|id| id.0)));
+    }
+    if let Some(worker) = filter.worker {
+        query = query.filter(task::Column::WorkerId.eq(worker.0));
     }
     query
         .order_by_asc(task::Column::Id)

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::hub::Hub;
+use crate::core::agent::HostStats;
 use crate::core::dispatch::Pool;
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
 use crate::core::lease::Leases;
@@ -85,6 +86,13 @@ pub enum Command {
     },
     /// The prefetch in force per connected worker, and whether its agent adapts it.
     Prefetch(oneshot::Sender<HashMap<WorkerId, (u32, bool)>>),
+    /// A connected worker's agent said how its host is.
+    AgentStats {
+        worker: WorkerId,
+        stats: HostStats,
+    },
+    /// The last host figures of each connected worker, and when they came.
+    Stats(oneshot::Sender<HashMap<WorkerId, (HostStats, std::time::SystemTime)>>),
     /// Why a pending task of `batch` does not run yet.
     Explain {
         task: Queued,
@@ -135,6 +143,13 @@ impl SchedulerHandle {
         rx.await.unwrap_or_default()
     }
 
+    /// The last host figures of each connected worker, and when they came.
+    pub async fn stats(&self) -> HashMap<WorkerId, (HostStats, std::time::SystemTime)> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Stats(tx));
+        rx.await.unwrap_or_default()
+    }
+
     /// The prefetch in force per connected worker, and whether its agent adapts it.
     pub async fn prefetch(&self) -> HashMap<WorkerId, (u32, bool)> {
         let (tx, rx) = oneshot::channel();
@@ -180,6 +195,8 @@ pub struct Scheduler {
     detached: Vec<oneshot::Sender<Result<(), Owner>>>,
     /// Sessions that claimed their worker and have not connected yet.
     claims: HashMap<WorkerId, Owner>,
+    /// The last heartbeat figures of connected workers (shown, never stored).
+    stats: HashMap<WorkerId, (HostStats, std::time::SystemTime)>,
     dirty: bool,
     /// When the loop last woke up with something to do: where the dispatch latency of the
     /// assignments it leads to starts.
@@ -222,6 +239,7 @@ impl Scheduler {
             offline: Vec::new(),
             detached: Vec::new(),
             claims: HashMap::new(),
+            stats: HashMap::new(),
             dirty: true,
             woke: Instant::now(),
         };
@@ -302,6 +320,7 @@ impl Scheduler {
                 }
                 if self.pool.disconnect(worker, session) {
                     self.streams.remove(&worker);
+                    self.stats.remove(&worker);
                     self.leases.disconnected(worker, std::time::Instant::now());
                     self.offline.push(worker);
                 }
@@ -395,6 +414,15 @@ impl Scheduler {
             }
             Command::Prefetch(reply) => {
                 let _ = reply.send(self.pool.prefetch());
+            }
+            Command::AgentStats { worker, stats } => {
+                if self.streams.contains_key(&worker) {
+                    self.stats
+                        .insert(worker, (stats, std::time::SystemTime::now()));
+                }
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats.clone());
             }
         }
     }

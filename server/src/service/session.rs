@@ -262,6 +262,14 @@ async fn queue(
                 });
                 false
             }
+            // Stored as a contact (the worker's last_contact); its figures are the scheduler's.
+            AgentEvent::Heartbeat(stats) => {
+                state.scheduler.send(Command::AgentStats {
+                    worker,
+                    stats: *stats,
+                });
+                true
+            }
             _ => true,
         });
         let bytes: usize = events

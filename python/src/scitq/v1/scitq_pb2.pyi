@@ -604,14 +604,22 @@ class HeldExecution(_message.Message):
     def __init__(self, execution_id: _Optional[int] = ..., state: _Optional[_Union[ExecutionState, str]] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
-    __slots__ = ("load", "mem_available_bytes", "disk_available_bytes")
+    __slots__ = ("load", "mem_available_bytes", "disk_available_bytes", "cpu_percent", "cpus", "mem_total_bytes", "disk_total_bytes")
     LOAD_FIELD_NUMBER: _ClassVar[int]
     MEM_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DISK_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEM_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DISK_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     load: float
     mem_available_bytes: int
     disk_available_bytes: int
-    def __init__(self, load: _Optional[float] = ..., mem_available_bytes: _Optional[int] = ..., disk_available_bytes: _Optional[int] = ...) -> None: ...
+    cpu_percent: float
+    cpus: int
+    mem_total_bytes: int
+    disk_total_bytes: int
+    def __init__(self, load: _Optional[float] = ..., mem_available_bytes: _Optional[int] = ..., disk_available_bytes: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., cpus: _Optional[int] = ..., mem_total_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ...) -> None: ...
 
 class ExecutionUpdate(_message.Message):
     __slots__ = ("execution_id", "state", "exit_code", "failure", "message", "stdout_bytes", "stderr_bytes", "uploaded")

@@ -8,6 +8,7 @@
 mod batches;
 mod metrics;
 mod output;
+mod overview;
 mod tasks;
 mod workers;
 

@@ -1,7 +1,7 @@
 //! Task operations: create, list, show, relaunch, pause, resume, kill, edit, explain.
 
 use super::{Ops, OpsError, command, field};
-use crate::core::ids::TaskId;
+use crate::core::ids::{TaskId, WorkerId};
 use crate::core::model::Task;
 use crate::core::state::TaskStatus;
 use crate::core::steering::{EDITABLE, RECALLABLE, Signal};
@@ -27,6 +27,8 @@ pub struct TaskQuery {
     /// A glob (`*`, `?`) on the name.
     pub name: Option<String>,
     pub ids: Vec<TaskId>,
+    /// Tasks whose current (last) execution is this worker's.
+    pub worker: Option<WorkerId>,
     /// Tasks after this id (paging).
     pub after_id: i64,
     /// 0: the default page size.
@@ -105,6 +107,7 @@ impl Ops {
             statuses: query.statuses,
             name_like: query.name.as_deref().map(glob_to_like),
             ids: query.ids,
+            worker: query.worker,
             after_id: query.after_id,
             limit: u64::from(limit),
         };

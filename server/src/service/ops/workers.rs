@@ -2,6 +2,7 @@
 //! `service::session`'s.)
 
 use super::{Ops, OpsError};
+use crate::core::agent::HostStats;
 use crate::core::ids::WorkerId;
 use crate::core::model::Worker;
 use crate::core::task::validate_batch_name;
@@ -14,6 +15,9 @@ use crate::service::scheduler::Command;
 pub struct WorkerView {
     pub worker: Worker,
     pub active: u32,
+    /// Its host's figures from its agent's last heartbeat, and when they came (connected
+    /// workers only).
+    pub stats: Option<(HostStats, std::time::SystemTime)>,
 }
 
 /// Settings to change; `None` leaves one as it is.
@@ -35,12 +39,14 @@ impl Ops {
         let workers = workers::list(&self.store).await?;
         let active = self.scheduler.active().await;
         let live = self.scheduler.prefetch().await;
+        let mut stats = self.scheduler.stats().await;
         Ok(workers
             .into_iter()
             .map(|mut worker| {
                 live_prefetch(&mut worker.settings, live.get(&worker.id));
                 WorkerView {
                     active: active.get(&worker.id).copied().unwrap_or(0),
+                    stats: stats.remove(&worker.id),
                     worker,
                 }
             })
@@ -121,6 +127,7 @@ impl Ops {
         }
         Ok(WorkerView {
             active: active.get(&id).copied().unwrap_or(0),
+            stats: self.scheduler.stats().await.remove(&id),
             worker,
         })
     }

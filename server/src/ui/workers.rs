@@ -1,0 +1,218 @@
+//! The workers page: status, host figures from the last heartbeat, settings editable in
+//! place (concurrency, prefetch), pause, resume, drain, delete.
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+
+use super::layout::{self, Section};
+use super::session::{Authed, Form};
+use super::{UiError, UiState};
+use crate::core::agent::HostStats;
+use crate::core::ids::WorkerId;
+use crate::service::ops::{WorkerChange, WorkerView};
+
+#[derive(serde::Deserialize)]
+pub struct PageQuery {
+    note: Option<String>,
+}
+
+fn stats(stats: &Option<(HostStats, std::time::SystemTime)>) -> Markup {
+    let Some((s, at)) = stats else {
+        return html! { span.muted { "no heartbeat yet" } };
+    };
+    let age = at.elapsed().map_or(0, |d| d.as_secs());
+    let used = |avail: u64, total: u64| {
+        (avail * 100)
+            .checked_div(total)
+            .map_or(0, |free| 100 - free.min(100))
+    };
+    html! {
+        dl.stats {
+            dt { "CPU" } dd { (format!("{:.0}%", s.cpu_percent)) " of " (s.cpus) }
+            dt { "Load" } dd { (format!("{:.2}", s.load)) }
+            dt { "Memory" } dd {
+                meter min="0" max="100" value=(used(s.mem_available, s.mem_total)) {}
+                " " (layout::bytes(s.mem_available)) " free of " (layout::bytes(s.mem_total))
+            }
+            dt { "Disk" } dd {
+                meter min="0" max="100" value=(used(s.disk_available, s.disk_total)) {}
+                " " (layout::bytes(s.disk_available)) " free of " (layout::bytes(s.disk_total))
+            }
+        }
+        span.muted { (age) " s ago" }
+    }
+}
+
+fn state_words(view: &WorkerView) -> Markup {
+    let s = &view.worker.settings;
+    html! {
+        (layout::status(view.worker.status.as_str()))
+        @if s.draining { " " (layout::status("draining")) }
+        @else if s.paused { " " (layout::status("paused")) }
+    }
+}
+
+fn row(authed: &Authed, view: &WorkerView) -> Markup {
+    let w = &view.worker;
+    let s = &w.settings;
+    let id = w.id.0;
+    let form_id = format!("settings-{id}");
+    html! {
+        tr data-worker=(w.name) {
+            th scope="row" {
+                a href={ "/ui/tasks?worker=" (id) } title="its tasks" { (w.name) }
+                div.muted { (w.host) }
+            }
+            td { (state_words(view)) }
+            td.active { (view.active) }
+            td {
+                form #(form_id) .settings method="post" action={ "/ui/workers/" (id) "/settings" } {
+                    (layout::csrf(authed))
+                    label { "Concurrency " input type="number" name="concurrency" min="1" value=(s.concurrency) required; }
+                    label { "Prefetch "
+                        input type="text" name="prefetch" inputmode="numeric" size="5"
+                            value=(if s.prefetch_auto { "auto".to_owned() } else { s.prefetch.to_string() });
+                    }
+                    @if s.prefetch_auto { span.muted { "auto, " (s.prefetch) " now" } }
+                    label { "Batch " input type="text" name="batch" size="10" placeholder="any" value=(s.batch.clone().unwrap_or_default()); }
+                    button type="submit" { "Save" }
+                }
+            }
+            td { (stats(&view.stats)) }
+            td { (layout::time(w.last_contact)) }
+            td {
+                form.actions method="post" action={ "/ui/workers/" (id) "/act" } {
+                    (layout::csrf(authed))
+                    @if s.paused || s.draining {
+                        button type="submit" name="action" value="resume" { "Resume" }
+                    } @else {
+                        button type="submit" name="action" value="pause" { "Pause" }
+                    }
+                    @if !s.draining {
+                        button type="submit" name="action" value="drain"
+                            data-confirm={ "Drain " (w.name) "? Its agent exits once its tasks end." } { "Drain" }
+                    }
+                    button.danger type="submit" name="action" value="delete"
+                        data-confirm={ "Forget worker " (w.name) " and its credential?" } { "Delete" }
+                }
+            }
+        }
+    }
+}
+
+pub async fn page(
+    State(state): State<UiState>,
+    authed: Authed,
+    Query(query): Query<PageQuery>,
+) -> Result<Markup, UiError> {
+    let workers = state.ops().workers().await?;
+    let content = html! {
+        h1 { "Workers" }
+        @if workers.is_empty() {
+            p { "No worker yet: start " code { "scitq-agent" } " on a machine." }
+        } @else {
+            div.scroll {
+                table.workers {
+                    thead { tr {
+                        th scope="col" { "Worker" }
+                        th scope="col" { "State" }
+                        th scope="col" { "Running" }
+                        th scope="col" { "Settings" }
+                        th scope="col" { "Host" }
+                        th scope="col" { "Last contact" }
+                        th scope="col" { "Actions" }
+                    } }
+                    tbody { @for view in &workers { (row(&authed, view)) } }
+                }
+            }
+        }
+    };
+    Ok(layout::page(
+        &authed,
+        Section::Workers,
+        "Workers",
+        query.note.as_deref(),
+        10,
+        content,
+    ))
+}
+
+fn number(form: &Form, key: &str) -> Result<Option<u32>, UiError> {
+    match form.get(key).map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| UiError::bad_request(format!("{key} {v:?} is not a whole number"))),
+    }
+}
+
+/// Saves the settings of the row's form.
+pub async fn settings(
+    State(state): State<UiState>,
+    authed: Authed,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Response, UiError> {
+    let form = Form::checked(&authed, &body)?;
+    let mut change = WorkerChange {
+        concurrency: number(&form, "concurrency")?,
+        batch: form.get("batch").map(|b| b.trim().to_owned()),
+        ..Default::default()
+    };
+    match form.get("prefetch").map(str::trim) {
+        Some("auto") => change.prefetch_auto = Some(true),
+        _ => change.prefetch = number(&form, "prefetch")?,
+    }
+    let view = state.ops().update_worker(WorkerId(id), change).await?;
+    let note = format!(
+        "worker {} now runs {} task(s) at once",
+        view.worker.name, view.worker.settings.concurrency
+    );
+    Ok(Redirect::to(&super::with_note("/ui/workers", &note)).into_response())
+}
+
+/// Pause, resume, drain or delete a worker.
+pub async fn act(
+    State(state): State<UiState>,
+    authed: Authed,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Result<Response, UiError> {
+    let form = Form::checked(&authed, &body)?;
+    let id = WorkerId(id);
+    let ops = state.ops();
+    let pause = |paused| WorkerChange {
+        paused: Some(paused),
+        ..Default::default()
+    };
+    let note = match form.get("action") {
+        Some("pause") => {
+            let v = ops.update_worker(id, pause(true)).await?;
+            format!("worker {} paused: it takes no new task", v.worker.name)
+        }
+        Some("resume") => {
+            let v = ops.update_worker(id, pause(false)).await?;
+            format!("worker {} takes tasks again", v.worker.name)
+        }
+        Some("drain") => {
+            let v = ops.drain_worker(id).await?;
+            format!(
+                "worker {} drains: its agent exits once its tasks end",
+                v.worker.name
+            )
+        }
+        Some("delete") => {
+            ops.delete_worker(id).await?;
+            format!("worker {id} deleted")
+        }
+        other => {
+            return Err(UiError::bad_request(format!(
+                "unknown worker action {:?}",
+                other.unwrap_or_default()
+            )));
+        }
+    };
+    Ok(Redirect::to(&super::with_note("/ui/workers", &note)).into_response())
+}
