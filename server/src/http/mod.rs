@@ -36,12 +36,19 @@ pub struct State {
 
 /// Every HTTP route. Mount new ones here, each under its own prefix.
 pub fn router(state: State) -> Router {
+    let ui = crate::ui::UiState::new(
+        state.ops.clone(),
+        state.tokens.clone(),
+        state.tls,
+        state.shutdown.clone(),
+    );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::scrape))
-        // The web UI: `.nest("/ui", crate::ui::router(state.clone()))`.
         // The agent download: `.nest("/agent", …)`.
         .with_state(state)
+        // The web UI: its routes are all under `/ui/` (and `/ui` sends there).
+        .merge(crate::ui::router(ui))
 }
 
 /// The whole server: the gRPC services (`grpc`, as tonic builds them) and the HTTP routes,

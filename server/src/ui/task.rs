@@ -257,7 +257,8 @@ pub async fn follow(
         };
         Ok::<_, Infallible>(event)
     });
-    let end = futures::stream::once(async { Ok(Event::default().event("end").data("")) });
+    // Browsers drop an event with no data: this one says something.
+    let end = futures::stream::once(async { Ok(Event::default().event("end").data("ended")) });
     Ok(Sse::new(chunks.chain(end))
         .keep_alive(KeepAlive::default())
         .into_response())
