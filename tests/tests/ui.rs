@@ -405,6 +405,25 @@ async fn the_web_ui_in_a_browser() {
     );
     assert!(!lower.contains("unsafe-inline"), "{head}");
 
+    // On a phone's width the pages still fit: the tables scroll inside their box, the page
+    // itself does not scroll sideways.
+    browser.set_window_size(390, 844).await.unwrap();
+    browser.goto(&format!("{base}/ui/")).await.unwrap();
+    shows(&browser, "h1", "Batches").await;
+    let overflow = browser
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        overflow.as_i64(),
+        Some(0),
+        "the page scrolls sideways on a phone"
+    );
+    screenshot(&browser, "batches-phone").await;
+
     // Logging out ends the session: the old cookie no longer opens a page.
     click(&browser, "form.logout button").await;
     let url = browser.current_url().await.unwrap();
