@@ -97,3 +97,59 @@ def test_run_shows_a_live_table_per_step(server, batch, capsys):
                               "uploading", "paused", "failed", "canceled", "succeeded"]
     assert (one.split(), two.split()) == (["one", "1"], ["two", "1"]), table
     wf.clean(log_destination=None)
+
+
+def _three_steps(wf, store, command_b):
+    gens, counts = {}, {}
+    for sample in SAMPLES:
+        command = command_b if sample == "b" else f'echo "{sample}{sample}{sample}" > "$OUTPUT/{sample}.txt"'
+        gens[sample] = wf.step(batch="gen", command=command, name=f"gen-{sample}",
+                               output=f"{store}/gen/{sample}/")
+        counts[sample] = wf.step(
+            batch="count", name=f"count-{sample}",
+            command=f'wc -c < "$INPUT/{sample}.txt" | tr -d " " > "$OUTPUT/{sample}.count"',
+            input=gens[sample].output + f"{sample}.txt", output=f"{store}/count/{sample}/",
+            required_tasks=gens[sample])
+    last = counts["c"]
+    total = wf.step(batch="total", name="total",
+                    command='cat "$INPUT"/*.count | awk \'{s += $1} END {print s}\'',
+                    input=[o + f"{x}.count" for o, x in zip(last.gather("output"), SAMPLES)],
+                    required_tasks=last.gather())
+    return gens, counts, total
+
+
+def test_resume_keeps_what_succeeded_unchanged_and_runs_the_rest(server, batch, tmp_path):
+    store = f"file://{tmp_path}/store"
+    name = f"res{batch.rsplit('-', 1)[1]}"
+    wf = Workflow(name, server=server, shell=True)
+    gens, counts, total = _three_steps(wf, store, 'echo "bb" > "$OUTPUT/b.txt"')
+    wf.run(progress=False)
+    assert total.get_output() == "11\n"
+
+    # Again with resume: b's command changed, so gen-b, count-b and total run again; the
+    # others are the earlier tasks, kept, and say which execution they reuse.
+    again = Workflow(name, server=server, shell=True, resume=True)
+    gens2, counts2, total2 = _three_steps(again, store, 'echo "bbb" > "$OUTPUT/b.txt"')
+    for sample in ("a", "c"):
+        assert gens2[sample].task_id == gens[sample].task_id
+        assert counts2[sample].task_id == counts[sample].task_id
+    for step in (gens2["b"], counts2["b"], total2):
+        assert step.task_id not in {gens["b"].task_id, counts["b"].task_id, total.task_id}
+    kept = server.task_get(gens2["a"])
+    execution = server.executions(task_id=gens["a"], output=False)[-1]["execution_id"]
+    assert f"kept by resume: execution {execution} " in kept["status_reason"]
+    assert any(f"execution {execution}" in r for r in server.task_explain(gens2["a"]))
+    counts_by_step = again.run(progress=False)
+    assert total2.get_output() == "12\n"
+    assert all(c.get("failed", 0) == 0 for c in counts_by_step.values()), counts_by_step
+
+    # An output that is gone, or an input changed since: run again.
+    (tmp_path / "store" / "count" / "a" / "a.count").unlink()
+    third = Workflow(name, server=server, shell=True, resume=True)
+    gens3, counts3, total3 = _three_steps(third, store, 'echo "bbb" > "$OUTPUT/b.txt"')
+    assert gens3["a"].task_id == gens["a"].task_id
+    assert counts3["a"].task_id != counts["a"].task_id, "its output is gone"
+    assert counts3["c"].task_id == counts["c"].task_id
+    assert total3.task_id != total2.task_id, "a dependency runs again"
+    third.run(progress=False)
+    assert total3.get_output() == "12\n"

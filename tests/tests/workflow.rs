@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use scitq_tests::{Agent, Backend, Client, Server, ServerOpts, as_id, describe};
+use scitq_tests::{Agent, Backend, Client, Server, ServerOpts, as_id, describe, touch};
 use serde_json::Value;
 
 const CONNECT: Duration = Duration::from_secs(60);
@@ -270,6 +270,66 @@ fn a_failed_task_relaunched_with_a_new_command_lets_its_dependants_complete(back
     }
 }
 
+fn resume_keeps_what_succeeded_and_runs_the_failed_part_again(backend: Backend) {
+    let server = Server::start_on(backend, ServerOpts::default());
+    let c = server.client();
+    let _agent = Agent::start(&server, "yaml", 3, &[]);
+    c.wait_worker_online("yaml", CONNECT);
+    // gen.b fails until the flag exists; the commands stay the same.
+    let flag = c.scratch_path("fixed");
+    let yaml = FAILING.replace(
+        "test {{ sample }} != b || exit 1;",
+        &format!(
+            "test -e {} || test {{{{ sample }}}} != b || exit 1;",
+            flag.display()
+        ),
+    );
+    let file = c.scratch_file("resume.yaml", &yaml);
+    let store = format!("store=file://{}", c.scratch_path("store").display());
+    let run = |resume: bool| {
+        let mut args = vec!["workflow", "run", file.to_str().unwrap(), "--param", &store];
+        if resume {
+            args.push("--resume");
+        }
+        c.ctl(&args)
+    };
+    assert!(run(false).status.success());
+    let gen_a = task_named(&c, "wf.gen", "gen.a");
+    c.wait_task(task_named(&c, "wf.total", "total"), "canceled", CONNECT);
+    c.wait_task(task_named(&c, "wf.count", "count.c"), "succeeded", CONNECT);
+    c.wait_task(task_named(&c, "wf.count", "count.a"), "succeeded", CONNECT);
+
+    touch(&flag);
+    let out = run(true);
+    assert!(out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("workflow wf resumed: 4 task(s) kept, 3 to run"),
+        "{stderr}"
+    );
+    let total = task_named(&c, "wf.total", "total");
+    c.wait_task(total, "succeeded", CONNECT);
+    assert_eq!(c.output(total), "12\n");
+    assert_eq!(
+        task_named(&c, "wf.gen", "gen.a"),
+        gen_a,
+        "kept, not run again"
+    );
+    assert_eq!(
+        c.tasks(&["--batch", "wf.gen"]).len(),
+        3,
+        "the failed one was replaced"
+    );
+    let shown = c.task(gen_a);
+    let execution = as_id(&shown["executions"][0]["id"]);
+    assert_eq!(shown["executions"].as_array().map(Vec::len), Some(1));
+    let explained = c.ctl_ok(["task", "explain", &gen_a.to_string()]);
+    assert!(
+        explained.contains(&format!("kept by resume: execution {execution} ")),
+        "{explained}"
+    );
+}
+
 #[test]
 fn an_invalid_workflow_file_names_the_line_and_key_and_creates_nothing() {
     let server = Server::start_on(Backend::Sqlite, ServerOpts::default());
@@ -312,4 +372,5 @@ scitq_tests::on_both_backends!(
     tasks_are_deleted_moved_between_batches_and_executions_listed_across_tasks,
     the_documented_workflow_runs_and_workflows_are_listed_stopped_and_deleted,
     a_failed_task_relaunched_with_a_new_command_lets_its_dependants_complete,
+    resume_keeps_what_succeeded_and_runs_the_failed_part_again,
 );

@@ -288,6 +288,7 @@ class Server:
         timeout: Optional[int] = None,
         download_timeout: Optional[int] = None,
         use_cache: Optional[bool] = None,
+        resume: Optional[bool] = None,
     ):
         """Creates a task and returns it.
 
@@ -298,6 +299,10 @@ class Server:
         - required_task_ids: tasks (ids or task objects) that must succeed first.
         - retry: automatic relaunches after a failure; priority: higher runs first.
         - run_timeout (or timeout): seconds the command may run.
+        - resume (or use_cache): when a task of the batch with the same command, container,
+          inputs, resources and output already succeeded, its dependencies succeeded, no
+          input changed since it ran and its output files are still there, that task is
+          returned instead of a new one (its `status_reason` names the execution kept).
         """
         if status not in (None, "pending", "waiting"):
             raise Unsupported(
@@ -305,7 +310,6 @@ class Server:
                 f"(waiting while it has unmet dependencies); pause it with task_update"
             )
         _refuse("download_timeout", download_timeout, "this server has no download time limit")
-        _refuse("use_cache", use_cache, "this server has no task cache yet")
         if run_timeout is not None and timeout is not None and run_timeout != timeout:
             raise Unsupported(f"run_timeout={run_timeout} and timeout={timeout} disagree")
         limit = run_timeout if run_timeout is not None else timeout
@@ -324,7 +328,8 @@ class Server:
             run_timeout_s=limit or 0,
             depends_on=[task_id_of(t) for t in (required_task_ids or [])],
         )
-        created = self._call(self._tasks.CreateTasks, pb.CreateTasksRequest(tasks=[spec]))
+        request = pb.CreateTasksRequest(tasks=[spec], resume=bool(resume or use_cache))
+        created = self._call(self._tasks.CreateTasks, request)
         return self.task_get(created.ids[0])
 
     def task_get(self, id: TaskRef):

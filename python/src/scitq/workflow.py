@@ -14,7 +14,9 @@ A step is a task in batch `<workflow>.<batch>`; `required_tasks` makes it wait f
 (a failed one cancels its dependants until it is relaunched). `Step.gather()` gives every
 step of the same batch (for fan-in), `gather('output')` their output URIs. `wf.run()` shows
 a per-step summary and returns when nothing is left to run; `wf.clean()` saves the logs and
-deletes what succeeded.
+deletes what succeeded. `Workflow(..., resume=True)` (the original's `use_cache=True`) keeps
+instead of creating again a step whose identical task already succeeded, with unchanged
+inputs and its outputs still there (see `Server.task_create`'s `resume`).
 
 The recruitment arguments of the original (provider, region, flavor, worker counts,
 concurrency, rounds, prefetch) raise `RecruitmentUnavailable` until this server recruits
@@ -121,6 +123,7 @@ class Workflow:
         base_storage: Optional[str] = None,
         debug: bool = False,
         token: Optional[str] = None,
+        resume: bool = False,
     ):
         if not name or "." in name:
             raise WorkflowError(f"invalid workflow name {name!r}: it must be non-empty, without '.'")
@@ -136,11 +139,11 @@ class Workflow:
         if download_timeout is not None:
             raise Unsupported(f"download_timeout={download_timeout!r} is not supported: "
                               f"this server has no download time limit")
-        if use_cache:
-            raise Unsupported("use_cache=True is not supported: this server has no task cache yet")
         if debug:
             raise Unsupported("debug=True is not supported: run steps one by one with task_update")
         self.name = name
+        #: Steps whose identical task already succeeded are kept, not run again (resume).
+        self.resume = bool(resume or use_cache)
         self.server = server if isinstance(server, Server) else Server(server, token=token)
         self.shell = shell
         self.retry = retry
@@ -214,7 +217,7 @@ class Workflow:
             retry=retry if retry is not None else self.retry,
             run_timeout=run_timeout if run_timeout is not None else self.run_timeout,
             download_timeout=download_timeout,
-            use_cache=use_cache or None,
+            resume=self.resume if use_cache is None else use_cache,
             priority=priority,
             required_task_ids=_required(required_tasks),
         )

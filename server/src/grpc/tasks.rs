@@ -18,14 +18,19 @@ impl TaskService for Tasks {
         request: Request<v1::CreateTasksRequest>,
     ) -> Result<Response<v1::CreateTasksResponse>, Status> {
         require_admin(&request)?;
-        let specs = request
-            .into_inner()
+        let req = request.into_inner();
+        let specs = req
             .tasks
             .into_iter()
             .enumerate()
             .map(|(i, spec)| convert::decode_spec(i, spec))
             .collect::<Result<Vec<_>, Status>>()?;
-        let ids = self.0.ops.create_tasks(specs).await.map_err(status)?;
+        let ids = if req.resume {
+            self.0.ops.create_tasks_resuming(specs).await
+        } else {
+            self.0.ops.create_tasks(specs).await
+        }
+        .map_err(status)?;
         Ok(Response::new(v1::CreateTasksResponse {
             ids: ids.into_iter().map(|id| id.0).collect(),
         }))

@@ -12,6 +12,7 @@ pub mod overview;
 pub mod progress;
 pub mod recovery;
 pub mod removal;
+pub mod resume;
 mod rows;
 pub mod steering;
 pub mod tasks;

@@ -128,6 +128,7 @@ pub async fn create(
         };
         let request = CreateTasksRequest {
             tasks: specs[range].to_vec(),
+            resume: false,
         };
         let reply = service.create_tasks(request).await.map_err(|status| {
             bar.abandon();

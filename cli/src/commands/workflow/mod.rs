@@ -71,6 +71,11 @@ pub struct RunArgs {
     /// Print the tasks that would be created; create nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Run again over an existing workflow of that name, keeping its tasks that succeeded
+    /// with the same spec, unchanged inputs and outputs still there (as Nextflow's -resume);
+    /// its other tasks are replaced
+    #[arg(long, conflicts_with = "dry_run")]
+    pub resume: bool,
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -122,19 +127,39 @@ async fn run_file(args: RunArgs, ctx: &Context) -> anyhow::Result<Exit> {
     }
     let client = ctx.connect().await?;
     let existing = steps_of(&client, &wf.name).await?;
-    if !existing.is_empty() {
+    if !existing.is_empty() && !args.resume {
         let names: Vec<&str> = existing.iter().map(|b| b.name.as_str()).collect();
         return Err(anyhow::anyhow!(
             "workflow {} exists already (batches {}): delete it first with `scitqctl workflow \
-             delete {}`",
+             delete {}`, or run it again with --resume",
             wf.name,
             names.join(", "),
             wf.name
         ));
     }
-    let created = create(&client, &steps).await;
+    // With --resume, the earlier tasks of the workflow: those not kept are replaced.
+    let mut earlier = Vec::new();
+    for batch in &existing {
+        let request = scitq_proto::v1::ListTasksRequest {
+            batch: Some(batch.name.clone()),
+            ..Default::default()
+        };
+        earlier.extend(
+            crate::commands::task::list_all(&client, request, None, 1000)
+                .await?
+                .into_iter()
+                .map(|t| t.id),
+        );
+    }
+    let created = create(&client, &steps, args.resume).await;
     match created {
         Ok(ids) => {
+            let kept: Vec<i64> = earlier
+                .iter()
+                .copied()
+                .filter(|id| ids.iter().flatten().any(|new| new == id))
+                .collect();
+            replace_earlier(&client, &earlier, &kept).await;
             let count: usize = ids.iter().map(Vec::len).sum();
             for (step, ids) in steps.iter().zip(&ids) {
                 eprintln!(
@@ -144,7 +169,16 @@ async fn run_file(args: RunArgs, ctx: &Context) -> anyhow::Result<Exit> {
                     step.batch
                 );
             }
-            eprintln!("workflow {} created: {count} task(s)", wf.name);
+            if args.resume {
+                eprintln!(
+                    "workflow {} resumed: {} task(s) kept, {} to run",
+                    wf.name,
+                    kept.len(),
+                    count - kept.len()
+                );
+            } else {
+                eprintln!("workflow {} created: {count} task(s)", wf.name);
+            }
             let all: Vec<i64> = ids.into_iter().flatten().collect();
             match ctx.format {
                 Format::Json => output::print_json(&all)?,
@@ -154,6 +188,10 @@ async fn run_file(args: RunArgs, ctx: &Context) -> anyhow::Result<Exit> {
             }
             Ok(0)
         }
+        Err(err) if args.resume => Err(err.context(format!(
+            "cannot resume workflow {}; what was created stays: run it again with --resume",
+            wf.name
+        ))),
         Err(err) => {
             for step in &steps {
                 let _ = client
@@ -173,7 +211,11 @@ async fn run_file(args: RunArgs, ctx: &Context) -> anyhow::Result<Exit> {
 
 /// Creates the steps' tasks, each step's batch stopped until all exist. Returns the ids of
 /// each step's tasks, in plan order.
-async fn create(client: &Client, steps: &[plan::PlannedStep]) -> anyhow::Result<Vec<Vec<i64>>> {
+async fn create(
+    client: &Client,
+    steps: &[plan::PlannedStep],
+    resume: bool,
+) -> anyhow::Result<Vec<Vec<i64>>> {
     let mut tasks = client.tasks();
     for step in steps {
         tasks
@@ -201,7 +243,10 @@ async fn create(client: &Client, steps: &[plan::PlannedStep]) -> anyhow::Result<
             })
             .collect();
         let ids = tasks
-            .create_tasks(CreateTasksRequest { tasks: specs })
+            .create_tasks(CreateTasksRequest {
+                tasks: specs,
+                resume,
+            })
             .await
             .with_context(|| format!("cannot create the tasks of step {}", step.name))?
             .into_inner()
@@ -218,6 +263,28 @@ async fn create(client: &Client, steps: &[plan::PlannedStep]) -> anyhow::Result<
             .with_context(|| format!("cannot start batch {}", step.batch))?;
     }
     Ok(ordered)
+}
+
+/// Deletes the earlier tasks a resume did not keep, dependants first.
+async fn replace_earlier(client: &Client, earlier: &[i64], kept: &[i64]) {
+    let mut gone: Vec<i64> = earlier
+        .iter()
+        .copied()
+        .filter(|id| !kept.contains(id))
+        .collect();
+    gone.sort_unstable_by(|a, b| b.cmp(a));
+    for id in gone {
+        if let Err(status) = client
+            .tasks()
+            .delete_task(scitq_proto::v1::TaskRef { id })
+            .await
+        {
+            eprintln!(
+                "warning: earlier task {id} was not deleted: {}",
+                status.message()
+            );
+        }
+    }
 }
 
 /// A planned task as `--dry-run` shows it.

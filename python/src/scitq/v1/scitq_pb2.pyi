@@ -263,10 +263,12 @@ class Worker(_message.Message):
     def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., batch: _Optional[str] = ..., status: _Optional[_Union[WorkerStatus, str]] = ..., active: _Optional[int] = ..., last_contact: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., paused: _Optional[bool] = ..., draining: _Optional[bool] = ..., prefetch_auto: _Optional[bool] = ...) -> None: ...
 
 class CreateTasksRequest(_message.Message):
-    __slots__ = ("tasks",)
+    __slots__ = ("tasks", "resume")
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[TaskSpec]
-    def __init__(self, tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ...) -> None: ...
+    resume: bool
+    def __init__(self, tasks: _Optional[_Iterable[_Union[TaskSpec, _Mapping]]] = ..., resume: _Optional[bool] = ...) -> None: ...
 
 class CreateTasksResponse(_message.Message):
     __slots__ = ("ids",)

@@ -9,6 +9,7 @@ mod batches;
 mod metrics;
 mod output;
 mod overview;
+mod resume;
 mod tasks;
 mod workers;
 
