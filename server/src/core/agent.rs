@@ -93,3 +93,25 @@ pub struct Hello {
     /// The agent adapts its prefetch (see `Pool::agent_prefetch`).
     pub prefetch_auto: bool,
 }
+
+/// One message the server sends an agent after `Welcome`, before it is put on the wire
+/// (`grpc/session.rs` encodes it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToAgent {
+    /// A new execution, with the registry credential of its image if scitqd has one (boxed:
+    /// acks, the most frequent message, stay small on the channel).
+    Assignment {
+        assignment: Box<super::model::Assignment>,
+        credentials: Vec<super::registry::RegistryCredential>,
+    },
+    /// The worker's settings changed.
+    Settings(super::worker::WorkerSettings),
+    /// Finish what is held, then exit.
+    Drain,
+    Signal {
+        execution: ExecutionId,
+        signal: super::steering::Signal,
+    },
+    /// Everything up to `seq` is committed.
+    Ack(u64),
+}

@@ -16,7 +16,7 @@ use tonic::Status;
 
 use crate::persistence::StoreError;
 use crate::service::ops::{Ops, OpsError};
-use crate::service::session::OpenError;
+use crate::service::session::{OpenError, SessionError};
 
 /// What every service holds.
 #[derive(Clone)]
@@ -63,6 +63,12 @@ pub fn status(err: impl Into<Error>) -> Status {
             OpenError::Busy { .. } => Status::already_exists(err.to_string()),
             OpenError::Store(err) => store_status(err),
         },
+        Error::Session(err) => match err {
+            SessionError::Invalid(_) => Status::invalid_argument(err.to_string()),
+            // The agent reconnects and sends again what was not acknowledged.
+            SessionError::Replaced | SessionError::Apply(_) => Status::aborted(err.to_string()),
+            SessionError::Internal(_) => Status::internal(err.to_string()),
+        },
     }
 }
 
@@ -71,6 +77,13 @@ pub enum Error {
     Ops(OpsError),
     Store(StoreError),
     Open(OpenError),
+    Session(SessionError),
+}
+
+impl From<SessionError> for Error {
+    fn from(err: SessionError) -> Error {
+        Error::Session(err)
+    }
 }
 
 impl From<OpsError> for Error {

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::{State, convert};
-use crate::core::agent::{self, AgentEvent, Chunk, Hello, HostStats, Update, Uploaded};
+use crate::core::agent::{self, AgentEvent, Chunk, Hello, HostStats, ToAgent, Update, Uploaded};
 use crate::core::ids::ExecutionId;
 use crate::core::ids::WorkerId;
 use crate::core::reconcile::{Held, Resend};
@@ -21,7 +21,7 @@ use crate::core::state::{ExecState, Failure};
 use crate::core::steering::Signal;
 use crate::service;
 use crate::service::scheduler::AgentTx;
-use crate::service::session::Inbound;
+use crate::service::session::{Inbound, SessionError};
 
 /// Most agent messages applied in one store write.
 const MAX_BATCH: usize = 512;
@@ -30,6 +30,25 @@ const MAX_NAME: usize = 256;
 type ServerStream = Pin<Box<dyn Stream<Item = Result<v1::ServerMessage, Status>> + Send>>;
 
 fn message(kind: v1::server_message::Kind) -> Result<v1::ServerMessage, Status> {
+    Ok(v1::ServerMessage { kind: Some(kind) })
+}
+
+/// A message of the session protocol on the wire; an error ends the stream with its status.
+fn encode(message: Result<ToAgent, SessionError>) -> Result<v1::ServerMessage, Status> {
+    use v1::server_message::Kind;
+    let kind = match message.map_err(super::status)? {
+        ToAgent::Assignment {
+            assignment,
+            credentials,
+        } => Kind::Assignment(convert::assignment(*assignment, credentials)),
+        ToAgent::Settings(settings) => Kind::Settings(convert::settings(&settings)),
+        ToAgent::Drain => Kind::Drain(v1::Drain {}),
+        ToAgent::Signal { execution, signal } => Kind::Signal(v1::SignalExecution {
+            execution_id: execution.0,
+            signal: convert::signal(signal) as i32,
+        }),
+        ToAgent::Ack(seq) => Kind::Ack(v1::Ack { seq }),
+    };
     Ok(v1::ServerMessage { kind: Some(kind) })
 }
 
@@ -111,8 +130,9 @@ pub async fn open(
     let reconciled = &opened.welcomed.reconciled;
     tracing::info!(%worker, name, active = reconciled.active, cancel = reconciled.cancel.len(), "agent connected");
 
-    let (tx, rx) = mpsc::unbounded_channel();
-    let _ = tx.send(message(v1::server_message::Kind::Welcome(v1::Welcome {
+    // What opens the stream, before anything the session protocol sends.
+    let mut opening = Vec::with_capacity(3 + reconciled.resend.len());
+    opening.push(message(v1::server_message::Kind::Welcome(v1::Welcome {
         worker_id: worker.0,
         settings: Some(convert::settings(settings)),
         offsets: reconciled
@@ -129,7 +149,7 @@ pub async fn open(
         lease_ms: u64::try_from(state.lease.as_millis()).unwrap_or(u64::MAX),
     })));
     if settings.draining {
-        let _ = tx.send(message(v1::server_message::Kind::Drain(v1::Drain {})));
+        opening.push(message(v1::server_message::Kind::Drain(v1::Drain {})));
     }
     // An operator's kill or freeze sent to a session that broke before the agent got it.
     for (execution, resend) in &reconciled.resend {
@@ -138,16 +158,17 @@ pub async fn open(
             Resend::Stop => Signal::Pause,
             Resend::Recall => Signal::Recall,
         };
-        let _ = tx.send(message(v1::server_message::Kind::Signal(
+        opening.push(message(v1::server_message::Kind::Signal(
             v1::SignalExecution {
                 execution_id: execution.0,
                 signal: convert::signal(signal) as i32,
             },
         )));
     }
-    let _ = tx.send(message(v1::server_message::Kind::Ack(v1::Ack {
+    opening.push(message(v1::server_message::Kind::Ack(v1::Ack {
         seq: first.seq,
     })));
+    let (tx, rx) = mpsc::unbounded_channel();
     let session = opened.session;
     service::session::connect(&context, opened, tx.clone());
 
@@ -168,7 +189,7 @@ pub async fn open(
         .instrument(span),
     );
 
-    let stream = UnboundedReceiverStream::new(rx);
+    let stream = futures::stream::iter(opening).chain(UnboundedReceiverStream::new(rx).map(encode));
     Ok(Response::new(Box::pin(super::until_shutdown(
         stream,
         &state_shutdown,
@@ -182,14 +203,14 @@ async fn read(
     worker: WorkerId,
     inbound: Streaming<v1::AgentMessage>,
     tx: &AgentTx,
-) -> Result<(), Status> {
+) -> Result<(), SessionError> {
     let batches = inbound.ready_chunks(MAX_BATCH).map(decode_batch);
     service::session::run(context, worker, batches, tx).await
 }
 
 /// One batch of agent messages, decoded. A transport error ends the batch (what came before
 /// it is still applied); a message that does not decode ends the session.
-fn decode_batch(batch: Vec<Result<v1::AgentMessage, Status>>) -> Result<Inbound, Status> {
+fn decode_batch(batch: Vec<Result<v1::AgentMessage, Status>>) -> Result<Inbound, SessionError> {
     let mut inbound = Inbound {
         last_seq: 0,
         events: Vec::with_capacity(batch.len()),
@@ -199,7 +220,7 @@ fn decode_batch(batch: Vec<Result<v1::AgentMessage, Status>>) -> Result<Inbound,
         let msg = match item {
             Ok(msg) => msg,
             Err(err) => {
-                inbound.broke = Some(err);
+                inbound.broke = Some(err.to_string());
                 break;
             }
         };
@@ -216,7 +237,7 @@ fn decode_batch(batch: Vec<Result<v1::AgentMessage, Status>>) -> Result<Inbound,
                 .push(AgentEvent::Heartbeat(decode_heartbeat(&beat))),
             Some(v1::agent_message::Kind::Prefetch(p)) => {
                 if p.prefetch > scitq_proto::MAX_PREFETCH {
-                    return Err(Status::invalid_argument(format!(
+                    return Err(SessionError::Invalid(format!(
                         "Prefetch.prefetch: {} is too large: it must be at most {}",
                         p.prefetch,
                         scitq_proto::MAX_PREFETCH
@@ -225,7 +246,9 @@ fn decode_batch(batch: Vec<Result<v1::AgentMessage, Status>>) -> Result<Inbound,
                 inbound.events.push(AgentEvent::Prefetch(p.prefetch))
             }
             Some(v1::agent_message::Kind::Hello(_)) => {
-                return Err(Status::invalid_argument("Hello sent twice in one session"));
+                return Err(SessionError::Invalid(
+                    "Hello sent twice in one session".into(),
+                ));
             }
             None => {}
         }
@@ -251,12 +274,12 @@ fn decode_heartbeat(beat: &v1::Heartbeat) -> HostStats {
     }
 }
 
-fn decode_update(update: v1::ExecutionUpdate) -> Result<Update, Status> {
+fn decode_update(update: v1::ExecutionUpdate) -> Result<Update, SessionError> {
     let state = v1::ExecutionState::try_from(update.state)
         .ok()
         .and_then(ExecState::from_proto)
         .ok_or_else(|| {
-            Status::invalid_argument(format!(
+            SessionError::Invalid(format!(
                 "ExecutionUpdate.state: unknown execution state {} (execution {})",
                 update.state, update.execution_id
             ))
@@ -264,7 +287,7 @@ fn decode_update(update: v1::ExecutionUpdate) -> Result<Update, Status> {
     let failure = v1::FailureClass::try_from(update.failure)
         .map(Failure::from_proto)
         .map_err(|_| {
-            Status::invalid_argument(format!(
+            SessionError::Invalid(format!(
                 "ExecutionUpdate.failure: unknown failure class {} (execution {})",
                 update.failure, update.execution_id
             ))
@@ -286,12 +309,12 @@ fn decode_update(update: v1::ExecutionUpdate) -> Result<Update, Status> {
     })
 }
 
-fn decode_chunk(chunk: v1::OutputChunk) -> Result<Chunk, Status> {
+fn decode_chunk(chunk: v1::OutputChunk) -> Result<Chunk, SessionError> {
     let stream = match v1::OutputStream::try_from(chunk.stream) {
         Ok(v1::OutputStream::Stdout) => agent::Stream::Stdout,
         Ok(v1::OutputStream::Stderr) => agent::Stream::Stderr,
         Err(_) => {
-            return Err(Status::invalid_argument(format!(
+            return Err(SessionError::Invalid(format!(
                 "OutputChunk.stream: unknown output stream {} (execution {})",
                 chunk.stream, chunk.execution_id
             )));
@@ -369,7 +392,7 @@ mod tests {
             state: 99,
             ..Default::default()
         };
-        let err = decode_update(update).unwrap_err();
+        let err = crate::grpc::status(decode_update(update).unwrap_err());
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("ExecutionUpdate.state"), "{err}");
         let update = v1::ExecutionUpdate {
@@ -379,7 +402,7 @@ mod tests {
             ..Default::default()
         };
         let err = decode_update(update).unwrap_err();
-        assert!(err.message().contains("ExecutionUpdate.failure"), "{err}");
+        assert!(err.to_string().contains("ExecutionUpdate.failure"), "{err}");
         let update = v1::ExecutionUpdate {
             execution_id: 4,
             state: v1::ExecutionState::Unspecified as i32,
@@ -393,7 +416,7 @@ mod tests {
             data: b"x".to_vec(),
         };
         let err = decode_chunk(chunk).unwrap_err();
-        assert!(err.message().contains("OutputChunk.stream"), "{err}");
+        assert!(err.to_string().contains("OutputChunk.stream"), "{err}");
     }
 
     #[test]

@@ -11,25 +11,24 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use scitq_proto::v1;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
 
 use super::hub::Hub;
-use crate::core::agent::HostStats;
+use super::session::SessionError;
+use crate::core::agent::{HostStats, ToAgent};
 use crate::core::dispatch::Pool;
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
 use crate::core::lease::Leases;
 use crate::core::queue::{Queue, Queued};
 use crate::core::steering::Signal;
 use crate::core::worker::WorkerSettings;
-use crate::grpc::convert;
 use crate::persistence::{Store, executions, workers};
 
-/// Messages to an agent, as the gRPC response stream expects them.
-pub type AgentTx = mpsc::UnboundedSender<Result<v1::ServerMessage, Status>>;
+/// Messages to an agent's live session, before encoding (`grpc/session.rs`); an `Err`
+/// ends the session with that error.
+pub type AgentTx = mpsc::UnboundedSender<Result<ToAgent, SessionError>>;
 
 pub enum Command {
     Connect {
@@ -175,8 +174,12 @@ struct Stream {
 }
 
 impl Stream {
-    fn push(&self, kind: v1::server_message::Kind) {
-        let _ = self.tx.send(Ok(v1::ServerMessage { kind: Some(kind) }));
+    fn push(&self, message: ToAgent) {
+        let _ = self.tx.send(Ok(message));
+    }
+
+    fn end(&self, err: SessionError) {
+        let _ = self.tx.send(Err(err));
     }
 }
 
@@ -304,9 +307,7 @@ impl Scheduler {
                     }
                 };
                 if let Some(old) = self.streams.insert(worker, Stream { tx, owner }) {
-                    let _ = old.tx.send(Err(Status::aborted(
-                        "replaced by a newer session of this worker",
-                    )));
+                    old.end(SessionError::Replaced);
                 }
                 self.dirty = true;
             }
@@ -343,9 +344,7 @@ impl Scheduler {
                 if let Some(session) = self.pool.session(worker) {
                     self.pool.disconnect(worker, session);
                     if let Some(old) = self.streams.remove(&worker) {
-                        let _ = old.tx.send(Err(Status::aborted(
-                            "replaced by a newer session of this worker",
-                        )));
+                        old.end(SessionError::Replaced);
                     }
                     // Should the new Hello fail, the lease runs as for any disconnection.
                     self.leases.disconnected(worker, std::time::Instant::now());
@@ -374,13 +373,13 @@ impl Scheduler {
             }
             Command::BatchDeleted { batch } => self.queue.remove_batch(&batch),
             Command::Settings { worker, settings } => {
-                let proto = convert::settings(&settings);
+                let told = settings.clone();
                 if let Some(change) = self.pool.set_settings(worker, settings)
                     && let Some(stream) = self.streams.get(&worker)
                 {
-                    stream.push(v1::server_message::Kind::Settings(proto));
+                    stream.push(ToAgent::Settings(told));
                     if change.drain {
-                        stream.push(v1::server_message::Kind::Drain(v1::Drain {}));
+                        stream.push(ToAgent::Drain);
                     }
                     self.dirty = true;
                 }
@@ -390,10 +389,7 @@ impl Scheduler {
                     let Some(stream) = self.streams.get(&worker) else {
                         continue;
                     };
-                    stream.push(v1::server_message::Kind::Signal(v1::SignalExecution {
-                        execution_id: execution.0,
-                        signal: convert::signal(signal) as i32,
-                    }));
+                    stream.push(ToAgent::Signal { execution, signal });
                     if signal == Signal::Cancel {
                         // The agent forgets it without a report.
                         self.pool.release(worker, 1);
@@ -443,10 +439,10 @@ impl Scheduler {
                     let credentials = self.registries.for_image(&assignment.spec.container);
                     touched.push(assignment.task);
                     if let Some(stream) = self.streams.get(&assignment.worker) {
-                        stream.push(v1::server_message::Kind::Assignment(convert::assignment(
-                            assignment,
+                        stream.push(ToAgent::Assignment {
+                            assignment: Box::new(assignment),
                             credentials,
-                        )));
+                        });
                     }
                 }
                 let latency = self.woke.elapsed().as_secs_f64();

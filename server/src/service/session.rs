@@ -16,13 +16,11 @@
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use scitq_proto::v1;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tonic::Status;
 
 use super::hub::Hub;
 use super::scheduler::{AgentTx, Command, Owner, SchedulerHandle};
-use crate::core::agent::{AgentEvent, Hello};
+use crate::core::agent::{AgentEvent, Hello, ToAgent};
 use crate::core::ids::WorkerId;
 use crate::persistence::executions::{self, Applied};
 use crate::persistence::workers::{self, Welcomed};
@@ -70,6 +68,24 @@ impl From<StoreError> for OpenError {
             other => OpenError::Store(other),
         }
     }
+}
+
+/// Why a session that was let in ended, short of the agent closing it.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A newer session of the same worker (the same agent process, reconnected) took over.
+    #[error("replaced by a newer session of this worker")]
+    Replaced,
+    /// A message the edge could not decode (an agent newer than this server, or a broken
+    /// one); the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// What the agent sent could not be committed; it sends it again in its next session.
+    #[error("could not apply agent updates: {0}")]
+    Apply(StoreError),
+    /// A task of the session stopped on its own.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// A session that said Hello and was let in; its worker is claimed for it until it
@@ -208,17 +224,17 @@ pub struct Inbound {
     /// The highest `seq` in it, acknowledged once its events are committed.
     pub last_seq: u64,
     pub events: Vec<AgentEvent>,
-    /// The transport broke after these messages (agent gone, network cut).
-    pub broke: Option<Status>,
+    /// The transport broke after these messages (agent gone, network cut): why.
+    pub broke: Option<String>,
 }
 
 /// Runs a session until the agent's stream ends; acknowledgements go to `tx`.
 pub async fn run(
     context: Context,
     worker: WorkerId,
-    batches: impl Stream<Item = Result<Inbound, Status>> + Unpin,
+    batches: impl Stream<Item = Result<Inbound, SessionError>> + Unpin,
     tx: &AgentTx,
-) -> Result<(), Status> {
+) -> Result<(), SessionError> {
     let metrics = crate::metrics::metrics();
     metrics.agent_sessions.inc();
     // Decremented however the session ends (an error, a panic of its task).
@@ -232,7 +248,7 @@ pub async fn run(
     drop(commits_tx);
     let acked = acker
         .await
-        .unwrap_or_else(|e| Err(Status::internal(format!("acker failed: {e}"))));
+        .unwrap_or_else(|e| Err(SessionError::Internal(format!("acker failed: {e}"))));
     result.and(acked)
 }
 
@@ -243,10 +259,10 @@ type Commit = (u64, Option<Pending<Applied>>, Option<OwnedSemaphorePermit>);
 async fn queue(
     state: &Context,
     worker: WorkerId,
-    mut batches: impl Stream<Item = Result<Inbound, Status>> + Unpin,
+    mut batches: impl Stream<Item = Result<Inbound, SessionError>> + Unpin,
     commits: &mpsc::UnboundedSender<Commit>,
     budget: &Arc<Semaphore>,
-) -> Result<(), Status> {
+) -> Result<(), SessionError> {
     while let Some(batch) = batches.next().await {
         let Inbound {
             last_seq,
@@ -288,7 +304,7 @@ async fn queue(
                     .clone()
                     .acquire_many_owned(share)
                     .await
-                    .map_err(|_| Status::internal("session budget closed"))?,
+                    .map_err(|_| SessionError::Internal("session budget closed".into()))?,
             )
         };
         let pending = if events.is_empty() {
@@ -297,7 +313,7 @@ async fn queue(
             Some(
                 executions::apply(&state.store, worker, events)
                     .await
-                    .map_err(|e| Status::aborted(format!("could not apply agent updates: {e}")))?,
+                    .map_err(SessionError::Apply)?,
             )
         };
         if commits.send((last_seq, pending, permit)).is_err() {
@@ -319,12 +335,10 @@ async fn acknowledge(
     worker: WorkerId,
     mut commits: mpsc::UnboundedReceiver<Commit>,
     tx: AgentTx,
-) -> Result<(), Status> {
+) -> Result<(), SessionError> {
     while let Some((seq, pending, permit)) = commits.recv().await {
         if let Some(pending) = pending {
-            let applied = pending
-                .await
-                .map_err(|e| Status::aborted(format!("could not apply agent updates: {e}")))?;
+            let applied = pending.await.map_err(SessionError::Apply)?;
             if !applied.finished.is_empty() {
                 state.scheduler.send(Command::Finished {
                     worker,
@@ -356,9 +370,7 @@ async fn acknowledge(
         }
         drop(permit);
         if seq > 0 {
-            let _ = tx.send(Ok(v1::ServerMessage {
-                kind: Some(v1::server_message::Kind::Ack(v1::Ack { seq })),
-            }));
+            let _ = tx.send(Ok(ToAgent::Ack(seq)));
         }
     }
     Ok(())

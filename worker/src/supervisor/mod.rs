@@ -32,8 +32,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::state::ExecutionId;
-pub use wire::Exit;
 use wire::{Channel, Reply, Request};
+pub use wire::{Exit, SpawnError};
 
 /// The supervisor's socket in the work dir.
 pub const SOCKET: &str = "supervisor.sock";
@@ -61,14 +61,14 @@ pub enum SupervisorError {
     Send(io::Error),
     #[error("lost the task supervisor")]
     Lost,
-    #[error("{0}")]
-    Spawn(String),
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
 }
 
 /// What the agent waits on for one task.
 #[derive(Debug, Default)]
 struct Slot {
-    spawned: Option<oneshot::Sender<Result<u32, String>>>,
+    spawned: Option<oneshot::Sender<Result<u32, SpawnError>>>,
     waiter: Option<oneshot::Sender<Exit>>,
     /// An end that came before anyone waited for it (an adopted task's).
     exit: Option<Exit>,
@@ -187,9 +187,9 @@ impl Supervisor {
         }
         match spawned_rx.await {
             Ok(Ok(pid)) => Ok((pid, exit_rx)),
-            Ok(Err(message)) => {
+            Ok(Err(error)) => {
                 lock(&self.slots).remove(&id);
-                Err(SupervisorError::Spawn(message))
+                Err(SupervisorError::Spawn(error))
             }
             Err(_) => Err(SupervisorError::Lost),
         }
@@ -279,9 +279,14 @@ async fn read_replies(channel: Arc<Channel>, slots: Slots, mut buf: Vec<u8>) {
                     let _ = tx.send(Ok(pid));
                 }
             }
+            Reply::SpawnError { id, error } => {
+                if let Some(tx) = slots.get_mut(&id).and_then(|s| s.spawned.take()) {
+                    let _ = tx.send(Err(error));
+                }
+            }
             Reply::SpawnFailed { id, message } => {
                 if let Some(tx) = slots.get_mut(&id).and_then(|s| s.spawned.take()) {
-                    let _ = tx.send(Err(message));
+                    let _ = tx.send(Err(SpawnError::Earlier { message }));
                 }
             }
             Reply::Exited { id, exit } => {
@@ -374,4 +379,49 @@ async fn start(work_dir: &Path) -> Result<(), SupervisorError> {
     })?;
     tokio::spawn(serve::serve(work_dir.to_owned(), listener, false));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_command_that_cannot_run_comes_back_as_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let supervisor = Supervisor::connect_or_start(dir.path()).await.unwrap();
+        let out = std::fs::File::create(dir.path().join("out")).unwrap();
+        let err = std::fs::File::create(dir.path().join("err")).unwrap();
+        use std::os::fd::AsFd;
+        let failed = supervisor
+            .spawn(
+                ExecutionId(7),
+                vec!["/nonexistent/scitq-test-program".into()],
+                dir.path().to_owned(),
+                Vec::new(),
+                [out.as_fd(), err.as_fd()],
+            )
+            .await
+            .unwrap_err();
+        match &failed {
+            SupervisorError::Spawn(SpawnError::Exec { program, errno, .. }) => {
+                assert_eq!(program, "/nonexistent/scitq-test-program");
+                assert_eq!(*errno, Some(nix::libc::ENOENT));
+            }
+            other => panic!("expected an exec error, got {other:?}"),
+        }
+        assert!(
+            failed
+                .to_string()
+                .starts_with("cannot run \"/nonexistent/scitq-test-program\": "),
+            "{failed}"
+        );
+    }
+
+    #[test]
+    fn a_spawn_failure_from_an_earlier_supervisor_is_still_read() {
+        let reply: Reply =
+            serde_json::from_str(r#"{"SpawnFailed":{"id":3,"message":"cannot run \"x\": gone"}}"#)
+                .unwrap();
+        assert!(matches!(reply, Reply::SpawnFailed { message, .. } if message.ends_with("gone")),);
+    }
 }

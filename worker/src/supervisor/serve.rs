@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::wire::{self, Channel, Exit, Reply, Request};
+use super::wire::{self, Channel, Exit, Reply, Request, SpawnError};
 use super::{EXIT_FILE, LOCK, SOCKET};
 use crate::state::{ExecDir, ExecutionId};
 
@@ -250,7 +250,7 @@ impl Supervisor {
                 }
                 let reply = match self.spawn(id, &argv, &cwd, env, fds) {
                     Ok(pid) => Reply::Spawned { id, pid },
-                    Err(message) => Reply::SpawnFailed { id, message },
+                    Err(error) => Reply::SpawnError { id, error },
                 };
                 self.reply(&reply).await;
             }
@@ -272,10 +272,10 @@ impl Supervisor {
         cwd: &Path,
         env: Vec<(String, String)>,
         fds: Vec<OwnedFd>,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, SpawnError> {
         let (Some(program), Ok([stdout, stderr])) = (argv.first(), <[OwnedFd; 2]>::try_from(fds))
         else {
-            return Err("bad spawn request: no command or not two output files".to_owned());
+            return Err(SpawnError::BadRequest);
         };
         use std::os::unix::process::CommandExt;
         // Reaped by `reap`, not by the runtime: dropping the `Child` leaves it be.
@@ -288,7 +288,7 @@ impl Supervisor {
             .stderr(Stdio::from(stderr))
             .process_group(0)
             .spawn()
-            .map_err(|e| format!("cannot run {program:?}: {e}"))?;
+            .map_err(|e| SpawnError::exec(program, &e))?;
         let pid = child.id();
         let spawned_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -54,6 +54,13 @@ pub enum Reply {
         id: ExecutionId,
         pid: u32,
     },
+    /// The task could not start.
+    SpawnError {
+        id: ExecutionId,
+        error: SpawnError,
+    },
+    /// How a supervisor of an earlier build (one may outlive an agent upgrade) says
+    /// `SpawnError`: as text. Read, never sent.
     SpawnFailed {
         id: ExecutionId,
         message: String,
@@ -62,6 +69,35 @@ pub enum Reply {
         id: ExecutionId,
         exit: Exit,
     },
+}
+
+/// Why the supervisor could not start a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum SpawnError {
+    /// The request had no command, or not the two output files.
+    #[error("bad spawn request: no command or not two output files")]
+    BadRequest,
+    /// `exec` failed (no such program, not executable, no such working directory...).
+    #[error("cannot run {program:?}: {message}")]
+    Exec {
+        program: String,
+        /// The OS error number, when there is one.
+        errno: Option<i32>,
+        message: String,
+    },
+    /// Said by a supervisor of an earlier build, in words only.
+    #[error("{message}")]
+    Earlier { message: String },
+}
+
+impl SpawnError {
+    pub fn exec(program: &str, err: &io::Error) -> SpawnError {
+        SpawnError::Exec {
+            program: program.to_owned(),
+            errno: err.raw_os_error(),
+            message: err.to_string(),
+        }
+    }
 }
 
 /// How a task's process ended.
