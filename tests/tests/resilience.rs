@@ -746,3 +746,101 @@ fn a_tasks_orphan_is_the_supervisors_child_and_dies_at_the_fence() {
         },
     );
 }
+
+/// Continues a stopped process when dropped, so that a failing test does not leave scitqd
+/// frozen for its teardown.
+struct Frozen(nix::unistd::Pid);
+
+impl Frozen {
+    fn freeze(pid: nix::unistd::Pid) -> Frozen {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP scitqd");
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// Issue 13, item 4: scitqd frozen (SIGSTOP) past the agent's keepalive, then continued.
+/// The agent gives up on its session and tries again while scitqd cannot answer, so that on
+/// waking scitqd finds the old session gone and several Hellos of the same agent waiting in
+/// its accept queue, most from connections the agent already dropped. Before the claim
+/// ordering of `service/scheduler.rs` (`Command::Claim`), an old session's offline mark
+/// could be committed after a newer one's online mark (the worker then stayed `offline`
+/// while it ran tasks), and assignments could go to a session that was already replaced
+/// (they stayed `assigned`, running nowhere, until the lease). Three freezes in a row, with
+/// tasks flowing through each.
+#[test]
+fn a_frozen_scitqd_continued_keeps_its_worker_online_and_runs_every_task() {
+    let server = Server::start(ServerOpts::default().lease("1h"));
+    let c = server.client();
+    // A short keepalive makes the agent give up on the frozen server within 2 s, as it does
+    // within 40 s at its default.
+    let agent = Agent::start(&server, "thawed", 2, &["--keepalive", "1s"]);
+    c.wait_worker_online("thawed", CONNECT);
+
+    const TASKS: usize = 150;
+    let commands = vec!["sleep 0.1".to_string(); TASKS];
+    c.create_from_file(&commands, &["--batch", "thaw", "--retry", "0"]);
+    let lost_before = |log: &str| log.matches("lost the server").count();
+    let succeeded = || {
+        c.batches()
+            .iter()
+            .find(|b| b["name"] == "thaw")
+            .and_then(|b| b["counts"]["succeeded"].as_u64())
+            .unwrap_or(0)
+    };
+    for round in 1..=3u64 {
+        // Tasks are running when scitqd freezes.
+        wait_until(CONNECT, format!("round {round}: tasks to flow"), || {
+            succeeded() >= round * 10
+        });
+        let lost = lost_before(&agent.log_tail(10_000));
+        let frozen = Frozen::freeze(server.pid());
+        // The agent noticed, and at least one more attempt of it timed out (a dead Hello
+        // now waits in scitqd's accept queue).
+        poll(
+            CONNECT,
+            format!("round {round}: the agent to give up on the frozen scitqd"),
+            || {
+                let log = agent.log_tail(10_000);
+                let retries = log
+                    .rsplit("lost the server")
+                    .next()
+                    .map_or(0, |after| after.matches("retrying in").count());
+                if lost_before(&log) > lost && retries >= 2 {
+                    Ok(())
+                } else {
+                    Err(agent.log_tail(5))
+                }
+            },
+        );
+        drop(frozen);
+        poll(
+            CONNECT,
+            format!("round {round}: the worker to be online again"),
+            || match worker_status(&c, "thawed").as_str() {
+                "online" => Ok(()),
+                other => Err(other.to_owned()),
+            },
+        );
+    }
+    // Nothing assigned to a dead session: every task runs, within the lease of an hour.
+    c.wait_batch_succeeded("thaw", TASKS as u64, Duration::from_secs(120));
+    let tasks = c.tasks(&["--batch", "thaw"]);
+    let stuck: Vec<_> = tasks
+        .iter()
+        .filter(|t| str_field(t, "status") != "succeeded")
+        .collect();
+    assert!(stuck.is_empty(), "tasks not succeeded: {stuck:?}");
+    // No later Hello can fix a stale offline mark now: the worker must be online as it is.
+    assert_eq!(
+        worker_status(&c, "thawed"),
+        "online",
+        "the agent is connected and idle: {}",
+        agent.log_tail(20)
+    );
+}

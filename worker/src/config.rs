@@ -59,6 +59,11 @@ pub struct Args {
     /// Interval between heartbeats.
     #[arg(long, env = "SCITQ_HEARTBEAT", default_value = "10s", value_parser = parse_duration)]
     pub heartbeat: Duration,
+    /// How often the agent pings scitqd on its session (HTTP/2 keepalive), and how long a
+    /// ping may go unanswered before the session is dropped and opened again: a stalled
+    /// network or a frozen scitqd is noticed within twice this.
+    #[arg(long, env = "SCITQ_KEEPALIVE", default_value = "20s", value_parser = parse_duration)]
+    pub keepalive: Duration,
     /// Longest wait between two reconnection attempts.
     #[arg(long, env = "SCITQ_RECONNECT_MAX", default_value = "30s", value_parser = parse_duration)]
     pub reconnect_max: Duration,
@@ -357,6 +362,8 @@ pub struct Config {
     pub batch: String,
     pub work_dir: PathBuf,
     pub heartbeat: Duration,
+    /// HTTP/2 ping interval, and how long a ping may go unanswered.
+    pub keepalive: Duration,
     pub reconnect_max: Duration,
     /// Bytes of output held on disk past which no new task starts.
     pub spool_limit: u64,
@@ -382,6 +389,7 @@ impl fmt::Debug for Config {
             .field("batch", &self.batch)
             .field("work_dir", &self.work_dir)
             .field("heartbeat", &self.heartbeat)
+            .field("keepalive", &self.keepalive)
             .field("reconnect_max", &self.reconnect_max)
             .field("spool_limit", &self.spool_limit)
             .field("docker_network", &self.docker_network)
@@ -459,6 +467,7 @@ impl Config {
             batch: args.batch.unwrap_or_default(),
             work_dir,
             heartbeat: args.heartbeat,
+            keepalive: args.keepalive,
             reconnect_max: args.reconnect_max,
             spool_limit: args.spool_limit_mib.saturating_mul(1 << 20),
             docker_network: args.docker_network,
@@ -476,7 +485,7 @@ impl Config {
         let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
         format!(
             "server = {}\nworker_token = \"<hidden>\"\nconcurrency = {}\nprefetch = {}\n\
-             name = {}\nbatch = {}\nwork_dir = {}\nheartbeat = {}\nreconnect_max = {}\n\
+             name = {}\nbatch = {}\nwork_dir = {}\nheartbeat = {}\nkeepalive = {}\nreconnect_max = {}\n\
              spool_limit_mib = {}\n\
              docker_network = {}\npull_timeout = {}\nsra_tools_image = {}\nkeep_failed = {}\n\
              disk_threshold = {}\nresult_hold = {}\nallow_mounts = [{}]\n",
@@ -490,6 +499,7 @@ impl Config {
             q(&self.batch),
             q(&self.work_dir.to_string_lossy()),
             q(&humantime::format_duration(self.heartbeat).to_string()),
+            q(&humantime::format_duration(self.keepalive).to_string()),
             q(&humantime::format_duration(self.reconnect_max).to_string()),
             self.spool_limit >> 20,
             q(self.docker_network.as_str()),

@@ -121,8 +121,8 @@ impl Connector {
         let mut endpoint = Endpoint::from_shared(server.clone())?
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(20))
+            .http2_keep_alive_interval(config.keepalive)
+            .keep_alive_timeout(config.keepalive)
             .keep_alive_while_idle(true);
         if config.server.tls {
             endpoint = endpoint.tls_config(ClientTlsConfig::new().with_enabled_roots())?;

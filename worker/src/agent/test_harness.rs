@@ -270,6 +270,7 @@ impl Harness {
             batch: String::new(),
             work_dir,
             heartbeat: Duration::from_secs(3600),
+            keepalive: Duration::from_secs(20),
             reconnect_max: Duration::from_millis(400),
             spool_limit: u64::MAX,
             docker_network: scitq_proto::container::Network::None,
