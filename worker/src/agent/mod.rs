@@ -505,8 +505,32 @@ impl Agent {
         }
         if let Some(prefetch) = self.auto_prefetch.update(self.settings.concurrency) {
             tracing::debug!(prefetch, "automatic prefetch changed");
+            let fell = prefetch < self.settings.prefetch;
             self.settings.prefetch = prefetch;
             self.send(agent_message::Kind::Prefetch(Prefetch { prefetch }));
+            if fell && self.auto_prefetch.long() {
+                self.give_back_excess();
+            }
+        }
+    }
+
+    /// Gives back the queued tasks the agent holds past its slots and the (fallen) automatic
+    /// prefetch, the last assigned first, as a recall would: tasks that turned long must not
+    /// leave a queue here that an idle agent could run. The server queues them again, their
+    /// retries untouched.
+    fn give_back_excess(&mut self) {
+        let limit = (self.settings.concurrency + self.settings.prefetch) as usize;
+        let excess = (self.running + self.queue.len()).saturating_sub(limit);
+        let last: Vec<ExecutionId> = self.queue.iter().rev().take(excess).copied().collect();
+        if !last.is_empty() {
+            tracing::info!(
+                tasks = last.len(),
+                prefetch = self.settings.prefetch,
+                "the automatic prefetch fell: giving back queued tasks"
+            );
+        }
+        for id in last {
+            self.recall(id);
         }
     }
 

@@ -16,8 +16,12 @@
 //! with no task queued doubles the prefetch (at least to `C`), and it does not fall below
 //! that until tasks last longer than a round trip.
 //!
-//! Tasks already prefetched are not given back when the prefetch falls (a server-side recall
-//! would be needed): an agent that ran tiny tasks holds its queue when long ones follow.
+//! When the prefetch falls while tasks last longer than a round trip, the agent gives back
+//! the queued tasks past its slots and the new value (as a recall would, `agent/mod.rs`), so
+//! that an agent that ran tiny tasks does not keep a queue of long ones that an idle agent
+//! could run. While tasks stay short, a fall (one slow `true` on a loaded machine) gives
+//! nothing back: such a queue drains within a round trip anyway, and sending it back and
+//! forth would cost more than it saves.
 
 use std::time::Duration;
 
@@ -82,6 +86,12 @@ impl AutoPrefetch {
     /// Tasks end faster than a round trip.
     fn short(&self) -> bool {
         self.run.is_some_and(|run| run < self.round_trip)
+    }
+
+    /// Tasks were measured, and last at least a round trip: a queue held here is work an
+    /// idle agent could run.
+    pub fn long(&self) -> bool {
+        self.run.is_some() && !self.short()
     }
 
     /// A slot freed and no task was queued for it: while tasks are short, the prefetch was
@@ -195,6 +205,24 @@ mod tests {
             steps += 1;
             assert!(steps < 100, "{auto:?}");
         }
+    }
+
+    #[test]
+    fn a_slow_short_task_is_no_reason_to_give_back_a_long_task_is() {
+        let mut auto = AutoPrefetch::new(0, HOLD);
+        assert!(!auto.long(), "nothing measured yet");
+        for _ in 0..20 {
+            auto.ran(ms(2));
+            auto.update(4);
+        }
+        // One `true` slowed to 20 ms on a loaded machine: the prefetch falls, tasks are
+        // still shorter than a round trip.
+        auto.ran(ms(20));
+        assert!(auto.update(4).is_some_and(|p| p < 240), "{auto:?}");
+        assert!(!auto.long(), "{auto:?}");
+        auto.ran(Duration::from_secs(5));
+        assert_eq!(auto.update(4), Some(0));
+        assert!(auto.long(), "{auto:?}");
     }
 
     #[test]

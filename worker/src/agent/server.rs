@@ -192,7 +192,7 @@ impl Agent {
 
     /// The server takes back `id`, which has not started: it leaves the queue, its staging
     /// stops, and the report says it was recalled (the server queues its task again).
-    fn recall(&mut self, id: ExecutionId) {
+    pub(super) fn recall(&mut self, id: ExecutionId) {
         let Some(exec) = self.execs.get_mut(&id) else {
             return;
         };

@@ -630,3 +630,54 @@ async fn a_recall_gives_back_a_queued_task_and_leaves_a_started_one() {
     shutdown.cancel();
     agent.await.unwrap().unwrap();
 }
+
+/// When the automatic prefetch falls (tasks turned long), the queued tasks past the slots
+/// and the new prefetch go back to the server, the last assigned first, reported
+/// `Recalled`; the one left runs.
+#[tokio::test]
+async fn a_falling_automatic_prefetch_gives_back_the_queued_tasks_past_it() {
+    let mut h = Harness::start(false).await;
+    h.config.prefetch = scitq_proto::PrefetchSetting::Auto;
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.send(server_message::Kind::Welcome(scitq_proto::v1::Welcome {
+        worker_id: 1,
+        settings: Some(WireSettings {
+            concurrency: 1,
+            prefetch: 3,
+            batch: String::new(),
+            prefetch_auto: true,
+        }),
+        lease_ms: 6 * 3600 * 1000,
+        ..Default::default()
+    }));
+    // A task far longer than a round trip, then three queued behind it.
+    c.assign(40, "sleep 0.5");
+    for id in 41..=43 {
+        c.assign(id, "true");
+    }
+    let mut prefetch = None;
+    let mut recalled = Vec::new();
+    let mut succeeded = Vec::new();
+    while prefetch.is_none() || recalled.len() < 2 || !succeeded.contains(&41) {
+        let message = c.recv().await;
+        match message.kind {
+            Some(agent_message::Kind::Prefetch(p)) => prefetch = Some(p.prefetch),
+            Some(agent_message::Kind::Update(update)) if crate::outbox::is_final(&update) => {
+                c.ack(message.seq);
+                if update.failure == FailureClass::Recalled as i32 {
+                    recalled.push(update.execution_id);
+                } else if update.state == state(ExecutionState::Succeeded) {
+                    succeeded.push(update.execution_id);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(prefetch, Some(0), "one long task brings the prefetch to 0");
+    assert_eq!(recalled, vec![43, 42], "the last assigned go back first");
+    assert_eq!(succeeded, vec![40, 41]);
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
