@@ -22,6 +22,13 @@ pub enum Role {
     Worker,
 }
 
+/// In a worker-service request's extensions instead of a [`Role`]: the SHA-256 of a bearer
+/// that is no API token, let through to the agent session alone, which checks it as the
+/// named worker's own credential or as an enrollment token. With no `Role`, every other
+/// call refuses it. Recruited agents never hold the worker token.
+#[derive(Clone, Debug)]
+pub struct AgentBearer(pub String);
+
 impl Role {
     fn as_str(self) -> &'static str {
         match self {
@@ -166,24 +173,58 @@ fn server_of(config: &str) -> Option<String> {
 /// Checks the bearer token and records its role in the request.
 pub fn interceptor(tokens: Tokens) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |mut request: Request<()>| {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "missing token: send the header `authorization: Bearer TOKEN` (scitqctl: \
-                     --token or SCITQ_TOKEN); scitqd wrote admin.token in its data dir",
-                )
-            })?
-            .to_str()
-            .map_err(|_| Status::unauthenticated("bad token: not printable text"))?;
-        let token = header.strip_prefix("Bearer ").unwrap_or(header).trim();
+        let token = bearer(&request)?;
         let role = tokens
             .role_of(token)
             .ok_or_else(|| Status::unauthenticated("bad token: rejected by this server"))?;
         request.extensions_mut().insert(role);
         Ok(request)
     }
+}
+
+/// [`interceptor`], for the worker service: a token that is no API token but has the shape
+/// of an agent's secret passes as an [`AgentBearer`], which only the session accepts (it
+/// checks the token against the store: enrollment tokens and worker credentials change at
+/// run time).
+pub fn agent_interceptor(
+    tokens: Tokens,
+) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut request: Request<()>| {
+        let token = bearer(&request)?;
+        match tokens.role_of(token) {
+            Some(role) => {
+                request.extensions_mut().insert(role);
+            }
+            None if token.len() >= crate::core::credential::MIN_LEN
+                && token.len() <= crate::core::credential::MAX_LEN =>
+            {
+                let hashed = hash(token);
+                request.extensions_mut().insert(AgentBearer(hashed));
+            }
+            None => {
+                return Err(Status::unauthenticated(
+                    "bad token: rejected by this server",
+                ));
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// The bearer token of a request.
+fn bearer<T>(request: &Request<T>) -> Result<&str, Status> {
+    let header = request
+        .metadata()
+        .get("authorization")
+        .ok_or_else(|| {
+            Status::unauthenticated(
+                "missing token: send the header `authorization: Bearer TOKEN` (scitqctl: \
+                     --token or SCITQ_TOKEN); scitqd wrote admin.token in its data dir",
+            )
+        })?
+        .to_str()
+        .map_err(|_| Status::unauthenticated("bad token: not printable text"))?;
+    Ok(header.strip_prefix("Bearer ").unwrap_or(header).trim())
 }
 
 /// [`interceptor`], for services that only people may call (reflection): a worker token,
@@ -248,6 +289,34 @@ mod tests {
         assert!(require_admin(&admin).is_ok());
         let worker = check(request(Some("w"))).unwrap();
         assert!(require_admin(&worker).is_err());
+    }
+
+    #[test]
+    fn the_worker_service_lets_other_agent_tokens_through_to_the_session_alone() {
+        let tokens = Tokens(Arc::new(HashMap::from([(hash("w"), Role::Worker)])));
+        let check = agent_interceptor(tokens);
+        let request = |token: &str| {
+            let mut r = Request::new(());
+            r.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            r
+        };
+        let worker = check(request("w")).unwrap();
+        assert_eq!(worker.extensions().get::<Role>(), Some(&Role::Worker));
+        assert!(worker.extensions().get::<AgentBearer>().is_none());
+        let secret = "e".repeat(64);
+        let agent = check(request(&secret)).unwrap();
+        assert_eq!(agent.extensions().get::<Role>(), None);
+        assert_eq!(
+            agent.extensions().get::<AgentBearer>().unwrap().0,
+            hash(&secret)
+        );
+        assert_eq!(
+            require_admin(&agent).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        let short = check(request("nope")).unwrap_err();
+        assert_eq!(short.code(), tonic::Code::Unauthenticated);
     }
 
     #[test]

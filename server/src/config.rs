@@ -66,6 +66,8 @@ pub struct FileConfig {
     /// `[metrics]`: who may scrape `/metrics` without a token; file only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<FileMetrics>,
+    /// How recruited machines get the agent and reach scitqd; file only.
+    pub deploy: Option<crate::enroll_config::DeployFile>,
 }
 
 /// The `[metrics]` section.
@@ -142,6 +144,8 @@ pub struct Config {
     pub registries: Vec<crate::core::registry::Registry>,
     /// Source networks that may scrape `/metrics` without a token.
     pub metrics_allow: Vec<Net>,
+    /// `[deploy]`: recruited machines' agent and the address they reach scitqd at.
+    pub deploy: crate::enroll_config::Deploy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +182,8 @@ pub enum ConfigError {
         "invalid [metrics] allow entry {0:?}: expected an address or ADDR/BITS, e.g. 10.0.0.0/24"
     )]
     MetricsAllow(String),
+    #[error(transparent)]
+    Deploy(#[from] crate::enroll_config::DeployError),
 }
 
 fn default_data_dir() -> PathBuf {
@@ -279,8 +285,10 @@ impl Config {
             .iter()
             .map(|entry| Net::parse(entry).ok_or_else(|| ConfigError::MetricsAllow(entry.clone())))
             .collect::<Result<Vec<_>, _>>()?;
+        let deploy = crate::enroll_config::Deploy::from_file(file.deploy.unwrap_or_default())?;
         Ok(Config {
             metrics_allow,
+            deploy,
             registries: file.registry,
             listen,
             data_dir,
@@ -315,6 +323,7 @@ impl Config {
             metrics: (!self.metrics_allow.is_empty()).then(|| FileMetrics {
                 allow: self.metrics_allow.iter().map(Net::to_string).collect(),
             }),
+            deploy: Some(self.deploy.to_file()),
         };
         toml::to_string(&file).unwrap_or_default()
     }

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod config;
 pub mod core;
+pub mod enroll_config;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
@@ -115,12 +116,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     std::fs::write(addr_file.with_extension("tmp"), format!("{local}\n"))?;
     std::fs::rename(addr_file.with_extension("tmp"), &addr_file)?;
 
+    let deployment = {
+        let (deploy, tls) = (config.deploy.clone(), config.tls.is_some());
+        tokio::task::spawn_blocking(move || service::ops::Deployment::resolve(&deploy, local, tls))
+            .await?
+            .context("cannot read [deploy] server_ca or agent_binary")?
+    };
     let ops = service::ops::Ops::new(
         store.clone(),
         scheduler.clone(),
         hub.clone(),
         rclone_config.clone(),
-    );
+    )
+    .with_deployment(deployment);
     let state = grpc::State {
         ops,
         sessions: service::session::Context {
@@ -140,7 +148,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         shutdown: shutdown.clone(),
     };
     let admin_only = auth::admin_interceptor(tokens.clone());
-    let check = auth::interceptor(tokens);
+    let check = auth::interceptor(tokens.clone());
+    let agents = auth::agent_interceptor(tokens);
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(scitq_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -161,7 +170,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .add_service(InterceptedService::new(
             WorkerServiceServer::new(grpc::workers::Workers(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
-            check.clone(),
+            agents,
         ))
         .add_service(InterceptedService::new(
             StorageServiceServer::new(grpc::storage::Storage(state.clone())),

@@ -154,6 +154,11 @@ impl Agent {
         self.proc.add_orphans(orphans);
     }
 
+    /// Drops an environment variable given at the start, for the next [`Agent::start_again`].
+    pub fn remove_env(&mut self, key: &str) {
+        self.env.retain(|(k, _)| k != key);
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

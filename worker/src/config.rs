@@ -28,6 +28,21 @@ pub struct Args {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// Single-use enrollment token scitqd issued for this machine (a recruited instance):
+    /// the first session presents it, under `--name` = the instance name; scitqd then binds
+    /// the worker to this agent's own credential (WORK_DIR/credential), which the agent
+    /// presents from then on (restarted without this token too). Wins over --token.
+    #[arg(
+        long,
+        env = "SCITQ_ENROLL_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub enroll_token: Option<String>,
+    /// PEM file of the CA that signed scitqd's certificate, trusted for the connection to
+    /// scitqd besides the system's roots (a recruited machine gets it in its user data).
+    #[arg(long, env = "SCITQ_SERVER_CA", value_name = "FILE")]
+    pub server_ca: Option<PathBuf>,
     /// Send the worker token over plain http:// to a server that is not on this machine
     /// (anyone on the way can read it: use https:// instead).
     #[arg(long, env = "SCITQ_INSECURE",
@@ -179,7 +194,10 @@ pub enum ConfigError {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
-    #[error("no worker token: pass --token, set SCITQ_WORKER_TOKEN or worker_token in {}", path.display())]
+    #[error(
+        "no worker token: pass --token, set SCITQ_WORKER_TOKEN or worker_token in {}, or          enroll with --enroll-token (then WORK_DIR/credential is enough)",
+        path.display()
+    )]
     NoToken { path: PathBuf },
     #[error(
         "refusing to send the worker token in clear to {0}: use https:// (scitqd with TLS), \
@@ -192,6 +210,11 @@ pub enum ConfigError {
     EmptyName(String),
     #[error("invalid --sra-tools-image {0:?}: expected an image reference")]
     InvalidSraToolsImage(String),
+    #[error("cannot read --server-ca {}: {source}", path.display())]
+    ReadServerCa {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no work dir: pass --work-dir, or set HOME or XDG_DATA_HOME")]
     NoWorkDir,
 }
@@ -350,11 +373,43 @@ impl Environment {
     }
 }
 
+/// What the agent presents as its bearer token.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Bearer {
+    /// The shared worker token (or an admin token): hand-started agents.
+    Token(String),
+    /// An enrollment token, until the server welcomes this agent; then its credential.
+    Enroll(String),
+    /// The agent's own credential (WORK_DIR/credential): an agent that enrolled before.
+    Credential,
+}
+
+impl Bearer {
+    fn token(&self) -> Option<&str> {
+        match self {
+            Bearer::Token(t) | Bearer::Enroll(t) => Some(t),
+            Bearer::Credential => None,
+        }
+    }
+}
+
+impl fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Bearer::Token(_) => "worker token",
+            Bearer::Enroll(_) => "enrollment token",
+            Bearer::Credential => "credential",
+        })
+    }
+}
+
 /// The validated agent configuration.
 #[derive(Clone)]
 pub struct Config {
     pub server: ServerAddr,
-    pub token: String,
+    pub bearer: Bearer,
+    /// PEM of an extra CA for scitqd's certificate (`--server-ca`).
+    pub server_ca: Option<String>,
     pub concurrency: u32,
     pub prefetch: scitq_proto::PrefetchSetting,
     pub name: String,
@@ -381,7 +436,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("server", &self.server.uri())
-            .field("token", &"<hidden>")
+            .field("bearer", &self.bearer)
             .field("concurrency", &self.concurrency)
             .field("prefetch", &self.prefetch)
             .field("name", &self.name)
@@ -408,7 +463,8 @@ impl Config {
         let config_path = env
             .client_config_path()
             .unwrap_or_else(|| PathBuf::from("~/.config/scitq/config.toml"));
-        let file = if args.server.is_none() || args.token.is_none() {
+        let file = if args.server.is_none() || (args.token.is_none() && args.enroll_token.is_none())
+        {
             read_client_config(&config_path)?
         } else {
             ClientConfig::default()
@@ -417,16 +473,35 @@ impl Config {
             Some(value) => value.parse()?,
             None => format!("127.0.0.1:{}", scitq_proto::DEFAULT_PORT).parse()?,
         };
-        let token = args
-            .token
-            .or(file.worker_token)
-            .or(file.token)
-            .filter(|t| !t.trim().is_empty())
-            .ok_or(ConfigError::NoToken { path: config_path })?;
-        let token = token.trim().to_owned();
-        if MetadataValue::<Ascii>::try_from(format!("Bearer {token}")).is_err() {
+        let work_dir = match args.work_dir {
+            Some(dir) => dir,
+            None => env.default_work_dir().ok_or(ConfigError::NoWorkDir)?,
+        };
+        let work_dir = std::path::absolute(&work_dir).unwrap_or(work_dir);
+        let present = |t: Option<String>| t.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+        let bearer = match present(args.enroll_token) {
+            Some(token) => Bearer::Enroll(token),
+            None => match present(args.token.or(file.worker_token).or(file.token)) {
+                Some(token) => Bearer::Token(token),
+                None if work_dir.join(crate::credential::FILE).is_file() => Bearer::Credential,
+                None => return Err(ConfigError::NoToken { path: config_path }),
+            },
+        };
+        if let Some(token) = bearer.token()
+            && MetadataValue::<Ascii>::try_from(format!("Bearer {token}")).is_err()
+        {
             return Err(ConfigError::InvalidToken);
         }
+        let server_ca =
+            match &args.server_ca {
+                Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
+                    ConfigError::ReadServerCa {
+                        path: path.clone(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         if !server.tls && !server.is_loopback() && !args.insecure {
             return Err(ConfigError::ClearTextToken(server.uri()));
         }
@@ -435,11 +510,6 @@ impl Config {
         if name.trim().is_empty() {
             return Err(ConfigError::EmptyName(name));
         }
-        let work_dir = match args.work_dir {
-            Some(dir) => dir,
-            None => env.default_work_dir().ok_or(ConfigError::NoWorkDir)?,
-        };
-        let work_dir = std::path::absolute(&work_dir).unwrap_or(work_dir);
         let sra_tools_image = args.sra_tools_image.trim().to_owned();
         if sra_tools_image.is_empty() || sra_tools_image.contains(char::is_whitespace) {
             return Err(ConfigError::InvalidSraToolsImage(args.sra_tools_image));
@@ -459,7 +529,8 @@ impl Config {
         }
         Ok(Config {
             server,
-            token,
+            bearer,
+            server_ca,
             concurrency: args.concurrency,
             prefetch: args.prefetch,
             name,
@@ -606,7 +677,7 @@ mod tests {
         let args = Args::try_parse_from(["scitq-agent", "--name", "w1"]).unwrap();
         let config = Config::from_args(args, &env).unwrap();
         assert_eq!(config.server.uri(), "http://127.0.0.1:7001");
-        assert_eq!(config.token, "wt");
+        assert_eq!(config.bearer, Bearer::Token("wt".into()));
         assert_eq!(config.name, "w1");
         assert_eq!(config.concurrency, 1);
         assert_eq!(
@@ -635,7 +706,8 @@ mod tests {
         ])
         .unwrap();
         let config = Config::from_args(args, &env).unwrap();
-        assert_eq!((config.server.port, config.token.as_str()), (1, "t"));
+        assert_eq!(config.server.port, 1);
+        assert_eq!(config.bearer, Bearer::Token("t".into()));
         assert_eq!(config.concurrency, 3);
     }
 
@@ -669,6 +741,29 @@ mod tests {
             err.contains("no worker token") && err.contains("config.toml"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_enrollment_token_wins_and_an_enrolled_agent_needs_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_config(dir.path(), "worker_token = \"wt\"\n");
+        let args =
+            Args::try_parse_from(["scitq-agent", "--enroll-token", "e", "--token", "t"]).unwrap();
+        let config = Config::from_args(args, &env).unwrap();
+        assert_eq!(config.bearer, Bearer::Enroll("e".into()));
+
+        let bare = env_with_config(dir.path(), "server = \"127.0.0.1:7001\"\n");
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let with_dir =
+            || Args::try_parse_from(["scitq-agent", "--work-dir", work.to_str().unwrap()]).unwrap();
+        let none = Config::from_args(with_dir(), &bare)
+            .unwrap_err()
+            .to_string();
+        assert!(none.contains("--enroll-token"), "{none}");
+        std::fs::write(work.join(crate::credential::FILE), "secret\n").unwrap();
+        let config = Config::from_args(with_dir(), &bare).unwrap();
+        assert_eq!(config.bearer, Bearer::Credential);
     }
 
     #[test]

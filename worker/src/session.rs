@@ -5,13 +5,13 @@
 //! before answering), forwards every server message to the agent loop tagged with the session
 //! number, and reports how the stream ended. The agent loop decides everything else.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
 use scitq_proto::v1::worker_service_client::WorkerServiceClient;
-use scitq_proto::v1::{AgentMessage, ServerMessage, agent_message};
+use scitq_proto::v1::{AgentMessage, ServerMessage, agent_message, server_message};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -19,7 +19,7 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
-use crate::config::Config;
+use crate::config::{Bearer, Config};
 
 /// Output bytes queued for the stream above which live output waits on disk instead.
 const CONGESTED_BYTES: usize = 8 * 1024 * 1024;
@@ -106,7 +106,11 @@ pub struct Identity {
 pub struct Connector {
     endpoint: Endpoint,
     server: String,
-    authorization: MetadataValue<Ascii>,
+    /// The bearer of the next session: an enrollment token is replaced by the credential
+    /// once a session was welcomed with it (shared by every clone).
+    authorization: Arc<Mutex<MetadataValue<Ascii>>>,
+    /// The credential's bearer form, when an enrollment token is in use until a Welcome.
+    enrolled: Option<MetadataValue<Ascii>>,
     identity: Identity,
 }
 
@@ -125,20 +129,51 @@ impl Connector {
             .keep_alive_timeout(config.keepalive)
             .keep_alive_while_idle(true);
         if config.server.tls {
-            endpoint = endpoint.tls_config(ClientTlsConfig::new().with_enabled_roots())?;
+            let mut tls = ClientTlsConfig::new().with_enabled_roots();
+            if let Some(pem) = &config.server_ca {
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls)?;
         }
-        let authorization = format!("Bearer {}", config.token)
-            .parse()
-            .expect("token validated by Config");
+        let bearer = |token: &str| -> MetadataValue<Ascii> {
+            format!("Bearer {token}")
+                .parse()
+                .expect("token validated by Config, credential made printable")
+        };
+        let (authorization, enrolled) = match &config.bearer {
+            Bearer::Token(token) => (bearer(token), None),
+            Bearer::Enroll(token) => (bearer(token), Some(bearer(&credential))),
+            Bearer::Credential => (bearer(&credential), None),
+        };
         Ok(Connector {
             endpoint,
             server,
-            authorization,
+            authorization: Arc::new(Mutex::new(authorization)),
+            enrolled,
             identity: Identity {
                 credential,
                 instance: crate::credential::instance(),
             },
         })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MetadataValue<Ascii>> {
+        self.authorization
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A session was welcomed: an enrollment token did its work (the server bound the
+    /// worker to this agent's credential), the next sessions present the credential.
+    fn welcomed(&self) {
+        let Some(credential) = &self.enrolled else {
+            return;
+        };
+        let mut authorization = self.lock();
+        if *authorization != *credential {
+            *authorization = credential.clone();
+            tracing::info!("enrolled: from now on this agent presents its own credential");
+        }
     }
 
     /// Starts a connection task for session number `session`, whose outgoing messages are
@@ -180,9 +215,10 @@ impl Connector {
         let mut client =
             WorkerServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
         let mut request = tonic::Request::new(outgoing);
+        let authorization = self.lock().clone();
         request
             .metadata_mut()
-            .insert("authorization", self.authorization.clone());
+            .insert("authorization", authorization);
         let mut incoming = match client.session(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => return SessionError::Status(status),
@@ -190,6 +226,9 @@ impl Connector {
         loop {
             match incoming.message().await {
                 Ok(Some(message)) => {
+                    if matches!(message.kind, Some(server_message::Kind::Welcome(_))) {
+                        self.welcomed();
+                    }
                     if events
                         .send(SessionEvent::Message {
                             session,

@@ -2,7 +2,9 @@
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Subcommand};
-use scitq_proto::v1::{ListWorkersRequest, UpdateWorkerRequest, WorkerRef};
+use scitq_proto::v1::{
+    IssueEnrollmentTokenRequest, ListWorkersRequest, UpdateWorkerRequest, WorkerRef,
+};
 
 use super::{Context, Exit};
 use crate::output;
@@ -49,6 +51,15 @@ pub enum WorkerCommand {
         /// Worker id
         id: i64,
     },
+    /// Print a single-use enrollment token for a machine whose agent will run as NAME
+    /// (`scitq-agent --name NAME --enroll-token TOKEN`); the agent then needs no worker token
+    Enroll {
+        /// The worker name the token is bound to
+        name: String,
+        /// How long the token may wait for its agent (at most 7d)
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
 }
 
 pub async fn run(command: WorkerCommand, ctx: &Context) -> anyhow::Result<Exit> {
@@ -87,6 +98,18 @@ pub async fn run(command: WorkerCommand, ctx: &Context) -> anyhow::Result<Exit> 
                 .await
                 .with_context(|| format!("cannot delete worker {id}"))?;
             eprintln!("worker {id} deleted");
+        }
+        WorkerCommand::Enroll { name, ttl } => {
+            let issued = client
+                .workers()
+                .issue_enrollment_token(IssueEnrollmentTokenRequest {
+                    name: name.clone(),
+                    ttl_seconds: ttl.as_secs().max(1),
+                })
+                .await
+                .with_context(|| format!("cannot issue an enrollment token for {name:?}"))?
+                .into_inner();
+            println!("{}", issued.token);
         }
         WorkerCommand::List => {
             let workers = client

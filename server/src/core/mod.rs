@@ -7,6 +7,8 @@ pub mod attempt;
 pub mod credential;
 pub mod deps;
 pub mod dispatch;
+pub mod enroll;
+pub mod enroll_user_data;
 pub mod ids;
 pub mod lease;
 pub mod model;

@@ -59,6 +59,9 @@ pub fn status(err: impl Into<Error>) -> Status {
         Error::Store(err) => store_status(err),
         Error::Open(err) => match err {
             OpenError::Credential(_) => Status::permission_denied(err.to_string()),
+            OpenError::Enrollment(_) | OpenError::UnknownToken => {
+                Status::unauthenticated(err.to_string())
+            }
             // Retryable: the other session may be a dead one the server has not noticed yet.
             OpenError::Busy { .. } => Status::already_exists(err.to_string()),
             OpenError::Store(err) => store_status(err),
@@ -109,8 +112,13 @@ fn ops_status(err: OpsError) -> Status {
         OpsError::Store(err) => store_status(err),
         OpsError::ForeignExecution { .. } => Status::not_found(err.to_string()),
         OpsError::WorkerConnected { .. } => Status::failed_precondition(err.to_string()),
+        OpsError::NoAgentBinary { .. } | OpsError::UserData(_) => {
+            Status::failed_precondition(err.to_string())
+        }
+        OpsError::AgentBinary { .. } => Status::internal(err.to_string()),
         OpsError::Spec(_)
         | OpsError::Settings(_)
+        | OpsError::Enroll(_)
         | OpsError::NoTask
         | OpsError::TooManyTasks { .. }
         | OpsError::LimitTooHigh { .. }
@@ -136,6 +144,9 @@ fn store_status(err: StoreError) -> Status {
             Status::failed_precondition(err.to_string())
         }
         StoreError::Credential(_) => Status::permission_denied(err.to_string()),
+        StoreError::Enrollment(_) | StoreError::UnknownToken => {
+            Status::unauthenticated(err.to_string())
+        }
         StoreError::Closed => Status::unavailable(err.to_string()),
         StoreError::Db(_) | StoreError::Corrupt { .. } => {
             tracing::error!(error = %err, "database error");

@@ -107,6 +107,10 @@ pub async fn open(
     request: Request<Streaming<v1::AgentMessage>>,
 ) -> Result<Response<ServerStream>, Status> {
     let peer = request.remote_addr();
+    let bearer = match request.extensions().get::<crate::auth::AgentBearer>() {
+        Some(agent) => service::session::Bearer::Agent(agent.0.clone()),
+        None => service::session::Bearer::ApiToken,
+    };
     let mut inbound = request.into_inner();
     let first = inbound
         .message()
@@ -118,7 +122,7 @@ pub async fn open(
     let hello = decode_hello(hello)?;
     let name = hello.name.clone();
     let context = state.sessions.clone();
-    let opened = match service::session::hello(&context, hello, peer).await {
+    let opened = match service::session::hello(&context, hello, bearer, peer).await {
         Ok(opened) => opened,
         Err(err) => {
             tracing::warn!(name, peer = ?peer, error = %err, "agent session refused");

@@ -84,4 +84,35 @@ impl WorkerService for Workers {
         self.0.ops.delete_worker(id).await.map_err(status)?;
         Ok(Response::new(v1::DeleteWorkerResponse {}))
     }
+
+    async fn issue_enrollment_token(
+        &self,
+        request: Request<v1::IssueEnrollmentTokenRequest>,
+    ) -> Result<Response<v1::EnrollmentToken>, Status> {
+        require_admin(&request)?;
+        let req = request.into_inner();
+        let ttl = match req.ttl_seconds {
+            0 => DEFAULT_ENROLL_TTL,
+            s => std::time::Duration::from_secs(s),
+        };
+        let issued = self
+            .0
+            .ops
+            .enrollment()
+            .issue(&req.name, ttl)
+            .await
+            .map_err(status)?;
+        let expires_ms = issued
+            .expires_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Ok(Response::new(v1::EnrollmentToken {
+            token: issued.token,
+            name: issued.instance,
+            expires_at: Some(convert::timestamp(expires_ms)),
+        }))
+    }
 }
+
+/// Lifetime of an enrollment token issued without one.
+const DEFAULT_ENROLL_TTL: std::time::Duration = std::time::Duration::from_secs(600);

@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(WorkerDraining),
             Box::new(ExecutionUploaded),
             Box::new(WorkerCredential),
+            Box::new(super::enroll_migration::Enrollment),
             Box::new(TaskCounts),
         ]
     }

@@ -5,6 +5,8 @@
 pub mod batch;
 pub mod counts;
 pub mod deps;
+pub mod enroll;
+mod enroll_migration;
 mod entities;
 pub mod executions;
 pub mod migration;
@@ -47,6 +49,11 @@ pub enum StoreError {
     Refused(#[from] crate::core::steering::Refused),
     #[error(transparent)]
     Credential(#[from] crate::core::credential::Refused),
+    #[error(transparent)]
+    Enrollment(#[from] crate::core::enroll::Refused),
+    /// A bearer token that is no API token, no enrollment token and no worker's credential.
+    #[error("bad token: rejected by this server")]
+    UnknownToken,
     #[error("{what} {id}: stored {field} {value:?} is not one this server writes")]
     Corrupt {
         what: &'static str,

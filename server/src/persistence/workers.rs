@@ -6,11 +6,13 @@ use sea_orm::{
     QueryOrder, QuerySelect, QueryTrait,
 };
 
+use super::enroll;
 use super::entities::worker;
 use super::recovery::{Reconciled, reconcile};
 use super::{Store, StoreError, now_ms};
 use crate::core::agent::Hello;
 use crate::core::credential::{self, Check};
+use crate::core::enroll::{Token, Verdict};
 use crate::core::ids::WorkerId;
 use crate::core::model::Worker;
 
@@ -26,7 +28,14 @@ pub struct Welcomed {
 /// Registers (or recognises by name) the worker of a new session, checks its credential
 /// (binding the worker to it at its first Hello) and reconciles what it holds, in one transaction. The
 /// agent's settings in its Hello are the ones it runs with.
-pub async fn hello(store: &Store, hello: Hello) -> Result<Welcomed, StoreError> {
+///
+/// `enrollment`: the hash of the enrollment token the agent presented as its bearer; the
+/// commit that binds the worker to its credential also marks the token used.
+pub async fn hello(
+    store: &Store,
+    hello: Hello,
+    enrollment: Option<String>,
+) -> Result<Welcomed, StoreError> {
     store
         .writer
         .write(move |txn, ids| {
@@ -41,6 +50,13 @@ pub async fn hello(store: &Store, hello: Hello) -> Result<Welcomed, StoreError> 
                     None => ids.worker(),
                 };
                 let stored = existing.as_ref().and_then(|r| r.credential_hash.as_deref());
+                let enrolled = match &enrollment {
+                    Some(token) => Some(
+                        enroll_check(txn, token, &hello.name, stored, hello.credential.as_deref())
+                            .await?,
+                    ),
+                    None => None,
+                };
                 let bind = match credential::check(
                     &hello.name,
                     id,
@@ -91,12 +107,30 @@ pub async fn hello(store: &Store, hello: Hello) -> Result<Welcomed, StoreError> 
                     )
                     .exec_without_returning(txn)
                     .await?;
+                if let (Some(hash), Some((token, Verdict::Enroll))) = (&enrollment, &enrolled) {
+                    enroll::mark_used(txn, hash, WorkerId(id), token).await?;
+                    tracing::info!(worker = %hello.name, "enrolled with its enrollment token");
+                }
                 let reconciled = reconcile(txn, WorkerId(id), &hello.held).await?;
                 let worker = get(txn, WorkerId(id)).await?;
                 Ok(Welcomed { worker, reconciled })
             })
         })
         .await
+}
+
+/// Checks an enrollment token (by hash) for a Hello under `name` presenting `credential`,
+/// against the worker's stored credential hash.
+pub async fn enroll_check(
+    db: &impl ConnectionTrait,
+    token: &str,
+    name: &str,
+    stored: Option<&str>,
+    credential: Option<&str>,
+) -> Result<(Token, Verdict), StoreError> {
+    let presented = credential.filter(|c| !c.is_empty());
+    let bound = matches!((stored, presented), (Some(s), Some(p)) if credential::hash(p) == s);
+    enroll::check(db, token, name, presented.is_some(), bound).await
 }
 
 /// The worker of that name, if it ever connected: its id and its credential's hash.

@@ -3,7 +3,8 @@
 //! Opening ([`hello`]): the worker's credential is checked (and issued at its first Hello,
 //! `core::credential`), a live session of another agent process under the same name is
 //! refused, a dead one of the same process is replaced, and what the agent holds is
-//! reconciled, all before `Welcome`.
+//! reconciled, all before `Welcome`. A recruited agent's bearer is its enrollment token at
+//! its first Hello, its own credential afterwards ([`Bearer::Agent`], `core::enroll`).
 //!
 //! Then each batch of
 //! what an agent sent is queued to the store writer without waiting for the commit, so that
@@ -46,6 +47,12 @@ pub enum OpenError {
     /// A bad or missing credential for a worker that has one.
     #[error(transparent)]
     Credential(#[from] crate::core::credential::Refused),
+    /// A used, expired or foreign enrollment token.
+    #[error(transparent)]
+    Enrollment(#[from] crate::core::enroll::Refused),
+    /// A bearer that is neither an enrollment token nor the credential of the named worker.
+    #[error("bad token: rejected by this server")]
+    UnknownToken,
     /// Another agent process holds a live session of this worker.
     #[error(
         "worker {name:?} already has a live session, since {since} from {peer} (another agent \
@@ -65,6 +72,8 @@ impl From<StoreError> for OpenError {
     fn from(err: StoreError) -> OpenError {
         match err {
             StoreError::Credential(refused) => OpenError::Credential(refused),
+            StoreError::Enrollment(refused) => OpenError::Enrollment(refused),
+            StoreError::UnknownToken => OpenError::UnknownToken,
             other => OpenError::Store(other),
         }
     }
@@ -119,10 +128,21 @@ impl Drop for Claim {
 /// Session numbers, unique for this scitqd's life.
 static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// How the agent's bearer token got it past the interceptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bearer {
+    /// An API token (worker or admin): the Hello's credential alone decides.
+    ApiToken,
+    /// Another token (its SHA-256): the named worker's own credential, or an enrollment
+    /// token (`core::enroll`).
+    Agent(String),
+}
+
 /// Lets an agent in, or says why not (see the module doc).
 pub async fn hello(
     context: &Context,
     hello: Hello,
+    bearer: Bearer,
     peer: Option<std::net::SocketAddr>,
 ) -> Result<Opened, OpenError> {
     let session = SESSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -134,6 +154,24 @@ pub async fn hello(
     };
     let name = hello.name.clone();
     let known = workers::by_name(&context.store, &name).await?;
+    let stored = known.as_ref().and_then(|(_, stored)| stored.as_deref());
+    let enrollment = match bearer {
+        Bearer::ApiToken => None,
+        // The worker's own credential as its bearer: the check below decides.
+        Bearer::Agent(hash) if stored == Some(hash.as_str()) => None,
+        Bearer::Agent(hash) => {
+            // Checked before the claim, and again in the Hello's transaction, which decides.
+            workers::enroll_check(
+                &context.store.db,
+                &hash,
+                &name,
+                stored,
+                hello.credential.as_deref(),
+            )
+            .await?;
+            Some(hash)
+        }
+    };
     let mut claim = None;
     if let Some((worker, stored)) = &known {
         // Checked before the claim, so an impostor learns nothing of the live session, and
@@ -148,7 +186,7 @@ pub async fn hello(
     }
     // Dropped on an error below: the claim is released.
     let prefetch_auto = hello.prefetch_auto;
-    let mut welcomed = workers::hello(&context.store, hello).await?;
+    let mut welcomed = workers::hello(&context.store, hello, enrollment).await?;
     // Not stored: the agent says it in every Hello.
     welcomed.worker.settings.prefetch_auto = prefetch_auto;
     let claim = match claim {

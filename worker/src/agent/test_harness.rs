@@ -81,6 +81,13 @@ impl WorkerService for FakeServer {
         Err(Status::unimplemented("fake"))
     }
 
+    async fn issue_enrollment_token(
+        &self,
+        _: Request<scitq_proto::v1::IssueEnrollmentTokenRequest>,
+    ) -> Result<Response<scitq_proto::v1::EnrollmentToken>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
     async fn drain_worker(
         &self,
         _: Request<scitq_proto::v1::WorkerRef>,
@@ -262,7 +269,8 @@ impl Harness {
                 host: "127.0.0.1".into(),
                 port,
             },
-            token: "secret".into(),
+            bearer: crate::config::Bearer::Token("secret".into()),
+            server_ca: None,
             concurrency: 1,
             prefetch: scitq_proto::PrefetchSetting::Fixed(0),
             name: "w1".into(),

@@ -551,6 +551,24 @@ class DeleteWorkerResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class IssueEnrollmentTokenRequest(_message.Message):
+    __slots__ = ("name", "ttl_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ttl_seconds: int
+    def __init__(self, name: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class EnrollmentToken(_message.Message):
+    __slots__ = ("token", "name", "expires_at")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    name: str
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, token: _Optional[str] = ..., name: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
     __slots__ = ("seq", "hello", "heartbeat", "update", "output", "prefetch")
     SEQ_FIELD_NUMBER: _ClassVar[int]

@@ -1033,6 +1033,11 @@ class WorkerServiceStub:
                 request_serializer=scitq_dot_v1_dot_scitq__pb2.WorkerRef.SerializeToString,
                 response_deserializer=scitq_dot_v1_dot_scitq__pb2.DeleteWorkerResponse.FromString,
                 _registered_method=True)
+        self.IssueEnrollmentToken = channel.unary_unary(
+                '/scitq.v1.WorkerService/IssueEnrollmentToken',
+                request_serializer=scitq_dot_v1_dot_scitq__pb2.IssueEnrollmentTokenRequest.SerializeToString,
+                response_deserializer=scitq_dot_v1_dot_scitq__pb2.EnrollmentToken.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -1080,6 +1085,16 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueEnrollmentToken(self, request, context):
+        """Issues a single-use, short-lived enrollment token for the machine whose agent will run
+        under `name` (`scitq-agent --name NAME --enroll-token TOKEN`): its first session binds
+        the worker to the agent's own credential, which it presents from then on. The
+        recruiter issues one per instance it creates. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1107,6 +1122,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.DeleteWorker,
                     request_deserializer=scitq_dot_v1_dot_scitq__pb2.WorkerRef.FromString,
                     response_serializer=scitq_dot_v1_dot_scitq__pb2.DeleteWorkerResponse.SerializeToString,
+            ),
+            'IssueEnrollmentToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueEnrollmentToken,
+                    request_deserializer=scitq_dot_v1_dot_scitq__pb2.IssueEnrollmentTokenRequest.FromString,
+                    response_serializer=scitq_dot_v1_dot_scitq__pb2.EnrollmentToken.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1248,6 +1268,33 @@ class WorkerService:
             '/scitq.v1.WorkerService/DeleteWorker',
             scitq_dot_v1_dot_scitq__pb2.WorkerRef.SerializeToString,
             scitq_dot_v1_dot_scitq__pb2.DeleteWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueEnrollmentToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scitq.v1.WorkerService/IssueEnrollmentToken',
+            scitq_dot_v1_dot_scitq__pb2.IssueEnrollmentTokenRequest.SerializeToString,
+            scitq_dot_v1_dot_scitq__pb2.EnrollmentToken.FromString,
             options,
             channel_credentials,
             insecure,

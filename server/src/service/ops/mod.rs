@@ -6,6 +6,7 @@
 //! [`Ops`] is a cheap, cloneable handle; every caller holds its own.
 
 mod batches;
+mod enroll;
 mod metrics;
 mod output;
 mod overview;
@@ -24,6 +25,7 @@ use crate::service::hub::Hub;
 use crate::service::scheduler::SchedulerHandle;
 
 pub use batches::{BatchCounts, StopSignal};
+pub use enroll::{Deployment, EnrollmentToken, Enrollments, sha256_file};
 pub use metrics::Gauges;
 pub use output::{Follow, Output};
 pub use tasks::{Explained, MAX_LIMIT, MAX_TASKS_PER_CALL, TaskPage, TaskQuery, TaskSelection};
@@ -41,6 +43,20 @@ pub enum OpsError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Enroll(#[from] crate::core::enroll::IssueError),
+    #[error(transparent)]
+    UserData(#[from] crate::core::enroll_user_data::RenderError),
+    #[error(
+        "no agent binary to deploy: {} is missing (set [deploy] agent_binary, or agent_url \
+         with agent_sha256)", path.display()
+    )]
+    NoAgentBinary { path: std::path::PathBuf },
+    #[error("cannot read the agent binary {}: {source}", path.display())]
+    AgentBinary {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("no task given")]
     NoTask,
     #[error("{count} tasks in one call, the limit is {MAX_TASKS_PER_CALL}")]
@@ -98,6 +114,8 @@ pub struct Ops {
     hub: Hub,
     /// scitqd's rclone config: the remotes URIs are checked against at create and edit.
     rclone_config: Arc<str>,
+    /// What recruited machines' user data needs ([`Ops::with_deployment`]).
+    deployment: Arc<Deployment>,
 }
 
 impl Ops {
@@ -107,7 +125,14 @@ impl Ops {
             scheduler,
             hub,
             rclone_config,
+            deployment: Arc::default(),
         }
+    }
+
+    /// Sets how recruited machines get the agent and reach scitqd (`[deploy]`).
+    pub fn with_deployment(mut self, deployment: Deployment) -> Ops {
+        self.deployment = Arc::new(deployment);
+        self
     }
 }
 
