@@ -517,11 +517,19 @@ impl Agent {
     /// Gives back the queued tasks the agent holds past its slots and the (fallen) automatic
     /// prefetch, the last assigned first, as a recall would: tasks that turned long must not
     /// leave a queue here that an idle agent could run. The server queues them again, their
-    /// retries untouched.
+    /// retries untouched. A task whose inputs are being (or were) staged here is kept: that
+    /// download is work done for this machine, and another agent would start it over.
     fn give_back_excess(&mut self) {
         let limit = (self.settings.concurrency + self.settings.prefetch) as usize;
         let excess = (self.running + self.queue.len()).saturating_sub(limit);
-        let last: Vec<ExecutionId> = self.queue.iter().rev().take(excess).copied().collect();
+        let last: Vec<ExecutionId> = self
+            .queue
+            .iter()
+            .rev()
+            .filter(|id| self.execs.get(id).is_some_and(|e| e.staging.is_none()))
+            .take(excess)
+            .copied()
+            .collect();
         if !last.is_empty() {
             tracing::info!(
                 tasks = last.len(),
