@@ -425,9 +425,17 @@ async fn the_web_ui_in_a_browser() {
     screenshot(&browser, "batches-phone").await;
 
     // Logging out ends the session: the old cookie no longer opens a page.
+    // The click returns when the form is submitted, not when the next page has loaded.
     click(&browser, "form.logout button").await;
-    let url = browser.current_url().await.unwrap();
-    assert!(url.path().ends_with("/ui/login"), "{url}");
+    eventually("the login page after logging out", || async {
+        let url = browser.current_url().await.map_err(|e| e.to_string())?;
+        if url.path().ends_with("/ui/login") {
+            Ok(())
+        } else {
+            Err(url.to_string())
+        }
+    })
+    .await;
     let (head, _) = http(
         port,
         &format!(
