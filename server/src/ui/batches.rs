@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
-use maud::{Markup, html};
+use axum::response::Response;
+use maud::{Markup, Render, html};
 
 use super::layout::{self, Section};
-use super::session::{Authed, Form};
+use super::session::{Authed, Posted};
 use super::{UiError, UiState};
 use crate::service::ops::BatchCounts;
 
@@ -135,6 +135,42 @@ fn state_word(b: &BatchCounts) -> &'static str {
     }
 }
 
+/// A batch's row: `rate` its tasks per minute when known, `serving` the workers holding
+/// one of its tasks.
+fn row(authed: &Authed, b: &BatchCounts, rate: Option<f64>, serving: u64) -> Markup {
+    let name = &b.batch.name;
+    let tasks_url = format!(
+        "/ui/tasks?batch={}",
+        form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
+    );
+    html! {
+        tr data-batch=(name) {
+            th scope="row" { a href=(tasks_url) { (name) } }
+            td.state { (layout::status(state_word(b))) }
+            td { (progress(&b.counts)) }
+            td { (counts_list(&b.counts)) }
+            td.rate { @match rate { Some(r) => (format!("{r:.1}")), None => span.muted { "measuring" } } }
+            td.serving { (serving) }
+            td {
+                form.actions method="post" action="/ui/batches/act" {
+                    (layout::csrf(authed))
+                    input type="hidden" name="name" value=(name);
+                    @if b.batch.stopped {
+                        button type="submit" name="action" value="go" { "Go" }
+                    } @else {
+                        button type="submit" name="action" value="stop" { "Stop" }
+                    }
+                    @if !b.batch.suspended {
+                        button type="submit" name="action" value="suspend" { "Suspend" }
+                    }
+                    button.danger type="submit" name="action" value="delete"
+                        data-confirm={ "Delete batch " (name) " with all its tasks and their output?" } { "Delete" }
+                }
+            }
+        }
+    }
+}
+
 pub async fn page(
     State(state): State<UiState>,
     authed: Authed,
@@ -154,54 +190,29 @@ pub async fn page(
             })
             .collect()
     };
+    let rate_header = html! {
+        abbr title="tasks finished per minute, over the last 5 minutes" { "Tasks/min" }
+    };
+    let headers: [&dyn Render; 7] = [
+        &"Batch",
+        &"State",
+        &"Progress",
+        &"Tasks by status",
+        &rate_header,
+        &"Workers",
+        &"Actions",
+    ];
+    let rows = html! {
+        @for (b, rate) in batches.iter().zip(&rates) {
+            (row(&authed, b, *rate, serving.get(&b.batch.name).copied().unwrap_or(0)))
+        }
+    };
     let content = html! {
         h1 { "Batches" }
         @if batches.is_empty() {
             p { "No batch yet: tasks submitted with " code { "scitqctl task create" } " appear here." }
         } @else {
-            div.scroll {
-                table.batches {
-                    thead { tr {
-                        th scope="col" { "Batch" }
-                        th scope="col" { "State" }
-                        th scope="col" { "Progress" }
-                        th scope="col" { "Tasks by status" }
-                        th scope="col" { abbr title="tasks finished per minute, over the last 5 minutes" { "Tasks/min" } }
-                        th scope="col" { "Workers" }
-                        th scope="col" { "Actions" }
-                    } }
-                    tbody {
-                        @for (b, rate) in batches.iter().zip(&rates) {
-                            @let name = &b.batch.name;
-                            @let tasks_url = format!("/ui/tasks?batch={}", form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>());
-                            tr data-batch=(name) {
-                                th scope="row" { a href=(tasks_url) { (name) } }
-                                td.state { (layout::status(state_word(b))) }
-                                td { (progress(&b.counts)) }
-                                td { (counts_list(&b.counts)) }
-                                td.rate { @match rate { Some(r) => (format!("{r:.1}")), None => span.muted { "measuring" } } }
-                                td.serving { (serving.get(name).copied().unwrap_or(0)) }
-                                td {
-                                    form.actions method="post" action="/ui/batches/act" {
-                                        (layout::csrf(&authed))
-                                        input type="hidden" name="name" value=(name);
-                                        @if b.batch.stopped {
-                                            button type="submit" name="action" value="go" { "Go" }
-                                        } @else {
-                                            button type="submit" name="action" value="stop" { "Stop" }
-                                        }
-                                        @if !b.batch.suspended {
-                                            button type="submit" name="action" value="suspend" { "Suspend" }
-                                        }
-                                        button.danger type="submit" name="action" value="delete"
-                                            data-confirm={ "Delete batch " (name) " with all its tasks and their output?" } { "Delete" }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            (layout::table("batches", &headers, rows))
         }
     };
     Ok(layout::page(
@@ -217,10 +228,8 @@ pub async fn page(
 /// Stop, suspend, go or delete one batch.
 pub async fn act(
     State(state): State<UiState>,
-    authed: Authed,
-    body: axum::body::Bytes,
+    Posted { form, .. }: Posted,
 ) -> Result<Response, UiError> {
-    let form = Form::checked(&authed, &body)?;
     let name = form.get("name").unwrap_or_default();
     let ops = state.ops();
     let note = match form.get("action") {
@@ -247,7 +256,7 @@ pub async fn act(
             )));
         }
     };
-    Ok(Redirect::to(&super::with_note("/ui/", &note)).into_response())
+    Ok(super::redirect_noted("/ui/", &note))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The page frame and the small renderings every page shares (times, sizes, status words).
 
-use maud::{DOCTYPE, Markup, html};
+use maud::{DOCTYPE, Markup, Render, html};
 
 use super::session::Authed;
 use crate::core::model::Millis;
@@ -76,6 +76,19 @@ pub fn bare(title: &str, content: Markup) -> Markup {
     }
 }
 
+/// A table of class `class` with a column header per item of `headers`, in a box that
+/// scrolls sideways on a narrow screen (the page itself does not).
+pub fn table(class: &str, headers: &[&dyn Render], rows: Markup) -> Markup {
+    html! {
+        div.scroll {
+            table class=(class) {
+                thead { tr { @for h in headers { th scope="col" { (h) } } } }
+                tbody { (rows) }
+            }
+        }
+    }
+}
+
 /// The hidden CSRF field every form that changes something carries.
 pub fn csrf(authed: &Authed) -> Markup {
     html! { input type="hidden" name="csrf" value=(authed.csrf); }
@@ -131,6 +144,22 @@ mod tests {
         assert_eq!(span(1_000, 62_400), "1m 1s");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(3 << 29), "1.5 GiB");
+    }
+
+    #[test]
+    fn a_table_has_its_headers_in_a_scrolling_box() {
+        let html = table(
+            "t",
+            &[&"A<", &html! { abbr { "B" } }],
+            html! { tr { td { "1" } } },
+        )
+        .into_string();
+        assert_eq!(
+            html,
+            "<div class=\"scroll\"><table class=\"t\"><thead><tr>\
+             <th scope=\"col\">A&lt;</th><th scope=\"col\"><abbr>B</abbr></th></tr></thead>\
+             <tbody><tr><td>1</td></tr></tbody></table></div>"
+        );
     }
 
     #[test]

@@ -200,6 +200,11 @@ fn back_to(target: Option<&str>, default: &str) -> String {
     }
 }
 
+/// Where an action ends: back to `target`, which says `note` (what was done).
+fn redirect_noted(target: &str, note: &str) -> Response {
+    Redirect::to(&with_note(target, note)).into_response()
+}
+
 /// `target` with `note` added as the `note` query parameter (said on the page).
 fn with_note(target: &str, note: &str) -> String {
     let base: String = target

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -118,12 +118,33 @@ impl FromRequestParts<UiState> for Authed {
     }
 }
 
+/// What every state change starts with: a POST of a logged-in session whose form carries
+/// that session's CSRF token (else 401 or 403, before the handler runs).
+pub struct Posted {
+    pub authed: Authed,
+    pub form: Form,
+}
+
+impl FromRequest<UiState> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &UiState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let authed = Authed::from_request_parts(&mut parts, state).await?;
+        let body = axum::body::Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let form = Form::checked(&authed, &body).map_err(IntoResponse::into_response)?;
+        Ok(Posted { authed, form })
+    }
+}
+
 /// A POSTed form, once its CSRF token is checked. Keys may repeat (`ids`).
 pub struct Form(Vec<(String, String)>);
 
 impl Form {
     /// Parses `body` and checks its `csrf` field against the session's.
-    pub fn checked(authed: &Authed, body: &[u8]) -> Result<Form, UiError> {
+    fn checked(authed: &Authed, body: &[u8]) -> Result<Form, UiError> {
         let fields: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
         let form = Form(fields);
         // Compared as hashes: no early exit on the first differing byte of the secret.
@@ -215,15 +236,10 @@ pub async fn login(State(state): State<UiState>, body: axum::body::Bytes) -> Res
     ([(header::SET_COOKIE, cookie)], Redirect::to(&target)).into_response()
 }
 
-pub async fn logout(
-    State(state): State<UiState>,
-    authed: Authed,
-    body: axum::body::Bytes,
-) -> Result<Response, UiError> {
-    Form::checked(&authed, &body)?;
-    state.0.sessions.close(&authed.session);
+pub async fn logout(State(state): State<UiState>, posted: Posted) -> Response {
+    state.0.sessions.close(&posted.authed.session);
     let cookie = format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0");
-    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/ui/login")).into_response())
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/ui/login")).into_response()
 }
 
 #[cfg(test)]

@@ -7,12 +7,12 @@ use std::convert::Infallible;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use maud::{Markup, html};
+use maud::{Markup, Render, html};
 
 use super::layout::{self, Section};
-use super::session::{Authed, Form};
+use super::session::{Authed, Posted};
 use super::{UiError, UiState};
 use crate::core::agent::Stream;
 use crate::core::ids::{ExecutionId, TaskId};
@@ -81,47 +81,42 @@ fn spec(task: &Task, worker: &str, reasons: &[String]) -> Markup {
 }
 
 fn executions_table(task: TaskId, executions: &[Execution], shown: Option<ExecutionId>) -> Markup {
-    html! {
-        div.scroll {
-            table.executions {
-                thead { tr {
-                    th scope="col" { "Execution" }
-                    th scope="col" { "Worker" }
-                    th scope="col" { "State" }
-                    th scope="col" { "Assigned" }
-                    th scope="col" { "Started" }
-                    th scope="col" { "Finished" }
-                    th scope="col" { "Ran" }
-                    th scope="col" { "Exit" }
-                    th scope="col" { "Failure" }
-                    th scope="col" { "Uploaded" }
-                } }
-                tbody {
-                    @for e in executions.iter().rev() {
-                        tr aria-current=[(Some(e.id) == shown).then_some("true")] {
-                            td { a href={ "/ui/tasks/" (task.0) "?execution=" (e.id.0) "#output" } { (e.id.0) } }
-                            td { (if e.worker_name.is_empty() { e.worker.0.to_string() } else { e.worker_name.clone() }) }
-                            td { (layout::status(e.state.as_str())) }
-                            td { (layout::time(e.assigned_at)) }
-                            td { (layout::opt_time(e.started_at)) }
-                            td { (layout::opt_time(e.finished_at)) }
-                            td { @if let (Some(s), Some(f)) = (e.started_at, e.finished_at) { (layout::span(s, f)) } }
-                            td { @if let Some(code) = e.exit_code { (code) } }
-                            td {
-                                @if e.failure != crate::core::state::Failure::None { (e.failure.as_str()) }
-                                @if !e.message.is_empty() { div.message { (e.message) } }
-                            }
-                            td {
-                                @if !e.uploaded.is_empty() {
-                                    ul.files { @for f in &e.uploaded { li { code { (f.uri) } " (" (layout::bytes(f.size)) ")" } } }
-                                }
-                            }
-                        }
+    let headers: [&dyn Render; 10] = [
+        &"Execution",
+        &"Worker",
+        &"State",
+        &"Assigned",
+        &"Started",
+        &"Finished",
+        &"Ran",
+        &"Exit",
+        &"Failure",
+        &"Uploaded",
+    ];
+    let rows = html! {
+        @for e in executions.iter().rev() {
+            tr aria-current=[(Some(e.id) == shown).then_some("true")] {
+                td { a href={ "/ui/tasks/" (task.0) "?execution=" (e.id.0) "#output" } { (e.id.0) } }
+                td { (if e.worker_name.is_empty() { e.worker.0.to_string() } else { e.worker_name.clone() }) }
+                td { (layout::status(e.state.as_str())) }
+                td { (layout::time(e.assigned_at)) }
+                td { (layout::opt_time(e.started_at)) }
+                td { (layout::opt_time(e.finished_at)) }
+                td { @if let (Some(s), Some(f)) = (e.started_at, e.finished_at) { (layout::span(s, f)) } }
+                td { @if let Some(code) = e.exit_code { (code) } }
+                td {
+                    @if e.failure != crate::core::state::Failure::None { (e.failure.as_str()) }
+                    @if !e.message.is_empty() { div.message { (e.message) } }
+                }
+                td {
+                    @if !e.uploaded.is_empty() {
+                        ul.files { @for f in &e.uploaded { li { code { (f.uri) } " (" (layout::bytes(f.size)) ")" } } }
                     }
                 }
             }
         }
-    }
+    };
+    layout::table("executions", &headers, rows)
 }
 
 pub async fn page(
@@ -267,11 +262,9 @@ pub async fn follow(
 /// Runs a finished task again, with the command of the form when it changed.
 pub async fn relaunch(
     State(state): State<UiState>,
-    authed: Authed,
     Path(id): Path<i64>,
-    body: axum::body::Bytes,
+    Posted { form, .. }: Posted,
 ) -> Result<Response, UiError> {
-    let form = Form::checked(&authed, &body)?;
     let id = TaskId(id);
     let ops = state.ops();
     let current = ops.task(id).await?;
@@ -287,7 +280,7 @@ pub async fn relaunch(
     } else {
         "relaunched"
     };
-    Ok(Redirect::to(&super::with_note(&format!("/ui/tasks/{}", id.0), note)).into_response())
+    Ok(super::redirect_noted(&format!("/ui/tasks/{}", id.0), note))
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
-use maud::{Markup, html};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, Render, html};
 
 use super::layout::{self, Section};
-use super::session::{Authed, Form};
+use super::session::{Authed, Form, Posted};
 use super::{UiError, UiState};
 use crate::core::ids::{TaskId, WorkerId};
 use crate::core::model::Task;
@@ -164,6 +164,19 @@ pub async fn page(
     let page = state.ops().list_tasks(query).await?;
     let names = state.ops().worker_names().await?;
     let here = filters.url(filters.after);
+    let select_all = html! {
+        input type="checkbox" data-select-all="ids" aria-label="select every task of the page";
+    };
+    let headers: [&dyn Render; 8] = [
+        &select_all,
+        &"ID",
+        &"Name",
+        &"Batch",
+        &"Status",
+        &"Worker",
+        &"Exit",
+        &"Command",
+    ];
     let content = html! {
         h1 { "Tasks" }
         (filter_form(&filters, &names))
@@ -179,21 +192,7 @@ pub async fn page(
             @if page.tasks.is_empty() {
                 p { "No task matches." }
             } @else {
-                div.scroll {
-                    table.tasks {
-                        thead { tr {
-                            th scope="col" { input type="checkbox" data-select-all="ids" aria-label="select every task of the page"; }
-                            th scope="col" { "ID" }
-                            th scope="col" { "Name" }
-                            th scope="col" { "Batch" }
-                            th scope="col" { "Status" }
-                            th scope="col" { "Worker" }
-                            th scope="col" { "Exit" }
-                            th scope="col" { "Command" }
-                        } }
-                        tbody { (task_rows(&page.tasks, &names)) }
-                    }
-                }
+                (layout::table("tasks", &headers, task_rows(&page.tasks, &names)))
             }
             fieldset.edit {
                 legend { "New command for the selected tasks not started yet" }
@@ -242,10 +241,8 @@ fn selected(form: &Form) -> Result<Vec<TaskId>, UiError> {
 /// said, the others go on.
 pub async fn act(
     State(state): State<UiState>,
-    authed: Authed,
-    body: axum::body::Bytes,
+    Posted { form, .. }: Posted,
 ) -> Result<Response, UiError> {
-    let form = Form::checked(&authed, &body)?;
     let ids = selected(&form)?;
     let action = form.get("action").unwrap_or_default();
     let done_word = match action {
@@ -276,17 +273,15 @@ pub async fn act(
         note.push_str(&refused.join("; "));
     }
     let back = super::back_to(form.get("back"), "/ui/tasks");
-    Ok(Redirect::to(&super::with_note(&back, &shorten(&note, 1500))).into_response())
+    Ok(super::redirect_noted(&back, &shorten(&note, 1500)))
 }
 
 /// A new command for the selected tasks: first shown (a dry run of the edit, so a task
 /// that cannot take it is named before anything changes), then applied, all or none.
 pub async fn edit(
     State(state): State<UiState>,
-    authed: Authed,
-    body: axum::body::Bytes,
+    Posted { authed, form }: Posted,
 ) -> Result<Response, UiError> {
-    let form = Form::checked(&authed, &body)?;
     let ids = selected(&form)?;
     let command = form.get("command").unwrap_or_default().to_owned();
     let back = super::back_to(form.get("back"), "/ui/tasks");
@@ -302,7 +297,7 @@ pub async fn edit(
     if form.get("apply") == Some("yes") {
         let edited = ops.edit_tasks(selection, changes, false).await?;
         let note = format!("new command set on {} task(s)", edited.len());
-        return Ok(Redirect::to(&super::with_note(&back, &note)).into_response());
+        return Ok(super::redirect_noted(&back, &note));
     }
     let before = ops
         .list_tasks(TaskQuery {
@@ -317,29 +312,20 @@ pub async fn edit(
         .iter()
         .map(|t| (t.id, t.spec.command.as_str()))
         .collect();
+    let rows = html! {
+        @for t in &after {
+            tr {
+                td { a href={ "/ui/tasks/" (t.id.0) } { (t.id.0) " " (t.spec.name) } }
+                td { (layout::status(t.status.as_str())) }
+                td { del { code { (old.get(&t.id).copied().unwrap_or_default()) } } }
+                td { ins { code { (t.spec.command) } } }
+            }
+        }
+    };
     let content = html! {
         h1 { "New command: preview" }
         p { "Nothing has changed yet. " (after.len()) " task(s) will run:" }
-        div.scroll {
-            table.preview {
-                thead { tr {
-                    th scope="col" { "Task" }
-                    th scope="col" { "Status" }
-                    th scope="col" { "Command now" }
-                    th scope="col" { "New command" }
-                } }
-                tbody {
-                    @for t in &after {
-                        tr {
-                            td { a href={ "/ui/tasks/" (t.id.0) } { (t.id.0) " " (t.spec.name) } }
-                            td { (layout::status(t.status.as_str())) }
-                            td { del { code { (old.get(&t.id).copied().unwrap_or_default()) } } }
-                            td { ins { code { (t.spec.command) } } }
-                        }
-                    }
-                }
-            }
-        }
+        (layout::table("preview", &[&"Task", &"Status", &"Command now", &"New command"], rows))
         form method="post" action="/ui/tasks/edit" {
             (layout::csrf(&authed))
             @for id in &ids { input type="hidden" name="ids" value=(id.0); }

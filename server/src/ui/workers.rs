@@ -2,11 +2,11 @@
 //! place (concurrency, prefetch), pause, resume, drain, delete.
 
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use maud::{Markup, html};
 
 use super::layout::{self, Section};
-use super::session::{Authed, Form};
+use super::session::{Authed, Form, Posted};
 use super::{UiError, UiState};
 use crate::core::agent::HostStats;
 use crate::core::ids::WorkerId;
@@ -112,20 +112,11 @@ pub async fn page(
         @if workers.is_empty() {
             p { "No worker yet: start " code { "scitq-agent" } " on a machine." }
         } @else {
-            div.scroll {
-                table.workers {
-                    thead { tr {
-                        th scope="col" { "Worker" }
-                        th scope="col" { "State" }
-                        th scope="col" { "Running" }
-                        th scope="col" { "Settings" }
-                        th scope="col" { "Host" }
-                        th scope="col" { "Last contact" }
-                        th scope="col" { "Actions" }
-                    } }
-                    tbody { @for view in &workers { (row(&authed, view)) } }
-                }
-            }
+            (layout::table(
+                "workers",
+                &[&"Worker", &"State", &"Running", &"Settings", &"Host", &"Last contact", &"Actions"],
+                html! { @for view in &workers { (row(&authed, view)) } },
+            ))
         }
     };
     Ok(layout::page(
@@ -151,11 +142,9 @@ fn number(form: &Form, key: &str) -> Result<Option<u32>, UiError> {
 /// Saves the settings of the row's form.
 pub async fn settings(
     State(state): State<UiState>,
-    authed: Authed,
     Path(id): Path<i64>,
-    body: axum::body::Bytes,
+    Posted { form, .. }: Posted,
 ) -> Result<Response, UiError> {
-    let form = Form::checked(&authed, &body)?;
     let mut change = WorkerChange {
         concurrency: number(&form, "concurrency")?,
         batch: form.get("batch").map(|b| b.trim().to_owned()),
@@ -170,17 +159,15 @@ pub async fn settings(
         "worker {} now runs {} task(s) at once",
         view.worker.name, view.worker.settings.concurrency
     );
-    Ok(Redirect::to(&super::with_note("/ui/workers", &note)).into_response())
+    Ok(super::redirect_noted("/ui/workers", &note))
 }
 
 /// Pause, resume, drain or delete a worker.
 pub async fn act(
     State(state): State<UiState>,
-    authed: Authed,
     Path(id): Path<i64>,
-    body: axum::body::Bytes,
+    Posted { form, .. }: Posted,
 ) -> Result<Response, UiError> {
-    let form = Form::checked(&authed, &body)?;
     let id = WorkerId(id);
     let ops = state.ops();
     let pause = |paused| WorkerChange {
@@ -214,5 +201,5 @@ pub async fn act(
             )));
         }
     };
-    Ok(Redirect::to(&super::with_note("/ui/workers", &note)).into_response())
+    Ok(super::redirect_noted("/ui/workers", &note))
 }
