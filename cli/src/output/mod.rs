@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use comfy_table::{ColumnConstraint, ContentArrangement, Table, presets};
 use serde::Serialize;
 
-pub use rows::{ago, task_detail_lines, truncate};
+pub use rows::{ago, batch_state, task_detail_lines, truncate};
 
 /// How data is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -196,17 +196,7 @@ impl Listing for Batch {
             &["failed"],
         ];
         let total: u64 = self.counts.values().sum();
-        let mut row = vec![
-            self.name.clone(),
-            if self.suspended {
-                "suspended"
-            } else if self.stopped {
-                "stopped"
-            } else {
-                "running"
-            }
-            .to_owned(),
-        ];
+        let mut row = vec![self.name.clone(), batch_state(self).to_owned()];
         let mut accounted = 0;
         for names in shown {
             let n = count(names);
@@ -215,6 +205,17 @@ impl Listing for Batch {
         }
         row.push((total - accounted).to_string());
         row
+    }
+}
+
+/// Whether a batch runs, is stopped (no new task starts) or suspended (its tasks frozen).
+pub fn batch_state(batch: &Batch) -> &'static str {
+    if batch.suspended {
+        "suspended"
+    } else if batch.stopped {
+        "stopped"
+    } else {
+        "running"
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{ArgGroup, Args};
 use indicatif::{ProgressBar, ProgressStyle};
-use scitq_proto::v1::{ListBatchesRequest, ListTasksRequest, RelaunchTaskRequest, TaskStatus};
+use scitq_proto::v1::{ListTasksRequest, RelaunchTaskRequest, TaskStatus};
 
 use super::list_all;
 use crate::client::Client;
@@ -192,12 +192,7 @@ async fn poll_ids(client: &Client, ids: &[i64], want_failed: bool) -> anyhow::Re
 /// with a million tasks on a small machine); lists failed tasks only when they may be
 /// relaunched.
 async fn poll_batch(client: &Client, batch: &str, want_failed: bool) -> anyhow::Result<Snapshot> {
-    let batches = client
-        .tasks()
-        .list_batches(ListBatchesRequest {})
-        .await?
-        .into_inner()
-        .batches;
+    let batches = crate::commands::batch::list(client).await?;
     let Some(found) = batches.into_iter().find(|b| b.name == batch) else {
         anyhow::bail!("unknown batch {batch:?}");
     };

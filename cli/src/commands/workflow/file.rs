@@ -13,27 +13,12 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// Declares a struct with the task fields every step may set (and the workflow, for all its
-/// steps), plus its own fields. Written out in both rather than `#[serde(flatten)]`, which
-/// cannot refuse unknown keys.
+/// steps), plus its own fields, and `fields()`, which gives the task fields alone (a
+/// [`StepFields`]). Written out in each rather than `#[serde(flatten)]`, which cannot refuse
+/// unknown keys. `plain struct` declares the struct alone: `StepFields` itself.
 macro_rules! with_task_fields {
     ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
-        $(#[$meta])*
-        pub struct $name {
-            $($(#[$fmeta])* pub $field: $ty,)*
-            /// `none` (split like a shell, run directly), `sh` or `bash`.
-            pub shell: Option<String>,
-            pub container: Option<String>,
-            pub container_options: Option<Vec<String>>,
-            pub input: Option<Uris>,
-            pub output: Option<String>,
-            pub resource: Option<Uris>,
-            pub retry: Option<u32>,
-            pub priority: Option<i32>,
-            /// A run time limit such as `90s` or `2h`.
-            pub timeout: Option<String>,
-            /// Worker recruitment (provider, flavor, region, workers...).
-            pub recruit: Option<serde_yaml::Value>,
-        }
+        with_task_fields! { plain $(#[$meta])* pub struct $name { $($(#[$fmeta])* pub $field: $ty,)* } }
 
         impl $name {
             /// The task fields alone.
@@ -51,6 +36,25 @@ macro_rules! with_task_fields {
                     recruit: self.recruit.clone(),
                 }
             }
+        }
+    };
+    (plain $(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident: $ty:ty,)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+            /// `none` (split like a shell, run directly), `sh` or `bash`.
+            pub shell: Option<String>,
+            pub container: Option<String>,
+            pub container_options: Option<Vec<String>>,
+            pub input: Option<Uris>,
+            pub output: Option<String>,
+            pub resource: Option<Uris>,
+            pub retry: Option<u32>,
+            pub priority: Option<i32>,
+            /// A run time limit such as `90s` or `2h`.
+            pub timeout: Option<String>,
+            /// Worker recruitment (provider, flavor, region, workers...).
+            pub recruit: Option<serde_yaml::Value>,
         }
     };
 }
@@ -153,19 +157,11 @@ impl Uris {
     }
 }
 
-/// Task fields a step sets, or the workflow sets for all of its steps.
-#[derive(Debug, Default, Clone)]
-pub struct StepFields {
-    pub shell: Option<String>,
-    pub container: Option<String>,
-    pub container_options: Option<Vec<String>>,
-    pub input: Option<Uris>,
-    pub output: Option<String>,
-    pub resource: Option<Uris>,
-    pub retry: Option<u32>,
-    pub priority: Option<i32>,
-    pub timeout: Option<String>,
-    pub recruit: Option<serde_yaml::Value>,
+with_task_fields! {
+    plain
+    /// Task fields a step sets, or the workflow sets for all of its steps.
+    #[derive(Debug, Default, Clone)]
+    pub struct StepFields {}
 }
 
 with_task_fields! {

@@ -16,16 +16,13 @@ use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use scitq_proto::v1::{
-    Batch, CreateTasksRequest, DeleteBatchRequest, GoBatchRequest, ListBatchesRequest, Signal,
-    StopBatchRequest,
-};
+use scitq_proto::v1::{Batch, CreateTasksRequest, GoBatchRequest, Signal, StopBatchRequest};
 use serde::Serialize;
 
-use super::{Context, Exit};
+use super::{Context, Exit, batch};
 use crate::client::Client;
 use crate::error::usage;
-use crate::output::{self, Format, Listing};
+use crate::output::{self, Format, Listing, batch_state};
 
 #[derive(Debug, Subcommand)]
 pub enum WorkflowCommand {
@@ -42,12 +39,8 @@ pub enum WorkflowCommand {
     Stop {
         /// Workflow name
         name: String,
-        /// Also send SIGTERM to its running tasks
-        #[arg(long, conflicts_with = "kill")]
-        term: bool,
-        /// Also send SIGKILL to its running tasks
-        #[arg(long)]
-        kill: bool,
+        #[command(flatten)]
+        signal: batch::StopSignal,
     },
     /// Let a stopped workflow run again
     Go {
@@ -92,14 +85,7 @@ pub async fn run(command: WorkflowCommand, ctx: &Context) -> anyhow::Result<Exit
         WorkflowCommand::Run(args) => run_file(args, ctx).await,
         WorkflowCommand::List => list(ctx).await,
         WorkflowCommand::Show { name } => show(&name, ctx).await,
-        WorkflowCommand::Stop { name, term, kill } => {
-            let signal = match (term, kill) {
-                (true, _) => Signal::Term,
-                (_, true) => Signal::Kill,
-                _ => Signal::Unspecified,
-            };
-            stop(&name, signal, ctx).await
-        }
+        WorkflowCommand::Stop { name, signal } => stop(&name, signal.signal(), ctx).await,
         WorkflowCommand::Go { name } => go(&name, ctx).await,
         WorkflowCommand::Delete { name } => delete(&name, ctx).await,
     }
@@ -194,12 +180,7 @@ async fn run_file(args: RunArgs, ctx: &Context) -> anyhow::Result<Exit> {
         ))),
         Err(err) => {
             for step in &steps {
-                let _ = client
-                    .tasks()
-                    .delete_batch(DeleteBatchRequest {
-                        name: step.batch.clone(),
-                    })
-                    .await;
+                let _ = batch::delete_now(&client, &step.batch).await;
             }
             Err(err.context(format!(
                 "cannot create workflow {}; nothing of it was kept",
@@ -363,12 +344,8 @@ fn print_plan(steps: &[plan::PlannedStep], format: Format) -> anyhow::Result<()>
 /// The batches of a workflow's steps.
 async fn steps_of(client: &Client, name: &str) -> anyhow::Result<Vec<Batch>> {
     let prefix = format!("{name}.");
-    Ok(client
-        .tasks()
-        .list_batches(ListBatchesRequest {})
+    Ok(batch::list(client)
         .await?
-        .into_inner()
-        .batches
         .into_iter()
         .filter(|b| b.name.starts_with(&prefix))
         .collect())
@@ -392,16 +369,6 @@ struct Summary {
     state: String,
     steps: usize,
     counts: BTreeMap<String, u64>,
-}
-
-fn state_of(batch: &Batch) -> &'static str {
-    if batch.suspended {
-        "suspended"
-    } else if batch.stopped {
-        "stopped"
-    } else {
-        "running"
-    }
 }
 
 const COUNTED: [&str; 6] = [
@@ -466,12 +433,7 @@ fn fold_counts(into: &mut BTreeMap<String, u64>, counts: &std::collections::Hash
 
 async fn list(ctx: &Context) -> anyhow::Result<Exit> {
     let client = ctx.connect().await?;
-    let batches = client
-        .tasks()
-        .list_batches(ListBatchesRequest {})
-        .await?
-        .into_inner()
-        .batches;
+    let batches = batch::list(&client).await?;
     let mut workflows: BTreeMap<String, Summary> = BTreeMap::new();
     for batch in &batches {
         let Some((name, _step)) = batch.name.split_once('.') else {
@@ -479,11 +441,11 @@ async fn list(ctx: &Context) -> anyhow::Result<Exit> {
         };
         let entry = workflows.entry(name.to_owned()).or_insert_with(|| Summary {
             name: name.to_owned(),
-            state: state_of(batch).to_owned(),
+            state: batch_state(batch).to_owned(),
             steps: 0,
             counts: BTreeMap::new(),
         });
-        if entry.state != state_of(batch) {
+        if entry.state != batch_state(batch) {
             entry.state = "mixed".to_owned();
         }
         entry.steps += 1;
@@ -504,7 +466,7 @@ async fn show(name: &str, ctx: &Context) -> anyhow::Result<Exit> {
             fold_counts(&mut counts, &batch.counts);
             Summary {
                 name: batch.name.clone(),
-                state: state_of(batch).to_owned(),
+                state: batch_state(batch).to_owned(),
                 steps: 1,
                 counts,
             }
@@ -517,14 +479,7 @@ async fn show(name: &str, ctx: &Context) -> anyhow::Result<Exit> {
 async fn stop(name: &str, signal: Signal, ctx: &Context) -> anyhow::Result<Exit> {
     let client = ctx.connect().await?;
     for step in existing_steps(&client, name).await? {
-        client
-            .tasks()
-            .stop_batch(StopBatchRequest {
-                name: step.name.clone(),
-                signal: signal as i32,
-            })
-            .await
-            .with_context(|| format!("cannot stop batch {}", step.name))?;
+        batch::stop(&client, &step.name, signal).await?;
     }
     eprintln!("workflow {name} stopped");
     Ok(0)
@@ -533,13 +488,7 @@ async fn stop(name: &str, signal: Signal, ctx: &Context) -> anyhow::Result<Exit>
 async fn go(name: &str, ctx: &Context) -> anyhow::Result<Exit> {
     let client = ctx.connect().await?;
     for step in existing_steps(&client, name).await? {
-        client
-            .tasks()
-            .go_batch(GoBatchRequest {
-                name: step.name.clone(),
-            })
-            .await
-            .with_context(|| format!("cannot restart batch {}", step.name))?;
+        batch::go(&client, &step.name).await?;
     }
     eprintln!("workflow {name} runs again");
     Ok(0)
@@ -549,15 +498,7 @@ async fn delete(name: &str, ctx: &Context) -> anyhow::Result<Exit> {
     let client = ctx.connect().await?;
     let mut deleted = 0;
     for step in existing_steps(&client, name).await? {
-        deleted += client
-            .tasks()
-            .delete_batch(DeleteBatchRequest {
-                name: step.name.clone(),
-            })
-            .await
-            .with_context(|| format!("cannot delete batch {}", step.name))?
-            .into_inner()
-            .deleted;
+        deleted += batch::delete_now(&client, &step.name).await?;
     }
     eprintln!("workflow {name} deleted ({deleted} tasks)");
     Ok(0)
