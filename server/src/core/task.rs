@@ -213,24 +213,18 @@ pub struct TaskSpec {
     pub depends_on: Vec<i64>,
 }
 
-/// A task as submitted, validated.
+/// A task as submitted, validated: a [`TaskSpec`] within the limits, its batch named (the
+/// default one for none), its dependencies sorted and deduplicated. Only
+/// [`NewTask::validate`] makes one; its fields are read through the spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewTask {
-    pub name: String,
-    pub batch: String,
-    pub command: String,
-    pub shell: Shell,
-    pub container: String,
-    pub container_options: Vec<String>,
-    pub inputs: Vec<String>,
-    pub output: String,
-    pub resources: Vec<String>,
-    pub retry: u32,
-    pub priority: i32,
-    /// Seconds the command may run; 0: no limit.
-    pub run_timeout_s: u32,
-    /// Tasks that must succeed first (deduplicated).
-    pub depends_on: Vec<i64>,
+pub struct NewTask(TaskSpec);
+
+impl std::ops::Deref for NewTask {
+    type Target = TaskSpec;
+
+    fn deref(&self) -> &TaskSpec {
+        &self.0
+    }
 }
 
 fn check_len(index: usize, field: &'static str, value: &str) -> Result<(), SpecError> {
@@ -329,26 +323,20 @@ impl NewTask {
         {
             check_len(index, "uri or option", value)?;
         }
-        Ok(NewTask {
-            name: spec.name,
-            batch: validate_batch_name(index, &spec.batch)?,
-            command: spec.command,
-            shell: spec.shell,
-            container: spec.container,
-            container_options: spec.container_options,
-            inputs: spec.inputs,
-            output: spec.output,
-            resources: spec.resources,
-            retry: spec.retry,
-            priority: spec.priority,
-            run_timeout_s: spec.run_timeout_s,
-            depends_on: {
-                let mut deps = spec.depends_on;
-                deps.sort_unstable();
-                deps.dedup();
-                deps
-            },
-        })
+        let batch = validate_batch_name(index, &spec.batch)?;
+        let mut depends_on = spec.depends_on;
+        depends_on.sort_unstable();
+        depends_on.dedup();
+        Ok(NewTask(TaskSpec {
+            batch,
+            depends_on,
+            ..spec
+        }))
+    }
+
+    /// The validated spec, to store.
+    pub fn into_spec(self) -> TaskSpec {
+        self.0
     }
 }
 
@@ -410,9 +398,9 @@ mod tests {
         let with = |field: &str, uri: &str| {
             let mut task = NewTask::validate(0, spec("true")).unwrap();
             match field {
-                "input" => task.inputs = vec![uri.to_owned()],
-                "resource" => task.resources = vec![uri.to_owned()],
-                _ => task.output = uri.to_owned(),
+                "input" => task.0.inputs = vec![uri.to_owned()],
+                "resource" => task.0.resources = vec![uri.to_owned()],
+                _ => task.0.output = uri.to_owned(),
             }
             task.check_uris(4, &uris).map_err(|e| e.to_string())
         };
@@ -448,14 +436,14 @@ mod tests {
     fn an_unknown_remote_is_named_with_the_known_ones() {
         let uris = UriCheck::new("[lab]\ntype = s3\n\n[s3]\ntype = s3\n");
         let mut task = NewTask::validate(0, spec("true")).unwrap();
-        task.inputs = vec!["nosuch:path".to_owned()];
+        task.0.inputs = vec!["nosuch:path".to_owned()];
         assert_eq!(
             task.check_uris(0, &uris).unwrap_err().to_string(),
             "task 0: input: invalid uri \"nosuch:path\": unknown rclone remote nosuch \
              (scitqd's rclone remotes: lab, s3)"
         );
-        task.inputs.clear();
-        task.output = "nosuch://x".to_owned();
+        task.0.inputs.clear();
+        task.0.output = "nosuch://x".to_owned();
         assert_eq!(
             task.check_uris(0, &uris).unwrap_err().to_string(),
             "task 0: output: invalid uri \"nosuch://x\": unknown scheme nosuch, and no rclone \

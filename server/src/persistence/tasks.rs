@@ -63,6 +63,7 @@ pub async fn create(store: &Store, tasks: Vec<NewTask>) -> Result<Created, Store
                 let mut rows = Vec::with_capacity(INSERT_CHUNK);
                 let mut dependencies = Vec::new();
                 for new in tasks {
+                    let new = new.into_spec();
                     let id = ids.task();
                     let (status, reason) =
                         super::deps::initial_status(txn, &new.depends_on).await?;
