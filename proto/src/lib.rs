@@ -25,6 +25,29 @@ pub const MAX_CONCURRENCY: u32 = 100_000;
 /// Most tasks a worker may hold ahead of its free slots (same reason as [`MAX_CONCURRENCY`]).
 pub const MAX_PREFETCH: u32 = 1_000_000;
 
+/// Most input files one final update records (`ExecutionUpdate.inputs`, all inputs together),
+/// so that it stays small whatever a task reads: the agent records each input, in order,
+/// that still fits, and scitqd keeps no more. An input left out is compared at a resume by
+/// its modification times.
+pub const MAX_INPUT_FILES_SEEN: usize = 10_000;
+
+/// Each of `inputs`, in order, whose `files` still fit in [`MAX_INPUT_FILES_SEEN`].
+pub fn within_input_files_seen<T>(
+    inputs: impl IntoIterator<Item = T>,
+    files: impl Fn(&T) -> usize,
+) -> impl Iterator<Item = T> {
+    let mut room = MAX_INPUT_FILES_SEEN;
+    inputs
+        .into_iter()
+        .filter(move |input| match room.checked_sub(files(input)) {
+            Some(left) => {
+                room = left;
+                true
+            }
+            None => false,
+        })
+}
+
 /// A worker's prefetch as given on a command line: `auto` (the agent adapts it to how fast
 /// its tasks end) or a fixed number of tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use scitq_tests::{Agent, Backend, Client, Server, ServerOpts, as_id, describe, touch};
+use scitq_tests::{Agent, Backend, Client, S3Server, Server, ServerOpts, as_id, describe, touch};
 use serde_json::Value;
 
 const CONNECT: Duration = Duration::from_secs(60);
@@ -330,6 +330,84 @@ fn resume_keeps_what_succeeded_and_runs_the_failed_part_again(backend: Backend) 
     );
 }
 
+/// One step reading a local file (the store gives no etag: size and modification time
+/// say whether it changed), one reading an S3 object (its etag says it).
+const INPUTS: &str = "\
+name: ids
+params:
+  local: file:///nowhere
+steps:
+  - name: fs
+    command: cat $INPUT/local.txt
+    input: '{{ local }}'
+  - name: s3
+    command: cat $INPUT/object.txt
+    input: lab:data/object.txt
+";
+
+/// Resume keeps a task only while its inputs hold what its execution read (issue 16): a
+/// file rewritten under its old modification time runs again, an object written again
+/// with the same content does not.
+fn resume_compares_what_the_inputs_hold_not_their_times(backend: Backend) {
+    let s3 = S3Server::start(&["data"]);
+    s3.put_object("data", "object.txt", b"abc\n");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("rclone.conf");
+    std::fs::write(&conf, s3.rclone_section("lab")).unwrap();
+    let local = dir.path().join("local.txt");
+    let then = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let write_local = |content: &str| {
+        std::fs::write(&local, content).unwrap();
+        let file = std::fs::File::options().write(true).open(&local).unwrap();
+        file.set_modified(then).unwrap();
+    };
+    write_local("abc\n");
+    let opts = ServerOpts::default()
+        .arg("--rclone-config")
+        .arg(&conf.display().to_string());
+    let server = Server::start_on(backend, opts);
+    let c = server.client();
+    let _agent = Agent::start(&server, "inputs", 2, &[]);
+    c.wait_worker_online("inputs", CONNECT);
+    let file = c.scratch_file("inputs.yaml", INPUTS);
+    let param = format!("local=file://{}", local.display());
+    let run = |resume: bool, summary: &str| {
+        let mut args = vec!["workflow", "run", file.to_str().unwrap(), "--param", &param];
+        if resume {
+            args.push("--resume");
+        }
+        let out = c.ctl(&args);
+        assert!(out.status.success(), "{}", describe(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(summary), "{stderr}");
+        let fs = task_named(&c, "ids.fs", "fs");
+        let s3 = task_named(&c, "ids.s3", "s3");
+        c.wait_task(fs, "succeeded", CONNECT);
+        c.wait_task(s3, "succeeded", CONNECT);
+        (fs, s3)
+    };
+    let (fs, s3_task) = run(false, "workflow ids created: 2 task(s)");
+
+    // Other content under the same modification time; the same content written again.
+    write_local("abcdefgh\n");
+    s3.put_object("data", "object.txt", b"abc\n");
+    let (fs_again, s3_kept) = run(true, "workflow ids resumed: 1 task(s) kept, 1 to run");
+    assert_ne!(fs_again, fs, "the rewritten file is read again");
+    assert_eq!(c.output(fs_again), "abcdefgh\n");
+    assert_eq!(s3_kept, s3_task, "the same object is not read again");
+
+    // Nothing changed: both kept.
+    let kept = run(true, "workflow ids resumed: 2 task(s) kept, 0 to run");
+    assert_eq!(kept, (fs_again, s3_task));
+
+    // Another content of the same size: another etag.
+    s3.put_object("data", "object.txt", b"xyz\n");
+    let (fs_kept, s3_again) = run(true, "workflow ids resumed: 1 task(s) kept, 1 to run");
+    assert_eq!(fs_kept, fs_again);
+    assert_ne!(s3_again, s3_task);
+    assert_eq!(c.output(s3_again), "xyz\n");
+}
+
 #[test]
 fn an_invalid_workflow_file_names_the_line_and_key_and_creates_nothing() {
     let server = Server::start_on(Backend::Sqlite, ServerOpts::default());
@@ -373,4 +451,5 @@ scitq_tests::on_both_backends!(
     the_documented_workflow_runs_and_workflows_are_listed_stopped_and_deleted,
     a_failed_task_relaunched_with_a_new_command_lets_its_dependants_complete,
     resume_keeps_what_succeeded_and_runs_the_failed_part_again,
+    resume_compares_what_the_inputs_hold_not_their_times,
 );

@@ -195,6 +195,7 @@ mod tests {
             stdout_bytes: 3,
             stderr_bytes: 0,
             uploaded: Vec::new(),
+            inputs: Vec::new(),
         };
         let fin = |acknowledged| Phase::Finished {
             report: report.clone(),

@@ -19,7 +19,7 @@ use scitq_proto::v1::UploadedFile;
 use scitq_storage::{NoProgress, Remotes, ResourceCache, Storage, StorageError, link_into};
 
 use crate::sra::{Fasterq, FasterqError};
-use crate::state::{ExecDir, ExecutionId};
+use crate::state::{ExecDir, ExecutionId, InputSeen, SeenFile};
 
 /// The resource cache's folder in the agent's work dir.
 pub const CACHE_DIR: &str = "resource-cache";
@@ -118,9 +118,39 @@ impl DataSpec {
     }
 }
 
-/// The outcome of staging in, awaited by the executor: the lines to put at the head of the
-/// task's stderr (where each `run+fastq://` input came from), or why staging failed.
-pub type StageIn = tokio::task::JoinHandle<Result<Vec<String>, StagingError>>;
+/// What staging in did, for the executor.
+#[derive(Debug, Default)]
+pub struct StagedIn {
+    /// Lines to put at the head of the task's stderr (where each `run+fastq://` input came
+    /// from).
+    pub notes: Vec<String>,
+    /// What each input's URI held just before its download, in the task's order of inputs;
+    /// an input that could not be listed (or a `run+fastq://` one) is left out.
+    pub inputs: Vec<InputSeen>,
+}
+
+/// Lists what `uri` (actions left out) holds now; `None` when the store cannot say.
+async fn seen(storage: &Storage, uri: &str) -> Option<InputSeen> {
+    let (location, _actions) = scitq_storage::split_actions(uri).ok()?;
+    let entries = storage.list(location, true).await.ok()?;
+    let files = entries
+        .into_iter()
+        .filter(|e| !e.is_dir)
+        .map(|e| SeenFile {
+            path: e.path,
+            size: e.size,
+            etag: e.etag,
+            modified: e.last_modified,
+        })
+        .collect();
+    Some(InputSeen {
+        uri: location.to_owned(),
+        files,
+    })
+}
+
+/// The outcome of staging in, awaited by the executor.
+pub type StageIn = tokio::task::JoinHandle<Result<StagedIn, StagingError>>;
 
 impl Stager {
     /// A stager for `rclone_config` (rclone.conf text; empty for none) with its resource cache
@@ -151,17 +181,18 @@ impl Stager {
 /// time. The error names the URI and says what the storage said.
 pub fn stage_in(stager: Arc<Stager>, id: ExecutionId, dir: ExecDir, data: DataSpec) -> StageIn {
     tokio::spawn(async move {
-        let mut jobs: Vec<BoxFuture<'static, Result<Option<String>, StagingError>>> = Vec::new();
-        for uri in data.inputs {
+        let mut jobs: Vec<BoxFuture<'static, Result<Staged, StagingError>>> = Vec::new();
+        for (index, uri) in data.inputs.into_iter().enumerate() {
             let (stager, input) = (stager.clone(), dir.input());
             jobs.push(Box::pin(async move {
                 if let Some(accession) = stager.storage.run_accession(&uri) {
-                    return stage_run(&stager, id, &uri, &input, &accession)
-                        .await
-                        .map(Some);
+                    let note = stage_run(&stager, id, &uri, &input, &accession).await?;
+                    return Ok(Staged::Note(note));
                 }
+                // Listed first: a change made during the download then shows at a resume.
+                let seen = seen(&stager.storage, &uri).await;
                 match stager.storage.download(&uri, &input, &NoProgress).await {
-                    Ok(_) => Ok(None),
+                    Ok(_) => Ok(seen.map_or(Staged::Nothing, |s| Staged::Input(index, s))),
                     Err(source) => Err(StagingError::Input {
                         uri,
                         source: Box::new(source),
@@ -180,7 +211,7 @@ pub fn stage_in(stager: Arc<Stager>, id: ExecutionId, dir: ExecDir, data: DataSp
                     }
                 };
                 match link_into(&cached, &resource).await {
-                    Ok(_) => Ok(None),
+                    Ok(_) => Ok(Staged::Nothing),
                     Err(source) => Err(StagingError::Link {
                         uri,
                         source: Box::new(source),
@@ -190,13 +221,30 @@ pub fn stage_in(stager: Arc<Stager>, id: ExecutionId, dir: ExecDir, data: DataSp
         }
         let mut results = futures::stream::iter(jobs).buffer_unordered(PARALLEL);
         let mut notes = Vec::new();
+        let mut inputs = Vec::new();
         while let Some(result) = results.next().await {
-            notes.extend(result?);
+            match result? {
+                Staged::Note(note) => notes.push(note),
+                Staged::Input(index, seen) => inputs.push((index, seen)),
+                Staged::Nothing => {}
+            }
         }
         // In a stable order, whichever input finished first.
         notes.sort();
-        Ok(notes)
+        inputs.sort_by_key(|(index, _)| *index);
+        let inputs = inputs.into_iter().map(|(_, seen)| seen);
+        let inputs = scitq_proto::within_input_files_seen(inputs, |s| s.files.len()).collect();
+        Ok(StagedIn { notes, inputs })
     })
+}
+
+/// What one staging job gives.
+enum Staged {
+    Nothing,
+    /// Where a `run+fastq://` input came from.
+    Note(String),
+    /// The `index`-th input, as it was listed.
+    Input(usize, InputSeen),
 }
 
 /// Downloads a `run+fastq://` input from ENA, else with `fasterq-dump`. Returns the line
@@ -331,4 +379,34 @@ pub fn links_note(links: &[String]) -> Option<String> {
         "scitq: not uploaded, symbolic links are never followed: {}{more} (in output/)",
         links.join(", ")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_input_is_seen_as_its_files_with_their_sizes_and_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("in");
+        std::fs::create_dir_all(folder.join("sub")).unwrap();
+        std::fs::write(folder.join("b.txt"), "bb").unwrap();
+        std::fs::write(folder.join("sub/a.txt"), "a").unwrap();
+        let storage = Storage::new(Remotes::empty());
+        let uri = format!("file://{}/", folder.display());
+        let input = seen(&storage, &format!("{uri}|untar")).await.unwrap();
+        assert_eq!(input.uri, uri, "the actions are left out");
+        let files: Vec<(&str, u64)> = input
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.size))
+            .collect();
+        assert_eq!(files, [("b.txt", 2), ("sub/a.txt", 1)]);
+        assert!(
+            input.files.iter().all(|f| f.modified.is_some()),
+            "{input:?}"
+        );
+        let missing = format!("file://{}/none.txt", dir.path().display());
+        assert_eq!(seen(&storage, &missing).await, None);
+    }
 }

@@ -124,6 +124,43 @@ pub enum Failure {
     Recalled,
 }
 
+/// One input URI (its actions left out) as the store listed it before the download: each
+/// file's path, size, etag and modification time. A resume compares it with what the URI
+/// holds then.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InputSeen {
+    pub uri: String,
+    pub files: Vec<SeenFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SeenFile {
+    pub path: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modified: Option<String>,
+}
+
+impl InputSeen {
+    pub fn to_proto(&self) -> scitq_proto::v1::StagedInput {
+        scitq_proto::v1::StagedInput {
+            uri: self.uri.clone(),
+            files: self
+                .files
+                .iter()
+                .map(|f| scitq_proto::v1::RemoteFile {
+                    path: f.path.clone(),
+                    size: f.size,
+                    etag: f.etag.clone(),
+                    modified: f.modified.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The result of a finished execution: what its final update says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FinalReport {
@@ -136,6 +173,9 @@ pub struct FinalReport {
     /// Files uploaded from the output folder: URI and size.
     #[serde(default)]
     pub uploaded: Vec<(String, u64)>,
+    /// What the inputs' URIs held when they were staged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputSeen>,
 }
 
 impl FinalReport {
@@ -147,6 +187,7 @@ impl FinalReport {
             stdout_bytes: 0,
             stderr_bytes: 0,
             uploaded: Vec::new(),
+            inputs: Vec::new(),
         }
     }
 
@@ -191,6 +232,7 @@ impl FinalReport {
                     size: *size,
                 })
                 .collect(),
+            inputs: self.inputs.iter().map(|i| i.to_proto()).collect(),
         }
     }
 }

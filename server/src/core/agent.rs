@@ -2,6 +2,7 @@
 //! the decisions and the store never see a wire message.
 
 use super::ids::ExecutionId;
+use super::inputs_seen::InputSeen;
 use super::state::{ExecState, Failure};
 
 /// An output stream of an execution.
@@ -38,6 +39,8 @@ pub struct Update {
     pub message: String,
     /// Files uploaded, for final states.
     pub uploaded: Vec<Uploaded>,
+    /// What the inputs held when the agent staged them, for final states.
+    pub inputs: Vec<InputSeen>,
 }
 
 /// Output bytes of an execution's stream, from `offset`.

@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod enroll;
 pub mod enroll_user_data;
 pub mod ids;
+pub mod inputs_seen;
 pub mod lease;
 pub mod model;
 #[cfg(test)]

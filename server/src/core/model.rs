@@ -4,6 +4,7 @@
 
 use super::agent::{Stream, Uploaded};
 use super::ids::{ExecutionId, TaskId, WorkerId};
+use super::inputs_seen::InputSeen;
 use super::state::{ExecState, Failure, TaskStatus};
 use super::task::{Shell, TaskSpec};
 use super::worker::WorkerSettings;
@@ -49,6 +50,9 @@ pub struct Execution {
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
     pub uploaded: Vec<Uploaded>,
+    /// What its inputs held when its agent staged them; an input missing here was not
+    /// recorded (an older agent, a re-attached run, a store that could not list it).
+    pub inputs_seen: Vec<InputSeen>,
 }
 
 /// Whether a worker's agent is connected.

@@ -16,6 +16,7 @@ use super::{State, convert};
 use crate::core::agent::{self, AgentEvent, Chunk, Hello, HostStats, ToAgent, Update, Uploaded};
 use crate::core::ids::ExecutionId;
 use crate::core::ids::WorkerId;
+use crate::core::inputs_seen::{InputSeen, SeenFile};
 use crate::core::reconcile::{Held, Resend};
 use crate::core::state::{ExecState, Failure};
 use crate::core::steering::Signal;
@@ -310,6 +311,21 @@ fn decode_update(update: v1::ExecutionUpdate) -> Result<Update, SessionError> {
                 size: f.size,
             })
             .collect(),
+        inputs: scitq_proto::within_input_files_seen(update.inputs, |i| i.files.len())
+            .map(|input| InputSeen {
+                uri: input.uri,
+                files: input
+                    .files
+                    .into_iter()
+                    .map(|f| SeenFile {
+                        path: f.path,
+                        size: f.size,
+                        etag: f.etag,
+                        modified: f.modified,
+                    })
+                    .collect(),
+            })
+            .collect(),
     })
 }
 
@@ -442,5 +458,39 @@ mod tests {
         assert_eq!(decoded.failure, Failure::Timeout);
         assert_eq!(decoded.exit_code, Some(3));
         assert_eq!(decoded.uploaded[0].size, 5);
+    }
+
+    #[test]
+    fn the_inputs_seen_are_kept_within_their_bound() {
+        let input = |uri: &str, files: usize| v1::StagedInput {
+            uri: uri.into(),
+            files: vec![
+                v1::RemoteFile {
+                    path: "f".into(),
+                    size: 1,
+                    etag: Some("e".into()),
+                    modified: None,
+                };
+                files
+            ],
+        };
+        let update = v1::ExecutionUpdate {
+            execution_id: 4,
+            state: v1::ExecutionState::Succeeded as i32,
+            inputs: vec![
+                input("a", 2),
+                input("huge", scitq_proto::MAX_INPUT_FILES_SEEN),
+                input("b", 1),
+            ],
+            ..Default::default()
+        };
+        let decoded = decode_update(update).unwrap();
+        let kept: Vec<(&str, usize)> = decoded
+            .inputs
+            .iter()
+            .map(|i| (i.uri.as_str(), i.files.len()))
+            .collect();
+        assert_eq!(kept, [("a", 2), ("b", 1)]);
+        assert_eq!(decoded.inputs[0].files[0].etag.as_deref(), Some("e"));
     }
 }

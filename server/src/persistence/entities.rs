@@ -83,6 +83,10 @@ pub mod execution {
         /// Files uploaded from the output folder: a JSON array of `{"uri", "size"}`.
         #[sea_orm(column_type = "Text")]
         pub uploaded: String,
+        /// What the inputs held when the agent staged them: a JSON array of `{"uri",
+        /// "files": [{"path", "size", "etag", "modified"}]}`.
+        #[sea_orm(column_type = "Text")]
+        pub inputs_seen: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

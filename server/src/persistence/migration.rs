@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(WorkerCredential),
             Box::new(super::enroll_migration::Enrollment),
             Box::new(TaskCounts),
+            Box::new(ExecutionInputsSeen),
         ]
     }
 }
@@ -429,5 +430,28 @@ impl MigrationTrait for TaskCounts {
         };
         db.execute_unprepared(triggers).await?;
         Ok(())
+    }
+}
+
+/// Executions record what their inputs held when staged (a resume compares it, issue 16).
+struct ExecutionInputsSeen;
+
+impl MigrationName for ExecutionInputsSeen {
+    fn name(&self) -> &str {
+        "m0015_execution_inputs_seen"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for ExecutionInputsSeen {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(col("execution"))
+                    .add_column(text("inputs_seen").default("[]"))
+                    .to_owned(),
+            )
+            .await
     }
 }

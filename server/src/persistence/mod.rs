@@ -31,6 +31,8 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
+use crate::core::inputs_seen::{InputSeen, SeenFile};
+
 pub use writer::{Ids, Writer};
 
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +184,63 @@ pub fn uploaded_to_json(files: &[crate::core::agent::Uploaded]) -> String {
         })
         .collect();
     serde_json::to_string(&stored).expect("plain structs serialize")
+}
+
+/// What an input held, as stored in `execution.inputs_seen`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredInput {
+    uri: String,
+    files: Vec<StoredFile>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredFile {
+    path: String,
+    size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    modified: Option<String>,
+}
+
+pub fn inputs_seen_to_json(inputs: &[InputSeen]) -> String {
+    let stored: Vec<StoredInput> = inputs
+        .iter()
+        .map(|i| StoredInput {
+            uri: i.uri.clone(),
+            files: i
+                .files
+                .iter()
+                .map(|f| StoredFile {
+                    path: f.path.clone(),
+                    size: f.size,
+                    etag: f.etag.clone(),
+                    modified: f.modified.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    serde_json::to_string(&stored).expect("plain structs serialize")
+}
+
+pub fn inputs_seen_from_json(text: &str) -> Vec<InputSeen> {
+    serde_json::from_str::<Vec<StoredInput>>(text)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| InputSeen {
+            uri: i.uri,
+            files: i
+                .files
+                .into_iter()
+                .map(|f| SeenFile {
+                    path: f.path,
+                    size: f.size,
+                    etag: f.etag,
+                    modified: f.modified,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 pub fn uploaded_from_json(text: &str) -> Vec<crate::core::agent::Uploaded> {

@@ -13,7 +13,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryTrait};
 use super::batch::StatementBatch;
 use super::entities::{execution, task};
 use super::executions::Applied;
-use super::{now_ms, uploaded_to_json};
+use super::{inputs_seen_to_json, now_ms, uploaded_to_json};
 use crate::core::agent::Update;
 use crate::core::ids::{ExecutionId, TaskId, WorkerId};
 use crate::core::state::{ExecState, TaskStatus};
@@ -41,6 +41,8 @@ struct Ended {
     message: String,
     /// JSON of the files uploaded; `None` keeps what is stored.
     uploaded: Option<String>,
+    /// JSON of what the inputs held when staged; `None` keeps what is stored.
+    inputs_seen: Option<String>,
 }
 
 /// Updates of executions that move forward without failing (accepted, running, uploading,
@@ -67,6 +69,7 @@ impl Progress {
             exit_code: update.exit_code,
             message: update.message.clone(),
             uploaded: (!update.uploaded.is_empty()).then(|| uploaded_to_json(&update.uploaded)),
+            inputs_seen: (!update.inputs.is_empty()).then(|| inputs_seen_to_json(&update.inputs)),
         };
         match self.groups.iter_mut().find(|(state, ..)| *state == target) {
             Some((.., rows)) => rows.push(row),
@@ -184,6 +187,7 @@ fn render_final(
                 r.exit_code.into(),
                 r.message.into(),
                 r.uploaded.into(),
+                r.inputs_seen.into(),
             ]
         })
         .collect();
@@ -202,6 +206,10 @@ fn render_final(
             .value(
                 E::Uploaded,
                 Func::coalesce([v(4).cast_as("text"), exec_col(E::Uploaded)]),
+            )
+            .value(
+                E::InputsSeen,
+                Func::coalesce([v(5).cast_as("text"), exec_col(E::InputsSeen)]),
             )
             .from(values_list(reports))
             .and_where(exec_col(E::Id).eq(v(1)))

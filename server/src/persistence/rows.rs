@@ -95,6 +95,7 @@ pub(super) fn execution(
         stdout_bytes: unsigned(row.stdout_bytes),
         stderr_bytes: unsigned(row.stderr_bytes),
         uploaded: super::uploaded_from_json(&row.uploaded),
+        inputs_seen: super::inputs_seen_from_json(&row.inputs_seen),
     })
 }
 

@@ -588,6 +588,7 @@ fn report_of(
             stdout_bytes: 0,
             stderr_bytes: 0,
             uploaded: Vec::new(),
+            inputs: Vec::new(),
         },
         (Ok(code), None) => {
             let failure = if killed {

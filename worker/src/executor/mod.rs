@@ -29,7 +29,7 @@ use self::native::Native;
 pub use self::native::NativeError;
 pub use self::spool::CHUNK;
 use crate::launch::Launch;
-use crate::staging::{self, StagingError};
+use crate::staging::{self, StagedIn, StagingError};
 use crate::state::{Failure, FinalReport, Phase, StateFile};
 
 /// Runs the execution to its end. Never fails: every problem becomes the final report.
@@ -52,13 +52,18 @@ pub async fn run(mut launch: Launch, mut ctx: ExecContext) {
 async fn drive(mut runner: impl TaskRunner, launch: Launch, mut ctx: ExecContext) {
     let id = launch.id;
     let staged = if runner.resumes() {
-        Ok(Vec::new())
+        Ok(StagedIn::default())
     } else {
         Box::pin(stage_in(&launch, &mut ctx)).await
     };
     let mut report = match staged {
         Err(e) => FinalReport::failed(Failure::Download, e.to_string()),
-        Ok(notes) => runner.run(&launch, &ctx, Bytes::from(notes.concat())).await,
+        Ok(staged) => {
+            let notes = Bytes::from(staged.notes.concat());
+            let mut report = runner.run(&launch, &ctx, notes).await;
+            report.inputs = staged.inputs;
+            report
+        }
     };
     if !launch.data.output.is_empty() && report.failure != Some(Failure::Download) {
         let _ = ctx.events.send(ExecEvent::Uploading { id }).await;
@@ -83,15 +88,14 @@ async fn drive(mut runner: impl TaskRunner, launch: Launch, mut ctx: ExecContext
 }
 
 /// Waits for the inputs and resources staged since the task was accepted (or stages them now).
-/// Returns the lines for the head of the task's stderr (see `staging`).
-async fn stage_in(launch: &Launch, ctx: &mut ExecContext) -> Result<Vec<String>, StagingError> {
+async fn stage_in(launch: &Launch, ctx: &mut ExecContext) -> Result<StagedIn, StagingError> {
     let handle = match ctx.staged.take() {
         Some(handle) => handle,
         None if launch.data.needs_staging_in() => {
             let stager = ctx.stager.clone().map_err(StagingError::NoStager)?;
             staging::stage_in(stager, launch.id, ctx.dir.clone(), launch.data.clone())
         }
-        None => return Ok(Vec::new()),
+        None => return Ok(StagedIn::default()),
     };
     handle.await.map_err(StagingError::Stopped)?
 }

@@ -365,6 +365,7 @@ fn report_of(ended: Result<Exit, NativeError>, killed: bool) -> FinalReport {
             stdout_bytes: 0,
             stderr_bytes: 0,
             uploaded: Vec::new(),
+            inputs: Vec::new(),
         },
         (Some(code), _) => FinalReport {
             exit_code: Some(code),

@@ -642,7 +642,7 @@ class Heartbeat(_message.Message):
     def __init__(self, load: _Optional[float] = ..., mem_available_bytes: _Optional[int] = ..., disk_available_bytes: _Optional[int] = ..., cpu_percent: _Optional[float] = ..., cpus: _Optional[int] = ..., mem_total_bytes: _Optional[int] = ..., disk_total_bytes: _Optional[int] = ...) -> None: ...
 
 class ExecutionUpdate(_message.Message):
-    __slots__ = ("execution_id", "state", "exit_code", "failure", "message", "stdout_bytes", "stderr_bytes", "uploaded")
+    __slots__ = ("execution_id", "state", "exit_code", "failure", "message", "stdout_bytes", "stderr_bytes", "uploaded", "inputs")
     EXECUTION_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
@@ -651,6 +651,7 @@ class ExecutionUpdate(_message.Message):
     STDOUT_BYTES_FIELD_NUMBER: _ClassVar[int]
     STDERR_BYTES_FIELD_NUMBER: _ClassVar[int]
     UPLOADED_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
     execution_id: int
     state: ExecutionState
     exit_code: int
@@ -659,7 +660,28 @@ class ExecutionUpdate(_message.Message):
     stdout_bytes: int
     stderr_bytes: int
     uploaded: _containers.RepeatedCompositeFieldContainer[UploadedFile]
-    def __init__(self, execution_id: _Optional[int] = ..., state: _Optional[_Union[ExecutionState, str]] = ..., exit_code: _Optional[int] = ..., failure: _Optional[_Union[FailureClass, str]] = ..., message: _Optional[str] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., uploaded: _Optional[_Iterable[_Union[UploadedFile, _Mapping]]] = ...) -> None: ...
+    inputs: _containers.RepeatedCompositeFieldContainer[StagedInput]
+    def __init__(self, execution_id: _Optional[int] = ..., state: _Optional[_Union[ExecutionState, str]] = ..., exit_code: _Optional[int] = ..., failure: _Optional[_Union[FailureClass, str]] = ..., message: _Optional[str] = ..., stdout_bytes: _Optional[int] = ..., stderr_bytes: _Optional[int] = ..., uploaded: _Optional[_Iterable[_Union[UploadedFile, _Mapping]]] = ..., inputs: _Optional[_Iterable[_Union[StagedInput, _Mapping]]] = ...) -> None: ...
+
+class StagedInput(_message.Message):
+    __slots__ = ("uri", "files")
+    URI_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    uri: str
+    files: _containers.RepeatedCompositeFieldContainer[RemoteFile]
+    def __init__(self, uri: _Optional[str] = ..., files: _Optional[_Iterable[_Union[RemoteFile, _Mapping]]] = ...) -> None: ...
+
+class RemoteFile(_message.Message):
+    __slots__ = ("path", "size", "etag", "modified")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    MODIFIED_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    size: int
+    etag: str
+    modified: str
+    def __init__(self, path: _Optional[str] = ..., size: _Optional[int] = ..., etag: _Optional[str] = ..., modified: _Optional[str] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
     __slots__ = ("welcome", "assignment", "settings", "signal", "ack", "drain")

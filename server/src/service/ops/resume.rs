@@ -2,8 +2,11 @@
 //! already succeeded in its batch is not run again. The earlier task is kept, and its id
 //! given in place of a new one, when
 //! - its dependencies have all succeeded (a dependency that runs again may change its inputs),
-//! - none of its inputs was modified since the kept execution started (the store's
-//!   modification time of every file; a `run+fastq://` accession never changes),
+//! - every input holds what it held when the kept execution's agent staged it: the same
+//!   files with the same sizes and etags, or modification times where the store gives no
+//!   etag (`core::inputs_seen`; a `run+fastq://` accession never changes). An input the
+//!   agent did not record (an older agent, a run re-attached after an agent restart) was
+//!   not modified since the execution started, by the store's modification times,
 //! - every file that execution uploaded is still there, with the same size.
 //!
 //! Anything that cannot be checked (a store that gives no time, an input that is gone)
@@ -11,10 +14,11 @@
 
 use std::time::UNIX_EPOCH;
 
-use scitq_storage::{Remotes, Storage, split_actions};
+use scitq_storage::{Entry, Remotes, Storage, split_actions};
 
 use super::{Ops, OpsError};
 use crate::core::ids::TaskId;
+use crate::core::inputs_seen::{self, SeenFile};
 use crate::core::model::Execution;
 use crate::core::state::TaskStatus;
 use crate::core::task::{NewTask, SpecError, TaskSpec, UriCheck};
@@ -88,8 +92,8 @@ impl Ops {
             }
             let reason = format!(
                 "kept by resume: execution {} of this task succeeded with the same command, \
-                 container, inputs and output; no input changed since it started and its {} \
-                 uploaded file(s) are still there, so it was not run again",
+                 container, inputs and output; its inputs hold what they held when it ran \
+                 and its {} uploaded file(s) are still there, so it was not run again",
                 execution.id,
                 execution.uploaded.len()
             );
@@ -99,11 +103,8 @@ impl Ops {
     }
 }
 
-/// Whether no input was modified since `execution` started.
+/// Whether every input holds what it held when `execution` staged it.
 async fn inputs_unchanged(storage: &Storage, task: &NewTask, execution: &Execution) -> bool {
-    let Some(started) = execution.started_at else {
-        return false;
-    };
     for input in &task.inputs {
         let Ok((location, _actions)) = split_actions(input) else {
             return false;
@@ -114,21 +115,44 @@ async fn inputs_unchanged(storage: &Storage, task: &NewTask, execution: &Executi
         let Ok(entries) = storage.list(location, true).await else {
             return false;
         };
-        for entry in entries.iter().filter(|e| !e.is_dir) {
-            let Some(modified) = entry
-                .last_modified
-                .as_deref()
-                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            else {
-                return false;
-            };
-            if modified.as_millis() as i64 > started {
-                return false;
-            }
+        let files: Vec<&Entry> = entries.iter().filter(|e| !e.is_dir).collect();
+        let same = match execution.inputs_seen.iter().find(|s| s.uri == location) {
+            Some(staged) => inputs_seen::unchanged(staged, &seen_files(&files)),
+            None => not_modified_since_start(&files, execution),
+        };
+        if !same {
+            return false;
         }
     }
     true
+}
+
+fn seen_files(files: &[&Entry]) -> Vec<SeenFile> {
+    files
+        .iter()
+        .map(|e| SeenFile {
+            path: e.path.clone(),
+            size: e.size,
+            etag: e.etag.clone(),
+            modified: e.last_modified.clone(),
+        })
+        .collect()
+}
+
+/// Whether no file was modified since `execution` started (for an input its agent did not
+/// record).
+fn not_modified_since_start(files: &[&Entry], execution: &Execution) -> bool {
+    let Some(started) = execution.started_at else {
+        return false;
+    };
+    files.iter().all(|entry| {
+        entry
+            .last_modified
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .is_some_and(|modified| modified.as_millis() as i64 <= started)
+    })
 }
 
 /// Whether every file `execution` uploaded is still there with its size.
