@@ -28,3 +28,11 @@ id_type!(
     /// A worker, recognised across reconnections by its name.
     WorkerId
 );
+id_type!(
+    /// A recruiter rule.
+    RecruiterId
+);
+id_type!(
+    /// A machine scitqd recruited (its record, kept after the instance is destroyed).
+    MachineId
+);

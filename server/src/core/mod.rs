@@ -18,6 +18,9 @@ mod model_tests;
 pub mod progress;
 pub mod queue;
 pub mod reconcile;
+pub mod recruit;
+#[cfg(test)]
+mod recruit_tests;
 pub mod registry;
 pub mod state;
 pub mod steering;
