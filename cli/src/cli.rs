@@ -88,6 +88,15 @@ pub enum Command {
     /// stop and delete workflows
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// Rules that recruit machines on scitqd's providers while a batch's tasks wait
+    #[command(subcommand)]
+    Recruiter(crate::commands::recruit::RecruiterCommand),
+    /// Machine sizes of scitqd's providers
+    #[command(subcommand)]
+    Flavor(crate::commands::recruit::FlavorCommand),
+    /// Provisioning jobs: machines created and destroyed
+    #[command(subcommand)]
+    Job(crate::commands::recruit::JobCommand),
 }
 
 #[cfg(test)]

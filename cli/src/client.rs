@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use scitq_proto::v1::execution_service_client::ExecutionServiceClient;
+use scitq_proto::v1::recruit_service_client::RecruitServiceClient;
 use scitq_proto::v1::storage_service_client::StorageServiceClient;
 use scitq_proto::v1::task_service_client::TaskServiceClient;
 use scitq_proto::v1::worker_service_client::WorkerServiceClient;
@@ -99,6 +100,10 @@ impl Client {
 
     pub fn storage(&self) -> StorageServiceClient<Authed> {
         StorageServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
+    }
+
+    pub fn recruit(&self) -> RecruitServiceClient<Authed> {
+        RecruitServiceClient::with_interceptor(self.channel.clone(), self.auth.clone())
     }
 }
 

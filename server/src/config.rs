@@ -46,6 +46,10 @@ pub struct Cli {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Try to authenticate with every configured `[[provider]]` and list its flavors, report,
+    /// and exit (non-zero if one failed).
+    #[arg(long)]
+    pub check_providers: bool,
 }
 
 /// The config file: the same keys as the flags.
@@ -68,6 +72,11 @@ pub struct FileConfig {
     pub metrics: Option<FileMetrics>,
     /// How recruited machines get the agent and reach scitqd; file only.
     pub deploy: Option<crate::enroll_config::DeployFile>,
+    /// The clouds workers are recruited on (`[[provider]]` tables); file only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provider: Vec<crate::provider_config::ProviderFile>,
+    /// `[recruit]`: the recruiter loop; file only.
+    pub recruit: Option<crate::provider_config::RecruitFile>,
 }
 
 /// The `[metrics]` section.
@@ -146,6 +155,9 @@ pub struct Config {
     pub metrics_allow: Vec<Net>,
     /// `[deploy]`: recruited machines' agent and the address they reach scitqd at.
     pub deploy: crate::enroll_config::Deploy,
+    /// `[[provider]]`s by name.
+    pub providers: std::collections::BTreeMap<String, crate::provider_config::ProviderConfig>,
+    pub recruit: crate::provider_config::Recruit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,6 +196,8 @@ pub enum ConfigError {
     MetricsAllow(String),
     #[error(transparent)]
     Deploy(#[from] crate::enroll_config::DeployError),
+    #[error(transparent)]
+    Provider(#[from] crate::provider_config::ProviderConfigError),
 }
 
 fn default_data_dir() -> PathBuf {
@@ -286,7 +300,11 @@ impl Config {
             .map(|entry| Net::parse(entry).ok_or_else(|| ConfigError::MetricsAllow(entry.clone())))
             .collect::<Result<Vec<_>, _>>()?;
         let deploy = crate::enroll_config::Deploy::from_file(file.deploy.unwrap_or_default())?;
+        let providers = crate::provider_config::providers(file.provider)?;
+        let recruit = crate::provider_config::Recruit::from_file(file.recruit.unwrap_or_default())?;
         Ok(Config {
+            providers,
+            recruit,
             metrics_allow,
             deploy,
             registries: file.registry,
@@ -324,6 +342,8 @@ impl Config {
                 allow: self.metrics_allow.iter().map(Net::to_string).collect(),
             }),
             deploy: Some(self.deploy.to_file()),
+            provider: self.providers.values().map(|p| p.to_file()).collect(),
+            recruit: Some(self.recruit.to_file()),
         };
         toml::to_string(&file).unwrap_or_default()
     }

@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod persistence;
+pub mod provider_config;
 pub mod service;
 pub mod ui;
 
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use scitq_proto::v1::execution_service_server::ExecutionServiceServer;
+use scitq_proto::v1::recruit_service_server::RecruitServiceServer;
 use scitq_proto::v1::storage_service_server::StorageServiceServer;
 use scitq_proto::v1::task_service_server::TaskServiceServer;
 use scitq_proto::v1::worker_service_server::WorkerServiceServer;
@@ -129,6 +131,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         rclone_config.clone(),
     )
     .with_deployment(deployment);
+    // Recruitment: only with providers configured.
+    let recruit_stop = CancellationToken::new();
+    let (ops, recruiter_done) = if config.providers.is_empty() {
+        (ops, None)
+    } else {
+        let owner = persistence::recruit::owner_id(&store).await?;
+        let owner = scitq_provisioner::OwnerId::new(owner)
+            .context("the stored owner id is not a valid tag")?;
+        let recruiter = service::recruiter::Recruiter::new(
+            owner,
+            config.providers.clone(),
+            local_context(&config),
+        );
+        let ops = ops.with_recruiter(recruiter.clone());
+        let done = service::recruiter::spawn(
+            ops.clone(),
+            recruiter,
+            config.recruit.interval,
+            recruit_stop.clone(),
+        );
+        (ops, Some(done))
+    };
     let state = grpc::State {
         ops,
         sessions: service::session::Context {
@@ -176,6 +200,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             StorageServiceServer::new(grpc::storage::Storage(state.clone())),
             check.clone(),
         ))
+        .add_service(InterceptedService::new(
+            RecruitServiceServer::new(grpc::recruit::Recruit(state.clone())),
+            check.clone(),
+        ))
         .add_service(InterceptedService::new(reflection_v1, admin_only.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, admin_only));
     // One router, one port: gRPC (HTTP/2) and the HTTP routes (HTTP/1.1 or HTTP/2).
@@ -219,6 +247,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 
     tracing::info!("shutting down");
+    recruit_stop.cancel();
+    if let Some(done) = recruiter_done {
+        let _ = done.await;
+    }
     scheduler_stop.cancel();
     let _ = scheduler_done.await;
     drop(state);
@@ -232,6 +264,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tracing::warn!("the store writer did not finish within 10s");
     }
     Ok(())
+}
+
+/// What local instances need from the config.
+pub fn local_context(config: &Config) -> service::recruiter::LocalContext {
+    service::recruiter::LocalContext {
+        data_dir: config.data_dir.clone(),
+        agent_binary: config.deploy.agent_binary.clone(),
+        server_ca: config.deploy.server_ca.clone(),
+    }
 }
 
 /// A database URL without its password, for logs and errors.

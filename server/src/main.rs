@@ -21,6 +21,9 @@ async fn main() -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
+    if cli.check_providers {
+        return check_providers(&config).await;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -49,5 +52,31 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// `--check-providers`: one line per provider, non-zero if one failed.
+async fn check_providers(config: &Config) -> ExitCode {
+    if config.providers.is_empty() {
+        eprintln!("no [[provider]] in the config");
+        return ExitCode::from(2);
+    }
+    let local = scitq_server::local_context(config);
+    let results =
+        scitq_server::service::recruiter::check_providers(&config.providers, &local).await;
+    let mut failed = false;
+    for (name, result) in results {
+        match result {
+            Ok(line) => println!("{name}: {line}"),
+            Err(error) => {
+                failed = true;
+                println!("{name}: FAILED: {error}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }

@@ -251,10 +251,12 @@ impl Server {
         self.client().ctl_json(args)
     }
 
-    /// SIGKILL, as in a crash; nothing is flushed.
+    /// SIGKILL, as in a crash; nothing is flushed. Processes it started live on, as after a
+    /// crash (the local provider's instances: a test that recruits deletes them itself).
     pub fn kill9(&mut self) {
         if let Some(mut proc) = self.proc.take() {
             proc.kill9();
+            proc.take_orphans();
         }
     }
 

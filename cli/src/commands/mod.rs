@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod fetch;
 pub mod launch;
+pub mod recruit;
 pub mod samples;
 pub mod task;
 pub mod watch;
@@ -75,5 +76,8 @@ pub async fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<Exit> {
         Command::Fetch(args) => fetch::run(args, ctx).await,
         Command::Samples(args) => samples::run(args, ctx).await,
         Command::Workflow(command) => workflow::run(command, ctx).await,
+        Command::Recruiter(command) => recruit::recruiter(command, ctx).await,
+        Command::Flavor(command) => recruit::flavor(command, ctx).await,
+        Command::Job(command) => recruit::job(command, ctx).await,
     }
 }

@@ -46,7 +46,8 @@ pub enum WorkerCommand {
         /// Worker id
         id: i64,
     },
-    /// Forget a worker that is not connected and holds nothing
+    /// Forget a worker that is not connected and holds nothing; a recruited one's machine is
+    /// drained and destroyed
     Delete {
         /// Worker id
         id: i64,
@@ -60,6 +61,9 @@ pub enum WorkerCommand {
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
+    /// Recruit machines by hand on a provider configured in scitqd (never destroyed for
+    /// idling: `worker delete` destroys one)
+    Deploy(super::recruit::DeployArgs),
 }
 
 pub async fn run(command: WorkerCommand, ctx: &Context) -> anyhow::Result<Exit> {
@@ -92,12 +96,20 @@ pub async fn run(command: WorkerCommand, ctx: &Context) -> anyhow::Result<Exit> 
             output::print_one(&worker, ctx.format)?;
         }
         WorkerCommand::Delete { id } => {
-            client
+            let deleted = client
                 .workers()
                 .delete_worker(WorkerRef { id })
                 .await
-                .with_context(|| format!("cannot delete worker {id}"))?;
-            eprintln!("worker {id} deleted");
+                .with_context(|| format!("cannot delete worker {id}"))?
+                .into_inner();
+            if deleted.destroying.is_empty() {
+                eprintln!("worker {id} deleted");
+            } else {
+                eprintln!(
+                    "worker {id}: its machine {} is being drained and destroyed",
+                    deleted.destroying
+                );
+            }
         }
         WorkerCommand::Enroll { name, ttl } => {
             let issued = client
@@ -112,14 +124,20 @@ pub async fn run(command: WorkerCommand, ctx: &Context) -> anyhow::Result<Exit> 
             println!("{}", issued.token);
         }
         WorkerCommand::List => {
-            let workers = client
+            let listed = client
                 .workers()
                 .list_workers(ListWorkersRequest {})
                 .await?
-                .into_inner()
-                .workers;
-            output::print_list(&workers, ctx.format)?;
+                .into_inner();
+            let rows: Vec<output::views::WorkerView> = listed
+                .workers
+                .iter()
+                .map(output::views::WorkerView::from)
+                .chain(listed.deploying.iter().map(output::views::WorkerView::from))
+                .collect();
+            output::print_list(&rows, ctx.format)?;
         }
+        WorkerCommand::Deploy(args) => super::recruit::deploy(args, &client, ctx).await?,
         WorkerCommand::Set {
             id,
             concurrency,

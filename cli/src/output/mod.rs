@@ -1,6 +1,7 @@
 //! The one place that prints data on stdout, as an aligned table or as JSON (`--json`).
 //! Messages for people go to stderr elsewhere; only data comes through here.
 
+mod recruit;
 mod rows;
 pub mod views;
 

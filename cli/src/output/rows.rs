@@ -7,7 +7,7 @@ use scitq_proto::v1::{Batch, Execution, Task, Worker};
 use super::Listing;
 use super::views::{
     BatchView, ExecutionView, TaskView, WorkerView, execution_state_name, failure_name,
-    system_time, task_status_name, worker_status_name,
+    task_status_name,
 };
 
 /// Commands longer than this are cut in tables.
@@ -112,39 +112,59 @@ impl Listing for Execution {
 
 impl Listing for Worker {
     type View = WorkerView;
-    const HEADERS: &'static [&'static str] = &[
-        "ID",
-        "NAME",
-        "HOST",
-        "STATUS",
-        "CONCURRENCY",
-        "PREFETCH",
-        "BATCH",
-        "ACTIVE",
-        "LAST CONTACT",
-    ];
+    const HEADERS: &'static [&'static str] = WorkerView::HEADERS;
 
     fn view(&self) -> WorkerView {
         WorkerView::from(self)
     }
 
     fn row(&self) -> Vec<String> {
+        WorkerView::from(self).row()
+    }
+}
+
+impl Listing for WorkerView {
+    type View = WorkerView;
+    const HEADERS: &'static [&'static str] = &[
+        "ID",
+        "NAME",
+        "HOST",
+        "STATUS",
+        "STATE",
+        "CONCURRENCY",
+        "PREFETCH",
+        "BATCH",
+        "ACTIVE",
+        "MACHINE",
+        "LAST CONTACT",
+    ];
+
+    fn view(&self) -> WorkerView {
+        self.clone()
+    }
+
+    fn row(&self) -> Vec<String> {
         let last_contact = self
             .last_contact
-            .as_ref()
-            .and_then(system_time)
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
             .map(|then| ago(then, SystemTime::now()));
+        let machine = match (&self.provider, &self.flavor, &self.region) {
+            (Some(p), Some(f), Some(r)) => format!("{p} {f} {r}"),
+            _ => "-".to_owned(),
+        };
         vec![
-            self.id.to_string(),
+            or_dash(self.id),
             self.name.clone(),
-            self.host.clone(),
+            or_dash(Some(&self.host).filter(|h| !h.is_empty())),
             if self.draining {
-                format!("{} (draining)", worker_status_name(self.status))
+                format!("{} (draining)", self.status)
             } else if self.paused {
-                format!("{} (paused)", worker_status_name(self.status))
+                format!("{} (paused)", self.status)
             } else {
-                worker_status_name(self.status)
+                self.status.clone()
             },
+            or_dash(Some(&self.state).filter(|s| !s.is_empty())),
             self.concurrency.to_string(),
             if self.prefetch_auto {
                 format!("auto ({})", self.prefetch)
@@ -157,6 +177,7 @@ impl Listing for Worker {
                 self.batch.clone()
             },
             self.active.to_string(),
+            machine,
             or_dash(last_contact),
         ]
     }

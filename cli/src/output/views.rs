@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use scitq_proto::v1::{
-    Batch, Execution, ExecutionState, FailureClass, Shell, Task, TaskStatus, Worker, WorkerStatus,
+    Batch, Execution, ExecutionState, FailureClass, Machine, Shell, Task, TaskStatus, Worker,
+    WorkerStatus,
 };
 use serde::Serialize;
 
@@ -131,9 +132,10 @@ impl From<&Execution> for ExecutionView {
     }
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct WorkerView {
-    pub id: i64,
+    /// `None` for a recruited machine whose agent has not connected yet.
+    pub id: Option<i64>,
     pub name: String,
     pub host: String,
     pub concurrency: u32,
@@ -142,16 +144,26 @@ pub struct WorkerView {
     pub prefetch_auto: bool,
     pub batch: String,
     pub status: String,
+    /// deploying, running, idle, draining or offline.
+    pub state: String,
     pub paused: bool,
     pub draining: bool,
     pub active: u32,
     pub last_contact: Option<String>,
+    /// The machine scitqd recruited it on, if it did.
+    pub provider: Option<String>,
+    pub flavor: Option<String>,
+    pub region: Option<String>,
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
 }
 
 impl From<&Worker> for WorkerView {
     fn from(worker: &Worker) -> Self {
         Self {
-            id: worker.id,
+            id: Some(worker.id),
             name: worker.name.clone(),
             host: worker.host.clone(),
             concurrency: worker.concurrency,
@@ -159,10 +171,38 @@ impl From<&Worker> for WorkerView {
             prefetch_auto: worker.prefetch_auto,
             batch: worker.batch.clone(),
             status: worker_status_name(worker.status),
+            state: worker.state.clone(),
             paused: worker.paused,
             draining: worker.draining,
             active: worker.active,
             last_contact: worker.last_contact.as_ref().and_then(rfc3339),
+            provider: non_empty(&worker.provider),
+            flavor: non_empty(&worker.flavor),
+            region: non_empty(&worker.region),
+        }
+    }
+}
+
+impl From<&Machine> for WorkerView {
+    /// A recruited machine whose agent has not connected yet.
+    fn from(machine: &Machine) -> Self {
+        Self {
+            id: None,
+            name: machine.name.clone(),
+            host: String::new(),
+            concurrency: 0,
+            prefetch: 0,
+            prefetch_auto: false,
+            batch: machine.batch.clone(),
+            status: "-".to_owned(),
+            state: "deploying".to_owned(),
+            paused: false,
+            draining: false,
+            active: 0,
+            last_contact: None,
+            provider: non_empty(&machine.provider),
+            flavor: non_empty(&machine.flavor),
+            region: non_empty(&machine.region),
         }
     }
 }
@@ -365,6 +405,7 @@ mod tests {
             paused: true,
             draining: false,
             prefetch_auto: true,
+            ..Worker::default()
         };
         let json = serde_json::to_value(WorkerView::from(&worker)).unwrap();
         assert_eq!(json["prefetch_auto"], true);

@@ -29,6 +29,8 @@ pub struct UserData<'a> {
     pub agent_sha256: &'a str,
     /// PEM of the CA that signed scitqd's certificate, when machines cannot know it.
     pub server_ca_pem: Option<&'a str>,
+    /// The only batch its agent takes tasks of.
+    pub batch: Option<&'a str>,
 }
 
 /// A value the template cannot take.
@@ -59,10 +61,37 @@ fn safe(field: &'static str, value: &str) -> Result<(), RenderError> {
 }
 
 /// Renders the user data.
-pub fn render(data: &UserData<'_>) -> Result<String, RenderError> {
+/// The agent's environment (`KEY=value` lines, the values checked): what the user data
+/// writes to `/etc/scitq/agent.env`, and all a local instance gets (its user data).
+pub fn agent_env(data: &UserData<'_>) -> Result<String, RenderError> {
     safe("server", data.server)?;
     safe("name", data.name)?;
     safe("enrollment token", data.enroll_token)?;
+    if let Some(batch) = data.batch {
+        safe("batch", batch)?;
+    }
+    let prefetch = data
+        .prefetch
+        .map_or_else(|| "auto".to_owned(), |p| p.to_string());
+    let mut env = format!(
+        "SCITQ_SERVER={}\nSCITQ_NAME={}\nSCITQ_ENROLL_TOKEN={}\nSCITQ_CONCURRENCY={}\n\
+         SCITQ_PREFETCH={prefetch}\n",
+        data.server,
+        data.name,
+        data.enroll_token,
+        data.concurrency.max(1)
+    );
+    if let Some(batch) = data.batch {
+        let _ = writeln!(env, "SCITQ_BATCH={batch}");
+    }
+    if data.server_ca_pem.is_some() {
+        let _ = writeln!(env, "SCITQ_SERVER_CA={SERVER_CA_PATH}");
+    }
+    Ok(env)
+}
+
+pub fn render(data: &UserData<'_>) -> Result<String, RenderError> {
+    let env = agent_env(data)?;
     safe("agent URL", data.agent_url)?;
     if data.agent_sha256.len() != 64 || !data.agent_sha256.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(RenderError::Sha256(data.agent_sha256.to_owned()));
@@ -83,22 +112,8 @@ pub fn render(data: &UserData<'_>) -> Result<String, RenderError> {
         }
         None => "",
     };
-    let ca_env = if pem.is_empty() {
-        String::new()
-    } else {
-        format!("SCITQ_SERVER_CA={SERVER_CA_PATH}")
-    };
-    let prefetch = data
-        .prefetch
-        .map_or_else(|| "auto".to_owned(), |p| p.to_string());
-    let concurrency = data.concurrency.max(1).to_string();
-    let values: [(&str, &str); 10] = [
-        ("server", data.server),
-        ("name", data.name),
-        ("enroll_token", data.enroll_token),
-        ("concurrency", &concurrency),
-        ("prefetch", &prefetch),
-        ("server_ca_env", &ca_env),
+    let values: [(&str, &str); 5] = [
+        ("agent_env", env.trim_end()),
         ("server_ca_pem", pem),
         ("agent_unit", AGENT_UNIT.trim_end()),
         ("agent_url", data.agent_url),
@@ -139,6 +154,7 @@ mod tests {
             agent_url: "https://scitq.example.org:5000/agent/scitq-agent",
             agent_sha256: SHA,
             server_ca_pem: None,
+            batch: None,
         }
     }
 
@@ -212,6 +228,40 @@ mod tests {
             ..data()
         });
         assert_eq!(bad.unwrap_err(), RenderError::CaPem);
+    }
+
+    #[test]
+    fn a_batch_reaches_the_agent_and_the_environment_alone_serves_local_machines() {
+        let env = agent_env(&UserData {
+            batch: Some("rec"),
+            ..data()
+        })
+        .unwrap();
+        assert_eq!(
+            env,
+            "SCITQ_SERVER=https://scitq.example.org:5000\nSCITQ_NAME=scitq-node-1\n\
+             SCITQ_ENROLL_TOKEN=feedfeedfeedfeedfeedfeedfeedfeed\nSCITQ_CONCURRENCY=4\n\
+             SCITQ_PREFETCH=auto\nSCITQ_BATCH=rec\n"
+        );
+        let doc = yaml(
+            &render(&UserData {
+                batch: Some("rec"),
+                ..data()
+            })
+            .unwrap(),
+        );
+        assert_eq!(file(&doc, "/etc/scitq/agent.env"), env);
+        for batch in ["a b", "$x", "a'b"] {
+            let err = agent_env(&UserData {
+                batch: Some(batch),
+                ..data()
+            })
+            .unwrap_err();
+            assert!(
+                matches!(err, RenderError::Unsafe { field: "batch", .. }),
+                "{err}"
+            );
+        }
     }
 
     #[test]

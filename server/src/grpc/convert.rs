@@ -171,6 +171,11 @@ pub fn worker(worker: Worker, active: u32) -> v1::Worker {
         paused: worker.settings.paused,
         draining: worker.settings.draining,
         prefetch_auto: worker.settings.prefetch_auto,
+        // Set by the caller, which knows the worker's machine and activity.
+        provider: String::new(),
+        flavor: String::new(),
+        region: String::new(),
+        state: String::new(),
     }
 }
 
@@ -312,6 +317,21 @@ impl Failure {
             v1::FailureClass::Timeout => Self::Timeout,
             v1::FailureClass::Recalled => Self::Recalled,
         }
+    }
+}
+
+pub fn machine(m: crate::core::recruit::MachineRecord) -> v1::Machine {
+    v1::Machine {
+        id: m.id.0,
+        name: m.name,
+        provider: m.provider,
+        region: m.region,
+        flavor: m.flavor,
+        state: m.state.as_str().to_owned(),
+        recruiter_id: m.rule.map_or(0, |r| r.0),
+        batch: m.batch.unwrap_or_default(),
+        created_at: Some(timestamp(m.created_at)),
+        reason: m.reason.unwrap_or_default(),
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod executions;
+pub mod recruit;
 pub mod session;
 pub mod steering;
 pub mod storage;
@@ -116,6 +117,14 @@ fn ops_status(err: OpsError) -> Status {
             Status::failed_precondition(err.to_string())
         }
         OpsError::AgentBinary { .. } => Status::internal(err.to_string()),
+        OpsError::NoRecruiter | OpsError::OverQuota { .. } => {
+            Status::failed_precondition(err.to_string())
+        }
+        OpsError::ProviderUnavailable(_) => Status::unavailable(err.to_string()),
+        OpsError::UnknownProvider { .. }
+        | OpsError::UnknownRegion { .. }
+        | OpsError::NoFlavor { .. }
+        | OpsError::BadRule(_) => Status::invalid_argument(err.to_string()),
         OpsError::Spec(_)
         | OpsError::Settings(_)
         | OpsError::Enroll(_)

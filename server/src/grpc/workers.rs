@@ -11,14 +11,32 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{State, convert, session, status};
 use crate::auth::require_admin;
 use crate::core::ids::WorkerId;
-use crate::service::ops::{WorkerChange, WorkerView};
+use crate::service::ops::{WorkerChange, WorkerDeleted, WorkerView};
 
 pub struct Workers(pub State);
 
 type ServerStream = Pin<Box<dyn Stream<Item = Result<v1::ServerMessage, Status>> + Send>>;
 
 fn worker(view: WorkerView) -> v1::Worker {
-    convert::worker(view.worker, view.active)
+    let state = match (
+        &view.worker.status,
+        view.worker.settings.draining,
+        view.active,
+    ) {
+        (crate::core::model::WorkerStatus::Online, true, _) => "draining",
+        (crate::core::model::WorkerStatus::Online, false, 0) => "idle",
+        (crate::core::model::WorkerStatus::Online, false, _) => "running",
+        _ => "offline",
+    };
+    let machine = view.machine;
+    let mut out = convert::worker(view.worker, view.active);
+    out.state = state.to_owned();
+    if let Some(m) = machine {
+        out.provider = m.provider;
+        out.flavor = m.flavor;
+        out.region = m.region;
+    }
+    out
 }
 
 #[tonic::async_trait]
@@ -38,8 +56,16 @@ impl WorkerService for Workers {
     ) -> Result<Response<v1::ListWorkersResponse>, Status> {
         require_admin(&request)?;
         let workers = self.0.ops.workers().await.map_err(status)?;
+        let mut deploying = self.0.ops.live_machines().await.map_err(status)?;
+        for w in &workers {
+            deploying.remove(&w.worker.name);
+        }
+        let mut deploying: Vec<v1::Machine> =
+            deploying.into_values().map(convert::machine).collect();
+        deploying.sort_by_key(|m| m.id);
         Ok(Response::new(v1::ListWorkersResponse {
             workers: workers.into_iter().map(worker).collect(),
+            deploying,
         }))
     }
 
@@ -81,8 +107,13 @@ impl WorkerService for Workers {
     ) -> Result<Response<v1::DeleteWorkerResponse>, Status> {
         require_admin(&request)?;
         let id = WorkerId(request.into_inner().id);
-        self.0.ops.delete_worker(id).await.map_err(status)?;
-        Ok(Response::new(v1::DeleteWorkerResponse {}))
+        let deleted = self.0.ops.delete_worker(id).await.map_err(status)?;
+        Ok(Response::new(v1::DeleteWorkerResponse {
+            destroying: match deleted {
+                WorkerDeleted::Forgotten => String::new(),
+                WorkerDeleted::Destroying { machine } => machine,
+            },
+        }))
     }
 
     async fn issue_enrollment_token(

@@ -45,7 +45,8 @@ pub fn router(state: State) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::scrape))
-        // The agent download: `.nest("/agent", …)`.
+        .route("/agent/scitq-agent", get(agent_binary))
+        .route("/agent/scitq-agent.sha256", get(agent_sha256))
         .with_state(state)
         // The web UI: its routes are all under `/ui/` (and `/ui` sends there).
         .merge(crate::ui::router(ui))
@@ -60,6 +61,47 @@ pub fn with_grpc(grpc: Router, state: State) -> Router {
 /// Liveness for load balancers and service managers: answers once scitqd serves.
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// The agent binary recruited machines download (their user data holds its sha256, which
+/// they check). Not secret: no token needed.
+async fn agent_binary(axum::extract::State(state): axum::extract::State<State>) -> Response<Body> {
+    let (path, _) = match state.ops.served_agent().await {
+        Ok(Some(found)) => found,
+        Ok(None) => return (StatusCode::NOT_FOUND, "no agent binary here\n").into_response(),
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot serve the agent binary");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot read the agent binary\n",
+            )
+                .into_response();
+        }
+    };
+    let length = file.metadata().await.map(|m| m.len()).ok();
+    let mut response = Response::new(Body::from_stream(tokio_util::io::ReaderStream::new(file)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
+    }
+    response
+}
+
+/// `SHA256  scitq-agent`, as `sha256sum -c` reads it.
+async fn agent_sha256(axum::extract::State(state): axum::extract::State<State>) -> Response<Body> {
+    match state.ops.served_agent().await {
+        Ok(Some((_, sha))) => format!("{sha}  scitq-agent\n").into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no agent binary here\n").into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 /// No route: a gRPC call to an unknown service gets `UNIMPLEMENTED` (HTTP 200 with

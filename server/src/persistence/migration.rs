@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(super::enroll_migration::Enrollment),
             Box::new(TaskCounts),
             Box::new(ExecutionInputsSeen),
+            Box::new(super::recruit_migration::Recruitment),
         ]
     }
 }

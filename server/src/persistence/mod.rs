@@ -13,6 +13,8 @@ pub mod migration;
 pub mod overview;
 pub mod progress;
 pub mod recovery;
+pub mod recruit;
+mod recruit_migration;
 pub mod removal;
 pub mod resume;
 mod rows;

@@ -3,5 +3,6 @@
 
 pub mod hub;
 pub mod ops;
+pub mod recruiter;
 pub mod scheduler;
 pub mod session;

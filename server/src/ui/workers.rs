@@ -190,10 +190,12 @@ pub async fn act(
                 v.worker.name
             )
         }
-        Some("delete") => {
-            ops.delete_worker(id).await?;
-            format!("worker {id} deleted")
-        }
+        Some("delete") => match ops.delete_worker(id).await? {
+            crate::service::ops::WorkerDeleted::Forgotten => format!("worker {id} deleted"),
+            crate::service::ops::WorkerDeleted::Destroying { machine } => {
+                format!("worker {id}: its machine {machine} is being destroyed")
+            }
+        },
         other => {
             return Err(UiError::bad_request(format!(
                 "unknown worker action {:?}",

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Ops, OpsError};
 use crate::core::enroll::check_issue;
-use crate::core::enroll_user_data::{UserData, render};
+use crate::core::enroll_user_data::{UserData, agent_env, render};
 use crate::persistence::{enroll, now_ms};
 
 /// A token as issued: the clear value exists only here and in the instance's user data
@@ -143,6 +143,12 @@ impl Deployment {
         if let Some(sha) = &self.agent_sha256 {
             return Ok(Some(sha.clone()));
         }
+        self.served_sha256().await
+    }
+
+    /// The sha256 of the binary scitqd serves at `/agent/scitq-agent` (hashed once); None
+    /// when there is no such file.
+    pub async fn served_sha256(&self) -> Result<Option<String>, OpsError> {
         let path = self.agent_binary.clone();
         let sha = self
             .agent_binary_sha256
@@ -165,22 +171,39 @@ impl Deployment {
     }
 }
 
+/// The form of a machine's user data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserDataFormat {
+    /// Cloud-init that downloads, checks and starts the agent (`deploy/cloud-init.yaml`).
+    CloudInit,
+    /// The agent's environment only (`KEY=value` lines): a local instance, whose agent is
+    /// already on this machine.
+    AgentEnv,
+}
+
 impl Enrollments<'_> {
     /// Issues a token for `instance` (valid for `[deploy] enroll_ttl`) and renders the
-    /// cloud-init user data that installs and starts its agent with it.
+    /// user data that starts its agent with it.
     pub async fn user_data(
         &self,
         instance: &str,
         concurrency: u32,
         prefetch: Option<u32>,
+        batch: Option<&str>,
+        format: UserDataFormat,
     ) -> Result<(EnrollmentToken, String), OpsError> {
         let deployment = &self.0.deployment;
-        let sha = deployment
-            .agent_sha256()
-            .await?
-            .ok_or_else(|| OpsError::NoAgentBinary {
-                path: deployment.agent_binary.clone(),
-            })?;
+        let sha = match format {
+            UserDataFormat::CloudInit => {
+                deployment
+                    .agent_sha256()
+                    .await?
+                    .ok_or_else(|| OpsError::NoAgentBinary {
+                        path: deployment.agent_binary.clone(),
+                    })?
+            }
+            UserDataFormat::AgentEnv => String::new(),
+        };
         let token = self.issue(instance, deployment.enroll_ttl).await?;
         let data = UserData {
             server: &deployment.server,
@@ -190,16 +213,33 @@ impl Enrollments<'_> {
             prefetch,
             agent_url: &deployment.agent_url,
             agent_sha256: &sha,
-            server_ca_pem: deployment.server_ca_pem.as_deref(),
+            // A local machine's agent is given scitqd's CA file by path (`--server-ca`).
+            server_ca_pem: match format {
+                UserDataFormat::CloudInit => deployment.server_ca_pem.as_deref(),
+                UserDataFormat::AgentEnv => None,
+            },
+            batch,
         };
-        let rendered = match render(&data) {
-            Ok(text) => text,
+        let rendered = match format {
+            UserDataFormat::CloudInit => render(&data),
+            UserDataFormat::AgentEnv => agent_env(&data),
+        };
+        match rendered {
+            Ok(text) => Ok((token, text)),
             Err(err) => {
                 // Nobody will use it.
                 self.revoke(instance).await?;
-                return Err(err.into());
+                Err(err.into())
             }
-        };
-        Ok((token, rendered))
+        }
+    }
+}
+
+impl Ops {
+    /// The agent binary scitqd serves to recruited machines and its sha256; None when
+    /// scitqd has no copy (`[deploy] agent_binary` missing).
+    pub async fn served_agent(&self) -> Result<Option<(std::path::PathBuf, String)>, OpsError> {
+        let sha = self.deployment.served_sha256().await?;
+        Ok(sha.map(|sha| (self.deployment.agent_binary.clone(), sha)))
     }
 }

@@ -10,6 +10,7 @@ mod enroll;
 mod metrics;
 mod output;
 mod overview;
+mod recruit;
 mod resume;
 mod tasks;
 mod workers;
@@ -25,11 +26,12 @@ use crate::service::hub::Hub;
 use crate::service::scheduler::SchedulerHandle;
 
 pub use batches::{BatchCounts, StopSignal};
-pub use enroll::{Deployment, EnrollmentToken, Enrollments, sha256_file};
+pub use enroll::{Deployment, EnrollmentToken, Enrollments, UserDataFormat, sha256_file};
 pub use metrics::Gauges;
 pub use output::{Follow, Output};
+pub use recruit::{DEFAULT_IDLE_TIMEOUT, Deploy, MAX_DEPLOY, NewRule, RuleView};
 pub use tasks::{Explained, MAX_LIMIT, MAX_TASKS_PER_CALL, TaskPage, TaskQuery, TaskSelection};
-pub use workers::{WorkerChange, WorkerView};
+pub use workers::{WorkerChange, WorkerDeleted, WorkerView};
 
 pub use crate::persistence::removal::ExecutionFilter;
 pub use crate::persistence::steering::Changes;
@@ -104,18 +106,46 @@ pub enum OpsError {
     },
     #[error("worker {id} is connected: stop its agent first (or pause it)")]
     WorkerConnected { id: WorkerId },
+    #[error("no recruitment here: scitqd has no [[provider]] configured")]
+    NoRecruiter,
+    #[error("unknown provider {name:?}: configured ones are {known:?}")]
+    UnknownProvider { name: String, known: Vec<String> },
+    #[error("unknown region {region:?} of provider {provider:?}: configured ones are {known:?}")]
+    UnknownRegion {
+        provider: String,
+        region: String,
+        known: Vec<String>,
+    },
+    #[error("provider unavailable: {0}")]
+    ProviderUnavailable(String),
+    #[error("no flavor of provider {provider:?} matches {wanted}; it offers {offered:?}")]
+    NoFlavor {
+        provider: String,
+        wanted: String,
+        offered: Vec<String>,
+    },
+    #[error("{count} more machine(s) would exceed the quota of provider {provider:?} in {region}")]
+    OverQuota {
+        provider: String,
+        region: String,
+        count: u32,
+    },
+    #[error("{0}")]
+    BadRule(String),
 }
 
 /// The handle every edge holds to run operations.
 #[derive(Clone)]
 pub struct Ops {
-    store: Store,
-    scheduler: SchedulerHandle,
+    pub(in crate::service) store: Store,
+    pub(in crate::service) scheduler: SchedulerHandle,
     hub: Hub,
     /// scitqd's rclone config: the remotes URIs are checked against at create and edit.
     rclone_config: Arc<str>,
     /// What recruited machines' user data needs ([`Ops::with_deployment`]).
     deployment: Arc<Deployment>,
+    /// The recruiter, when providers are configured ([`Ops::with_recruiter`]).
+    pub(in crate::service) recruiter: Option<Arc<crate::service::recruiter::Recruiter>>,
 }
 
 impl Ops {
@@ -126,7 +156,14 @@ impl Ops {
             hub,
             rclone_config,
             deployment: Arc::default(),
+            recruiter: None,
         }
+    }
+
+    /// Recruitment: the providers and the loop's shared state.
+    pub fn with_recruiter(mut self, recruiter: Arc<crate::service::recruiter::Recruiter>) -> Ops {
+        self.recruiter = Some(recruiter);
+        self
     }
 
     /// Sets how recruited machines get the agent and reach scitqd (`[deploy]`).

@@ -18,6 +18,17 @@ pub struct WorkerView {
     /// Its host's figures from its agent's last heartbeat, and when they came (connected
     /// workers only).
     pub stats: Option<(HostStats, std::time::SystemTime)>,
+    /// The machine scitqd recruited it on, if it did.
+    pub machine: Option<crate::core::recruit::MachineRecord>,
+}
+
+/// What deleting a worker did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerDeleted {
+    /// Forgotten, with its credential.
+    Forgotten,
+    /// A recruited machine: it is being drained and destroyed (then forgotten).
+    Destroying { machine: String },
 }
 
 /// Settings to change; `None` leaves one as it is.
@@ -40,6 +51,7 @@ impl Ops {
         let active = self.scheduler.active().await;
         let live = self.scheduler.prefetch().await;
         let mut stats = self.scheduler.stats().await;
+        let mut machines = self.live_machines().await?;
         Ok(workers
             .into_iter()
             .map(|mut worker| {
@@ -47,6 +59,7 @@ impl Ops {
                 WorkerView {
                     active: active.get(&worker.id).copied().unwrap_or(0),
                     stats: stats.remove(&worker.id),
+                    machine: machines.remove(&worker.name),
                     worker,
                 }
             })
@@ -100,13 +113,25 @@ impl Ops {
 
     /// Forgets a worker that is not connected and holds nothing, its credential with it:
     /// the next agent under its name gets a new credential (how an operator resets one).
-    pub async fn delete_worker(&self, id: WorkerId) -> Result<(), OpsError> {
-        workers::get(&self.store.db, id).await?;
+    /// A recruited worker's machine is destroyed instead (the worker is forgotten once its
+    /// agent is gone).
+    pub async fn delete_worker(&self, id: WorkerId) -> Result<WorkerDeleted, OpsError> {
+        let worker = workers::get(&self.store.db, id).await?;
+        if let Some(machine) =
+            crate::persistence::recruit::machine_named(&self.store.db, &worker.name).await?
+            && machine.state.is_live()
+        {
+            self.destroy_machine(machine.id, "deleted by an operator".to_owned())
+                .await?;
+            return Ok(WorkerDeleted::Destroying {
+                machine: machine.name,
+            });
+        }
         if self.scheduler.active().await.contains_key(&id) {
             return Err(OpsError::WorkerConnected { id });
         }
         workers::delete(&self.store, id).await?;
-        Ok(())
+        Ok(WorkerDeleted::Forgotten)
     }
 
     /// Stores a worker's new settings, then pushes them to its agent.
@@ -125,9 +150,11 @@ impl Ops {
         if active.contains_key(&id) {
             live_prefetch(&mut worker.settings, Some(&live));
         }
+        let machine = self.live_machines().await?.remove(&worker.name);
         Ok(WorkerView {
             active: active.get(&id).copied().unwrap_or(0),
             stats: self.scheduler.stats().await.remove(&id),
+            machine,
             worker,
         })
     }

@@ -1,0 +1,422 @@
+//! Recruitment for real, with the local provider: scitqd recruits agents (processes on this
+//! machine) for a batch while its tasks wait; they enroll with their single-use tokens, run
+//! the batch and are destroyed once idle. The provider's own listing is checked against the
+//! quota at every step. The agents reach scitqd through a proxy the test can cut, to play
+//! machines that never connect.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use scitq_provisioner::local::{LocalConfig, LocalProvider};
+use scitq_provisioner::{Instance, InstanceSpec, InstanceState, OwnerId, Provider};
+use scitq_tests::{Agent, Proxy, Server, ServerOpts, poll};
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(180);
+const QUOTA: usize = 3;
+
+/// scitqd with one local provider (at most [`QUOTA`] instances), its agents behind a proxy.
+struct Setup {
+    server: Server,
+    proxy: Proxy,
+    _config_dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        // Its target is set once scitqd listens (its port is not known before).
+        let proxy = Proxy::start("127.0.0.1:9");
+        let config_dir = tempfile::tempdir().expect("a temp dir");
+        let config = config_dir.path().join("scitqd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[recruit]
+interval = "300ms"
+
+[deploy]
+server = "{proxy}"
+
+[[provider]]
+name = "local"
+kind = "local"
+max_instances = {QUOTA}
+deploy_timeout = "8s"
+agent_args = ["--reconnect-max", "1s", "--heartbeat", "1s"]
+"#,
+                proxy = proxy.addr()
+            ),
+        )
+        .expect("write the config");
+        let server = Server::start(
+            ServerOpts::default()
+                .arg("--config")
+                .arg(config.to_str().expect("utf-8 path")),
+        );
+        proxy.retarget(&server.addr());
+        Setup {
+            server,
+            proxy,
+            _config_dir: config_dir,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime"),
+        }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.server.data_dir().join("local-instances/local")
+    }
+
+    /// The local provider as scitqd's owner sees it: the provider's own listing.
+    fn provider(&self, owner: &str) -> LocalProvider {
+        LocalProvider::processes(
+            LocalConfig {
+                name: "local".to_owned(),
+                command: vec!["sleep".to_owned(), "600".to_owned()],
+                env: BTreeMap::new(),
+                flavors: Vec::new(),
+                state_dir: self.state_dir(),
+                image: None,
+            },
+            OwnerId::new(owner).expect("an owner id"),
+        )
+        .expect("the local provider")
+    }
+
+    /// Every instance the provider lists for scitqd's owner id (none before the first
+    /// machine names it).
+    fn instances(&self) -> Vec<Instance> {
+        let Some(owner) = self.owner() else {
+            return Vec::new();
+        };
+        self.runtime
+            .block_on(self.provider(&owner).list())
+            .expect("list local instances")
+    }
+
+    /// scitqd's owner id, from a machine's name (`OWNER-N`).
+    fn owner(&self) -> Option<String> {
+        let jobs = self.jobs();
+        let name = jobs.first()?["machine"].as_str()?.to_owned();
+        Some(name.rsplit_once('-')?.0.to_owned())
+    }
+
+    fn jobs(&self) -> Vec<Value> {
+        self.server
+            .ctl_json(["job", "list", "--limit", "1000"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The quota holds, by the provider's own count of the instances scitqd created (not
+    /// one a test made behind its back).
+    fn check_quota(&self) -> usize {
+        let instances: Vec<Instance> = self
+            .instances()
+            .into_iter()
+            .filter(|i| i.tags.contains_key("scitq-machine"))
+            .collect();
+        assert!(
+            instances.len() <= QUOTA,
+            "{} instances exist, the quota is {QUOTA}: {instances:?}",
+            instances.len()
+        );
+        instances.len()
+    }
+}
+
+impl Drop for Setup {
+    /// Instances still running (a failed test) are deleted, by their pids; a failed test
+    /// shows their agents' logs.
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Ok(entries) = std::fs::read_dir(self.state_dir())
+        {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "log") {
+                    eprintln!(
+                        "----- [harness] local instance log {} -----\n{}",
+                        path.display(),
+                        scitq_tests::log_tail(&path, 30)
+                    );
+                }
+            }
+        }
+        if let Some(owner) = self.owner() {
+            let provider = self.provider(&owner);
+            self.runtime.block_on(async {
+                for instance in provider.list().await.unwrap_or_default() {
+                    let _ = provider.delete(&instance.id).await;
+                }
+            });
+        }
+    }
+}
+
+/// The enrollment token in a running instance's environment.
+fn token_of(state_dir: &Path, name: &str) -> String {
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(state_dir.join(format!("{name}.json"))).expect("its record"),
+    )
+    .expect("a JSON record");
+    let pid = record["pid"].as_i64().expect("a pid");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("its environment");
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix("SCITQ_ENROLL_TOKEN="))
+        .expect("SCITQ_ENROLL_TOKEN in the agent's environment")
+        .to_owned()
+}
+
+fn recruited_workers(server: &Server) -> Vec<Value> {
+    server
+        .client()
+        .workers()
+        .into_iter()
+        .filter(|w| w["provider"] == "local")
+        .collect()
+}
+
+#[test]
+fn a_batch_recruits_local_agents_that_enroll_run_it_and_go_when_idle() {
+    let setup = Setup::start();
+    let c = setup.server.client();
+    // No agent reaches scitqd at first: the first machines never connect.
+    setup.proxy.cut();
+    let tasks: Vec<i64> = (0..40)
+        .map(|i| c.create_sh("rec", &format!("sleep 0.3; echo task-{i}"), &[]))
+        .collect();
+    let rule = setup.server.ctl_json([
+        "recruiter",
+        "add",
+        "--batch",
+        "rec",
+        "--provider",
+        "local",
+        "--max-workers",
+        "3",
+        "--concurrency",
+        "2",
+        "--idle-timeout",
+        "5s",
+    ]);
+    assert_eq!(rule["max_workers"], 3, "{rule}");
+
+    // Machines that never connect are destroyed after the deploy timeout and replaced.
+    poll(LONG, "a machine destroyed for never connecting", || {
+        setup.check_quota();
+        let jobs = setup.jobs();
+        let destroyed = jobs.iter().any(|j| {
+            j["kind"] == "destroy"
+                && j["status"] == "succeeded"
+                && j["log"]
+                    .as_str()
+                    .is_some_and(|l| l.contains("did not connect within the deploy timeout"))
+        });
+        if destroyed {
+            Ok(())
+        } else {
+            Err(format!("{jobs:?}"))
+        }
+    });
+    let rules = setup.server.ctl_json(["recruiter", "list"]);
+    assert_eq!(rules[0]["failures"], 1, "{rules}");
+    setup.proxy.restore();
+
+    // The replacements enroll and run the batch; the quota holds all along.
+    let mut most = 0;
+    poll(LONG, "the batch to succeed on recruited agents", || {
+        most = most.max(setup.check_quota());
+        let done = tasks
+            .iter()
+            .filter(|id| c.status(**id) == "succeeded")
+            .count();
+        if done == tasks.len() {
+            Ok(())
+        } else {
+            Err(format!("{done} of {} succeeded", tasks.len()))
+        }
+    });
+    assert_eq!(most, QUOTA, "the rule wanted 3 machines");
+    let instances = setup.instances();
+    assert!(
+        instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .count()
+            == QUOTA,
+        "{instances:?}"
+    );
+    let workers = recruited_workers(&setup.server);
+    assert_eq!(workers.len(), 3, "{workers:?}");
+    for w in &workers {
+        assert_eq!(
+            (&w["flavor"], &w["region"]),
+            (&"local".into(), &"local".into()),
+            "{w}"
+        );
+        assert_eq!(w["batch"], "rec", "{w}");
+        assert_eq!(w["concurrency"], 2, "{w}");
+    }
+    let ran_on: BTreeSet<i64> = tasks
+        .iter()
+        .filter_map(|id| c.task(*id)["worker_id"].as_i64())
+        .collect();
+    let recruited: BTreeSet<i64> = workers.iter().filter_map(|w| w["id"].as_i64()).collect();
+    assert!(
+        !ran_on.is_empty() && ran_on.is_subset(&recruited),
+        "tasks ran on {ran_on:?}, recruited workers are {recruited:?}"
+    );
+    let rules = setup.server.ctl_json(["recruiter", "list"]);
+    assert_eq!(
+        rules[0]["failures"], 0,
+        "a connection clears the failures: {rules}"
+    );
+
+    // A used enrollment token is refused, naming why.
+    let name = workers[0]["name"].as_str().expect("a name").to_owned();
+    let token = token_of(&setup.state_dir(), &name);
+    let no_config = setup.server.home().join("no-client-config");
+    let mut replay = Agent::start_with_env(
+        &setup.server,
+        &name,
+        1,
+        &[],
+        &[
+            ("XDG_CONFIG_HOME", no_config.to_str().expect("utf-8 path")),
+            ("SCITQ_ENROLL_TOKEN", &token),
+        ],
+    );
+    let status = replay
+        .wait_exit(LONG)
+        .expect("an agent replaying a used token stops");
+    assert!(!status.success(), "{status:?}");
+    let log = replay.log_tail(30);
+    assert!(log.contains("used"), "{log}");
+
+    // Idle with nothing waiting: every machine is drained, destroyed and forgotten.
+    poll(LONG, "every recruited machine destroyed", || {
+        let left = setup.check_quota();
+        let workers = recruited_workers(&setup.server);
+        if left == 0 && workers.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left} instances, workers {workers:?}"))
+        }
+    });
+    let jobs = setup.jobs();
+    let creates = jobs
+        .iter()
+        .filter(|j| j["kind"] == "create" && j["status"] == "succeeded")
+        .count();
+    let destroys = jobs
+        .iter()
+        .filter(|j| j["kind"] == "destroy" && j["status"] == "succeeded")
+        .count();
+    assert!(
+        creates >= 4,
+        "the never-connected ones and 3 more: {jobs:?}"
+    );
+    assert_eq!(
+        creates, destroys,
+        "every created machine destroyed: {jobs:?}"
+    );
+    assert!(jobs.iter().all(|j| j["status"] != "running"), "{jobs:?}");
+}
+
+#[test]
+fn scitqd_killed_while_recruiting_leaves_no_orphan() {
+    let mut setup = Setup::start();
+    let c = setup.server.client();
+    let tasks: Vec<i64> = (0..12)
+        .map(|i| c.create_sh("kill", &format!("sleep 1; echo task-{i}"), &[]))
+        .collect();
+    setup.server.ctl_json([
+        "recruiter",
+        "add",
+        "--batch",
+        "kill",
+        "--provider",
+        "local",
+        "--max-workers",
+        "3",
+        "--idle-timeout",
+        "3s",
+    ]);
+    // Killed as soon as the first create is written down.
+    let owner = poll(LONG, "a first create job", || {
+        setup.owner().ok_or_else(|| "no job yet".to_owned())
+    });
+    setup.server.kill9();
+
+    // While it is down, an instance under its owner id appears that it has no record of
+    // (a create that reached the cloud when the record of it did not survive).
+    let orphan = setup
+        .runtime
+        .block_on(setup.provider(&owner).create(&InstanceSpec {
+            name: format!("{owner}-orphan"),
+            flavor: "local".to_owned(),
+            ..InstanceSpec::default()
+        }))
+        .expect("an orphan instance");
+    setup.server.start_again();
+    setup.proxy.retarget(&setup.server.addr());
+
+    poll(LONG, "the batch to succeed after the restart", || {
+        setup.check_quota();
+        let done = tasks
+            .iter()
+            .filter(|id| c.status(**id) == "succeeded")
+            .count();
+        if done == tasks.len() {
+            Ok(())
+        } else {
+            Err(format!("{done} of {} succeeded", tasks.len()))
+        }
+    });
+    poll(LONG, "no instance left, orphan included", || {
+        let left = setup.instances();
+        let running = setup
+            .jobs()
+            .into_iter()
+            .filter(|j| j["status"] == "running")
+            .count();
+        if left.is_empty() && running == 0 {
+            Ok(())
+        } else {
+            Err(format!("{left:?}, {running} jobs running"))
+        }
+    });
+    assert!(
+        setup.server.log_tail(400).contains(&orphan.name),
+        "scitqd says it destroyed the orphan"
+    );
+    // Every machine created was destroyed, by a job that says so; a create the kill cut
+    // short is settled: found at the provider (it goes on), or failed as interrupted.
+    let jobs = setup.jobs();
+    let machines = |kind: &str, status: &str| -> BTreeSet<String> {
+        jobs.iter()
+            .filter(|j| j["kind"] == kind && j["status"] == status)
+            .map(|j| j["machine"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        machines("create", "succeeded"),
+        machines("destroy", "succeeded"),
+        "{jobs:?}"
+    );
+    assert!(
+        jobs.iter()
+            .filter(|j| j["status"] == "failed")
+            .all(|j| j["error_class"] == "interrupted"),
+        "{jobs:?}"
+    );
+}
