@@ -1,4 +1,4 @@
-//! Recruitment records (m0014): recruiter rules, recruited machines and their provisioning
+//! Recruitment records (m0016): recruiter rules, recruited machines and their provisioning
 //! jobs. A job is written before its cloud call is made, so a scitqd killed in the middle
 //! finds it `running` at its next start and settles it against the provider's listing.
 

@@ -1,4 +1,4 @@
-//! m0014: recruitment. Recruiter rules, the machines scitqd recruited (kept after they are
+//! m0016: recruitment. Recruiter rules, the machines scitqd recruited (kept after they are
 //! destroyed), their provisioning jobs, and the server's settings (its owner id, which tags
 //! every machine it creates).
 
@@ -9,7 +9,7 @@ pub struct Recruitment;
 
 impl MigrationName for Recruitment {
     fn name(&self) -> &str {
-        "m0014_recruitment"
+        "m0016_recruitment"
     }
 }
 

@@ -235,7 +235,7 @@ class OutputChunk(_message.Message):
     def __init__(self, execution_id: _Optional[int] = ..., stream: _Optional[_Union[OutputStream, str]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("id", "name", "host", "concurrency", "prefetch", "batch", "status", "active", "last_contact", "paused", "draining", "prefetch_auto")
+    __slots__ = ("id", "name", "host", "concurrency", "prefetch", "batch", "status", "active", "last_contact", "paused", "draining", "prefetch_auto", "provider", "flavor", "region", "state")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -248,6 +248,10 @@ class Worker(_message.Message):
     PAUSED_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_AUTO_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    FLAVOR_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     host: str
@@ -260,7 +264,11 @@ class Worker(_message.Message):
     paused: bool
     draining: bool
     prefetch_auto: bool
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., batch: _Optional[str] = ..., status: _Optional[_Union[WorkerStatus, str]] = ..., active: _Optional[int] = ..., last_contact: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., paused: _Optional[bool] = ..., draining: _Optional[bool] = ..., prefetch_auto: _Optional[bool] = ...) -> None: ...
+    provider: str
+    flavor: str
+    region: str
+    state: str
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., batch: _Optional[str] = ..., status: _Optional[_Union[WorkerStatus, str]] = ..., active: _Optional[int] = ..., last_contact: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., paused: _Optional[bool] = ..., draining: _Optional[bool] = ..., prefetch_auto: _Optional[bool] = ..., provider: _Optional[str] = ..., flavor: _Optional[str] = ..., region: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
 
 class CreateTasksRequest(_message.Message):
     __slots__ = ("tasks", "resume")
@@ -520,10 +528,12 @@ class ListWorkersRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListWorkersResponse(_message.Message):
-    __slots__ = ("workers",)
+    __slots__ = ("workers", "deploying")
     WORKERS_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYING_FIELD_NUMBER: _ClassVar[int]
     workers: _containers.RepeatedCompositeFieldContainer[Worker]
-    def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ...) -> None: ...
+    deploying: _containers.RepeatedCompositeFieldContainer[Machine]
+    def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ..., deploying: _Optional[_Iterable[_Union[Machine, _Mapping]]] = ...) -> None: ...
 
 class UpdateWorkerRequest(_message.Message):
     __slots__ = ("id", "concurrency", "prefetch", "prefetch_auto", "batch", "paused")
@@ -548,8 +558,10 @@ class WorkerRef(_message.Message):
     def __init__(self, id: _Optional[int] = ...) -> None: ...
 
 class DeleteWorkerResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("destroying",)
+    DESTROYING_FIELD_NUMBER: _ClassVar[int]
+    destroying: str
+    def __init__(self, destroying: _Optional[str] = ...) -> None: ...
 
 class IssueEnrollmentTokenRequest(_message.Message):
     __slots__ = ("name", "ttl_seconds")
@@ -776,3 +788,215 @@ class Ack(_message.Message):
     SEQ_FIELD_NUMBER: _ClassVar[int]
     seq: int
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
+
+class Recruiter(_message.Message):
+    __slots__ = ("id", "batch", "provider", "region", "flavor", "min_cpu", "min_mem_gib", "min_disk_gib", "gpu", "max_workers", "rounds", "concurrency", "prefetch", "idle_timeout_s", "paused", "paused_reason", "failures", "machines")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    FLAVOR_FIELD_NUMBER: _ClassVar[int]
+    MIN_CPU_FIELD_NUMBER: _ClassVar[int]
+    MIN_MEM_GIB_FIELD_NUMBER: _ClassVar[int]
+    MIN_DISK_GIB_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    MAX_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_REASON_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    MACHINES_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    batch: str
+    provider: str
+    region: str
+    flavor: str
+    min_cpu: int
+    min_mem_gib: int
+    min_disk_gib: int
+    gpu: int
+    max_workers: int
+    rounds: int
+    concurrency: int
+    prefetch: int
+    idle_timeout_s: int
+    paused: bool
+    paused_reason: str
+    failures: int
+    machines: int
+    def __init__(self, id: _Optional[int] = ..., batch: _Optional[str] = ..., provider: _Optional[str] = ..., region: _Optional[str] = ..., flavor: _Optional[str] = ..., min_cpu: _Optional[int] = ..., min_mem_gib: _Optional[int] = ..., min_disk_gib: _Optional[int] = ..., gpu: _Optional[int] = ..., max_workers: _Optional[int] = ..., rounds: _Optional[int] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., idle_timeout_s: _Optional[int] = ..., paused: _Optional[bool] = ..., paused_reason: _Optional[str] = ..., failures: _Optional[int] = ..., machines: _Optional[int] = ...) -> None: ...
+
+class CreateRecruiterRequest(_message.Message):
+    __slots__ = ("batch", "provider", "region", "flavor", "min_cpu", "min_mem_gib", "min_disk_gib", "gpu", "max_workers", "rounds", "concurrency", "prefetch", "idle_timeout_s")
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    FLAVOR_FIELD_NUMBER: _ClassVar[int]
+    MIN_CPU_FIELD_NUMBER: _ClassVar[int]
+    MIN_MEM_GIB_FIELD_NUMBER: _ClassVar[int]
+    MIN_DISK_GIB_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    MAX_WORKERS_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    batch: str
+    provider: str
+    region: str
+    flavor: str
+    min_cpu: int
+    min_mem_gib: int
+    min_disk_gib: int
+    gpu: int
+    max_workers: int
+    rounds: int
+    concurrency: int
+    prefetch: int
+    idle_timeout_s: int
+    def __init__(self, batch: _Optional[str] = ..., provider: _Optional[str] = ..., region: _Optional[str] = ..., flavor: _Optional[str] = ..., min_cpu: _Optional[int] = ..., min_mem_gib: _Optional[int] = ..., min_disk_gib: _Optional[int] = ..., gpu: _Optional[int] = ..., max_workers: _Optional[int] = ..., rounds: _Optional[int] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ..., idle_timeout_s: _Optional[int] = ...) -> None: ...
+
+class RecruiterRef(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class ListRecruitersRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRecruitersResponse(_message.Message):
+    __slots__ = ("recruiters",)
+    RECRUITERS_FIELD_NUMBER: _ClassVar[int]
+    recruiters: _containers.RepeatedCompositeFieldContainer[Recruiter]
+    def __init__(self, recruiters: _Optional[_Iterable[_Union[Recruiter, _Mapping]]] = ...) -> None: ...
+
+class DeleteRecruiterResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Flavor(_message.Message):
+    __slots__ = ("provider", "name", "cpu", "memory_mib", "disk_gib", "gpu", "price_per_hour")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    DISK_GIB_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    PRICE_PER_HOUR_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    name: str
+    cpu: int
+    memory_mib: int
+    disk_gib: int
+    gpu: int
+    price_per_hour: float
+    def __init__(self, provider: _Optional[str] = ..., name: _Optional[str] = ..., cpu: _Optional[int] = ..., memory_mib: _Optional[int] = ..., disk_gib: _Optional[int] = ..., gpu: _Optional[int] = ..., price_per_hour: _Optional[float] = ...) -> None: ...
+
+class ListFlavorsRequest(_message.Message):
+    __slots__ = ("provider", "min_cpu", "min_mem_gib", "min_disk_gib", "gpu")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MIN_CPU_FIELD_NUMBER: _ClassVar[int]
+    MIN_MEM_GIB_FIELD_NUMBER: _ClassVar[int]
+    MIN_DISK_GIB_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    min_cpu: int
+    min_mem_gib: int
+    min_disk_gib: int
+    gpu: int
+    def __init__(self, provider: _Optional[str] = ..., min_cpu: _Optional[int] = ..., min_mem_gib: _Optional[int] = ..., min_disk_gib: _Optional[int] = ..., gpu: _Optional[int] = ...) -> None: ...
+
+class ListFlavorsResponse(_message.Message):
+    __slots__ = ("flavors", "errors")
+    FLAVORS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    flavors: _containers.RepeatedCompositeFieldContainer[Flavor]
+    errors: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, flavors: _Optional[_Iterable[_Union[Flavor, _Mapping]]] = ..., errors: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Machine(_message.Message):
+    __slots__ = ("id", "name", "provider", "region", "flavor", "state", "recruiter_id", "batch", "created_at", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    FLAVOR_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    RECRUITER_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    name: str
+    provider: str
+    region: str
+    flavor: str
+    state: str
+    recruiter_id: int
+    batch: str
+    created_at: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., provider: _Optional[str] = ..., region: _Optional[str] = ..., flavor: _Optional[str] = ..., state: _Optional[str] = ..., recruiter_id: _Optional[int] = ..., batch: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DeployWorkersRequest(_message.Message):
+    __slots__ = ("provider", "flavor", "region", "count", "batch", "concurrency", "prefetch")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    FLAVOR_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    flavor: str
+    region: str
+    count: int
+    batch: str
+    concurrency: int
+    prefetch: int
+    def __init__(self, provider: _Optional[str] = ..., flavor: _Optional[str] = ..., region: _Optional[str] = ..., count: _Optional[int] = ..., batch: _Optional[str] = ..., concurrency: _Optional[int] = ..., prefetch: _Optional[int] = ...) -> None: ...
+
+class DeployWorkersResponse(_message.Message):
+    __slots__ = ("machines",)
+    MACHINES_FIELD_NUMBER: _ClassVar[int]
+    machines: _containers.RepeatedCompositeFieldContainer[Machine]
+    def __init__(self, machines: _Optional[_Iterable[_Union[Machine, _Mapping]]] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("id", "machine", "kind", "status", "attempts", "error_class", "log", "created_at", "updated_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CLASS_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    machine: str
+    kind: str
+    status: str
+    attempts: int
+    error_class: str
+    log: str
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., machine: _Optional[str] = ..., kind: _Optional[str] = ..., status: _Optional[str] = ..., attempts: _Optional[int] = ..., error_class: _Optional[str] = ..., log: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ...) -> None: ...

@@ -1304,3 +1304,394 @@ class WorkerService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class RecruitServiceStub:
+    """---------------------------------------------------------------------------
+    RecruitService: recruiter rules, flavors, machines recruited by hand, provisioning jobs.
+    ---------------------------------------------------------------------------
+
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateRecruiter = channel.unary_unary(
+                '/scitq.v1.RecruitService/CreateRecruiter',
+                request_serializer=scitq_dot_v1_dot_scitq__pb2.CreateRecruiterRequest.SerializeToString,
+                response_deserializer=scitq_dot_v1_dot_scitq__pb2.Recruiter.FromString,
+                _registered_method=True)
+        self.ListRecruiters = channel.unary_unary(
+                '/scitq.v1.RecruitService/ListRecruiters',
+                request_serializer=scitq_dot_v1_dot_scitq__pb2.ListRecruitersRequest.SerializeToString,
+                response_deserializer=scitq_dot_v1_dot_scitq__pb2.ListRecruitersResponse.FromString,
+                _registered_method=True)
+        self.DeleteRecruiter = channel.unary_unary(
+                '/scitq.v1.RecruitService/DeleteRecruiter',
+                request_serializer=scitq_dot_v1_dot_scitq__pb2.RecruiterRef.SerializeToString,
+                response_deserializer=scitq_dot_v1_dot_scitq__pb2.DeleteRecruiterResponse.FromString,
+                _registered_method=True)
+        self.PauseRecruiter = channel.unary_unary(
+                '/scitq.v1.RecruitService/PauseRecruiter',
+                request_serializer=scitq_dot_v1_dot_scitq__pb2.RecruiterRef.SerializeToString,
+                response_deserializer=scitq_dot_v1_dot_scitq__pb2.Recruiter.FromString,
+                _registered_method=True)
+        self.ResumeRecruiter = channel.unary_unary(
+                '/scitq.v1.RecruitService/ResumeRecruiter',
+                request_serializer=scitq_dot_v1_dot_scitq__pb2.RecruiterRef.SerializeToString,
+                response_deserializer=scitq_dot_v1_dot_scitq__pb2.Recruiter.FromString,
+                _registered_method=True)
+        self.ListFlavors = channel.unary_unary(
+                '/scitq.v1.RecruitService/ListFlavors',
+                request_serializer=scitq_dot_v1_dot_scitq__pb2.ListFlavorsRequest.SerializeToString,
+                response_deserializer=scitq_dot_v1_dot_scitq__pb2.ListFlavorsResponse.FromString,
+                _registered_method=True)
+        self.DeployWorkers = channel.unary_unary(
+                '/scitq.v1.RecruitService/DeployWorkers',
+                request_serializer=scitq_dot_v1_dot_scitq__pb2.DeployWorkersRequest.SerializeToString,
+                response_deserializer=scitq_dot_v1_dot_scitq__pb2.DeployWorkersResponse.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/scitq.v1.RecruitService/ListJobs',
+                request_serializer=scitq_dot_v1_dot_scitq__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=scitq_dot_v1_dot_scitq__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+
+
+class RecruitServiceServicer:
+    """---------------------------------------------------------------------------
+    RecruitService: recruiter rules, flavors, machines recruited by hand, provisioning jobs.
+    ---------------------------------------------------------------------------
+
+    """
+
+    def CreateRecruiter(self, request, context):
+        """Adds a rule: recruit machines on a provider for a batch while its tasks wait.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRecruiters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRecruiter(self, request, context):
+        """Deletes a rule; its machines stay until idle, then are destroyed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseRecruiter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRecruiter(self, request, context):
+        """Resumes a rule (also one that paused itself), forgetting its failures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFlavors(self, request, context):
+        """Flavors of the configured providers, cheapest first, filtered by minimums.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeployWorkers(self, request, context):
+        """Recruits machines by hand (never destroyed for idling; `worker delete` destroys them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """Provisioning jobs (creates and destroys), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RecruitServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateRecruiter': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateRecruiter,
+                    request_deserializer=scitq_dot_v1_dot_scitq__pb2.CreateRecruiterRequest.FromString,
+                    response_serializer=scitq_dot_v1_dot_scitq__pb2.Recruiter.SerializeToString,
+            ),
+            'ListRecruiters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRecruiters,
+                    request_deserializer=scitq_dot_v1_dot_scitq__pb2.ListRecruitersRequest.FromString,
+                    response_serializer=scitq_dot_v1_dot_scitq__pb2.ListRecruitersResponse.SerializeToString,
+            ),
+            'DeleteRecruiter': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRecruiter,
+                    request_deserializer=scitq_dot_v1_dot_scitq__pb2.RecruiterRef.FromString,
+                    response_serializer=scitq_dot_v1_dot_scitq__pb2.DeleteRecruiterResponse.SerializeToString,
+            ),
+            'PauseRecruiter': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseRecruiter,
+                    request_deserializer=scitq_dot_v1_dot_scitq__pb2.RecruiterRef.FromString,
+                    response_serializer=scitq_dot_v1_dot_scitq__pb2.Recruiter.SerializeToString,
+            ),
+            'ResumeRecruiter': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRecruiter,
+                    request_deserializer=scitq_dot_v1_dot_scitq__pb2.RecruiterRef.FromString,
+                    response_serializer=scitq_dot_v1_dot_scitq__pb2.Recruiter.SerializeToString,
+            ),
+            'ListFlavors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFlavors,
+                    request_deserializer=scitq_dot_v1_dot_scitq__pb2.ListFlavorsRequest.FromString,
+                    response_serializer=scitq_dot_v1_dot_scitq__pb2.ListFlavorsResponse.SerializeToString,
+            ),
+            'DeployWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeployWorkers,
+                    request_deserializer=scitq_dot_v1_dot_scitq__pb2.DeployWorkersRequest.FromString,
+                    response_serializer=scitq_dot_v1_dot_scitq__pb2.DeployWorkersResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=scitq_dot_v1_dot_scitq__pb2.ListJobsRequest.FromString,
+                    response_serializer=scitq_dot_v1_dot_scitq__pb2.ListJobsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'scitq.v1.RecruitService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('scitq.v1.RecruitService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RecruitService:
+    """---------------------------------------------------------------------------
+    RecruitService: recruiter rules, flavors, machines recruited by hand, provisioning jobs.
+    ---------------------------------------------------------------------------
+
+    """
+
+    @staticmethod
+    def CreateRecruiter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scitq.v1.RecruitService/CreateRecruiter',
+            scitq_dot_v1_dot_scitq__pb2.CreateRecruiterRequest.SerializeToString,
+            scitq_dot_v1_dot_scitq__pb2.Recruiter.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRecruiters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scitq.v1.RecruitService/ListRecruiters',
+            scitq_dot_v1_dot_scitq__pb2.ListRecruitersRequest.SerializeToString,
+            scitq_dot_v1_dot_scitq__pb2.ListRecruitersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRecruiter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scitq.v1.RecruitService/DeleteRecruiter',
+            scitq_dot_v1_dot_scitq__pb2.RecruiterRef.SerializeToString,
+            scitq_dot_v1_dot_scitq__pb2.DeleteRecruiterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseRecruiter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scitq.v1.RecruitService/PauseRecruiter',
+            scitq_dot_v1_dot_scitq__pb2.RecruiterRef.SerializeToString,
+            scitq_dot_v1_dot_scitq__pb2.Recruiter.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRecruiter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scitq.v1.RecruitService/ResumeRecruiter',
+            scitq_dot_v1_dot_scitq__pb2.RecruiterRef.SerializeToString,
+            scitq_dot_v1_dot_scitq__pb2.Recruiter.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFlavors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scitq.v1.RecruitService/ListFlavors',
+            scitq_dot_v1_dot_scitq__pb2.ListFlavorsRequest.SerializeToString,
+            scitq_dot_v1_dot_scitq__pb2.ListFlavorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeployWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scitq.v1.RecruitService/DeployWorkers',
+            scitq_dot_v1_dot_scitq__pb2.DeployWorkersRequest.SerializeToString,
+            scitq_dot_v1_dot_scitq__pb2.DeployWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scitq.v1.RecruitService/ListJobs',
+            scitq_dot_v1_dot_scitq__pb2.ListJobsRequest.SerializeToString,
+            scitq_dot_v1_dot_scitq__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
