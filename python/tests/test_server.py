@@ -269,7 +269,7 @@ def test_workers_and_worker_update(server):
             restored["prefetch_auto"]) == (4, False, None, True)
     with pytest.raises(Unsupported, match="invalid prefetch 'lots'"):
         server.worker_update(worker, prefetch="lots")
-    with pytest.raises(RecruitmentUnavailable, match="flavor='b2-7'"):
+    with pytest.raises(Unsupported, match="flavor='b2-7' is not supported"):
         server.worker_update(worker["worker_id"], flavor="b2-7")
     with pytest.raises(NotFound):
         server.worker_delete(999999)
@@ -277,13 +277,15 @@ def test_workers_and_worker_update(server):
         server.worker_drain(999999)
 
 
-def test_recruitment_is_refused_clearly(server):
-    for call in (lambda: server.recruiter_create("b", 1, 1, "auto", 1),
+def test_a_scitqd_without_providers_says_it_recruits_nothing(server):
+    for call in (lambda: server.recruiter_create("b", 1, 1, "auto", 1, provider="ovh",
+                                                 maximum_workers=2),
                  lambda: server.worker_deploy(1, "b", "GRA11", "b2-7", 1, "ovh"),
-                 server.recruiters, server.flavors):
-        with pytest.raises(RecruitmentUnavailable, match="recruitment is not available") as caught:
+                 server.flavors):
+        with pytest.raises(RecruitmentUnavailable, match=r"no \[\[provider\]\] configured") as caught:
             call()
-        assert isinstance(caught.value, NotImplementedError)
+        assert isinstance(caught.value, FailedPrecondition)
+    assert server.recruiters() == [] and server.jobs() == []
 
 
 def test_object_style_and_errors(cluster, batch):

@@ -1,10 +1,11 @@
 """scitq.workflow: a fan-out then fan-in workflow where a task fails, is relaunched with a
-new command, and its dependants then complete; cleaning; refused recruitment arguments."""
+new command, and its dependants then complete; cleaning; recruitment arguments checked and
+the workflow's cap shared out (test_recruit.py recruits for real)."""
 
 import pytest
 
-from scitq.errors import RecruitmentUnavailable, Unsupported, WorkflowError
-from scitq.workflow import Workflow
+from scitq.errors import Unsupported, WorkflowError
+from scitq.workflow import Workflow, share_out
 
 SAMPLES = ["a", "b", "c"]
 
@@ -63,23 +64,40 @@ def test_clean_keeps_a_batch_that_did_not_succeed_unless_forced(server, batch, t
     assert wf.clean(force=True, log_destination=tmp_path / "logs") == {"bad": 1}
 
 
-def test_recruitment_arguments_are_refused_clearly(server):
+def test_recruitment_arguments_are_checked_before_anything_is_made(server):
     with pytest.raises(WorkflowError, match="needs max_workflow_workers"):
         Workflow("w", server=server, provider="ovh", region="GRA11")
-    with pytest.raises(RecruitmentUnavailable, match="provider='ovh'"):
-        Workflow("w", server=server, provider="ovh", max_workflow_workers=3)
-    with pytest.raises(RecruitmentUnavailable, match="flavor='b2-7'"):
-        Workflow("w", server=server, flavor="b2-7")
+    with pytest.raises(Unsupported, match="'eviction<=5' is not supported"):
+        Workflow("w", server=server, provider="ovh", max_workflow_workers=3,
+                 flavor="auto:eviction<=5")
+    with pytest.raises(Unsupported, match="flavor='b2-7' without provider"):
+        Workflow("w", server=server, flavor="b2-7").step(batch="s", command="true")
     wf = Workflow("w", server=server)
-    with pytest.raises(RecruitmentUnavailable, match="concurrency=4"):
+    with pytest.raises(Unsupported, match="concurrency=4 without provider"):
         wf.step(batch="s", command="true", concurrency=4)
-    with pytest.raises(RecruitmentUnavailable, match="maximum_workers=2"):
+    with pytest.raises(Unsupported, match="maximum_workers=2 without provider"):
         wf.step(batch="s", command="true", maximum_workers=2)
+    with pytest.raises(WorkflowError, match="needs the workflow's max_workflow_workers"):
+        wf.step(batch="s", command="true", provider="ovh")
+    capped = Workflow("w", server=server, provider="ovh", max_workflow_workers=3)
+    with pytest.raises(WorkflowError, match="recruiting needs concurrency"):
+        capped.step(batch="s", command="true")
+    with pytest.raises(Unsupported, match="tasks_per_worker=3 must be a multiple of "
+                                          "concurrency \\(2\\)"):
+        capped.step(batch="s", command="true", concurrency=2, tasks_per_worker=3)
     with pytest.raises(Unsupported, match="download_timeout"):
         wf.step(batch="s", command="true", download_timeout=5)
     with pytest.raises(WorkflowError, match="rel_output needs"):
         wf.step(batch="s", command="true", rel_output="x")
-    assert wf.steps == []
+    assert wf.steps == [] and capped.steps == []
+
+
+def test_the_cap_is_shared_out_in_turns():
+    assert share_out(10, {"a": 5, "b": 5, "c": 5, "d": 1}) == {"a": 3, "b": 3, "c": 3, "d": 1}
+    assert share_out(3, {"a": 4, "b": 3, "c": 1}) == {"a": 1, "b": 1, "c": 1}
+    assert share_out(8, {"a": 2, "b": 3}) == {"a": 2, "b": 3}
+    with pytest.raises(WorkflowError, match="cannot give each of the 2 recruiting steps"):
+        share_out(1, {"a": 1, "b": 1})
 
 
 def test_run_shows_a_live_table_per_step(server, batch, capsys):

@@ -122,6 +122,10 @@ def worker(w: pb.Worker) -> dict[str, Any]:
         "draining": w.draining,
         "active": w.active,
         "last_contact_date": _date(w.last_contact),
+        # The machine scitqd recruited it on (None for an agent started by hand).
+        "provider": w.provider or None,
+        "flavor": w.flavor or None,
+        "region": w.region or None,
     }
 
 
@@ -130,6 +134,77 @@ def batch(b: pb.Batch) -> dict[str, Any]:
     state = "suspended" if b.suspended else "stopped" if b.stopped else "running"
     return {"batch": b.name, "status": state, "stopped": b.stopped, "suspended": b.suspended,
             "counts": counts, **counts}
+
+
+def flavor_filter(cpu: int, memory_gib: int, disk_gib: int, gpu: int) -> str:
+    """Minimums in the original's protofilter form (`auto:cpu>=4:ram>=16`)."""
+    parts = [f"{key}>={value}" for key, value in
+             (("cpu", cpu), ("ram", memory_gib), ("disk", disk_gib), ("gpu", gpu)) if value]
+    return ":".join(["auto", *parts])
+
+
+def recruiter(r: pb.Recruiter) -> dict[str, Any]:
+    flavor = r.flavor or flavor_filter(r.min_cpu, r.min_mem_gib, r.min_disk_gib, r.gpu)
+    return {
+        "recruiter_id": r.id,
+        "batch": r.batch,
+        "worker_provider": r.provider,
+        "worker_region": r.region or None,
+        "worker_flavor": flavor,
+        "worker_concurrency": r.concurrency,
+        "worker_prefetch": r.prefetch if r.HasField("prefetch") else None,
+        "rounds": r.rounds,
+        # The original's way of saying how many tasks a machine is recruited for.
+        "tasks_per_worker": r.concurrency * r.rounds,
+        "maximum_workers": r.max_workers,
+        "idle_timeout": r.idle_timeout_s,
+        "paused": r.paused,
+        "paused_reason": r.paused_reason or None,
+        "failures": r.failures,
+        "machines": r.machines,
+    }
+
+
+def flavor(f: pb.Flavor) -> dict[str, Any]:
+    return {
+        "name": f.name,
+        "provider": f.provider,
+        "cpu": f.cpu,
+        # GiB, as the original's `ram`.
+        "ram": f.memory_mib / 1024,
+        "disk": f.disk_gib,
+        "gpu": f.gpu,
+        "cost": f.price_per_hour if f.HasField("price_per_hour") else None,
+    }
+
+
+def machine(m: pb.Machine) -> dict[str, Any]:
+    return {
+        "machine_id": m.id,
+        "name": m.name,
+        "provider": m.provider,
+        "region": m.region,
+        "flavor": m.flavor,
+        "status": m.state,
+        "recruiter_id": m.recruiter_id or None,
+        "batch": m.batch or None,
+        "creation_date": _date(m.created_at),
+        "reason": m.reason or None,
+    }
+
+
+def job(j: pb.Job) -> dict[str, Any]:
+    return {
+        "job_id": j.id,
+        "machine": j.machine,
+        "action": j.kind,
+        "status": j.status,
+        "attempts": j.attempts,
+        "error_class": j.error_class or None,
+        "log": j.log,
+        "creation_date": _date(j.created_at),
+        "modification_date": _date(j.updated_at),
+    }
 
 
 def split_output(chunks: Iterable[pb.OutputChunk]) -> tuple[str, str]:

@@ -29,10 +29,6 @@ class Unsupported(ScitqError, ValueError):
     """An argument of the original scitq API that this server has no equivalent for."""
 
 
-class RecruitmentUnavailable(ScitqError, NotImplementedError):
-    """Worker recruitment (providers, regions, flavors) is not available on this server yet."""
-
-
 class ServerError(ScitqError):
     """scitqd answered with an error status."""
 
@@ -47,6 +43,10 @@ class InvalidArgument(ServerError, ValueError):
 
 class FailedPrecondition(ServerError):
     """The request does not apply to the object in its current state."""
+
+
+class RecruitmentUnavailable(FailedPrecondition):
+    """This scitqd recruits no workers: its config has no `[[provider]]`."""
 
 
 class PermissionDenied(ServerError, PermissionError):

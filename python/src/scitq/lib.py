@@ -8,8 +8,9 @@
 
 Results are dicts with the original's field names (`task_id`, `status`, `command`, `batch`,
 `output`, ...), or `argparse.Namespace` objects with `style='object'`. Arguments of the
-original that this server has no equivalent for raise `Unsupported` (recruitment ones raise
-`RecruitmentUnavailable`); none is silently ignored.
+original that this server has no equivalent for raise `Unsupported`; none is silently
+ignored. Recruitment (`recruiter_create`, `worker_deploy`, `flavors`, `jobs`) is in
+`_recruit.py`; on a scitqd with no `[[provider]]` it raises `RecruitmentUnavailable`.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import grpc
 
 from . import _convert as convert
 from ._join import join_tasks
+from ._recruit import Recruitment
 from ._target import Target, resolve
 from .errors import (
     FailedPrecondition,
     NotFound,
-    RecruitmentUnavailable,
     ScitqError,
     Unsupported,
     from_rpc_error,
@@ -44,6 +45,9 @@ _READS = (
     pb.GetOutputRequest,
     pb.ListBatchesRequest,
     pb.ListWorkersRequest,
+    pb.ListRecruitersRequest,
+    pb.ListFlavorsRequest,
+    pb.ListJobsRequest,
 )
 
 __all__ = ["Server"]
@@ -144,13 +148,7 @@ def _refuse(argument: str, value: Any, why: str) -> None:
         raise Unsupported(f"{argument}={value!r} is not supported: {why}")
 
 
-_RECRUITMENT = (
-    "worker recruitment is not available on this server yet: start scitq-agent on the "
-    "machines that should run tasks"
-)
-
-
-class Server:
+class Server(Recruitment):
     """A connection to scitqd.
 
     Arguments:
@@ -604,10 +602,10 @@ class Server:
             id["worker_id"] if isinstance(id, dict) else getattr(id, "worker_id"))
         _refuse("name", name, "a worker's name is its agent's --name")
         _refuse("hostname", hostname, "a worker's host is what its agent reports")
-        for argument, value in (("permanent", permanent), ("flavor", flavor),
-                                ("task_properties", task_properties)):
-            if value is not None:
-                raise RecruitmentUnavailable(f"{argument}={value!r}: {_RECRUITMENT}")
+        _refuse("permanent", permanent, "a machine recruited by hand (worker_deploy) is never "
+                "destroyed for idling, one a recruiter rule made is")
+        _refuse("flavor", flavor, "a worker's flavor is the one it was recruited with")
+        _refuse("task_properties", task_properties, "this server has no task properties")
         request = pb.UpdateWorkerRequest(id=worker_id)
         if concurrency is not None:
             request.concurrency = concurrency
@@ -629,28 +627,9 @@ class Server:
         """The worker takes nothing new, finishes what it holds, then disconnects."""
         return self._wrap(convert.worker(self._call(self._workers.DrainWorker, pb.WorkerRef(id=id))))
 
-    def worker_delete(self, id: int) -> None:
-        """Forgets a worker that is not connected and holds nothing."""
-        self._call(self._workers.DeleteWorker, pb.WorkerRef(id=id))
-
-    # -- recruitment (not available yet) -----------------------------------------------
-
-    def recruiter_create(self, *args: Any, **kwargs: Any):
-        """Not available yet: raises `RecruitmentUnavailable`."""
-        raise RecruitmentUnavailable(f"recruiter_create: {_RECRUITMENT}")
-
-    def recruiters(self, *args: Any, **kwargs: Any):
-        """Not available yet: raises `RecruitmentUnavailable`."""
-        raise RecruitmentUnavailable(f"recruiters: {_RECRUITMENT}")
-
-    def recruiter_delete(self, *args: Any, **kwargs: Any):
-        """Not available yet: raises `RecruitmentUnavailable`."""
-        raise RecruitmentUnavailable(f"recruiter_delete: {_RECRUITMENT}")
-
-    def worker_deploy(self, *args: Any, **kwargs: Any):
-        """Not available yet: raises `RecruitmentUnavailable`."""
-        raise RecruitmentUnavailable(f"worker_deploy: {_RECRUITMENT}")
-
-    def flavors(self, *args: Any, **kwargs: Any):
-        """Not available yet: raises `RecruitmentUnavailable`."""
-        raise RecruitmentUnavailable(f"flavors: {_RECRUITMENT}")
+    def worker_delete(self, id: int) -> Optional[str]:
+        """Forgets a worker that is not connected and holds nothing; for a recruited worker,
+        destroys its machine (the worker is forgotten once its agent is gone) and returns
+        the machine's name."""
+        answer = self._call(self._workers.DeleteWorker, pb.WorkerRef(id=id))
+        return answer.destroying or None

@@ -18,13 +18,24 @@ deletes what succeeded. `Workflow(..., resume=True)` (the original's `use_cache=
 instead of creating again a step whose identical task already succeeded, with unchanged
 inputs and its outputs still there (see `Server.task_create`'s `resume`).
 
-The recruitment arguments of the original (provider, region, flavor, worker counts,
-concurrency, rounds, prefetch) raise `RecruitmentUnavailable` until this server recruits
-workers; a provider without `max_workflow_workers` is refused first, as in the original.
+Recruitment as in the original: a step batch with a `provider` (given to the step or the
+workflow) gets a recruiter rule: while its tasks wait, scitqd recruits machines of `flavor`
+(a name, or `auto:cpu>=N:ram>=GiB...` for the cheapest match) in `region`, each an agent for
+that batch with `concurrency` (mandatory) and `prefetch`, one per `concurrency` × `rounds`
+waiting tasks (or `tasks_per_worker`), at most `maximum_workers` (`max_step_workers` on the
+workflow), and destroys them `idle_timeout` seconds after they have nothing left to do.
+A provider needs `max_workflow_workers`, a cap on the machines of the whole workflow: this
+server's rules are per batch, so `recruit()` (which `run()` calls first) shares the cap out
+between the recruiting steps before it creates their rules, each step getting what it can
+use (its task count over its tasks per machine, at most its maximum), in turns of one.
+`clean()` deletes the rules of the batches it deletes. Without a provider, recruitment
+arguments are refused: this server does not recycle agents started by hand for a flavor
+(they serve every batch already).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -34,24 +45,50 @@ from typing import Any, Iterable, Optional, Union
 
 from . import _convert as convert
 from ._join import FIRST_INTERVAL, MAX_INTERVAL, Poller
-from .errors import RecruitmentUnavailable, Unsupported, WorkflowError, WorkflowException
+from ._recruit import flavor_minimums, positive, rounds_of
+from .errors import Unsupported, WorkflowError, WorkflowException
 from .lib import Server, task_id_of
 
 __all__ = ["Step", "Workflow", "WorkflowError", "WorkflowException"]
 
-_RECRUITMENT = (
-    "worker recruitment is not available on this server yet: leave it out and start "
-    "scitq-agent on the machines that should run the steps"
+_NO_PROVIDER = (
+    "this server recruits on a provider of its [[provider]] config only (agents started by "
+    "hand serve every batch already): give provider, or leave the recruitment arguments out"
 )
 #: Statuses shown by `run()`, in the order of a task's life.
 _SHOWN = ("waiting", "pending", "assigned", "accepted", "running", "uploading", "paused",
           "failed", "canceled", "succeeded")
 
 
-def _refuse_recruitment(**arguments: Any) -> None:
+def _refuse_without_provider(**arguments: Any) -> None:
     for argument, value in arguments.items():
         if value is not None:
-            raise RecruitmentUnavailable(f"{argument}={value!r}: {_RECRUITMENT}")
+            raise Unsupported(f"{argument}={value!r} without provider: {_NO_PROVIDER}")
+
+
+#: The recruitment settings a step batch shares (its rule's), by argument name.
+_BATCH_SETTINGS = ("provider", "region", "flavor", "concurrency", "prefetch", "rounds",
+                   "tasks_per_worker", "maximum_workers")
+
+
+def share_out(cap: int, wanted: dict[str, int]) -> dict[str, int]:
+    """Machines for each step out of `cap`: one each in turns, while a step wants more.
+    Raises when the cap cannot give every step one."""
+    if len(wanted) > cap:
+        raise WorkflowError(
+            f"max_workflow_workers={cap} cannot give each of the {len(wanted)} recruiting "
+            f"steps left ({', '.join(wanted)}) one machine: raise it"
+        )
+    shares = dict.fromkeys(wanted, 0)
+    left = cap
+    while left > 0:
+        hungry = [step for step, want in wanted.items() if shares[step] < max(want, 1)]
+        if not hungry:
+            break
+        for step in hungry[:left]:
+            shares[step] += 1
+        left -= min(len(hungry), left)
+    return shares
 
 
 class Step:
@@ -124,6 +161,8 @@ class Workflow:
         debug: bool = False,
         token: Optional[str] = None,
         resume: bool = False,
+        concurrency: Optional[int] = None,
+        idle_timeout: Optional[int] = None,
     ):
         if not name or "." in name:
             raise WorkflowError(f"invalid workflow name {name!r}: it must be non-empty, without '.'")
@@ -132,10 +171,8 @@ class Workflow:
                 f"provider={provider!r} needs max_workflow_workers: it caps how many machines "
                 f"(and how much money) the workflow may use"
             )
-        _refuse_recruitment(max_step_workers=max_step_workers, provider=provider,
-                            region=region, flavor=flavor,
-                            max_workflow_workers=max_workflow_workers, rounds=rounds,
-                            prefetch=prefetch)
+        if flavor:
+            flavor_minimums(flavor)
         if download_timeout is not None:
             raise Unsupported(f"download_timeout={download_timeout!r} is not supported: "
                               f"this server has no download time limit")
@@ -153,6 +190,17 @@ class Workflow:
         self.base_storage = str(base_storage) if base_storage else None
         self._steps: list[Step] = []
         self._by_batch: dict[str, list[Step]] = {}
+        #: Defaults of the steps' recruitment settings.
+        self._recruit_defaults = {"provider": provider, "region": region, "flavor": flavor,
+                                  "concurrency": concurrency, "prefetch": prefetch,
+                                  "rounds": rounds, "tasks_per_worker": None,
+                                  "maximum_workers": max_step_workers}
+        self.max_workflow_workers = max_workflow_workers
+        self.idle_timeout = idle_timeout
+        #: Recruitment settings of each recruiting step batch, from its first step.
+        self._recruit_settings: dict[str, dict[str, Any]] = {}
+        #: Machines given to each step batch whose rule exists.
+        self._recruiting: dict[str, int] = {}
 
     def batch_name(self, batch: str) -> str:
         """The scitq batch of a step batch: `<workflow>.<batch>`."""
@@ -187,11 +235,12 @@ class Workflow:
     ) -> Step:
         """Adds a step (a task in batch `<workflow>.<batch>`) and returns it. Unset
         arguments take the workflow's value (shell, retry, container, ...)."""
-        _refuse_recruitment(concurrency=concurrency, prefetch=prefetch, provider=provider,
-                            region=region, flavor=flavor, tasks_per_worker=tasks_per_worker,
-                            rounds=rounds, maximum_workers=maximum_workers)
         if not batch or "." in batch:
             raise WorkflowError(f"invalid step batch {batch!r}: it must be non-empty, without '.'")
+        self._batch_settings(batch, {
+            "provider": provider, "region": region, "flavor": flavor,
+            "concurrency": concurrency, "prefetch": prefetch, "rounds": rounds,
+            "tasks_per_worker": tasks_per_worker, "maximum_workers": maximum_workers})
         if isinstance(output, (list, tuple)):
             raise WorkflowError(f"step {name or batch}: output must be one URI, not a list")
         if rel_output and output:
@@ -226,6 +275,66 @@ class Workflow:
         self._steps.append(step)
         return step
 
+    def _batch_settings(self, batch: str, given: dict[str, Any]) -> None:
+        """Checks a step's recruitment arguments: the first step of a batch sets its rule's
+        settings (with the workflow's defaults), a later one may only repeat them."""
+        known = self._recruit_settings.get(batch)
+        if known is not None or batch in self._by_batch:
+            for argument, value in given.items():
+                before = (known or {}).get(argument)
+                if argument == "tasks_per_worker" and known:
+                    before = known["concurrency"] * known["rounds"]
+                if value is not None and value != before:
+                    raise WorkflowError(
+                        f"{argument}={value!r}: the steps of batch {batch} share their "
+                        f"recruitment, and its first step has {argument}={before!r}")
+            return
+        settings = {argument: given[argument] if given[argument] is not None
+                    else self._recruit_defaults[argument] for argument in _BATCH_SETTINGS}
+        if not settings["provider"]:
+            _refuse_without_provider(**{a: v for a, v in settings.items() if a != "provider"})
+            return
+        if not self.max_workflow_workers:
+            raise WorkflowError(f"provider={settings['provider']!r} needs the workflow's "
+                                f"max_workflow_workers: it caps how many machines (and how "
+                                f"much money) the workflow may use")
+        if settings["concurrency"] is None:
+            raise WorkflowError(f"step batch {batch}: recruiting needs concurrency (on the step "
+                                f"or the workflow): how many tasks a machine runs at once")
+        positive("concurrency", settings["concurrency"])
+        settings["flavor"] = settings["flavor"] or "auto"
+        flavor_minimums(settings["flavor"])
+        settings["rounds"] = rounds_of(settings["concurrency"], settings.pop("tasks_per_worker"),
+                                       settings["rounds"])
+        settings["tasks_per_worker"] = None
+        self._recruit_settings[batch] = settings
+
+    def recruit(self) -> dict[str, int]:
+        """Creates the recruiter rules of the recruiting step batches that have none yet
+        (`run()` calls it first), sharing `max_workflow_workers` out between them; a rule
+        for such a batch left on the server by an earlier run of the workflow is replaced.
+        Returns the machines each recruiting step batch may have."""
+        new = {batch: settings for batch, settings in self._recruit_settings.items()
+               if batch not in self._recruiting and batch in self._by_batch}
+        if not new:
+            return dict(self._recruiting)
+        wanted = {}
+        for batch, settings in new.items():
+            per_machine = settings["concurrency"] * settings["rounds"]
+            need = math.ceil(len(self._by_batch[batch]) / per_machine)
+            wanted[batch] = min(need, settings["maximum_workers"] or need)
+        cap = int(self.max_workflow_workers or 0) - sum(self._recruiting.values())
+        shares = share_out(cap, wanted)
+        for batch, settings in new.items():
+            self.server.recruiter_create(
+                self.batch_name(batch), rank=1, flavor=settings["flavor"],
+                concurrency=settings["concurrency"], region=settings["region"],
+                provider=settings["provider"], prefetch=settings["prefetch"],
+                maximum_workers=shares[batch], rounds=settings["rounds"],
+                idle_timeout=self.idle_timeout)
+            self._recruiting[batch] = shares[batch]
+        return dict(self._recruiting)
+
     @property
     def steps(self) -> list[Step]:
         return list(self._steps)
@@ -250,6 +359,7 @@ class Workflow:
         two looks (default: fast at first, up to 5 s)."""
         if not self._steps:
             return {}
+        self.recruit()
         live = sys.stderr.isatty() if progress is None else progress
         poller = Poller(self.server, [s.task_id for s in self._steps])
         table = _Table(self.name, live)
@@ -298,9 +408,13 @@ class Workflow:
                       f"did not succeed", file=sys.stderr)
                 continue
             deleted[batch] = self.server.batch_delete(full)
+            if batch in self._recruit_settings:
+                self.server.recruiter_delete(full)
         # Deleted steps are gone from the server: forget them, so a later run() or clean()
         # looks only at what is left.
         for batch in deleted:
+            self._recruit_settings.pop(batch, None)
+            self._recruiting.pop(batch, None)
             gone = {s.task_id for s in self._by_batch.pop(batch)}
             self._steps = [s for s in self._steps if s.task_id not in gone]
         return deleted
