@@ -420,3 +420,94 @@ fn scitqd_killed_while_recruiting_leaves_no_orphan() {
         "{jobs:?}"
     );
 }
+
+/// The install script of a recruited machine's cloud-init, as scitqd renders it, run for real
+/// (under a scratch root) against the agent binary scitqd serves.
+#[test]
+fn a_machine_installs_the_agent_scitqd_serves_and_refuses_one_that_does_not_match() {
+    let server = Server::start(ServerOpts::default());
+    let base = format!("http://{}", server.addr());
+    let agent = scitq_tests::bin("scitq-agent");
+    let sha256 = |path: &Path| -> String {
+        let out = std::process::Command::new("sha256sum")
+            .arg(path)
+            .output()
+            .expect("sha256sum");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .expect("a digest")
+            .to_owned()
+    };
+    let want = sha256(&agent);
+    // scitqd publishes the digest of what it serves.
+    let published = std::process::Command::new("curl")
+        .args([
+            "--fail",
+            "--silent",
+            &format!("{base}/agent/scitq-agent.sha256"),
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&published.stdout),
+        format!("{want}  scitq-agent\n")
+    );
+
+    let install = |digest: &str| {
+        let text = scitq_server::core::enroll_user_data::render(
+            &scitq_server::core::enroll_user_data::UserData {
+                server: &base,
+                name: "machine-1",
+                enroll_token: "0123456789abcdef",
+                concurrency: 2,
+                prefetch: None,
+                agent_url: &format!("{base}/agent/scitq-agent"),
+                agent_sha256: digest,
+                server_ca_pem: None,
+                batch: Some("rec"),
+            },
+        )
+        .expect("user data");
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("cloud-config YAML");
+        let script = doc["write_files"]
+            .as_sequence()
+            .expect("write_files")
+            .iter()
+            .find(|f| f["path"] == "/usr/local/lib/scitq/install-agent")
+            .and_then(|f| f["content"].as_str())
+            .expect("the install script")
+            .to_owned();
+        let root = tempfile::tempdir().expect("a scratch root");
+        let path = root.path().join("install-agent");
+        std::fs::write(&path, script).expect("write the script");
+        let out = std::process::Command::new("sh")
+            .arg(&path)
+            .env("ROOT", root.path())
+            .output()
+            .expect("run the install script");
+        (out, root)
+    };
+
+    let (out, root) = install(&want);
+    assert!(out.status.success(), "{}", scitq_tests::describe(&out));
+    let installed = root.path().join("usr/local/bin/scitq-agent");
+    assert_eq!(sha256(&installed), want);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&installed)
+        .expect("installed")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+
+    // A binary that is not the one the user data names is refused, and nothing is left.
+    let (out, root) = install(&"0".repeat(64));
+    assert!(!out.status.success(), "{}", scitq_tests::describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not have sha256"), "{stderr}");
+    let bin_dir = root.path().join("usr/local/bin");
+    let left: Vec<_> = std::fs::read_dir(&bin_dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?} left in {}", bin_dir.display());
+}
