@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use scitq_tests::{Agent, Backend, Client, S3Server, Server, ServerOpts, as_id, describe, touch};
+use scitq_tests::{
+    Agent, Backend, Client, S3Server, Server, ServerOpts, as_id, describe, str_field, touch,
+};
 use serde_json::Value;
 
 const CONNECT: Duration = Duration::from_secs(60);
@@ -109,12 +111,18 @@ fn tasks_are_deleted_moved_between_batches_and_executions_listed_across_tasks(ba
 
 /// The example of docs/workflow.md, as written there.
 fn documented_example() -> String {
+    documented_block(0)
+}
+
+/// The `n`th yaml block of docs/workflow.md.
+fn documented_block(n: usize) -> String {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/workflow.md"))
         .expect("read docs/workflow.md");
     let start = doc
-        .find("```yaml\n")
-        .expect("a yaml block in docs/workflow.md")
-        + 8;
+        .match_indices("```yaml\n")
+        .nth(n)
+        .map(|(at, _)| at + 8)
+        .unwrap_or_else(|| panic!("yaml block {n} in docs/workflow.md"));
     let end = start + doc[start..].find("```").expect("the end of the yaml block");
     doc[start..end].to_owned()
 }
@@ -438,12 +446,182 @@ fn an_invalid_workflow_file_names_the_line_and_key_and_creates_nothing() {
     let recruit = FAILING.replace("name: wf\n", "name: wf\nrecruit: {flavor: b2-7}\n");
     let file = c.scratch_file("recruit.yaml", &recruit);
     let out = c.ctl(["workflow", "run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("line 2: recruit: worker recruitment is not available"),
+        stderr.contains("line 2: recruit: for step gen: provider is needed"),
+        "{stderr}"
+    );
+    // Checked by scitqd before any task: this one recruits nothing.
+    let recruit = FAILING.replace(
+        "name: wf\n",
+        "name: wf\nrecruit: {provider: ovh, max_workers: 1}\n",
+    );
+    let file = c.scratch_file("recruit.yaml", &recruit);
+    let out = c.ctl(["workflow", "run", file.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot add the recruiter of batch wf.gen")
+            && stderr.contains("no [[provider]] configured"),
         "{stderr}"
     );
     assert!(c.batches().is_empty(), "nothing is created");
+}
+
+/// scitqd with a local provider (its agents are processes on this machine) whose flavors
+/// are `small` and `big`, as the recruiting example of docs/workflow.md says.
+const RECRUITING: &str = r#"
+[recruit]
+interval = "300ms"
+
+[[provider]]
+name = "local"
+kind = "local"
+max_instances = 4
+deploy_timeout = "60s"
+agent_args = ["--reconnect-max", "1s", "--heartbeat", "1s"]
+
+[[provider.flavor]]
+name = "small"
+cpu = 1
+memory_gib = 1
+
+[[provider.flavor]]
+name = "big"
+cpu = 2
+memory_gib = 4
+"#;
+
+/// Kills the local instances' agents a failed test leaves (by their recorded pids).
+struct Instances(std::path::PathBuf);
+
+impl Drop for Instances {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            let record: Option<Value> = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| serde_json::from_str(&text).ok());
+            if let Some(pid) = record.as_ref().and_then(|r| r["pid"].as_i64()) {
+                // Its own process group: the agent and what it runs.
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_workflow_with_recruit_runs_on_recruited_agents_that_go_after() {
+    const LONG: Duration = Duration::from_secs(180);
+    let config_dir = tempfile::tempdir().expect("a temp dir");
+    let config = config_dir.path().join("scitqd.toml");
+    std::fs::write(&config, RECRUITING).expect("write the config");
+    let server = Server::start(
+        ServerOpts::default()
+            .arg("--config")
+            .arg(config.to_str().expect("utf-8 path")),
+    );
+    let _instances = Instances(server.data_dir().join("local-instances/local"));
+    let c = server.client();
+    // As documented, but idle for longer: the workers are looked at after the last task.
+    let example = documented_block(1);
+    assert!(example.contains("idle_timeout: 5s"), "{example}");
+    let file = c.scratch_file(
+        "greetings.yaml",
+        &example.replace("idle_timeout: 5s", "idle_timeout: 20s"),
+    );
+    let file = file.to_str().expect("utf-8 path");
+
+    let dry = c.ctl(["workflow", "run", file, "--dry-run"]);
+    assert!(dry.status.success(), "{}", describe(&dry));
+    let said = String::from_utf8_lossy(&dry.stderr);
+    for line in [
+        "dry run: step hello recruits on local, flavor small, at most 2 machine(s), \
+         concurrency 2, rounds 1, prefetch auto, idle timeout 20s",
+        "dry run: step bye recruits on local, the cheapest flavor with cpu >= 2, at most 1 \
+         machine(s), concurrency 2",
+    ] {
+        assert!(said.contains(line), "{line:?} in {said}");
+    }
+    assert_eq!(c.ctl_json(["recruiter", "list"]), serde_json::json!([]));
+
+    let ids = c.ctl_json(["workflow", "run", file]);
+    assert_eq!(ids.as_array().map(Vec::len), Some(5), "{ids}");
+    let rules = c.ctl_json(["recruiter", "list"]);
+    let rules: Vec<(String, String, u64, u64)> = rules
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            (
+                str_field(r, "batch"),
+                str_field(r, "flavor"),
+                r["min_cpu"].as_u64().unwrap_or(0),
+                r["max_workers"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("greetings.hello".to_owned(), "small".to_owned(), 0, 2),
+            ("greetings.bye".to_owned(), String::new(), 2, 1)
+        ],
+        "in plan order"
+    );
+
+    let bye = task_named(&c, "greetings.bye", "bye");
+    c.wait_task(bye, "succeeded", LONG);
+    assert_eq!(c.output(bye), "bye everyone\n");
+    // Every task ran on a recruited agent (scitqd has no other), bye on a 2-cpu one.
+    let workers = c.workers();
+    let flavor_of = |task: i64| -> String {
+        let id = as_id(&c.task(task)["worker_id"]);
+        let worker = workers
+            .iter()
+            .find(|w| as_id(&w["id"]) == id)
+            .unwrap_or_else(|| panic!("worker {id} in {workers:?}"));
+        assert_eq!(worker["provider"], "local", "{worker}");
+        str_field(worker, "flavor")
+    };
+    assert_eq!(flavor_of(bye), "big");
+    for hello in c.tasks(&["--batch", "greetings.hello"]) {
+        assert_eq!(flavor_of(as_id(&hello["id"])), "small", "{hello}");
+    }
+
+    // Idle, nothing waiting: every machine destroyed, its worker forgotten.
+    scitq_tests::poll(LONG, "every recruited machine destroyed", || {
+        let jobs = c.ctl_json(["job", "list", "--limit", "1000"]);
+        let jobs = jobs.as_array().cloned().unwrap_or_default();
+        let count = |kind: &str| {
+            jobs.iter()
+                .filter(|j| j["kind"] == kind && j["status"] == "succeeded")
+                .count()
+        };
+        let recruited = c
+            .workers()
+            .iter()
+            .filter(|w| w["provider"] == "local")
+            .count();
+        if recruited == 0 && count("create") >= 2 && count("create") == count("destroy") {
+            Ok(())
+        } else {
+            Err(format!("{recruited} recruited workers, jobs {jobs:?}"))
+        }
+    });
+    let out = c.ctl(["workflow", "delete", "greetings"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("5 tasks, 2 recruiter(s)"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(c.ctl_json(["recruiter", "list"]), serde_json::json!([]));
 }
 
 scitq_tests::on_both_backends!(

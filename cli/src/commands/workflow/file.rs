@@ -33,7 +33,6 @@ macro_rules! with_task_fields {
                     retry: self.retry,
                     priority: self.priority,
                     timeout: self.timeout.clone(),
-                    recruit: self.recruit.clone(),
                 }
             }
         }
@@ -53,8 +52,6 @@ macro_rules! with_task_fields {
             pub priority: Option<i32>,
             /// A run time limit such as `90s` or `2h`.
             pub timeout: Option<String>,
-            /// Worker recruitment (provider, flavor, region, workers...).
-            pub recruit: Option<serde_yaml::Value>,
         }
     };
 }
@@ -73,6 +70,8 @@ with_task_fields! {
         #[serde(default)]
         pub samples: BTreeMap<String, SampleSource>,
         pub steps: Vec<Step>,
+        /// Worker recruitment for every step (a step's `recruit` keys win one by one).
+        pub recruit: Option<Recruit>,
     }
 }
 
@@ -140,6 +139,32 @@ pub enum InlineSamples {
     WithUris(BTreeMap<String, Vec<String>>),
 }
 
+/// `recruit:` as written (see [`super::recruit`] for what is required once merged).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recruit {
+    /// A provider configured in scitqd (`[[provider]] name`).
+    pub provider: Option<String>,
+    pub region: Option<String>,
+    /// A flavor by name; or the minimums below (the cheapest flavor that has them).
+    pub flavor: Option<String>,
+    pub min_cpu: Option<u32>,
+    /// GiB.
+    pub min_mem: Option<u32>,
+    /// GiB.
+    pub min_disk: Option<u32>,
+    pub gpu: Option<u32>,
+    /// Most machines at once for the step.
+    pub max_workers: Option<u32>,
+    /// Tasks a machine runs at once.
+    pub concurrency: Option<u32>,
+    /// Rounds of `concurrency` tasks that make another machine worth renting.
+    pub rounds: Option<u32>,
+    pub prefetch: Option<u32>,
+    /// A machine idle this long with nothing waiting is destroyed, such as `5m`.
+    pub idle_timeout: Option<String>,
+}
+
 /// A list of URIs: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -176,6 +201,8 @@ with_task_fields! {
         /// Steps (by name) whose tasks must succeed first.
         #[serde(default)]
         pub depends: Vec<String>,
+        /// Worker recruitment: a recruiter rule for the step's batch.
+        pub recruit: Option<Recruit>,
     }
 }
 

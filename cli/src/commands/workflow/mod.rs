@@ -6,10 +6,12 @@
 //! `run` reads a YAML file (format in docs/workflow.md), checks all of it, resolves the
 //! sample lists, then creates every step's batch stopped, the tasks step by step (their
 //! dependencies by id), and lets the batches go only once everything is created; if
-//! anything fails on the way, the batches it made are deleted again.
+//! anything fails on the way, the batches it made are deleted again. A step with `recruit`
+//! gets a recruiter rule for its batch (`recruit.rs`), made before its tasks.
 
 mod file;
 mod plan;
+mod recruit;
 mod samples;
 
 use std::collections::BTreeMap;
@@ -47,7 +49,8 @@ pub enum WorkflowCommand {
         /// Workflow name
         name: String,
     },
-    /// Delete a workflow: every step's batch and its tasks (running ones are killed)
+    /// Delete a workflow: every step's batch and its tasks (running ones are killed), and
+    /// its recruiters
     Delete {
         /// Workflow name
         name: String,
@@ -103,6 +106,11 @@ async fn run_file(args: RunArgs, ctx: &Context) -> anyhow::Result<Exit> {
         plan::expand(&shown, &text, &wf, &checked, &samples).map_err(|e| usage(e.to_string()))?;
     if args.dry_run {
         print_plan(&steps, ctx.format)?;
+        for step in &steps {
+            if let Some(rule) = &step.recruit {
+                eprintln!("dry run: step {} {}", step.name, recruit::describe(rule));
+            }
+        }
         let count: usize = steps.iter().map(|s| s.tasks.len()).sum();
         eprintln!(
             "dry run: workflow {} would create {count} task(s) in {} step(s); nothing was created",
@@ -139,7 +147,14 @@ async fn run_file(args: RunArgs, ctx: &Context) -> anyhow::Result<Exit> {
     }
     let created = create(&client, &steps, args.resume).await;
     match created {
-        Ok(ids) => {
+        Ok((ids, rules)) => {
+            // A resumed workflow's earlier rules are replaced by the new ones.
+            if args.resume {
+                let replaced = recruit::delete_of(&client, &wf.name, &rules).await?;
+                if replaced > 0 {
+                    eprintln!("{replaced} earlier recruiter(s) of the workflow replaced");
+                }
+            }
             let kept: Vec<i64> = earlier
                 .iter()
                 .copied()
@@ -154,6 +169,9 @@ async fn run_file(args: RunArgs, ctx: &Context) -> anyhow::Result<Exit> {
                     ids.len(),
                     step.batch
                 );
+                if let Some(rule) = &step.recruit {
+                    eprintln!("step {} {}", step.name, recruit::describe(rule));
+                }
             }
             if args.resume {
                 eprintln!(
@@ -190,16 +208,17 @@ async fn run_file(args: RunArgs, ctx: &Context) -> anyhow::Result<Exit> {
     }
 }
 
-/// Creates the steps' tasks, each step's batch stopped until all exist. Returns the ids of
-/// each step's tasks, in plan order.
+/// Creates the steps' recruiter rules and tasks, each step's batch stopped until all
+/// exist. Returns the ids of each step's tasks, in plan order, and of the rules. On a
+/// failure, the rules made are deleted (the caller deletes the batches).
 async fn create(
     client: &Client,
     steps: &[plan::PlannedStep],
     resume: bool,
-) -> anyhow::Result<Vec<Vec<i64>>> {
-    let mut tasks = client.tasks();
+) -> anyhow::Result<(Vec<Vec<i64>>, Vec<i64>)> {
     for step in steps {
-        tasks
+        client
+            .tasks()
             .stop_batch(StopBatchRequest {
                 name: step.batch.clone(),
                 signal: Signal::Unspecified as i32,
@@ -207,6 +226,25 @@ async fn create(
             .await
             .with_context(|| format!("cannot prepare batch {}", step.batch))?;
     }
+    // Before the tasks: a provider or flavor scitqd does not know is found first.
+    let wanted: Vec<_> = steps.iter().filter_map(|s| s.recruit.as_ref()).collect();
+    let rules = recruit::create(client, &wanted).await?;
+    match create_tasks(client, steps, resume).await {
+        Ok(ids) => Ok((ids, rules)),
+        Err(e) => {
+            recruit::delete_ids(client, &rules).await;
+            Err(e)
+        }
+    }
+}
+
+/// Creates the tasks step by step, then lets the (stopped) batches go.
+async fn create_tasks(
+    client: &Client,
+    steps: &[plan::PlannedStep],
+    resume: bool,
+) -> anyhow::Result<Vec<Vec<i64>>> {
+    let mut tasks = client.tasks();
     let mut ids_by_step: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
     let mut ordered = Vec::with_capacity(steps.len());
     for step in steps {
@@ -496,10 +534,15 @@ async fn go(name: &str, ctx: &Context) -> anyhow::Result<Exit> {
 
 async fn delete(name: &str, ctx: &Context) -> anyhow::Result<Exit> {
     let client = ctx.connect().await?;
+    let steps = existing_steps(&client, name).await?;
+    let rules = recruit::delete_of(&client, name, &[]).await?;
     let mut deleted = 0;
-    for step in existing_steps(&client, name).await? {
+    for step in steps {
         deleted += batch::delete_now(&client, &step.name).await?;
     }
-    eprintln!("workflow {name} deleted ({deleted} tasks)");
+    eprintln!(
+        "workflow {name} deleted ({deleted} tasks, {rules} recruiter(s); their machines are \
+         destroyed once idle)"
+    );
     Ok(0)
 }

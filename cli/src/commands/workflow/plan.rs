@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use scitq_proto::v1::{Shell, TaskSpec};
+use scitq_proto::v1::{CreateRecruiterRequest, Shell, TaskSpec};
 
 use super::file::{FileError, Key, Path, SampleSource, Step, StepFields, WorkflowFile, error_at};
 
@@ -41,6 +41,8 @@ pub struct PlannedStep {
     pub name: String,
     pub batch: String,
     pub tasks: Vec<PlannedTask>,
+    /// The recruiter rule of its batch, from `recruit`.
+    pub recruit: Option<CreateRecruiterRequest>,
 }
 
 /// Names of workflows and steps: they make batch names, so kept plain.
@@ -56,9 +58,6 @@ fn valid_name(name: &str) -> bool {
 pub fn batch_of(workflow: &str, step: &str) -> String {
     format!("{workflow}.{step}")
 }
-
-const RECRUIT: &str = "worker recruitment is not available on this scitqd yet (no recruiter \
-    in its API): remove `recruit` and start scitq-agent on the machines that should work";
 
 /// Checks everything that can be checked without the samples: names, dependencies (no
 /// cycle), sample lists, shells, time limits, templates, parameters. `overrides` are the
@@ -166,6 +165,7 @@ pub fn check(
             used_samples.insert(list.clone());
         }
         check_templates(&at, wf, i, &params)?;
+        step_rule(wf, i).map_err(|(path, message)| at(path, message))?;
     }
     for (name, source) in &wf.samples {
         let path = Path::of([Key::Field("samples"), Key::Name(name.clone())]);
@@ -208,9 +208,6 @@ fn check_fields(
     base: Path,
     fields: &StepFields,
 ) -> Result<(), FileError> {
-    if fields.recruit.is_some() {
-        return Err(at(base.then(Key::Field("recruit")), RECRUIT.into()));
-    }
     if let Some(shell) = &fields.shell
         && parse_shell(shell).is_none()
     {
@@ -230,6 +227,24 @@ fn parse_shell(text: &str) -> Option<Shell> {
         "none" => Some(Shell::None),
         other => crate::spec::parse_shell(other),
     }
+}
+
+/// The recruiter rule of step `i` (its `recruit` keys over the workflow's), or the key and
+/// why not: the step's `recruit` when it has one, else the workflow's.
+fn step_rule(wf: &WorkflowFile, i: usize) -> Result<Option<CreateRecruiterRequest>, PlanError> {
+    let step = &wf.steps[i];
+    let Some(keys) = super::recruit::merge(wf.recruit.as_ref(), step.recruit.as_ref()) else {
+        return Ok(None);
+    };
+    super::recruit::rule(&batch_of(&wf.name, &step.name), &keys)
+        .map(Some)
+        .map_err(|message| match step.recruit {
+            Some(_) => (Path::step(i, "recruit"), message),
+            None => (
+                Path::of([Key::Field("recruit")]),
+                format!("for step {}: {message}", step.name),
+            ),
+        })
 }
 
 /// Every template of a step, filled with placeholder values to check its names.
@@ -409,7 +424,6 @@ fn merged(defaults: &StepFields, own: &StepFields) -> StepFields {
         retry: own.retry.or(defaults.retry),
         priority: own.priority.or(defaults.priority),
         timeout: own.timeout.clone().or_else(|| defaults.timeout.clone()),
-        recruit: None,
     }
 }
 
@@ -489,11 +503,13 @@ pub fn expand(
                 .map_err(|(path, message)| error_at(file, text, &path, message))?;
             tasks.push(task);
         }
+        let recruit = step_rule(wf, i).map_err(|(path, m)| error_at(file, text, &path, m))?;
         planned[i] = Some(PlannedStep {
             index: i,
             name: step.name.clone(),
             batch: batch_of(&wf.name, &step.name),
             tasks,
+            recruit,
         });
     }
     Ok(checked
@@ -711,6 +727,39 @@ steps:
     }
 
     #[test]
+    fn recruit_makes_a_rule_per_step_from_the_workflow_s_keys_and_the_step_s() {
+        let text = WF
+            .replace(
+                "steps:\n",
+                "recruit: {provider: local, flavor: small, max_workers: 2, concurrency: 2}\nsteps:\n",
+            )
+            .replace("    retry: 2\n", "    recruit: {max_workers: 1, min_cpu: 4}\n");
+        let steps = plan(&text, &[]).unwrap();
+        let rules: Vec<_> = steps
+            .iter()
+            .map(|s| s.recruit.clone().expect("a rule for every step"))
+            .collect();
+        assert_eq!(rules[0].batch, "counts.count");
+        assert_eq!(
+            (
+                rules[0].flavor.as_str(),
+                rules[0].max_workers,
+                rules[0].concurrency
+            ),
+            ("small", 2, 2)
+        );
+        assert_eq!(
+            (
+                rules[2].flavor.as_str(),
+                rules[2].min_cpu,
+                rules[2].max_workers
+            ),
+            ("", 4, 1)
+        );
+        assert!(plan(WF, &[]).unwrap().iter().all(|s| s.recruit.is_none()));
+    }
+
+    #[test]
     fn mistakes_name_their_line_and_key() {
         let text = WF.replace("depends: [double]", "depends: [doubel]");
         assert_eq!(
@@ -730,8 +779,20 @@ steps:
         );
         let err = error(&text);
         assert!(
-            err.starts_with("wf.yaml line 26: steps[2].recruit: worker recruitment"),
+            err.starts_with("wf.yaml line 26: steps[2].recruit: provider is needed"),
             "{err}"
+        );
+        let text = WF.replace("steps:\n", "recruit: {provider: local}\nsteps:\n");
+        let err = error(&text);
+        assert!(
+            err.starts_with("wf.yaml line 9: recruit: for step count: max_workers is needed"),
+            "{err}"
+        );
+        let text = WF.replace("    retry: 2\n", "    recruit: {flavour: b2-7}\n");
+        assert!(
+            error(&text).contains("unknown field `flavour`"),
+            "{}",
+            error(&text)
         );
         let text = WF.replace(
             "    foreach: words\n    command: wc",
