@@ -11,6 +11,8 @@ pub enum Section {
     Batches,
     Tasks,
     Workers,
+    Recruiters,
+    Jobs,
 }
 
 fn head(title: &str) -> Markup {
@@ -48,6 +50,8 @@ pub fn page(
                         a href="/ui/" aria-current=[current(Section::Batches)] { "Batches" }
                         a href="/ui/tasks" aria-current=[current(Section::Tasks)] { "Tasks" }
                         a href="/ui/workers" aria-current=[current(Section::Workers)] { "Workers" }
+                        a href="/ui/recruiters" aria-current=[current(Section::Recruiters)] { "Recruiters" }
+                        a href="/ui/jobs" aria-current=[current(Section::Jobs)] { "Jobs" }
                     }
                     form.logout method="post" action="/ui/logout" {
                         (csrf(authed))
@@ -118,6 +122,21 @@ pub fn span(from: Millis, to: Millis) -> String {
     humantime::format_duration(std::time::Duration::from_secs(secs as u64)).to_string()
 }
 
+/// How long ago a stored time was, rounded to the second.
+pub fn age(since: Millis) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX)
+        });
+    span(since, now)
+}
+
+/// A configured duration, as the config and the CLI write it (`5m`, `1h 30m`).
+pub fn duration(d: std::time::Duration) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+}
+
 /// Bytes in binary units, one decimal.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -142,6 +161,7 @@ mod tests {
     fn renderings() {
         assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(span(1_000, 62_400), "1m 1s");
+        assert_eq!(duration(std::time::Duration::from_millis(300_400)), "5m");
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(3 << 29), "1.5 GiB");
     }

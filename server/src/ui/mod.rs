@@ -8,7 +8,9 @@
 //! the session's CSRF token (`session.rs`).
 
 mod batches;
+mod jobs;
 mod layout;
+mod recruiters;
 mod session;
 mod task;
 mod tasks;
@@ -82,6 +84,12 @@ pub fn router(state: UiState) -> Router {
         .route("/ui/workers", get(workers::page))
         .route("/ui/workers/{id}/settings", post(workers::settings))
         .route("/ui/workers/{id}/act", post(workers::act))
+        .route(
+            "/ui/recruiters",
+            get(recruiters::page).post(recruiters::create),
+        )
+        .route("/ui/recruiters/{id}/act", post(recruiters::act))
+        .route("/ui/jobs", get(jobs::page))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }

@@ -1,5 +1,7 @@
-//! The workers page: status, host figures from the last heartbeat, settings editable in
-//! place (concurrency, prefetch), pause, resume, drain, delete.
+//! The workers page: status, the machine a recruited worker runs on (provider, flavor,
+//! region), host figures from the last heartbeat, settings editable in place
+//! (concurrency, prefetch), pause, resume, drain, delete; and the recruited machines whose
+//! agent has not connected yet, with their state.
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -10,6 +12,7 @@ use super::session::{Authed, Form, Posted};
 use super::{UiError, UiState};
 use crate::core::agent::HostStats;
 use crate::core::ids::WorkerId;
+use crate::core::recruit::{MachineRecord, RecordState};
 use crate::service::ops::{WorkerChange, WorkerView};
 
 #[derive(serde::Deserialize)]
@@ -44,6 +47,30 @@ fn stats(stats: &Option<(HostStats, std::time::SystemTime)>) -> Markup {
     }
 }
 
+/// Who recruited a machine: a rule (linked), or an operator by hand.
+fn recruited_by(m: &MachineRecord) -> Markup {
+    match m.rule {
+        Some(rule) => html! { a href={ "/ui/recruiters#rule-" (rule.0) } { "rule " (rule.0) } },
+        None => html! { "by hand" },
+    }
+}
+
+/// Where a worker runs: the machine scitqd recruited it on, if it did.
+fn machine(view: &WorkerView) -> Markup {
+    let Some(m) = &view.machine else {
+        return html! { span.muted { "not recruited" } };
+    };
+    html! {
+        dl.stats {
+            dt { "Provider" } dd.provider { (m.provider) }
+            dt { "Flavor" } dd.flavor { (m.flavor) }
+            dt { "Region" } dd.region { (m.region) }
+            dt { "Recruited" } dd { (recruited_by(m)) }
+        }
+        @if m.state != RecordState::Running { (layout::status(m.state.as_str())) }
+    }
+}
+
 fn state_words(view: &WorkerView) -> Markup {
     let s = &view.worker.settings;
     html! {
@@ -65,6 +92,7 @@ fn row(authed: &Authed, view: &WorkerView) -> Markup {
                 div.muted { (w.host) }
             }
             td { (state_words(view)) }
+            td.machine { (machine(view)) }
             td.active { (view.active) }
             td {
                 form #(form_id) .settings method="post" action={ "/ui/workers/" (id) "/settings" } {
@@ -101,22 +129,68 @@ fn row(authed: &Authed, view: &WorkerView) -> Markup {
     }
 }
 
+/// Recruited machines that have no worker yet: being created, deploying their agent, or
+/// destroyed before it connected.
+fn deploying(machines: &[&MachineRecord]) -> Markup {
+    let rows = html! {
+        @for m in machines {
+            tr data-machine=(m.name) {
+                th scope="row" { (m.name) }
+                td.state { (layout::status(m.state.as_str())) }
+                td { (m.provider) }
+                td { (m.flavor) }
+                td { (m.region) }
+                td { (m.batch.as_deref().unwrap_or("any")) }
+                td { (recruited_by(m)) }
+                td { (layout::time(m.created_at)) div.muted { (layout::age(m.created_at)) " ago" } }
+            }
+        }
+    };
+    layout::table(
+        "machines",
+        &[
+            &"Machine",
+            &"State",
+            &"Provider",
+            &"Flavor",
+            &"Region",
+            &"Batch",
+            &"Recruited",
+            &"Since",
+        ],
+        rows,
+    )
+}
+
 pub async fn page(
     State(state): State<UiState>,
     authed: Authed,
     Query(query): Query<PageQuery>,
 ) -> Result<Markup, UiError> {
     let workers = state.ops().workers().await?;
+    let machines = state.ops().live_machines().await?;
+    let mut waiting: Vec<&MachineRecord> = machines
+        .values()
+        .filter(|m| !workers.iter().any(|v| v.worker.name == m.name))
+        .collect();
+    waiting.sort_by_key(|m| m.id.0);
     let content = html! {
         h1 { "Workers" }
         @if workers.is_empty() {
-            p { "No worker yet: start " code { "scitq-agent" } " on a machine." }
+            p { "No worker yet: start " code { "scitq-agent" } " on a machine"
+                @if waiting.is_empty() { "." } @else { ", or wait for the machines below." } }
         } @else {
             (layout::table(
                 "workers",
-                &[&"Worker", &"State", &"Running", &"Settings", &"Host", &"Last contact", &"Actions"],
+                &[&"Worker", &"State", &"Machine", &"Running", &"Settings", &"Host", &"Last contact", &"Actions"],
                 html! { @for view in &workers { (row(&authed, view)) } },
             ))
+        }
+        @if !waiting.is_empty() {
+            h2 #deploying { "Machines not connected yet" }
+            p.hint { "Recruited machines whose agent has not reached scitqd yet. "
+                a href="/ui/jobs" { "Jobs" } " says how their creation goes." }
+            (deploying(&waiting))
         }
     };
     Ok(layout::page(
@@ -129,7 +203,8 @@ pub async fn page(
     ))
 }
 
-fn number(form: &Form, key: &str) -> Result<Option<u32>, UiError> {
+/// A whole number field; empty or absent: `None`.
+pub(super) fn number(form: &Form, key: &str) -> Result<Option<u32>, UiError> {
     match form.get(key).map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v) => v

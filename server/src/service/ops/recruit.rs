@@ -274,6 +274,22 @@ impl Ops {
         Ok(made)
     }
 
+    /// The configured providers with their regions, first region first (none when
+    /// scitqd recruits nothing): what a form offers to choose from.
+    pub fn providers(&self) -> Vec<(String, Vec<String>)> {
+        let Ok(recruiter) = self.recruiter() else {
+            return Vec::new();
+        };
+        recruiter
+            .provider_names()
+            .into_iter()
+            .filter_map(|name| {
+                let regions = recruiter.config(&name)?.regions.clone();
+                Some((name, regions))
+            })
+            .collect()
+    }
+
     pub async fn jobs(&self, limit: u64) -> Result<Vec<Job>, OpsError> {
         Ok(store::jobs(&self.store.db, false, limit).await?)
     }

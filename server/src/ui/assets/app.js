@@ -36,7 +36,13 @@ function autoRefresh(main) {
           const doc = new DOMParser().parseFromString(await response.text(), "text/html");
           const fresh = doc.getElementById("main");
           if (fresh && !busy()) {
+            // What the user opened (a job's log) stays open.
+            const open = Array.from(main.querySelectorAll("details[open][id]"), (d) => d.id);
             main.replaceChildren(...Array.from(fresh.childNodes).map((n) => document.adoptNode(n)));
+            for (const id of open) {
+              const details = document.getElementById(id);
+              if (details) details.open = true;
+            }
           }
         }
       } catch (_) { /* the next tick tries again */ }
