@@ -183,6 +183,25 @@ async fn recruiters_machines_and_jobs_in_the_web_ui() {
     fill(&browser, "form.rule input[name=max_workers]", "2").await;
     fill(&browser, "form.rule input[name=concurrency]", "2").await;
     fill(&browser, "form.rule input[name=idle_timeout]", "3s").await;
+    // A flavor the provider does not offer: refused, the form comes back as it was sent.
+    fill(&browser, "form.rule input[name=flavor]", "nope").await;
+    click(&browser, "form.rule button[type=submit]").await;
+    shows(
+        &browser,
+        "form.rule p.error",
+        "no flavor of provider \"local\" matches nope",
+    )
+    .await;
+    let kept = find(&browser, "form.rule input[name=batch]").await;
+    assert_eq!(kept.prop("value").await.unwrap().as_deref(), Some("rec"));
+    let kept = find(&browser, "form.rule input[name=idle_timeout]").await;
+    assert_eq!(kept.prop("value").await.unwrap().as_deref(), Some("3s"));
+    assert_eq!(
+        server.ctl_json(["recruiter", "list"]),
+        serde_json::json!([])
+    );
+    screenshot(&browser, "recruiters-refused").await;
+    fill(&browser, "form.rule input[name=flavor]", "").await;
     click(&browser, "form.rule button[type=submit]").await;
     shows(
         &browser,

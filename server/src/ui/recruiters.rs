@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
 use super::layout::{self, Section};
@@ -104,23 +104,44 @@ fn row(authed: &Authed, view: &RuleView) -> Markup {
     }
 }
 
+/// A form refused: what it held, shown again with why.
+struct Refused<'a> {
+    form: &'a Form,
+    error: &'a str,
+}
+
 /// The form that adds a rule; `providers` the configured ones with their regions,
-/// `batches` the names to suggest.
-fn add_form(authed: &Authed, providers: &[(String, Vec<String>)], batches: &[String]) -> Markup {
+/// `batches` the names to suggest; `refused` a form sent before, shown again.
+fn add_form(
+    authed: &Authed,
+    providers: &[(String, Vec<String>)],
+    batches: &[String],
+    refused: Option<&Refused<'_>>,
+) -> Markup {
+    let sent = |key: &str, default: &str| -> String {
+        refused
+            .and_then(|r| r.form.get(key))
+            .unwrap_or(default)
+            .to_owned()
+    };
+    let chosen = sent("provider", "");
     html! {
         form.rule method="post" action="/ui/recruiters" {
             (layout::csrf(authed))
+            @if let Some(r) = refused {
+                p.error role="alert" { "The rule was not added: " (r.error) }
+            }
             fieldset {
                 legend { "For" }
-                label { "Batch " input type="text" name="batch" required list="batch-names" autocomplete="off"; }
+                label { "Batch " input type="text" name="batch" required list="batch-names" autocomplete="off" value=(sent("batch", "")); }
                 datalist #batch-names { @for b in batches { option value=(b) {} } }
                 label { "Provider "
                     select name="provider" required {
-                        @for (name, _) in providers { option value=(name) { (name) } }
+                        @for (name, _) in providers { option value=(name) selected[*name == chosen] { (name) } }
                     }
                 }
                 label { "Region "
-                    input type="text" name="region" list="regions" placeholder="the provider's first" autocomplete="off";
+                    input type="text" name="region" list="regions" placeholder="the provider's first" autocomplete="off" value=(sent("region", ""));
                 }
                 datalist #regions {
                     @for (name, regions) in providers {
@@ -130,21 +151,21 @@ fn add_form(authed: &Authed, providers: &[(String, Vec<String>)], batches: &[Str
             }
             fieldset {
                 legend { "Flavor: a name, or minimums (the cheapest matching; neither: the cheapest)" }
-                label { "Flavor " input type="text" name="flavor" size="14" autocomplete="off"; }
-                label { "CPUs at least " input type="number" name="min_cpu" min="0"; }
-                label { "Memory at least (GiB) " input type="number" name="min_mem" min="0"; }
-                label { "Disk at least (GiB) " input type="number" name="min_disk" min="0"; }
-                label { "GPUs at least " input type="number" name="gpu" min="0"; }
+                label { "Flavor " input type="text" name="flavor" size="14" autocomplete="off" value=(sent("flavor", "")); }
+                label { "CPUs at least " input type="number" name="min_cpu" min="0" value=(sent("min_cpu", "")); }
+                label { "Memory at least (GiB) " input type="number" name="min_mem" min="0" value=(sent("min_mem", "")); }
+                label { "Disk at least (GiB) " input type="number" name="min_disk" min="0" value=(sent("min_disk", "")); }
+                label { "GPUs at least " input type="number" name="gpu" min="0" value=(sent("gpu", "")); }
             }
             fieldset {
                 legend { "How many" }
-                label { "Max workers " input type="number" name="max_workers" min="1" required; }
-                label { "Concurrency " input type="number" name="concurrency" min="1" value="1" required; }
+                label { "Max workers " input type="number" name="max_workers" min="1" required value=(sent("max_workers", "")); }
+                label { "Concurrency " input type="number" name="concurrency" min="1" required value=(sent("concurrency", "1")); }
                 label title="waiting tasks per worker slot that make another machine worth renting" {
-                    "Rounds " input type="number" name="rounds" min="1" value="1" required;
+                    "Rounds " input type="number" name="rounds" min="1" required value=(sent("rounds", "1"));
                 }
-                label { "Prefetch " input type="text" name="prefetch" inputmode="numeric" size="5" value="auto"; }
-                label { "Idle timeout " input type="text" name="idle_timeout" size="6" value=(layout::duration(DEFAULT_IDLE_TIMEOUT)); }
+                label { "Prefetch " input type="text" name="prefetch" inputmode="numeric" size="5" value=(sent("prefetch", "auto")); }
+                label { "Idle timeout " input type="text" name="idle_timeout" size="6" value=(sent("idle_timeout", &layout::duration(DEFAULT_IDLE_TIMEOUT))); }
             }
             button type="submit" { "Add the rule" }
         }
@@ -155,6 +176,16 @@ pub async fn page(
     State(state): State<UiState>,
     authed: Authed,
     Query(query): Query<PageQuery>,
+) -> Result<Markup, UiError> {
+    render(&state, &authed, query.note.as_deref(), None).await
+}
+
+/// The page; with a refused form it does not reload itself (that would empty the form).
+async fn render(
+    state: &UiState,
+    authed: &Authed,
+    note: Option<&str>,
+    refused: Option<&Refused<'_>>,
 ) -> Result<Markup, UiError> {
     let ops = state.ops();
     let rules = ops.recruiters().await?;
@@ -176,22 +207,23 @@ pub async fn page(
             (layout::table(
                 "recruiters",
                 &[&"Rule", &"Batch", &"Provider", &"Flavor", &"Machines", &"Settings", &"State", &"Actions"],
-                html! { @for view in &rules { (row(&authed, view)) } },
+                html! { @for view in &rules { (row(authed, view)) } },
             ))
         }
         h2 #add { "Add a rule" }
         @if providers.is_empty() {
             p { "No recruitment here: scitqd has no " code { "[[provider]]" } " configured." }
         } @else {
-            (add_form(&authed, &providers, &batches))
+            (add_form(authed, &providers, &batches, refused))
         }
     };
+    let refresh = if refused.is_some() { 0 } else { 10 };
     Ok(layout::page(
-        &authed,
+        authed,
         Section::Recruiters,
         "Recruiters",
-        query.note.as_deref(),
-        10,
+        note,
+        refresh,
         content,
     ))
 }
@@ -252,12 +284,30 @@ fn new_rule(form: &Form) -> Result<NewRule, UiError> {
     })
 }
 
-/// Adds the form's rule.
+/// Adds the form's rule; a refused one comes back filled in as it was sent, with why.
 pub async fn create(
     State(state): State<UiState>,
-    Posted { form, .. }: Posted,
+    Posted { authed, form }: Posted,
 ) -> Result<Response, UiError> {
-    let view = state.ops().create_recruiter(new_rule(&form)?).await?;
+    let created = match new_rule(&form) {
+        Ok(rule) => state
+            .ops()
+            .create_recruiter(rule)
+            .await
+            .map_err(UiError::from),
+        Err(e) => Err(e),
+    };
+    let view = match created {
+        Ok(view) => view,
+        Err(err) => {
+            let refused = Refused {
+                form: &form,
+                error: &err.message,
+            };
+            let page = render(&state, &authed, None, Some(&refused)).await?;
+            return Ok((err.status, page).into_response());
+        }
+    };
     let rule = &view.rule;
     let note = format!(
         "rule {} added: up to {} machine(s) of {} for batch {} while its tasks wait",
