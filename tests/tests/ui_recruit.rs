@@ -116,15 +116,19 @@ impl Drop for Setup {
     }
 }
 
-/// The `attr` of every element `css` matches.
-async fn attrs(browser: &Client, css: &str, attr: &str) -> Vec<String> {
+/// The `attr` of every element `css` matches (an error when the page reloaded meanwhile).
+async fn attrs(browser: &Client, css: &str, attr: &str) -> Result<Vec<String>, String> {
     let mut found = Vec::new();
-    for element in browser.find_all(Locator::Css(css)).await.unwrap() {
-        if let Some(value) = element.attr(attr).await.unwrap() {
+    let elements = browser
+        .find_all(Locator::Css(css))
+        .await
+        .map_err(|e| e.to_string())?;
+    for element in elements {
+        if let Some(value) = element.attr(attr).await.map_err(|e| e.to_string())? {
             found.push(value);
         }
     }
-    found
+    Ok(found)
 }
 
 async fn fill(browser: &Client, css: &str, value: &str) {
@@ -223,13 +227,13 @@ async fn recruiters_machines_and_jobs_in_the_web_ui() {
             .goto(&workers_url)
             .await
             .map_err(|e| e.to_string())?;
-        let names = attrs(&browser, "table.machines tr[data-machine]", "data-machine").await;
+        let names = attrs(&browser, "table.machines tr[data-machine]", "data-machine").await?;
         let states = attrs(
             &browser,
             "table.machines tr[data-machine] td.state .st",
             "class",
         )
-        .await;
+        .await?;
         if names.len() == 2 && states.iter().all(|s| s.contains("st-deploying")) {
             Ok(names)
         } else {
@@ -245,12 +249,9 @@ async fn recruiters_machines_and_jobs_in_the_web_ui() {
     for name in &machines {
         let row = format!("tr[data-worker='{name}'] td.machine");
         shows_after_reload(&browser, &workers_url, &row, "local").await;
-        let provider = find(&browser, &format!("{row} dd.provider")).await;
-        assert_eq!(provider.text().await.unwrap(), "local");
-        let flavor = find(&browser, &format!("{row} dd.flavor")).await;
-        assert_eq!(flavor.text().await.unwrap(), "local");
-        let region = find(&browser, &format!("{row} dd.region")).await;
-        assert_eq!(region.text().await.unwrap(), "local");
+        for part in ["provider", "flavor", "region"] {
+            shows(&browser, &format!("{row} dd.{part}"), "local").await;
+        }
         shows(&browser, &row, &format!("rule {rule_id}")).await;
     }
     assert!(
@@ -286,25 +287,6 @@ async fn recruiters_machines_and_jobs_in_the_web_ui() {
         let status = format!("tr[data-machine='{name}'][data-kind='create'] td.status");
         shows(&browser, &status, "succeeded").await;
     }
-    let create = find(
-        &browser,
-        &format!("tr[data-machine='{}'][data-kind='create']", machines[0]),
-    )
-    .await;
-    let log = create.find(Locator::Css("td.log pre")).await.unwrap();
-    assert!(
-        !log.is_displayed().await.unwrap(),
-        "the whole log is hidden until asked for"
-    );
-    create
-        .find(Locator::Css("td.log summary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    assert!(log.is_displayed().await.unwrap(), "the log opens");
-    let text = log.text().await.unwrap();
     let stored = setup
         .jobs()
         .into_iter()
@@ -315,10 +297,22 @@ async fn recruiters_machines_and_jobs_in_the_web_ui() {
         .and_then(|l| l.lines().next())
         .unwrap_or_default()
         .to_owned();
-    assert!(
-        !first_line.is_empty() && text.contains(&first_line),
-        "{text:?} vs {stored}"
-    );
+    assert!(!first_line.is_empty(), "{stored}");
+    // The page reloads itself every 10 s: each probe finds its element again.
+    let log = format!("#job-log-{}", stored["id"].as_i64().expect("a job id"));
+    eventually("the whole log hidden until asked for", || async {
+        let pre = browser
+            .find(Locator::Css(&format!("{log} pre")))
+            .await
+            .map_err(|e| e.to_string())?;
+        match pre.is_displayed().await {
+            Ok(false) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    click(&browser, &format!("{log} summary")).await;
+    shows(&browser, &format!("{log} pre"), &first_line).await;
     screenshot(&browser, "jobs").await;
 
     // --- Paused and resumed from the page.

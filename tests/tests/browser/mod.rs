@@ -149,12 +149,19 @@ pub async fn find(browser: &Client, css: &str) -> Element {
         .unwrap_or_else(|e| panic!("no {css} on the page: {e}"))
 }
 
+/// Clicks `css`, finding it again if the page reloaded itself in between.
 pub async fn click(browser: &Client, css: &str) {
-    find(browser, css)
-        .await
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("cannot click {css}: {e}"));
+    eventually(&format!("a click on {css}"), || async {
+        let element = browser
+            .find(Locator::Css(css))
+            .await
+            .map_err(|e| format!("no {css}: {e}"))?;
+        element
+            .click()
+            .await
+            .map_err(|e| format!("cannot click {css}: {e}"))
+    })
+    .await
 }
 
 /// A raw HTTP/1.1 exchange: the status line and headers, and the body.
