@@ -176,6 +176,15 @@ fn token_of(state_dir: &Path, name: &str) -> String {
         .to_owned()
 }
 
+/// Succeeded tasks of a batch, in one call.
+fn succeeded(c: &scitq_tests::Client, batch: &str) -> u64 {
+    c.batches()
+        .iter()
+        .find(|b| b["name"] == batch)
+        .and_then(|b| b["counts"]["succeeded"].as_u64())
+        .unwrap_or(0)
+}
+
 fn recruited_workers(server: &Server) -> Vec<Value> {
     server
         .client()
@@ -206,7 +215,7 @@ fn a_batch_recruits_local_agents_that_enroll_run_it_and_go_when_idle() {
         "--concurrency",
         "2",
         "--idle-timeout",
-        "5s",
+        "8s",
     ]);
     assert_eq!(rule["max_workers"], 3, "{rule}");
 
@@ -233,13 +242,23 @@ fn a_batch_recruits_local_agents_that_enroll_run_it_and_go_when_idle() {
 
     // The replacements enroll and run the batch; the quota holds all along.
     let mut most = 0;
+    // A running machine's enrollment token, read while it runs (for the replay below).
+    let mut token = None;
     poll(LONG, "the batch to succeed on recruited agents", || {
         most = most.max(setup.check_quota());
-        let done = tasks
-            .iter()
-            .filter(|id| c.status(**id) == "succeeded")
-            .count();
-        if done == tasks.len() {
+        if token.is_none()
+            && let Some(running) = setup
+                .instances()
+                .into_iter()
+                .find(|i| i.state == InstanceState::Running)
+        {
+            token = Some((
+                running.name.clone(),
+                token_of(&setup.state_dir(), &running.name),
+            ));
+        }
+        let done = succeeded(&c, "rec");
+        if done == tasks.len() as u64 {
             Ok(())
         } else {
             Err(format!("{done} of {} succeeded", tasks.len()))
@@ -282,8 +301,7 @@ fn a_batch_recruits_local_agents_that_enroll_run_it_and_go_when_idle() {
     );
 
     // A used enrollment token is refused, naming why.
-    let name = workers[0]["name"].as_str().expect("a name").to_owned();
-    let token = token_of(&setup.state_dir(), &name);
+    let (name, token) = token.expect("a running machine's token");
     let no_config = setup.server.home().join("no-client-config");
     let mut replay = Agent::start_with_env(
         &setup.server,
@@ -330,6 +348,43 @@ fn a_batch_recruits_local_agents_that_enroll_run_it_and_go_when_idle() {
         "every created machine destroyed: {jobs:?}"
     );
     assert!(jobs.iter().all(|j| j["status"] != "running"), "{jobs:?}");
+
+    // /metrics counts the cloud calls and the machines.
+    let metrics = std::process::Command::new("curl")
+        .args([
+            "--fail",
+            "--silent",
+            "-H",
+            &format!("Authorization: Bearer {}", setup.server.admin_token()),
+            &format!("http://{}/metrics", setup.server.addr()),
+        ])
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    let sample = |name: &str, labels: &[&str]| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter(|l| labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        sample(
+            "scitq_provider_calls_total",
+            &["operation=\"create\"", "outcome=\"ok\""]
+        ),
+        creates as f64,
+        "{text}"
+    );
+    assert_eq!(
+        sample("scitq_recruited_machines_total", &["event=\"destroyed\""]),
+        destroys as f64,
+        "{text}"
+    );
+    assert!(
+        sample("scitq_recruiter_pass_seconds_count", &[]) > 10.0,
+        "{text}"
+    );
 }
 
 #[test]
@@ -372,10 +427,7 @@ fn scitqd_killed_while_recruiting_leaves_no_orphan() {
 
     poll(LONG, "the batch to succeed after the restart", || {
         setup.check_quota();
-        let done = tasks
-            .iter()
-            .filter(|id| c.status(**id) == "succeeded")
-            .count();
+        let done = succeeded(&c, "kill") as usize;
         if done == tasks.len() {
             Ok(())
         } else {

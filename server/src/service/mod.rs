@@ -3,6 +3,7 @@
 
 pub mod hub;
 pub mod ops;
+pub mod recruit_metrics;
 pub mod recruiter;
 pub mod scheduler;
 pub mod session;

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ops::{Ops, OpsError, UserDataFormat, WorkerChange};
+use super::recruit_metrics::{Counted, Machines, recruit_metrics};
 use crate::core::ids::{MachineId, RecruiterId};
 use crate::core::recruit::{
     self, Action, DestroyReason, Flavor, JobStatus, Machine, MachineRecord, MachineState,
@@ -154,6 +155,7 @@ impl Recruiter {
         }
         match connect(&slot.config, &self.owner, &self.local).await {
             Ok(p) => {
+                let p: Arc<dyn Provider> = Arc::new(Counted(p));
                 state.provider = Some(p.clone());
                 state.error = None;
                 Ok(p)
@@ -385,7 +387,7 @@ impl Ops {
             recruiter.owner.to_string(),
             new,
             format!(
-                "create {} {} in {} for {why}",
+                "create {} {} in {} for {why}\n",
                 request.provider, request.flavor.name, request.region
             ),
         )
@@ -405,6 +407,13 @@ impl Ops {
         let result = match outcome {
             Ok(instance) => {
                 tracing::info!(machine = %machine.name, provider = %machine.provider, id = %instance, "created; waiting for its agent");
+                recruit_metrics()
+                    .machines
+                    .get_or_create(&Machines {
+                        provider: machine.provider.clone(),
+                        event: "created",
+                    })
+                    .inc();
                 store::finish_job(
                     &self.store,
                     Some(job),
@@ -616,6 +625,13 @@ impl Ops {
         let result = match deleted {
             Ok(()) => {
                 tracing::info!(machine = %machine.name, reason = machine.reason.as_deref().unwrap_or(""), "destroyed");
+                recruit_metrics()
+                    .machines
+                    .get_or_create(&Machines {
+                        provider: machine.provider.clone(),
+                        event: "destroyed",
+                    })
+                    .inc();
                 store::finish_job(
                     &self.store,
                     job,
@@ -677,6 +693,7 @@ pub fn spawn(
     interval: Duration,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    recruit_metrics();
     tokio::spawn(async move {
         let mut pass = Pass {
             ops,
@@ -814,6 +831,15 @@ impl Pass {
     }
 
     async fn once(&mut self) -> Result<(), OpsError> {
+        let started = Instant::now();
+        let result = self.decide_and_act().await;
+        recruit_metrics()
+            .pass_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn decide_and_act(&mut self) -> Result<(), OpsError> {
         let now = now_ms();
         let rules = store::rules(&self.ops.store.db).await?;
         let records = store::live_machines(&self.ops.store.db).await?;

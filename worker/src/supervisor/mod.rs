@@ -307,7 +307,7 @@ async fn read_replies(channel: Arc<Channel>, slots: Slots, mut buf: Vec<u8>) {
 
 fn connect(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
     let fd = wire::socket()?;
-    let addr = rustix::net::SocketAddrUnix::new(path)?;
+    let (_dir, addr) = wire::unix_addr(path)?;
     rustix::net::connect(&fd, &addr)?;
     Ok(fd)
 }
@@ -384,6 +384,19 @@ async fn start(work_dir: &Path) -> Result<(), SupervisorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_work_dir_deeper_than_a_socket_path_can_hold_still_gets_its_supervisor() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("d".repeat(60)).join("e".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        assert!(deep.join(SOCKET).as_os_str().len() > 107);
+        let supervisor = Supervisor::connect_or_start(&deep).await.unwrap();
+        assert!(deep.join(SOCKET).exists());
+        drop(supervisor);
+        // A second agent finds the one already listening there.
+        Supervisor::connect_or_start(&deep).await.unwrap();
+    }
 
     #[tokio::test]
     async fn a_command_that_cannot_run_comes_back_as_a_typed_error() {

@@ -81,7 +81,8 @@ pub fn listen(work_dir: &Path) -> io::Result<OwnedFd> {
         _ => {}
     }
     let fd = wire::socket()?;
-    rustix::net::bind(&fd, &rustix::net::SocketAddrUnix::new(&path)?)?;
+    let (_dir, addr) = super::wire::unix_addr(&path)?;
+    rustix::net::bind(&fd, &addr)?;
     rustix::net::listen(&fd, 16)?;
     Ok(fd)
 }

@@ -218,6 +218,37 @@ pub fn watch(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     AsyncFd::new(fd)
 }
 
+/// The address of a socket file. A Unix socket path holds at most 107 bytes: a longer one
+/// (a deep work dir) is reached through `/proc/self/fd/N/NAME`, N a descriptor of its folder,
+/// which the caller keeps open until its bind or connect is done.
+pub fn unix_addr(
+    path: &std::path::Path,
+) -> io::Result<(Option<OwnedFd>, rustix::net::SocketAddrUnix)> {
+    use rustix::net::SocketAddrUnix;
+    use std::os::unix::ffi::OsStrExt;
+    const MAX: usize = 107;
+    if path.as_os_str().as_bytes().len() <= MAX {
+        return Ok((None, SocketAddrUnix::new(path)?));
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::other(format!(
+            "{} is no socket path",
+            path.display()
+        )));
+    };
+    let dir_fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let short = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir_fd)
+    ))
+    .join(name);
+    Ok((Some(dir_fd), SocketAddrUnix::new(&short)?))
+}
+
 /// A new non-blocking, close-on-exec seqpacket socket.
 pub fn socket() -> io::Result<OwnedFd> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
