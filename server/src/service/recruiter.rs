@@ -40,6 +40,8 @@ use crate::provider_config::{ProviderConfig, ProviderKind};
 const FLAVORS_TTL: Duration = Duration::from_secs(600);
 /// A provider that could not be reached is tried again after this long.
 const RECONNECT: Duration = Duration::from_secs(30);
+/// Nudged passes (work submitted, a rule changed) run at most this often.
+const MIN_GAP: Duration = Duration::from_millis(500);
 /// Instances the providers list are compared with the records this often.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
 
@@ -706,13 +708,17 @@ pub fn spawn(
             tracing::error!(error = %e, "recruiter: cannot settle the jobs of the last run");
         }
         loop {
+            let started = Instant::now();
             if let Err(e) = pass.once().await {
                 tracing::warn!(error = %e, "recruiter pass failed");
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
-                _ = recruiter.nudge.notified() => {}
+                _ = recruiter.nudge.notified() => {
+                    // Nudges (every task submission) start a pass at most this often.
+                    tokio::time::sleep_until(started + MIN_GAP.min(interval)).await;
+                }
             }
         }
     })

@@ -3,6 +3,8 @@
 //! and steering reach their destination; what thousands of agents cost scitqd; and the
 //! per-task overhead of container tasks against a bare `docker run` loop.
 
+#[path = "bench/recruit.rs"]
+mod recruit;
 #[path = "bench/scale.rs"]
 mod scale;
 #[path = "bench/steering.rs"]
@@ -58,6 +60,12 @@ const CHUNK: usize = 100_000;
 ///   IMAGE true` at the same concurrency, and the ratio of the two rates. scitq's clock stops
 ///   once its containers are removed too (`docker run --rm` pays the removal in each run).
 ///   The image and every container are removed afterwards.
+///
+///   --recruit N (with --recruit-interval D): recruitment (only when asked). scitqd with a
+///   local provider recruits up to N machines (agents started as processes here) for
+///   6 × N one-second tasks: the seconds from the batch's first waiting task to a recruited
+///   agent running it, the provider calls per machine created and destroyed (scitqd's
+///   /metrics), and the average recruiter pass time.
 ///
 ///   The throughput and docker parts run --rounds R rounds, scitq and its baseline in turn
 ///   (a machine that slows down during the run weighs on both), and print each round's ratio
@@ -118,6 +126,12 @@ struct Args {
     /// Docker part: how many container tasks to run (only when given).
     #[arg(long, value_name = "N")]
     docker: Option<usize>,
+    /// Recruitment part: how many local machines at most (only when given).
+    #[arg(long, value_name = "N")]
+    recruit: Option<usize>,
+    /// Recruitment part: the recruiter's pass interval (scitqd's default).
+    #[arg(long, value_name = "D", default_value = "10s", value_parser = humantime::parse_duration)]
+    recruit_interval: Duration,
     /// Run scitqd on this database (e.g. postgres://…) instead of SQLite in a temp dir.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
@@ -137,6 +151,7 @@ fn main() -> Result<()> {
         && args.steering_agents.is_none()
         && args.scale_agents.is_none()
         && args.docker.is_none()
+        && args.recruit.is_none()
     {
         args.tasks = Some(10_000);
         args.submit = Some(100_000);
@@ -182,6 +197,10 @@ fn main() -> Result<()> {
     }
     if let Some(n) = args.docker {
         docker_overhead(&opts, n, args.concurrency, args.rounds)?;
+    }
+    if let Some(n) = args.recruit {
+        ensure!(n > 0, "--recruit must be at least 1");
+        recruit::recruit(&opts, n, args.recruit_interval)?;
     }
     Ok(())
 }

@@ -93,6 +93,10 @@ impl Ops {
             .collect::<Result<Vec<_>, SpecError>>()?;
         let created = tasks::create(&self.store, tasks).await?;
         self.scheduler.enqueue(created.queued);
+        // Work waits: the recruiter need not wait for its next pass.
+        if let Some(recruiter) = &self.recruiter {
+            recruiter.nudge();
+        }
         Ok(created.ids)
     }
 
