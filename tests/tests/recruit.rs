@@ -563,3 +563,65 @@ fn a_machine_installs_the_agent_scitqd_serves_and_refuses_one_that_does_not_matc
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?} left in {}", bin_dir.display());
 }
+
+/// `scitqd --check-providers`: a provider that answers is reported with its flavors, one that
+/// cannot be reached fails the check, naming it and the error's class.
+#[test]
+fn check_providers_reports_each_provider() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let config = dir.path().join("scitqd.toml");
+    // Nothing listens on port 1: the cloud cannot be reached.
+    std::fs::write(
+        &config,
+        "[[provider]]\nname = \"here\"\nkind = \"local\"\n\n\
+         [[provider]]\nname = \"cloud\"\nkind = \"openstack\"\n\
+         auth_url = \"http://127.0.0.1:1/v3\"\nusername = \"u\"\npassword = \"p\"\n\
+         project = \"p\"\nregions = [\"R1\"]\nimage = \"Debian 12\"\n",
+    )
+    .expect("write the config");
+    let out = std::process::Command::new(scitq_tests::bin("scitqd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--check-providers")
+        .output()
+        .expect("run scitqd --check-providers");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{}", scitq_tests::describe(&out));
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("here: local ok: 1 flavor(s)")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("cloud: FAILED:") && l.contains("(transient)")),
+        "{stdout}"
+    );
+    // A bad block is refused before anything is tried, naming the provider and the key.
+    std::fs::write(
+        &config,
+        "[[provider]]\nname = \"x\"\nkind = \"local\"\nimage_typo = 1\n",
+    )
+    .expect("write the config");
+    let out = std::process::Command::new(scitq_tests::bin("scitqd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--check-providers")
+        .output()
+        .expect("run scitqd --check-providers");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        scitq_tests::describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("image_typo"),
+        "{}",
+        scitq_tests::describe(&out)
+    );
+}

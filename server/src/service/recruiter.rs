@@ -155,7 +155,14 @@ impl Recruiter {
         {
             return Err(OpsError::ProviderUnavailable(error.clone()));
         }
-        match connect(&slot.config, &self.owner, &self.local).await {
+        match connect(
+            &slot.config,
+            &self.owner,
+            &self.local,
+            RetryPolicy::default(),
+        )
+        .await
+        {
             Ok(p) => {
                 let p: Arc<dyn Provider> = Arc::new(Counted(p));
                 state.provider = Some(p.clone());
@@ -218,6 +225,7 @@ async fn connect(
     config: &ProviderConfig,
     owner: &OwnerId,
     local: &LocalContext,
+    retry: RetryPolicy,
 ) -> Result<Arc<dyn Provider>, ProviderError> {
     let name = config.name.clone();
     Ok(match &config.kind {
@@ -280,7 +288,7 @@ async fn connect(
                     auth_url: auth_url.clone(),
                     credentials: credentials.clone(),
                     regions: config.regions.clone(),
-                    retry: RetryPolicy::default(),
+                    retry: retry.clone(),
                 },
                 owner.clone(),
             )
@@ -312,7 +320,7 @@ async fn connect(
                     spot: *spot,
                     authority_host: authority_host.clone(),
                     endpoint: endpoint.clone(),
-                    retry: RetryPolicy::default(),
+                    retry,
                     poll_interval: Duration::from_secs(5),
                     operation_timeout: Duration::from_secs(900),
                 },
@@ -329,9 +337,15 @@ pub async fn check_providers(
     local: &LocalContext,
 ) -> Vec<(String, Result<String, String>)> {
     let owner = OwnerId::new("scitq-check").expect("a valid owner id");
+    // A check answers in seconds: one retry, short timeouts.
+    let retry = RetryPolicy {
+        timeout: Duration::from_secs(20),
+        max_retries: 1,
+        ..RetryPolicy::default()
+    };
     let mut out = Vec::new();
     for (name, config) in providers {
-        let result = match connect(config, &owner, local).await {
+        let result = match connect(config, &owner, local, retry.clone()).await {
             Ok(p) => match p.flavors(None).await {
                 Ok(flavors) => Ok(format!(
                     "{} ok: {} flavor(s), regions {}",
