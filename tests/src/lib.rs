@@ -38,6 +38,7 @@ mod pg_shared;
 mod postgres;
 mod process;
 mod proxy;
+pub mod recruiting;
 pub mod registry;
 mod s3;
 mod server;

@@ -4,176 +4,41 @@
 //! quota at every step. The agents reach scitqd through a proxy the test can cut, to play
 //! machines that never connect.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
-use scitq_provisioner::local::{LocalConfig, LocalProvider};
-use scitq_provisioner::{Instance, InstanceSpec, InstanceState, OwnerId, Provider};
-use scitq_tests::{Agent, Proxy, Server, ServerOpts, poll};
+use scitq_provisioner::{Instance, InstanceSpec, InstanceState, Provider};
+use scitq_tests::recruiting::{LocalProviderOpts, LocalRecruiting, block_on};
+use scitq_tests::{Agent, Server, ServerOpts, poll};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(180);
 const QUOTA: usize = 3;
 
 /// scitqd with one local provider (at most [`QUOTA`] instances), its agents behind a proxy.
-struct Setup {
-    server: Server,
-    proxy: Proxy,
-    _config_dir: tempfile::TempDir,
-    runtime: tokio::runtime::Runtime,
+fn start() -> LocalRecruiting {
+    LocalRecruiting::start(LocalProviderOpts {
+        max_instances: QUOTA,
+        deploy_timeout: Duration::from_secs(8),
+        interval: Duration::from_millis(300),
+    })
 }
 
-impl Setup {
-    fn start() -> Setup {
-        // Its target is set once scitqd listens (its port is not known before).
-        let proxy = Proxy::start("127.0.0.1:9");
-        let config_dir = tempfile::tempdir().expect("a temp dir");
-        let config = config_dir.path().join("scitqd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[recruit]
-interval = "300ms"
-
-[deploy]
-server = "{proxy}"
-
-[[provider]]
-name = "local"
-kind = "local"
-max_instances = {QUOTA}
-deploy_timeout = "8s"
-agent_args = ["--reconnect-max", "1s", "--heartbeat", "1s"]
-"#,
-                proxy = proxy.addr()
-            ),
-        )
-        .expect("write the config");
-        let server = Server::start(
-            ServerOpts::default()
-                .arg("--config")
-                .arg(config.to_str().expect("utf-8 path")),
-        );
-        proxy.retarget(&server.addr());
-        Setup {
-            server,
-            proxy,
-            _config_dir: config_dir,
-            runtime: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime"),
-        }
-    }
-
-    fn state_dir(&self) -> PathBuf {
-        self.server.data_dir().join("local-instances/local")
-    }
-
-    /// The local provider as scitqd's owner sees it: the provider's own listing.
-    fn provider(&self, owner: &str) -> LocalProvider {
-        LocalProvider::processes(
-            LocalConfig {
-                name: "local".to_owned(),
-                command: vec!["sleep".to_owned(), "600".to_owned()],
-                env: BTreeMap::new(),
-                flavors: Vec::new(),
-                state_dir: self.state_dir(),
-                image: None,
-            },
-            OwnerId::new(owner).expect("an owner id"),
-        )
-        .expect("the local provider")
-    }
-
-    /// Every instance the provider lists for scitqd's owner id (none before the first
-    /// machine names it).
-    fn instances(&self) -> Vec<Instance> {
-        let Some(owner) = self.owner() else {
-            return Vec::new();
-        };
-        self.runtime
-            .block_on(self.provider(&owner).list())
-            .expect("list local instances")
-    }
-
-    /// scitqd's owner id, from a machine's name (`OWNER-N`).
-    fn owner(&self) -> Option<String> {
-        let jobs = self.jobs();
-        let name = jobs.first()?["machine"].as_str()?.to_owned();
-        Some(name.rsplit_once('-')?.0.to_owned())
-    }
-
-    fn jobs(&self) -> Vec<Value> {
-        self.server
-            .ctl_json(["job", "list", "--limit", "1000"])
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// The quota holds, by the provider's own count of the instances scitqd created (not
-    /// one a test made behind its back).
-    fn check_quota(&self) -> usize {
-        let instances: Vec<Instance> = self
-            .instances()
-            .into_iter()
-            .filter(|i| i.tags.contains_key("scitq-machine"))
-            .collect();
-        assert!(
-            instances.len() <= QUOTA,
-            "{} instances exist, the quota is {QUOTA}: {instances:?}",
-            instances.len()
-        );
+/// The quota holds, by the provider's own count of the instances scitqd created (not one a
+/// test made behind its back).
+fn check_quota(setup: &LocalRecruiting) -> usize {
+    let instances: Vec<Instance> = setup
+        .instances()
+        .into_iter()
+        .filter(|i| i.tags.contains_key("scitq-machine"))
+        .collect();
+    assert!(
+        instances.len() <= QUOTA,
+        "{} instances exist, the quota is {QUOTA}: {instances:?}",
         instances.len()
-    }
-}
-
-impl Drop for Setup {
-    /// Instances still running (a failed test) are deleted, by their pids; a failed test
-    /// shows their agents' logs.
-    fn drop(&mut self) {
-        if std::thread::panicking()
-            && let Ok(entries) = std::fs::read_dir(self.state_dir())
-        {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "log") {
-                    eprintln!(
-                        "----- [harness] local instance log {} -----\n{}",
-                        path.display(),
-                        scitq_tests::log_tail(&path, 30)
-                    );
-                }
-            }
-        }
-        if let Some(owner) = self.owner() {
-            let provider = self.provider(&owner);
-            self.runtime.block_on(async {
-                for instance in provider.list().await.unwrap_or_default() {
-                    let _ = provider.delete(&instance.id).await;
-                }
-            });
-        }
-    }
-}
-
-/// The enrollment token in a running instance's environment.
-fn token_of(state_dir: &Path, name: &str) -> String {
-    let record: Value = serde_json::from_str(
-        &std::fs::read_to_string(state_dir.join(format!("{name}.json"))).expect("its record"),
-    )
-    .expect("a JSON record");
-    let pid = record["pid"].as_i64().expect("a pid");
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("its environment");
-    environ
-        .split(|b| *b == 0)
-        .filter_map(|kv| std::str::from_utf8(kv).ok())
-        .find_map(|kv| kv.strip_prefix("SCITQ_ENROLL_TOKEN="))
-        .expect("SCITQ_ENROLL_TOKEN in the agent's environment")
-        .to_owned()
+    );
+    instances.len()
 }
 
 /// Succeeded tasks of a batch, in one call.
@@ -196,7 +61,7 @@ fn recruited_workers(server: &Server) -> Vec<Value> {
 
 #[test]
 fn a_batch_recruits_local_agents_that_enroll_run_it_and_go_when_idle() {
-    let setup = Setup::start();
+    let setup = start();
     let c = setup.server.client();
     // No agent reaches scitqd at first: the first machines never connect.
     setup.proxy.cut();
@@ -221,7 +86,7 @@ fn a_batch_recruits_local_agents_that_enroll_run_it_and_go_when_idle() {
 
     // Machines that never connect are destroyed after the deploy timeout and replaced.
     poll(LONG, "a machine destroyed for never connecting", || {
-        setup.check_quota();
+        check_quota(&setup);
         let jobs = setup.jobs();
         let destroyed = jobs.iter().any(|j| {
             j["kind"] == "destroy"
@@ -245,17 +110,14 @@ fn a_batch_recruits_local_agents_that_enroll_run_it_and_go_when_idle() {
     // A running machine's enrollment token, read while it runs (for the replay below).
     let mut token = None;
     poll(LONG, "the batch to succeed on recruited agents", || {
-        most = most.max(setup.check_quota());
+        most = most.max(check_quota(&setup));
         if token.is_none()
             && let Some(running) = setup
                 .instances()
                 .into_iter()
                 .find(|i| i.state == InstanceState::Running)
         {
-            token = Some((
-                running.name.clone(),
-                token_of(&setup.state_dir(), &running.name),
-            ));
+            token = Some((running.name.clone(), setup.token_of(&running.name)));
         }
         let done = succeeded(&c, "rec");
         if done == tasks.len() as u64 {
@@ -322,7 +184,7 @@ fn a_batch_recruits_local_agents_that_enroll_run_it_and_go_when_idle() {
 
     // Idle with nothing waiting: every machine is drained, destroyed and forgotten.
     poll(LONG, "every recruited machine destroyed", || {
-        let left = setup.check_quota();
+        let left = check_quota(&setup);
         let workers = recruited_workers(&setup.server);
         if left == 0 && workers.is_empty() {
             Ok(())
@@ -389,7 +251,7 @@ fn a_batch_recruits_local_agents_that_enroll_run_it_and_go_when_idle() {
 
 #[test]
 fn scitqd_killed_while_recruiting_leaves_no_orphan() {
-    let mut setup = Setup::start();
+    let mut setup = start();
     let c = setup.server.client();
     let tasks: Vec<i64> = (0..12)
         .map(|i| c.create_sh("kill", &format!("sleep 1; echo task-{i}"), &[]))
@@ -414,19 +276,18 @@ fn scitqd_killed_while_recruiting_leaves_no_orphan() {
 
     // While it is down, an instance under its owner id appears that it has no record of
     // (a create that reached the cloud when the record of it did not survive).
-    let orphan = setup
-        .runtime
-        .block_on(setup.provider(&owner).create(&InstanceSpec {
-            name: format!("{owner}-orphan"),
-            flavor: "local".to_owned(),
-            ..InstanceSpec::default()
-        }))
-        .expect("an orphan instance");
+    let provider = setup.provider(&owner);
+    let orphan = block_on(provider.create(&InstanceSpec {
+        name: format!("{owner}-orphan"),
+        flavor: "local".to_owned(),
+        ..InstanceSpec::default()
+    }))
+    .expect("an orphan instance");
     setup.server.start_again();
     setup.proxy.retarget(&setup.server.addr());
 
     poll(LONG, "the batch to succeed after the restart", || {
-        setup.check_quota();
+        check_quota(&setup);
         let done = succeeded(&c, "kill") as usize;
         if done == tasks.len() {
             Ok(())

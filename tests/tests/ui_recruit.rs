@@ -8,112 +8,25 @@
 
 mod browser;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use browser::{Driver, click, eventually, find, log_in, post, screenshot, shows};
 use fantoccini::{Client, Locator};
-use scitq_provisioner::local::{LocalConfig, LocalProvider};
-use scitq_provisioner::{OwnerId, Provider};
-use scitq_tests::{Proxy, Server, ServerOpts, poll, touch, wait_for_file_sh};
+use scitq_tests::recruiting::{LocalProviderOpts, LocalRecruiting};
+use scitq_tests::{poll, touch, wait_for_file_sh};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(120);
 const TASKS: usize = 8;
 
-/// scitqd with the local provider; its recruited agents reach it through a proxy.
-struct Setup {
-    server: Server,
-    proxy: Proxy,
-    _config_dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn start() -> Setup {
-        let proxy = Proxy::start("127.0.0.1:9");
-        let config_dir = tempfile::tempdir().expect("a temp dir");
-        let config = config_dir.path().join("scitqd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[recruit]
-interval = "300ms"
-
-[deploy]
-server = "{proxy}"
-
-[[provider]]
-name = "local"
-kind = "local"
-max_instances = 2
-deploy_timeout = "2m"
-agent_args = ["--reconnect-max", "1s", "--heartbeat", "1s"]
-"#,
-                proxy = proxy.addr()
-            ),
-        )
-        .expect("write the config");
-        let server = Server::start(
-            ServerOpts::default()
-                .arg("--config")
-                .arg(config.to_str().expect("utf-8 path")),
-        );
-        proxy.retarget(&server.addr());
-        Setup {
-            server,
-            proxy,
-            _config_dir: config_dir,
-        }
-    }
-
-    fn jobs(&self) -> Vec<Value> {
-        self.server
-            .ctl_json(["job", "list", "--limit", "1000"])
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Setup {
-    /// Instances a failed test left running are deleted (their names say scitqd's owner).
-    fn drop(&mut self) {
-        let Some(owner) = self.jobs().first().and_then(|j| {
-            let name = j["machine"].as_str()?;
-            Some(name.rsplit_once('-')?.0.to_owned())
-        }) else {
-            return;
-        };
-        let Ok(provider) = LocalProvider::processes(
-            LocalConfig {
-                name: "local".to_owned(),
-                command: vec!["sleep".to_owned(), "600".to_owned()],
-                env: BTreeMap::new(),
-                flavors: Vec::new(),
-                state_dir: self.server.data_dir().join("local-instances/local"),
-                image: None,
-            },
-            OwnerId::new(&owner).expect("an owner id"),
-        ) else {
-            return;
-        };
-        // Dropped on the test's runtime: the provider's calls get a thread and a runtime of
-        // their own.
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime");
-                runtime.block_on(async {
-                    for instance in provider.list().await.unwrap_or_default() {
-                        let _ = provider.delete(&instance.id).await;
-                    }
-                })
-            });
-        });
-    }
+/// scitqd with the local provider (at most 2 machines); its recruited agents reach it
+/// through a proxy.
+fn start() -> LocalRecruiting {
+    LocalRecruiting::start(LocalProviderOpts {
+        max_instances: 2,
+        deploy_timeout: Duration::from_secs(120),
+        interval: Duration::from_millis(300),
+    })
 }
 
 /// The `attr` of every element `css` matches (an error when the page reloaded meanwhile).
@@ -157,7 +70,7 @@ async fn shows_after_reload(browser: &Client, url: &str, css: &str, want: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recruiters_machines_and_jobs_in_the_web_ui() {
-    let setup = Setup::start();
+    let setup = start();
     let server = &setup.server;
     let c = server.client();
     let base = format!("http://127.0.0.1:{}", server.port());

@@ -18,16 +18,8 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
 /// Longest wait between two deployments of a failing rule.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// A machine size, as a provider offers it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Flavor {
-    pub name: String,
-    pub cpu: u32,
-    pub memory_mib: u64,
-    pub disk_gib: u64,
-    pub gpu: u32,
-    pub price_per_hour: Option<f64>,
-}
+/// A machine size, as a provider offers it (the provisioner's own type: plain data).
+pub use scitq_provisioner::Flavor;
 
 /// Which flavor a rule recruits.
 #[derive(Debug, Clone, PartialEq)]

@@ -191,19 +191,8 @@ impl Recruiter {
             .flavors(None)
             .await
             .map_err(|e| OpsError::ProviderUnavailable(e.to_string()))?;
-        let flavors: Vec<Flavor> = listed
-            .into_iter()
-            .map(|f| Flavor {
-                name: f.name,
-                cpu: f.cpu,
-                memory_mib: f.memory_mib,
-                disk_gib: f.disk_gib,
-                gpu: f.gpu,
-                price_per_hour: f.price_per_hour,
-            })
-            .collect();
-        slot.state.lock().await.flavors = Some((flavors.clone(), Instant::now()));
-        Ok(flavors)
+        slot.state.lock().await.flavors = Some((listed.clone(), Instant::now()));
+        Ok(listed)
     }
 
     fn is_busy(&self, id: MachineId) -> bool {
@@ -258,17 +247,7 @@ async fn connect(
                 name,
                 command,
                 env: BTreeMap::new(),
-                flavors: flavors
-                    .iter()
-                    .map(|f| scitq_provisioner::Flavor {
-                        name: f.name.clone(),
-                        cpu: f.cpu,
-                        memory_mib: f.memory_mib,
-                        disk_gib: f.disk_gib,
-                        gpu: f.gpu,
-                        price_per_hour: None,
-                    })
-                    .collect(),
+                flavors: flavors.clone(),
                 state_dir,
                 image: config.image.clone(),
             };
