@@ -1,16 +1,15 @@
 //! The local provider, for real: processes started on this machine, and docker containers on
 //! a private network (from a busybox image built locally).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{BusyboxImage, docker, wait_for};
 use scitq_provisioner::local::{LocalConfig, LocalProvider};
 use scitq_provisioner::{
     ErrorClass, InstanceId, InstanceSpec, InstanceState, OWNER_TAG, OwnerId, Provider,
 };
+use scitq_testkit::images::{Image, docker, try_docker};
+use scitq_testkit::wait_for;
 
 /// A process instance that writes its pid and user data to `out`, then sleeps.
 fn process_config(state_dir: &Path, out: &Path) -> LocalConfig {
@@ -199,22 +198,23 @@ struct DockerCleanup {
 
 impl Drop for DockerCleanup {
     fn drop(&mut self) {
-        let ids = docker(&[
+        let ids = try_docker(&[
             "ps",
             "-aq",
             "--filter",
             &format!("label={OWNER_TAG}={}", self.owner),
-        ]);
+        ])
+        .unwrap_or_default();
         for id in ids.split_whitespace() {
-            docker(&["rm", "-f", id]);
+            try_docker(&["rm", "-f", id]);
         }
-        docker(&["network", "rm", &format!("scitq-{}", self.owner)]);
+        try_docker(&["network", "rm", &format!("scitq-{}", self.owner)]);
     }
 }
 
 #[tokio::test]
 async fn docker_instances_run_on_a_private_network_and_are_listed_by_label() {
-    let image = BusyboxImage::build();
+    let image = Image::tiny();
     let owner_id = format!("provtest-{}", std::process::id());
     let _cleanup = DockerCleanup {
         owner: owner_id.clone(),
@@ -230,7 +230,7 @@ async fn docker_instances_run_on_a_private_network_and_are_listed_by_label() {
         env: BTreeMap::new(),
         flavors: Vec::new(),
         state_dir: state.path().to_owned(),
-        image: Some(image.tag.clone()),
+        image: Some(image.tag().to_owned()),
     };
     let provider = LocalProvider::detect(config.clone(), owner(&owner_id))
         .await

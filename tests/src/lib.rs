@@ -1,9 +1,9 @@
 //! End-to-end test harness for scitq: starts the real `scitqd`, `scitq-agent` and `scitqctl`
 //! binaries (and, when asked, a database on a PostgreSQL cluster shared by the test run, see
-//! `pg_shared`) on loopback, in temp dirs, and
-//! tears them down afterwards; builds tiny container images (`images`) and starts a private
-//! registry (`registry`) for the container tests; storage servers on loopback (S3, FTP, SFTP,
-//! HTTP) for the storage tests.
+//! `pg_shared`) on loopback, in temp dirs, and tears them down afterwards; builds tiny
+//! container images (`images`, from `scitq-testkit`) and starts a private registry
+//! (`registry`) for the container tests; storage servers on loopback (S3, FTP, SFTP, HTTP)
+//! for the storage tests.
 //!
 //! The binaries are taken from the cargo target dir the running executable lives in, so build
 //! them first: `cargo build --workspace` (scripts/test does it). Everything is polled with a
@@ -32,7 +32,6 @@ mod client;
 mod ftp;
 mod grpcurl;
 mod http;
-pub mod images;
 mod loopback;
 mod pg_shared;
 mod postgres;
@@ -53,7 +52,6 @@ pub use client::{Client, as_id, describe, sh_quote, str_field, wait_for_file_sh}
 pub use ftp::{FTP_PASSWORD, FTP_USER, FtpServer};
 pub use grpcurl::Grpcurl;
 pub use http::HttpServer;
-pub use images::Image;
 pub use loopback::{find_tool, http_request, python};
 pub use pg_shared::PgDatabase;
 pub use postgres::Postgres;
@@ -63,6 +61,7 @@ pub use process::{
 pub use proxy::Proxy;
 pub use registry::Registry;
 pub use s3::{S3_ACCESS_KEY, S3_REGION, S3_SECRET_KEY, S3Server};
+pub use scitq_testkit::images::{self, Image};
 pub use server::{Backend, Server, ServerOpts};
 pub use sftp::SftpServer;
 pub use tree::{read_tree, write_tree};

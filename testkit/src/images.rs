@@ -28,7 +28,10 @@ impl Image {
     pub fn tiny_with(executables: &[(&str, &str)]) -> Image {
         use std::os::unix::fs::PermissionsExt;
         let tag = unique_tag("scitq-test-tiny");
-        let root = crate::temp_dir("scitq-rootfs-");
+        let root = tempfile::Builder::new()
+            .prefix("scitq-rootfs-")
+            .tempdir()
+            .expect("create a temp dir");
         build_rootfs(root.path());
         for (path, content) in executables {
             let file = root.path().join(path.trim_start_matches('/'));
@@ -141,6 +144,15 @@ fn build_rootfs(root: &Path) {
     .expect("write etc/passwd");
     std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")
         .expect("write etc/group");
+}
+
+/// Runs `docker ARGS` and returns its stdout, or `None` when it fails (for cleanups, where
+/// what is gone already is fine).
+pub fn try_docker(args: &[&str]) -> Option<String> {
+    let out = Command::new("docker").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Runs `docker ARGS` and returns its stdout; panics with its stderr on failure.
