@@ -1,10 +1,13 @@
 //! scitq-bench: how fast scitq runs tiny tasks, compared with spawning them directly; how
 //! fast it takes submissions; how much memory a large queue costs scitqd; how fast output
-//! and steering reach their destination; what thousands of agents cost scitqd; and the
-//! per-task overhead of container tasks against a bare `docker run` loop.
+//! and steering reach their destination; what thousands of agents cost scitqd; the
+//! per-task overhead of container tasks against a bare `docker run` loop; and what
+//! recruitment costs, on the local provider and at scale on a fake OpenStack.
 
 #[path = "bench/recruit.rs"]
 mod recruit;
+#[path = "bench/recruit_openstack.rs"]
+mod recruit_openstack;
 #[path = "bench/scale.rs"]
 mod scale;
 #[path = "bench/steering.rs"]
@@ -66,6 +69,18 @@ const CHUNK: usize = 100_000;
 ///   6 × N one-second tasks: the seconds from the batch's first waiting task to a recruited
 ///   agent running it, the provider calls per machine created and destroyed (scitqd's
 ///   /metrics), and the average recruiter pass time.
+///
+///   --recruit-openstack N (with --recruit-passes K, --recruit-interval D): the recruiter's
+///   cost per pass at scale (only when asked). A fake OpenStack (Keystone, Nova, Glance,
+///   Neutron from scitq-testkit) is served by the bench on 127.0.0.1; scitqd has an
+///   `openstack` [[provider]] on it with max_instances N and a deploy timeout of a day, and a
+///   rule whose batch gets N waiting tasks, so it recruits N instances, which never connect
+///   (nothing boots them) and stay deploying. Over K passes with no instance, then K passes
+///   with the N: scitqd's CPU time per pass (utime + stime of /proc/PID/stat), the mean of
+///   scitq_recruiter_pass_seconds, and provider calls per pass (scitqd's
+///   scitq_provider_calls_total, and the requests the fake received); also the time to
+///   recruit the N and the calls per instance created. Use a short interval, e.g.
+///   --recruit-openstack 200 --recruit-interval 1s.
 ///
 ///   The throughput and docker parts run --rounds R rounds, scitq and its baseline in turn
 ///   (a machine that slows down during the run weighs on both), and print each round's ratio
@@ -129,9 +144,15 @@ struct Args {
     /// Recruitment part: how many local machines at most (only when given).
     #[arg(long, value_name = "N")]
     recruit: Option<usize>,
-    /// Recruitment part: the recruiter's pass interval (scitqd's default).
+    /// Recruitment parts: the recruiter's pass interval (scitqd's default).
     #[arg(long, value_name = "D", default_value = "10s", value_parser = humantime::parse_duration)]
     recruit_interval: Duration,
+    /// Recruiter-at-scale part: how many fake OpenStack instances (only when given).
+    #[arg(long, value_name = "N")]
+    recruit_openstack: Option<usize>,
+    /// Recruiter-at-scale part: passes measured, with no instance and with N.
+    #[arg(long, value_name = "K", default_value_t = 20)]
+    recruit_passes: usize,
     /// Run scitqd on this database (e.g. postgres://…) instead of SQLite in a temp dir.
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
@@ -152,6 +173,7 @@ fn main() -> Result<()> {
         && args.scale_agents.is_none()
         && args.docker.is_none()
         && args.recruit.is_none()
+        && args.recruit_openstack.is_none()
     {
         args.tasks = Some(10_000);
         args.submit = Some(100_000);
@@ -201,6 +223,17 @@ fn main() -> Result<()> {
     if let Some(n) = args.recruit {
         ensure!(n > 0, "--recruit must be at least 1");
         recruit::recruit(&opts, n, args.recruit_interval)?;
+    }
+    if let Some(n) = args.recruit_openstack {
+        ensure!(
+            (1..=10_000).contains(&n),
+            "--recruit-openstack must be 1 to 10000 (what `job list` shows)"
+        );
+        ensure!(
+            args.recruit_passes > 0,
+            "--recruit-passes must be at least 1"
+        );
+        recruit_openstack::recruit_openstack(&opts, n, args.recruit_interval, args.recruit_passes)?;
     }
     Ok(())
 }

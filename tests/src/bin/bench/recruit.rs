@@ -11,7 +11,7 @@ use anyhow::{Context, Result, ensure};
 use scitq_tests::{Server, ServerOpts};
 
 /// A `/metrics` sample's value, summed over the series whose labels include `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
         .filter(|l| labels.iter().all(|label| l.contains(label)))
@@ -19,7 +19,8 @@ fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-fn scrape(server: &Server) -> Result<String> {
+/// scitqd's `/metrics` text (admin token).
+pub fn scrape(server: &Server) -> Result<String> {
     let out = std::process::Command::new("curl")
         .args([
             "--fail",

@@ -38,7 +38,7 @@ struct Counters {
 
 /// scitqd's CPU time so far (user + system), from /proc/PID/stat. Linux reports it in
 /// USER_HZ, which is 100 on every architecture.
-fn cpu_seconds(pid: nix::unistd::Pid) -> Result<f64> {
+pub fn cpu_seconds(pid: nix::unistd::Pid) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name (which may hold spaces) start at field 3.
     let rest = stat.rsplit_once(')').context("parse /proc stat")?.1;
