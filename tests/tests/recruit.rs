@@ -425,19 +425,33 @@ fn a_machine_installs_the_agent_scitqd_serves_and_refuses_one_that_does_not_matc
     assert!(left.is_empty(), "{left:?} left in {}", bin_dir.display());
 }
 
-/// `scitqd --check-providers`: a provider that answers is reported with its flavors, one that
-/// cannot be reached fails the check, naming it and the error's class.
+/// `scitqd --check-providers`: providers that answer (the local one, an OpenStack one on the
+/// fake cloud of scitq-testkit) are reported with their flavors, one that cannot be reached
+/// fails the check, naming it and the error's class.
 #[test]
 fn check_providers_reports_each_provider() {
+    use scitq_testkit::openstack::{self as fake_cloud, PASSWORD, PROJECT, REGION, USER};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime for the fake cloud");
+    let fake = runtime.block_on(fake_cloud::start());
     let dir = tempfile::tempdir().expect("a temp dir");
     let config = dir.path().join("scitqd.toml");
     // Nothing listens on port 1: the cloud cannot be reached.
     std::fs::write(
         &config,
-        "[[provider]]\nname = \"here\"\nkind = \"local\"\n\n\
-         [[provider]]\nname = \"cloud\"\nkind = \"openstack\"\n\
-         auth_url = \"http://127.0.0.1:1/v3\"\nusername = \"u\"\npassword = \"p\"\n\
-         project = \"p\"\nregions = [\"R1\"]\nimage = \"Debian 12\"\n",
+        format!(
+            "[[provider]]\nname = \"here\"\nkind = \"local\"\n\n\
+             [[provider]]\nname = \"cloud\"\nkind = \"openstack\"\n\
+             auth_url = \"http://127.0.0.1:1/v3\"\nusername = \"u\"\npassword = \"p\"\n\
+             project = \"p\"\nregions = [\"R1\"]\nimage = \"Debian 12\"\n\n\
+             [[provider]]\nname = \"ovh\"\nkind = \"openstack\"\nauth_url = \"{auth}\"\n\
+             username = \"{USER}\"\npassword = \"{PASSWORD}\"\nproject = \"{PROJECT}\"\n\
+             regions = [\"{REGION}\"]\nimage = \"Debian 12\"\n",
+            auth = fake.auth_url()
+        ),
     )
     .expect("write the config");
     let out = std::process::Command::new(scitq_tests::bin("scitqd"))
@@ -462,6 +476,14 @@ fn check_providers_reports_each_provider() {
             .any(|l| l.starts_with("cloud: FAILED:") && l.contains("(transient)")),
         "{stdout}"
     );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == format!("ovh: openstack ok: 2 flavor(s), regions {REGION}")),
+        "{stdout}"
+    );
+    assert_eq!(fake.count("POST /identity/v3/auth/tokens"), 1);
+    assert_eq!(fake.servers(), 0, "a check creates nothing");
     // A bad block is refused before anything is tried, naming the provider and the key.
     std::fs::write(
         &config,
