@@ -205,9 +205,10 @@ pub fn recruit_openstack(
         .count();
     println!(
         "recruit-os  {instances} instances on the fake OpenStack recruited in {:.2} s \
-         ({:.1} provider calls, {:.1} cloud requests per instance; {deploying} listed as deploying), \
-         pass interval {}",
+         (scitqd CPU {:.1} ms, {:.1} provider calls, {:.1} cloud requests per instance; \
+         {deploying} listed as deploying), pass interval {}",
         recruited.as_secs_f64(),
+        1000.0 * (after.cpu_seconds - before.cpu_seconds) / instances as f64,
         (after.provider_calls - before.provider_calls) / instances as f64,
         (after.cloud_requests - before.cloud_requests) as f64 / instances as f64,
         humantime::format_duration(interval)
