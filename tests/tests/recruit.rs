@@ -425,18 +425,22 @@ fn a_machine_installs_the_agent_scitqd_serves_and_refuses_one_that_does_not_matc
     assert!(left.is_empty(), "{left:?} left in {}", bin_dir.display());
 }
 
-/// `scitqd --check-providers`: providers that answer (the local one, an OpenStack one on the
-/// fake cloud of scitq-testkit) are reported with their flavors, one that cannot be reached
-/// fails the check, naming it and the error's class.
+/// `scitqd --check-providers`: providers that answer (the local one, an OpenStack one and an
+/// Azure one on the fake clouds of scitq-testkit) are reported with their flavors, one that
+/// cannot be reached fails the check, naming it and the error's class.
 #[test]
 fn check_providers_reports_each_provider() {
+    use scitq_testkit::azure::{
+        self as fake_arm, CLIENT_SECRET, LOCATION, RG, SUB, SUBNET, TENANT,
+    };
     use scitq_testkit::openstack::{self as fake_cloud, PASSWORD, PROJECT, REGION, USER};
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .expect("a runtime for the fake cloud");
+        .expect("a runtime for the fake clouds");
     let fake = runtime.block_on(fake_cloud::start());
+    let arm = runtime.block_on(fake_arm::start());
     let dir = tempfile::tempdir().expect("a temp dir");
     let config = dir.path().join("scitqd.toml");
     // Nothing listens on port 1: the cloud cannot be reached.
@@ -449,8 +453,14 @@ fn check_providers_reports_each_provider() {
              project = \"p\"\nregions = [\"R1\"]\nimage = \"Debian 12\"\n\n\
              [[provider]]\nname = \"ovh\"\nkind = \"openstack\"\nauth_url = \"{auth}\"\n\
              username = \"{USER}\"\npassword = \"{PASSWORD}\"\nproject = \"{PROJECT}\"\n\
-             regions = [\"{REGION}\"]\nimage = \"Debian 12\"\n",
-            auth = fake.auth_url()
+             regions = [\"{REGION}\"]\nimage = \"Debian 12\"\n\n\
+             [[provider]]\nname = \"az\"\nkind = \"azure\"\ntenant_id = \"{TENANT}\"\n\
+             client_id = \"app-id\"\nclient_secret = \"{CLIENT_SECRET}\"\n\
+             subscription_id = \"{SUB}\"\nresource_group = \"{RG}\"\nsubnet_id = \"{SUBNET}\"\n\
+             regions = [\"{LOCATION}\"]\nimage = \"Debian:debian-12:12-gen2:latest\"\n\
+             authority_host = \"{arm_base}\"\nendpoint = \"{arm_base}\"\n",
+            auth = fake.auth_url(),
+            arm_base = arm.base(),
         ),
     )
     .expect("write the config");
@@ -484,6 +494,20 @@ fn check_providers_reports_each_provider() {
     );
     assert_eq!(fake.count("POST /identity/v3/auth/tokens"), 1);
     assert_eq!(fake.servers(), 0, "a check creates nothing");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == format!("az: azure ok: 2 flavor(s), regions {LOCATION}")),
+        "{stdout}"
+    );
+    assert!(
+        arm.count_prefix(&format!("POST /{TENANT}/oauth2/v2.0/token")) > 0,
+        "the check authenticated"
+    );
+    assert!(
+        arm.lock().cloud.resources.is_empty(),
+        "a check creates nothing"
+    );
     // A bad block is refused before anything is tried, naming the provider and the key.
     std::fs::write(
         &config,
