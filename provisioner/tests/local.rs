@@ -25,6 +25,7 @@ fn process_config(state_dir: &Path, out: &Path) -> LocalConfig {
         flavors: Vec::new(),
         state_dir: state_dir.to_owned(),
         image: None,
+        network: None,
     }
 }
 
@@ -214,7 +215,8 @@ impl Drop for DockerCleanup {
 
 #[tokio::test]
 async fn docker_instances_run_on_a_private_network_and_are_listed_by_label() {
-    let image = Image::tiny();
+    // The command replaces the image's entrypoint (the agent image's is `scitq-agent`).
+    let image = Image::tiny_with_changes(&[r#"ENTRYPOINT ["/bin/false"]"#]);
     let owner_id = format!("provtest-{}", std::process::id());
     let _cleanup = DockerCleanup {
         owner: owner_id.clone(),
@@ -231,6 +233,7 @@ async fn docker_instances_run_on_a_private_network_and_are_listed_by_label() {
         flavors: Vec::new(),
         state_dir: state.path().to_owned(),
         image: Some(image.tag().to_owned()),
+        network: None,
     };
     let provider = LocalProvider::detect(config.clone(), owner(&owner_id))
         .await
@@ -324,4 +327,76 @@ async fn docker_instances_run_on_a_private_network_and_are_listed_by_label() {
         .await
         .unwrap_err();
     assert_eq!(err.class(), ErrorClass::UnknownFlavor);
+}
+
+/// Removes a network (and the containers on it) by id whatever happens.
+struct NetworkCleanup(String);
+
+impl Drop for NetworkCleanup {
+    fn drop(&mut self) {
+        let on_it = try_docker(&["ps", "-aq", "--filter", &format!("network={}", self.0)])
+            .unwrap_or_default();
+        for id in on_it.split_whitespace() {
+            try_docker(&["rm", "-f", id]);
+        }
+        try_docker(&["network", "rm", &self.0]);
+    }
+}
+
+/// A scitqd running in a container names the network it is on: instances join that one.
+#[tokio::test]
+async fn docker_instances_join_a_configured_network() {
+    let image = Image::tiny();
+    let owner_id = format!("provnet-{}", std::process::id());
+    let network = format!("{owner_id}-given");
+    let id = docker(&["network", "create", &network]).trim().to_owned();
+    let _cleanup = NetworkCleanup(id);
+    let state = tempfile::tempdir().unwrap();
+    let provider = LocalProvider::docker(
+        LocalConfig {
+            name: "local".to_owned(),
+            command: vec!["sleep".to_owned(), "300".to_owned()],
+            env: BTreeMap::new(),
+            flavors: Vec::new(),
+            state_dir: state.path().to_owned(),
+            image: Some(image.tag().to_owned()),
+            network: Some(network.clone()),
+        },
+        owner(&owner_id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(provider.network(), Some(network.as_str()));
+    let name = format!("{owner_id}-w1");
+    let created = provider.create(&spec(&name)).await.unwrap();
+    let running = wait_for("the container to run with an address", || async {
+        let i = provider.get(&created.id).await.unwrap();
+        (i.state == InstanceState::Running && i.address.is_some()).then_some(i)
+    })
+    .await;
+    assert_eq!(running.name, name);
+    let networks = docker(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        &name,
+    ]);
+    assert_eq!(
+        networks.split_whitespace().collect::<Vec<_>>(),
+        [network.as_str()]
+    );
+    // No network of its own was made.
+    assert!(
+        docker(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name=^scitq-{owner_id}$")
+        ])
+        .trim()
+        .is_empty()
+    );
+    provider.delete(&created.id).await.unwrap();
+    assert!(provider.list().await.unwrap().is_empty());
 }

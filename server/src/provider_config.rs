@@ -397,6 +397,15 @@ impl ProviderConfig {
             (_, true) => return Err(bad("regions = [...] needs at least one region".to_owned())),
             (_, false) => file.regions.clone(),
         };
+        // A local provider's network is the docker mode's: processes have none.
+        if matches!(kind, ProviderKind::Local { .. })
+            && file.network.is_some()
+            && file.image.is_none()
+        {
+            return Err(bad(
+                "network is for the docker mode of kind \"local\": set image too".to_owned(),
+            ));
+        }
         if !matches!(kind, ProviderKind::Local { .. }) && file.image.is_none() {
             return Err(bad(format!("image is required for kind {:?}", file.kind)));
         }
@@ -498,6 +507,12 @@ mod tests {
         assert_eq!(local.regions, vec!["local"]);
         assert_eq!(local.deploy_timeout, Duration::from_secs(600));
         assert_eq!(local.quota, Quota::default());
+        let docker = "[[provider]]\nname = \"d\"\nkind = \"local\"\nimage = \"scitq-agent\"\n";
+        let p = parse(&format!("{docker}network = \"scitq-net\"\n")).unwrap();
+        assert_eq!(p["d"].network.as_deref(), Some("scitq-net"));
+        let err =
+            parse(&docker.replace("image = \"scitq-agent\"\n", "network = \"n\"\n")).unwrap_err();
+        assert!(err.contains("network is for the docker mode"), "{err}");
     }
 
     #[test]

@@ -26,6 +26,16 @@ impl Image {
     /// The busybox image plus executable files (`/bin/tool`, content), e.g. shell scripts
     /// standing in for a real tool.
     pub fn tiny_with(executables: &[(&str, &str)]) -> Image {
+        Image::tiny_changed(executables, &[])
+    }
+
+    /// The busybox image with Dockerfile instructions applied at import (`docker import
+    /// --change`), e.g. an `ENTRYPOINT`.
+    pub fn tiny_with_changes(changes: &[&str]) -> Image {
+        Image::tiny_changed(&[], changes)
+    }
+
+    fn tiny_changed(executables: &[(&str, &str)], changes: &[&str]) -> Image {
         use std::os::unix::fs::PermissionsExt;
         let tag = unique_tag("scitq-test-tiny");
         let root = tempfile::Builder::new()
@@ -48,8 +58,13 @@ impl Image {
             .stdout(Stdio::piped())
             .spawn()
             .expect("run tar");
+        let mut args = vec!["import"];
+        for change in changes {
+            args.extend(["--change", change]);
+        }
+        args.extend(["-", &tag]);
         let import = Command::new("docker")
-            .args(["import", "-", &tag])
+            .args(&args)
             .stdin(tar.stdout.take().expect("tar stdout"))
             .output()
             .expect("run docker import");

@@ -92,6 +92,7 @@ impl LocalRecruiting {
                 flavors: Vec::new(),
                 state_dir: self.state_dir(),
                 image: None,
+                network: None,
             },
             OwnerId::new(owner).expect("an owner id"),
         )

@@ -1,5 +1,6 @@
 //! Local instances as docker containers, on a bridge network private to the owner
-//! (`scitq-<owner>`), labelled with their tags so listing needs no state of its own.
+//! (`scitq-<owner>`, or the one configured), labelled with their tags so listing needs no
+//! state of its own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -39,6 +40,7 @@ impl Containers {
         provider: &str,
         owner: &OwnerId,
         image: String,
+        network: String,
     ) -> Result<Containers, ProviderError> {
         let docker_error = |operation| {
             move |source| ProviderError::Docker {
@@ -57,7 +59,7 @@ impl Containers {
             docker,
             owner: owner.clone(),
             image,
-            network: format!("scitq-{owner}"),
+            network,
         };
         containers.ensure_network().await?;
         Ok(containers)
@@ -112,7 +114,9 @@ impl Containers {
         labels.insert(FLAVOR_LABEL.to_owned(), spec.flavor.clone());
         let body = ContainerCreateBody {
             image: Some(self.image.clone()),
-            cmd: (!command.is_empty()).then_some(command),
+            // The command replaces the image's entrypoint too (the agent image's is
+            // `scitq-agent`, which would take the command for its arguments).
+            entrypoint: (!command.is_empty()).then_some(command),
             env: Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels),
             hostname: Some(spec.name.clone()),

@@ -42,6 +42,10 @@ pub struct LocalConfig {
     pub state_dir: PathBuf,
     /// Docker mode: the image instances run.
     pub image: Option<String>,
+    /// Docker mode: the network instances are attached to (created if missing); none is a
+    /// bridge network `scitq-<owner>` of their own. A scitqd that runs in a container names
+    /// the network it is on, so its agents reach it by its container name.
+    pub network: Option<String>,
 }
 
 /// Local instances, as processes or containers.
@@ -68,8 +72,8 @@ impl LocalProvider {
         })
     }
 
-    /// Instances as containers of `config.image` on the owner's private network (created
-    /// if missing). Fails when the docker daemon cannot be reached.
+    /// Instances as containers of `config.image` on `config.network` or the owner's
+    /// private network (created if missing). Fails when the docker daemon cannot be reached.
     pub async fn docker(
         config: LocalConfig,
         owner: OwnerId,
@@ -79,8 +83,13 @@ impl LocalProvider {
             key: "image",
             detail: "the docker mode needs an image".to_owned(),
         })?;
-        let backend =
-            Backend::Docker(docker::Containers::connect(&config.name, &owner, image).await?);
+        let network = config
+            .network
+            .clone()
+            .unwrap_or_else(|| format!("scitq-{owner}"));
+        let backend = Backend::Docker(
+            docker::Containers::connect(&config.name, &owner, image, network).await?,
+        );
         Ok(LocalProvider {
             config,
             owner,

@@ -83,14 +83,24 @@ pub struct Recruiter {
 }
 
 /// Local instances read their agent's settings from their user data (`KEY=value` lines,
-/// `SCITQ_*` keys only, never evaluated), then become the agent.
+/// `SCITQ_*` keys only, never evaluated), then become the agent. A container has no path
+/// to scitqd's CA file: it gets the CA itself in [`ENV_SERVER_CA_PEM`], written to a file
+/// the agent is pointed at (as cloud-init does on a VM).
 const LOCAL_WRAPPER: &str = r#"while IFS='=' read -r key value; do
   case "$key" in SCITQ_[A-Z_]*) export "$key=$value" ;; esac
 done <<EOF
 $SCITQ_USER_DATA
 EOF
 unset SCITQ_USER_DATA
+if [ -n "$SCITQ_SERVER_CA_PEM" ]; then
+  printf '%s\n' "$SCITQ_SERVER_CA_PEM" > /tmp/scitq-server-ca.pem
+  export SCITQ_SERVER_CA=/tmp/scitq-server-ca.pem
+fi
+unset SCITQ_SERVER_CA_PEM
 exec "$0" "$@""#;
+
+/// The environment variable a local container gets scitqd's CA (`[deploy] server_ca`) in.
+const ENV_SERVER_CA_PEM: &str = "SCITQ_SERVER_CA_PEM";
 
 impl Recruiter {
     pub fn new(
@@ -225,6 +235,7 @@ async fn connect(
             let state_dir = local.data_dir.join("local-instances").join(&name);
             let agent = local.agent_binary.display().to_string();
             let mut command = vec!["sh".to_owned(), "-c".to_owned(), LOCAL_WRAPPER.to_owned()];
+            let mut env = BTreeMap::new();
             if config.image.is_some() {
                 // In the image: `sh` and `scitq-agent` on its PATH.
                 command.extend([
@@ -232,6 +243,17 @@ async fn connect(
                     "--work-dir".to_owned(),
                     "/work".to_owned(),
                 ]);
+                if let Some(ca) = &local.server_ca {
+                    let pem =
+                        tokio::fs::read_to_string(ca)
+                            .await
+                            .map_err(|e| ProviderError::Config {
+                                provider: name.clone(),
+                                key: "[deploy] server_ca",
+                                detail: format!("cannot read {}: {e}", ca.display()),
+                            })?;
+                    env.insert(ENV_SERVER_CA_PEM.to_owned(), pem);
+                }
             } else {
                 command.extend([
                     agent,
@@ -246,10 +268,11 @@ async fn connect(
             let local_config = LocalConfig {
                 name,
                 command,
-                env: BTreeMap::new(),
+                env,
                 flavors: flavors.clone(),
                 state_dir,
                 image: config.image.clone(),
+                network: config.network.clone(),
             };
             if config.image.is_some() {
                 Arc::new(LocalProvider::docker(local_config, owner.clone()).await?)
