@@ -1,6 +1,6 @@
 //! Running scitqctl against a test server, and the queries tests share.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +47,8 @@ pub struct Client {
     addr: Arc<RwLock<String>>,
     home: PathBuf,
     files: PathBuf,
+    /// More environment for every scitqctl it runs (e.g. `SSL_CERT_FILE`).
+    env: Vec<(OsString, OsString)>,
 }
 
 impl Client {
@@ -55,7 +57,19 @@ impl Client {
     }
 
     pub(crate) fn following(addr: Arc<RwLock<String>>, home: PathBuf, files: PathBuf) -> Client {
-        Client { addr, home, files }
+        Client {
+            addr,
+            home,
+            files,
+            env: Vec::new(),
+        }
+    }
+
+    /// The same client, running scitqctl with `key=value` in its environment too.
+    pub fn with_env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Client {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
     }
 
     pub fn addr(&self) -> String {
@@ -75,6 +89,7 @@ impl Client {
         apply_env(&mut cmd, &self.home);
         // scitqctl's own logs would only clutter the stderr tests look at.
         cmd.env_remove("RUST_LOG");
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

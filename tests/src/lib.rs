@@ -38,6 +38,7 @@ mod postgres;
 mod process;
 mod proxy;
 pub mod recruiting;
+pub mod recruiting_docker;
 pub mod registry;
 mod s3;
 mod server;
@@ -47,7 +48,7 @@ mod wait;
 
 pub use agent::Agent;
 pub use bins::{bin, bin_dir};
-pub use certs::make_certs;
+pub use certs::{make_certs, make_certs_for};
 pub use client::{Client, as_id, describe, sh_quote, str_field, wait_for_file_sh};
 pub use ftp::{FTP_PASSWORD, FTP_USER, FtpServer};
 pub use grpcurl::Grpcurl;
