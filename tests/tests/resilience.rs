@@ -767,28 +767,48 @@ impl Drop for Frozen {
 /// Issue 13, item 4: scitqd frozen (SIGSTOP) past the agent's keepalive, then continued.
 /// The agent gives up on its session and tries again while scitqd cannot answer, so that on
 /// waking scitqd finds the old session gone and several Hellos of the same agent waiting in
-/// its accept queue, most from connections the agent already dropped. Before the claim
-/// ordering of `service/scheduler.rs` (`Command::Claim`), an old session's offline mark
-/// could be committed after a newer one's online mark (the worker then stayed `offline`
-/// while it ran tasks), and assignments could go to a session that was already replaced
-/// (they stayed `assigned`, running nowhere, until the lease). Three freezes in a row, with
-/// tasks flowing through each.
+/// its accept queue, most from connections the agent already dropped. scitqd is continued
+/// while the agent's latest attempt is on, so that its live Hello is handled together with
+/// the old session's end (continued while the agent waits out its backoff, the live Hello
+/// comes once all that is settled, and the test passed on the pre-fix code five times out
+/// of five; continued during an attempt, it failed five out of five, see the commit that
+/// says so). Before the claim ordering of `service/scheduler.rs`
+/// (`Command::Claim`), an old session's offline mark could be committed after a newer one's
+/// online mark (the worker then stayed `offline` while it ran tasks), and assignments could
+/// go to a session that was already replaced (they stayed `assigned`, running nowhere, until
+/// the lease). Several freezes in a row, with tasks flowing through each.
 #[test]
 fn a_frozen_scitqd_continued_keeps_its_worker_online_and_runs_every_task() {
     let server = Server::start(ServerOpts::default().lease("1h"));
     let c = server.client();
     // A short keepalive makes the agent give up on the frozen server within 2 s, as it does
-    // within 40 s at its default.
-    let agent = Agent::start(&server, "thawed", 2, &["--keepalive", "1s"]);
+    // within 40 s at its default. Its debug log says when an attempt starts. A fixed
+    // prefetch: an automatic one grows with these short tasks until the agent holds them all
+    // (then none is left to dispatch after a thaw).
+    let agent = Agent::start_with_env(
+        &server,
+        "thawed",
+        2,
+        &["--keepalive", "1s", "--prefetch", "2"],
+        &[("SCITQ_LOG", "info,scitq_worker::agent=debug")],
+    );
     c.wait_worker_online("thawed", CONNECT);
 
-    const TASKS: usize = 150;
-    let commands = vec!["sleep 0.1".to_string(); TASKS];
-    c.create_from_file(&commands, &["--batch", "thaw", "--retry", "0"]);
+    const ROUNDS: u64 = 4;
+    // Enough for a round: 10 before the freeze, the 4 the agent holds through it, 4 after.
+    const PER_ROUND: usize = 50;
+    let commands = vec!["sleep 0.1".to_string(); PER_ROUND];
     // A freeze can find the agent up ("lost the server … reconnecting in") or still
     // connecting after the last thaw ("… retrying in"): both are a failure and a retry.
-    let failures =
-        |log: &str| log.matches("reconnecting in").count() + log.matches("retrying in").count();
+    let is_failure = |line: &str| line.contains("reconnecting in") || line.contains("retrying in");
+    let failures = |log: &str| log.lines().filter(|l| is_failure(l)).count();
+    // Whether the agent's last word is an attempt started after its last failure.
+    let connecting = |log: &str| {
+        log.lines()
+            .rev()
+            .find(|l| is_failure(l) || l.contains("connecting to"))
+            .is_some_and(|l| l.contains("connecting to"))
+    };
     let succeeded = || {
         c.batches()
             .iter()
@@ -796,21 +816,23 @@ fn a_frozen_scitqd_continued_keeps_its_worker_online_and_runs_every_task() {
             .and_then(|b| b["counts"]["succeeded"].as_u64())
             .unwrap_or(0)
     };
-    for round in 1..=3u64 {
+    for round in 1..=ROUNDS {
+        c.create_from_file(&commands, &["--batch", "thaw", "--retry", "0"]);
         // Tasks are running when scitqd freezes.
+        let flowing = succeeded() + 10;
         wait_until(CONNECT, format!("round {round}: tasks to flow"), || {
-            succeeded() >= round * 10
+            succeeded() >= flowing
         });
         let before = failures(&agent.log_tail(10_000));
         let frozen = Frozen::freeze(server.pid());
-        // The agent noticed, and at least one more attempt of it timed out (a dead Hello
-        // now waits in scitqd's accept queue).
+        // The agent noticed, at least two more attempts of it timed out (dead Hellos now
+        // wait in scitqd's accept queue), and another one is on.
         poll(
             CONNECT,
-            format!("round {round}: the agent to give up on the frozen scitqd"),
+            format!("round {round}: the agent to give up on the frozen scitqd and try again"),
             || {
-                // The failure that noticed it, and two more attempts after it.
-                if failures(&agent.log_tail(10_000)) >= before + 3 {
+                let log = agent.log_tail(10_000);
+                if failures(&log) >= before + 3 && connecting(&log) {
                     Ok(())
                 } else {
                     Err(agent.log_tail(5))
@@ -818,24 +840,33 @@ fn a_frozen_scitqd_continued_keeps_its_worker_online_and_runs_every_task() {
             },
         );
         drop(frozen);
-        poll(
+        // The agent is connected again: tasks go through its session...
+        let thawed = succeeded();
+        wait_until(
             CONNECT,
-            format!("round {round}: the worker to be online again"),
+            format!("round {round}: tasks to flow again"),
+            || succeeded() >= thawed + 4,
+        );
+        // ...and scitqd lists its worker online (a stale offline mark, committed after the
+        // new session's online one, stays until the agent's next Hello).
+        poll(
+            CONNECT / 6,
+            format!("round {round}: the connected worker to be listed online"),
             || match worker_status(&c, "thawed").as_str() {
                 "online" => Ok(()),
-                other => Err(other.to_owned()),
+                other => Err(format!("{other}; agent: {}", agent.log_tail(5))),
             },
         );
     }
     // Nothing assigned to a dead session: every task runs, within the lease of an hour.
-    c.wait_batch_succeeded("thaw", TASKS as u64, Duration::from_secs(120));
+    let total = PER_ROUND as u64 * ROUNDS;
+    c.wait_batch_succeeded("thaw", total, CONNECT);
     let tasks = c.tasks(&["--batch", "thaw"]);
     let stuck: Vec<_> = tasks
         .iter()
         .filter(|t| str_field(t, "status") != "succeeded")
         .collect();
     assert!(stuck.is_empty(), "tasks not succeeded: {stuck:?}");
-    // No later Hello can fix a stale offline mark now: the worker must be online as it is.
     assert_eq!(
         worker_status(&c, "thawed"),
         "online",
