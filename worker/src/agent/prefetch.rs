@@ -16,12 +16,15 @@
 //! with no task queued doubles the prefetch (at least to `C`), and it does not fall below
 //! that until tasks last longer than a round trip.
 //!
-//! When the prefetch falls while tasks last longer than a round trip, the agent gives back
-//! the queued tasks past its slots and the new value (as a recall would, `agent/mod.rs`), so
-//! that an agent that ran tiny tasks does not keep a queue of long ones that an idle agent
-//! could run. While tasks stay short, a fall (one slow `true` on a loaded machine) gives
-//! nothing back: such a queue drains within a round trip anyway, and sending it back and
-//! forth would cost more than it saves.
+//! When the prefetch falls and tasks have turned long, the agent gives back the queued tasks
+//! past its slots and the new value (as a recall would, `agent/mod.rs`), so that an agent
+//! that ran tiny tasks does not keep a queue of long ones that an idle agent could run. The
+//! moving average is too quick for that decision: on a loaded machine a few `true`s held up
+//! behind a busy agent loop bring it near a round trip, and an agent running 10,000 `true`s
+//! gave back a queue of some 200 tasks every second (a third of the executions it was sent
+//! were recalled). So tasks count as long only when each of the last [`RECENT`] held its slot
+//! for at least a round trip, or the last one for [`LONG_ROUND_TRIPS`] round trips: what a
+//! stalled loop does to a few short tasks is no reason, one task of seconds is.
 
 use std::time::Duration;
 
@@ -35,6 +38,11 @@ const WEIGHT_DOWN: f64 = 0.1;
 const WEIGHT: f64 = 0.2;
 /// Queued tasks per task a slot ends in one round trip.
 const HEADROOM: f64 = 2.0;
+/// How many of the last tasks must each have held a slot for a round trip before the tasks
+/// count as long.
+const RECENT: usize = 16;
+/// One task that held its slot this many round trips is enough to count tasks as long.
+const LONG_ROUND_TRIPS: f64 = 10.0;
 
 #[derive(Debug, Clone)]
 pub struct AutoPrefetch {
@@ -46,6 +54,8 @@ pub struct AutoPrefetch {
     current: u32,
     /// What starved slots asked for (see [`AutoPrefetch::starved`]).
     boost: u32,
+    /// How long the last tasks (at most [`RECENT`]) held their slots, in seconds, the newest last.
+    recent: std::collections::VecDeque<f64>,
 }
 
 impl AutoPrefetch {
@@ -57,6 +67,7 @@ impl AutoPrefetch {
             round_trip: result_hold.as_secs_f64() + 0.01,
             current: start.min(MAX_AUTO),
             boost: 0,
+            recent: std::collections::VecDeque::with_capacity(RECENT),
         }
     }
 
@@ -78,6 +89,10 @@ impl AutoPrefetch {
             Some(mean) if t > mean => mean + WEIGHT_UP * (t - mean),
             Some(mean) => mean + WEIGHT_DOWN * (t - mean),
         });
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(t);
         if !self.short() {
             self.boost = 0;
         }
@@ -88,10 +103,16 @@ impl AutoPrefetch {
         self.run.is_some_and(|run| run < self.round_trip)
     }
 
-    /// Tasks were measured, and last at least a round trip: a queue held here is work an
-    /// idle agent could run.
+    /// Tasks have turned long: a queue held here is work an idle agent could run. The last
+    /// task held its slot for [`LONG_ROUND_TRIPS`] round trips, or each of the last [`RECENT`]
+    /// for one.
     pub fn long(&self) -> bool {
-        self.run.is_some() && !self.short()
+        let round_trip = self.round_trip;
+        match self.recent.back() {
+            None => false,
+            Some(&last) if last >= LONG_ROUND_TRIPS * round_trip => true,
+            Some(_) => self.recent.len() == RECENT && self.recent.iter().all(|&t| t >= round_trip),
+        }
     }
 
     /// A slot freed and no task was queued for it: while tasks are short, the prefetch was
@@ -222,6 +243,29 @@ mod tests {
         assert!(!auto.long(), "{auto:?}");
         auto.ran(Duration::from_secs(5));
         assert_eq!(auto.update(4), Some(0));
+        assert!(auto.long(), "{auto:?}");
+    }
+
+    #[test]
+    fn a_few_short_tasks_held_up_are_no_reason_to_give_back() {
+        let mut auto = AutoPrefetch::new(0, HOLD);
+        for _ in 0..20 {
+            auto.ran(ms(2));
+            auto.update(4);
+        }
+        // A busy agent loop holds a few `true`s past a round trip (60 ms): the prefetch
+        // falls, but that is no reason to send the queue back.
+        for _ in 0..RECENT - 1 {
+            auto.ran(ms(100));
+        }
+        assert!(auto.update(4).is_some_and(|p| p < 20), "{auto:?}");
+        assert!(!auto.long(), "{auto:?}");
+        // Short tasks again, then a whole run of tasks past a round trip: they are long.
+        auto.ran(ms(2));
+        assert!(!auto.long(), "{auto:?}");
+        for _ in 0..RECENT {
+            auto.ran(ms(100));
+        }
         assert!(auto.long(), "{auto:?}");
     }
 
