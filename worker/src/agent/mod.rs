@@ -487,6 +487,11 @@ impl Agent {
         self.flush_at = later.iter().map(|(at, _)| *at).min();
         self.deferred = later;
         for (_, id) in due {
+            // The execution ended meanwhile: its final update, now the latest, goes when its
+            // output is caught up, held with the next results (`pump`), not on this timer.
+            if self.outbox.unsent(id).is_some_and(crate::outbox::is_final) {
+                continue;
+            }
             self.send_update_if_due(id);
         }
     }

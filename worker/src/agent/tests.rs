@@ -528,6 +528,61 @@ async fn held_results_go_out_together_before_the_queue_runs_dry() {
     agent.await.unwrap().unwrap();
 }
 
+/// A task that ends before its "running" update is due: the timer of that update must not
+/// send the final one, which is held with the next results like any other. (It did: a
+/// `true` task's result went out 15 ms after its start, one commit on the server per task.)
+#[tokio::test]
+async fn a_short_task_s_result_stays_held_past_its_running_update_s_timer() {
+    let mut h = Harness::start(false).await;
+    h.config.result_hold = Duration::from_secs(60);
+    let (shutdown, agent) = h.spawn_agent();
+    let mut c = h.next_session().await;
+    hello_of(&mut c).await;
+    c.welcome(1, vec![], vec![]);
+    // 6 starts when 5 ends and waits for the test; 7 and 8 stay queued, so nothing but the
+    // hold (a minute) could release 5's result while 6 runs.
+    let gate = tempfile::tempdir().unwrap();
+    let gate = gate.path().join("gate");
+    c.assign(5, "true");
+    c.assign(
+        6,
+        &format!("while [ ! -e '{}' ]; do sleep 0.01; done", gate.display()),
+    );
+    c.assign(7, "true");
+    c.assign(8, "true");
+    let (running, succeeded) = (
+        state(ExecutionState::Running),
+        state(ExecutionState::Succeeded),
+    );
+    let seen = c
+        .recv_until(|seen| {
+            seen.iter()
+                .any(|u| u.execution_id == 6 && u.state == running)
+        })
+        .await;
+    // Well past the running update's delay of 5 (and of 6).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !seen.iter().any(|u| u.state == succeeded),
+        "a result went out while 6 still ran: {seen:?}"
+    );
+    std::fs::write(&gate, "").unwrap();
+    let (_, first) = loop {
+        let (seq, update) = c.recv_update().await;
+        if update.state == succeeded {
+            break (seq, update);
+        }
+    };
+    assert_eq!(first.execution_id, 5);
+    assert!(
+        matches!(disk_phase(&h.dir(6)), Some(DiskPhase::Finished { .. })),
+        "the result of 5 went out while 6 still ran: {:?}",
+        disk_phase(&h.dir(6))
+    );
+    shutdown.cancel();
+    agent.await.unwrap().unwrap();
+}
+
 /// With `--result-hold 0s` every result goes at once, queue or not.
 #[tokio::test]
 async fn with_no_hold_a_result_goes_at_once() {
