@@ -146,6 +146,10 @@ pub async fn serve(work_dir: PathBuf, listener: OwnedFd, exit_when_idle: bool) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            // Ends first: a task that exited frees its agent's slot only once it is told, so
+            // its report must not wait behind the spawns queued meanwhile.
+            biased;
+            _ = exits.recv() => sup.reap().await,
             ready = listener.readable() => {
                 let mut guard = match ready {
                     Ok(guard) => guard,
@@ -167,7 +171,6 @@ pub async fn serve(work_dir: PathBuf, listener: OwnedFd, exit_when_idle: bool) {
                     sup.on_agent_gone();
                 }
             },
-            _ = exits.recv() => sup.reap().await,
             _ = tick.tick() => {
                 if !sup.work_dir.is_dir() {
                     tracing::info!("work dir gone; supervisor exiting");
