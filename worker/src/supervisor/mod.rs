@@ -430,6 +430,47 @@ mod tests {
         );
     }
 
+    /// Spawns run side by side on the supervisor's blocking threads and come back in any
+    /// order; a task may end before its spawn is back. Each end must still reach its own
+    /// task, once.
+    #[tokio::test]
+    async fn many_short_tasks_spawned_at_once_each_get_their_own_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let supervisor = Arc::new(Supervisor::connect_or_start(dir.path()).await.unwrap());
+        let mut runs = tokio::task::JoinSet::new();
+        for id in 1..=48i64 {
+            let supervisor = supervisor.clone();
+            let path = dir.path().to_owned();
+            runs.spawn(async move {
+                use std::os::fd::AsFd;
+                let out = std::fs::File::create(path.join(format!("out-{id}"))).unwrap();
+                let err = std::fs::File::create(path.join(format!("err-{id}"))).unwrap();
+                let argv = vec!["sh".into(), "-c".into(), format!("exit {}", id % 7)];
+                let (_pid, exit) = supervisor
+                    .spawn(
+                        ExecutionId(id),
+                        argv,
+                        path,
+                        Vec::new(),
+                        [out.as_fd(), err.as_fd()],
+                    )
+                    .await
+                    .unwrap();
+                (
+                    id,
+                    tokio::time::timeout(Duration::from_secs(20), exit).await,
+                )
+            });
+        }
+        while let Some(run) = runs.join_next().await {
+            let (id, exit) = run.unwrap();
+            let exit = exit
+                .unwrap_or_else(|_| panic!("task {id}: no end within 20 s"))
+                .unwrap_or_else(|_| panic!("task {id}: supervisor lost"));
+            assert_eq!(exit.code, Some((id % 7) as i32), "task {id}");
+        }
+    }
+
     #[test]
     fn a_spawn_failure_from_an_earlier_supervisor_is_still_read() {
         let reply: Reply =

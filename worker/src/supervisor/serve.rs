@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use tokio::task::JoinSet;
 
 use super::wire::{self, Channel, Exit, Reply, Request, SpawnError};
 use super::{EXIT_FILE, LOCK, SOCKET};
@@ -106,6 +107,15 @@ struct Supervisor {
     own_process: bool,
     /// The lease deadline the tasks were last killed for.
     fenced: Option<u64>,
+    /// Spawns under way, each on a blocking thread: `vfork` holds its caller until the child
+    /// has exec'd (up to a millisecond under load), and done one at a time in this loop the
+    /// starts of an agent's tasks queued behind each other while its slots stood idle.
+    spawning: JoinSet<Result<u32, SpawnError>>,
+    spawn_ids: HashMap<tokio::task::Id, ExecutionId>,
+    /// Children reaped before their spawn came back, by pid (own process only): a short
+    /// task may end before its spawning thread returns. Emptied once no spawn is under way:
+    /// the pids left were orphans.
+    early: HashMap<u32, Exit>,
     /// An agent connected once, or the one that started the supervisor had its time to.
     greeted: bool,
 }
@@ -138,6 +148,9 @@ pub async fn serve(work_dir: PathBuf, listener: OwnedFd, exit_when_idle: bool) {
         running: HashMap::new(),
         own_process: exit_when_idle,
         fenced: None,
+        spawning: JoinSet::new(),
+        spawn_ids: HashMap::new(),
+        early: HashMap::new(),
         greeted: false,
     };
     let started = tokio::time::Instant::now();
@@ -162,6 +175,9 @@ pub async fn serve(work_dir: PathBuf, listener: OwnedFd, exit_when_idle: bool) {
                         Err(e) => tracing::warn!("cannot accept an agent: {e}"),
                     }
                 }
+            }
+            Some(spawned) = sup.spawning.join_next_with_id(), if !sup.spawning.is_empty() => {
+                sup.on_spawned(spawned).await;
             }
             received = recv_from(sup.agent.as_ref(), &mut buf) => match received {
                 Ok(Some((request, fds))) => sup.on_request(request, fds).await,
@@ -252,11 +268,21 @@ impl Supervisor {
                 for id in done {
                     self.forget(id);
                 }
-                let reply = match self.spawn(id, &argv, &cwd, env, fds) {
-                    Ok(pid) => Reply::Spawned { id, pid },
-                    Err(error) => Reply::SpawnError { id, error },
-                };
-                self.reply(&reply).await;
+                match command(&argv, &cwd, env, fds) {
+                    Ok((program, mut command)) => {
+                        let spawn = move || {
+                            // Reaped by `reap`, not by the runtime: dropping the `Child`
+                            // leaves it be.
+                            command
+                                .spawn()
+                                .map(|child| child.id())
+                                .map_err(|e| SpawnError::exec(&program, &e))
+                        };
+                        let task = self.spawning.spawn_blocking(spawn);
+                        self.spawn_ids.insert(task.id(), id);
+                    }
+                    Err(error) => self.reply(&Reply::SpawnError { id, error }).await,
+                }
             }
             Request::Done { id } => self.forget(id),
         }
@@ -269,44 +295,52 @@ impl Supervisor {
         }
     }
 
-    fn spawn(
+    /// A spawn came back: the task is registered, then the agent told (and, when the task
+    /// ended meanwhile, told that too).
+    async fn on_spawned(
         &mut self,
-        id: ExecutionId,
-        argv: &[String],
-        cwd: &Path,
-        env: Vec<(String, String)>,
-        fds: Vec<OwnedFd>,
-    ) -> Result<u32, SpawnError> {
-        let (Some(program), Ok([stdout, stderr])) = (argv.first(), <[OwnedFd; 2]>::try_from(fds))
-        else {
-            return Err(SpawnError::BadRequest);
+        spawned: Result<(tokio::task::Id, Result<u32, SpawnError>), tokio::task::JoinError>,
+    ) {
+        let (task, result) = match spawned {
+            Ok((task, result)) => (task, result),
+            Err(e) => {
+                let error = SpawnError::Earlier {
+                    message: format!("the supervisor's spawning thread failed: {e}"),
+                };
+                (e.id(), Err(error))
+            }
         };
-        use std::os::unix::process::CommandExt;
-        // Reaped by `reap`, not by the runtime: dropping the `Child` leaves it be.
-        let child = std::process::Command::new(program)
-            .args(&argv[1..])
-            .current_dir(cwd)
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
-            .process_group(0)
-            .spawn()
-            .map_err(|e| SpawnError::exec(program, &e))?;
-        let pid = child.id();
-        let spawned_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.tasks.insert(
-            id,
-            Task {
-                pid,
-                exit: None,
-                spawned_ms,
-            },
-        );
-        self.running.insert(pid, id);
-        Ok(pid)
+        let Some(id) = self.spawn_ids.remove(&task) else {
+            return;
+        };
+        match result {
+            Ok(pid) => {
+                let spawned_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                self.tasks.insert(
+                    id,
+                    Task {
+                        pid,
+                        exit: None,
+                        spawned_ms,
+                    },
+                );
+                self.running.insert(pid, id);
+                self.reply(&Reply::Spawned { id, pid }).await;
+                if let Some(exit) = self.early.remove(&pid) {
+                    self.running.remove(&pid);
+                    self.on_exit(id, exit).await;
+                } else if !self.own_process {
+                    // Its SIGCHLD may have come before it was known here.
+                    self.reap().await;
+                }
+            }
+            Err(error) => self.reply(&Reply::SpawnError { id, error }).await,
+        }
+        if self.spawning.is_empty() {
+            self.early.clear();
+        }
     }
 
     /// Collects the children that exited: the tasks' ends, and the orphans they left.
@@ -324,6 +358,10 @@ impl Supervisor {
             };
             match self.running.remove(&pid) {
                 Some(id) => self.on_exit(id, exit).await,
+                // Maybe a task whose spawn has not come back yet.
+                None if !self.spawning.is_empty() => {
+                    self.early.insert(pid, exit);
+                }
                 None => tracing::debug!(pid, ?exit, "reaped an orphan of a task"),
             }
         }
@@ -405,13 +443,42 @@ impl Supervisor {
     /// No agent, no task running, no end waiting for an agent but on disk, and no container
     /// or orphan left to fence.
     fn idle(&self) -> bool {
-        if !self.greeted || self.agent.is_some() || self.tasks.values().any(|t| t.exit.is_none()) {
+        if !self.greeted
+            || self.agent.is_some()
+            || !self.spawning.is_empty()
+            || self.tasks.values().any(|t| t.exit.is_none())
+        {
             return false;
         }
         let lease_pending =
             crate::lease::read(&self.work_dir).is_some_and(|lease| !lease.expired());
         !lease_pending || (running_containers(&self.work_dir).is_empty() && orphans().is_empty())
     }
+}
+
+/// The command of a spawn request: the program's name (for errors) and the command, in its
+/// own process group, its output on the two files the agent passed.
+fn command(
+    argv: &[String],
+    cwd: &Path,
+    env: Vec<(String, String)>,
+    fds: Vec<OwnedFd>,
+) -> Result<(String, std::process::Command), SpawnError> {
+    let (Some(program), Ok([stdout, stderr])) = (argv.first(), <[OwnedFd; 2]>::try_from(fds))
+    else {
+        return Err(SpawnError::BadRequest);
+    };
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(program);
+    command
+        .args(&argv[1..])
+        .current_dir(cwd)
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .process_group(0);
+    Ok((program.clone(), command))
 }
 
 /// Reaps one exited child (`None`: any), without blocking.
