@@ -1,6 +1,6 @@
 //! A scripted in-process server on a loopback port, for the agent loop tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use scitq_proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
@@ -345,4 +345,16 @@ pub(super) fn disk_phase(dir: &ExecDir) -> Option<DiskPhase> {
 
 pub(super) fn state(s: ExecutionState) -> i32 {
     s as i32
+}
+
+/// A shell loop that waits until the test creates `gate`, or until the folder holding it is
+/// removed: a test that fails before opening the gate drops that folder, and its task must not
+/// loop on for ever after it.
+pub(super) fn wait_for_gate(gate: &Path) -> String {
+    let folder = gate.parent().expect("a gate inside a folder");
+    format!(
+        "while [ -d '{}' ] && [ ! -e '{}' ]; do sleep 0.01; done",
+        folder.display(),
+        gate.display()
+    )
 }

@@ -448,10 +448,7 @@ async fn a_held_result_goes_out_within_its_hold_time() {
     let gate = tempfile::tempdir().unwrap();
     let gate = gate.path().join("gate");
     c.assign(5, "true");
-    c.assign(
-        6,
-        &format!("while [ ! -e '{}' ]; do sleep 0.05; done", gate.display()),
-    );
+    c.assign(6, &wait_for_gate(&gate));
     c.assign(7, "true");
     c.assign(8, "true");
     let succeeded = state(ExecutionState::Succeeded);
@@ -491,10 +488,7 @@ async fn held_results_go_out_together_before_the_queue_runs_dry() {
     // last assignments, the queue would be too short to hold its result (a loaded machine).
     let gate = tempfile::tempdir().unwrap();
     let gate = gate.path().join("gate");
-    c.assign(
-        5,
-        &format!("while [ ! -e '{}' ]; do sleep 0.01; done", gate.display()),
-    );
+    c.assign(5, &wait_for_gate(&gate));
     c.assign(6, "true");
     c.assign(7, "sleep 2");
     c.assign(8, "sleep 2");
@@ -539,20 +533,12 @@ async fn a_short_task_s_result_stays_held_past_its_running_update_s_timer() {
     let mut c = h.next_session().await;
     hello_of(&mut c).await;
     c.welcome(1, vec![], vec![]);
-    // 6 starts when 5 ends and waits for the test (or for the end of a failed test, which
-    // removes the gate's folder); 7 and 8 stay queued, so nothing but the hold (a minute)
-    // could release 5's result while 6 runs.
-    let gates = tempfile::tempdir().unwrap();
-    let gate = gates.path().join("gate");
+    // 6 starts when 5 ends and waits for the test; 7 and 8 stay queued, so nothing but the
+    // hold (a minute) could release 5's result while 6 runs.
+    let gate = tempfile::tempdir().unwrap();
+    let gate = gate.path().join("gate");
     c.assign(5, "true");
-    c.assign(
-        6,
-        &format!(
-            "while [ -d '{}' ] && [ ! -e '{}' ]; do sleep 0.01; done",
-            gates.path().display(),
-            gate.display()
-        ),
-    );
+    c.assign(6, &wait_for_gate(&gate));
     c.assign(7, "true");
     c.assign(8, "true");
     let (running, succeeded) = (

@@ -300,7 +300,8 @@ async fn output_arrives_while_the_task_runs() {
     let (ctx, mut rx) = context(work.path()).await;
     // The task prints, then waits for the test: its first line must arrive before it ends.
     let script = format!(
-        "echo first; while [ ! -e '{}' ]; do sleep 0.05; done; echo second",
+        "echo first; while [ -d '{}' ] && [ ! -e '{}' ]; do sleep 0.05; done; echo second",
+        work.path().display(),
         gate.display()
     );
     let task = tokio::spawn(run(launch(&script, Shell::Sh), ctx));
