@@ -24,7 +24,7 @@ use scitq_provisioner::local::{LocalConfig, LocalProvider};
 use scitq_provisioner::{Instance, OWNER_TAG, OwnerId, Provider};
 use serde_json::Value;
 
-use crate::images::{docker, remove_containers, unique_tag};
+use crate::images::{docker, remove_containers, try_docker, unique_tag};
 use crate::recruiting::{LocalProviderOpts, block_on};
 use crate::{Client, describe, make_certs_for, poll, temp_dir};
 
@@ -259,19 +259,22 @@ impl DockerRecruiting {
         }
     }
 
-    /// The enrollment token in a machine's user data (its container's environment).
-    pub fn token_of(&self, name: &str) -> String {
-        let env = docker(&[
+    /// The enrollment token in a machine's user data (its container's environment), or
+    /// `None` while docker has no such container (a worker is listed from its provisioning
+    /// job, before its container exists and after it is destroyed).
+    pub fn token_of(&self, name: &str) -> Option<String> {
+        let env = try_docker(&[
             "inspect",
             "-f",
             "{{range .Config.Env}}{{println .}}{{end}}",
             name,
-        ]);
+        ])?;
         // SCITQ_USER_DATA holds `KEY=value` lines: the token is on one of them.
-        env.lines()
+        let token = env
+            .lines()
             .find_map(|l| l.strip_prefix("SCITQ_ENROLL_TOKEN="))
-            .unwrap_or_else(|| panic!("no SCITQ_ENROLL_TOKEN in {name}'s environment: {env}"))
-            .to_owned()
+            .unwrap_or_else(|| panic!("no SCITQ_ENROLL_TOKEN in {name}'s environment: {env}"));
+        Some(token.to_owned())
     }
 
     /// SIGKILL scitqd's container, as in a crash: its agent containers live on.

@@ -123,16 +123,18 @@ fn containerised_agents_are_recruited_run_a_batch_and_are_destroyed() {
 
     // The replacements enroll and run the batch; the quota holds all along.
     let mut most = 0;
-    // An enrolled machine's token, read while it runs, for the replay below.
+    // An enrolled machine's token, read while it runs, for the replay below (a worker is
+    // listed from its provisioning job on, before its container exists).
     let mut token = None;
     scitq_tests::poll(LONG, "the batch to succeed on recruited agents", || {
         most = most.max(check_quota(&setup, &owner));
         if token.is_none()
             && let Some(name) = recruited_workers(&c)
-                .first()
+                .iter()
+                .find(|w| w["status"] == "online")
                 .and_then(|w| w["name"].as_str().map(str::to_owned))
         {
-            token = Some((name.clone(), setup.token_of(&name)));
+            token = setup.token_of(&name).map(|t| (name, t));
         }
         let done = succeeded(&c, "rec");
         if done == TASKS as u64 {
