@@ -3,7 +3,7 @@
 //! test leaves (a failure, a SIGKILLed scitqd) are deleted when it is dropped, by their pids,
 //! through the provider; a failed test prints their agents' logs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +12,36 @@ use scitq_provisioner::{Instance, OwnerId, Provider};
 use serde_json::Value;
 
 use crate::{Proxy, Server, ServerOpts, log_tail};
+
+/// scitqd's owner id, from the name (`OWNER-N`) of the machine of the last of its jobs
+/// (`job list --json`); none before its first job.
+pub fn owner_of(jobs: &[Value]) -> Option<String> {
+    let name = jobs.last()?["machine"].as_str()?;
+    Some(name.rsplit_once('-')?.0.to_owned())
+}
+
+/// Asserts that every machine created was destroyed, by a job that says so, and that a
+/// create a scitqd kill cut short is settled: found at the provider (it goes on), or failed
+/// as interrupted.
+pub fn assert_jobs_settled(jobs: &[Value]) {
+    let machines = |kind: &str, status: &str| -> BTreeSet<String> {
+        jobs.iter()
+            .filter(|j| j["kind"] == kind && j["status"] == status)
+            .map(|j| j["machine"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        machines("create", "succeeded"),
+        machines("destroy", "succeeded"),
+        "{jobs:?}"
+    );
+    assert!(
+        jobs.iter()
+            .filter(|j| j["status"] == "failed")
+            .all(|j| j["error_class"] == "interrupted"),
+        "{jobs:?}"
+    );
+}
 
 /// The `[[provider]]` and `[recruit]` a [`LocalRecruiting`] starts scitqd with.
 #[derive(Clone, Debug)]
@@ -77,9 +107,7 @@ impl LocalRecruiting {
 
     /// scitqd's owner id, from a machine's name (`OWNER-N`); none before its first job.
     pub fn owner(&self) -> Option<String> {
-        let jobs = self.jobs();
-        let name = jobs.last()?["machine"].as_str()?.to_owned();
-        Some(name.rsplit_once('-')?.0.to_owned())
+        owner_of(&self.jobs())
     }
 
     /// The local provider as `owner` sees it.

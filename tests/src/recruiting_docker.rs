@@ -25,7 +25,7 @@ use scitq_provisioner::{Instance, OWNER_TAG, OwnerId, Provider};
 use serde_json::Value;
 
 use crate::images::{docker, remove_containers, try_docker, unique_tag};
-use crate::recruiting::{LocalProviderOpts, block_on};
+use crate::recruiting::{LocalProviderOpts, block_on, owner_of};
 use crate::{Client, describe, make_certs_for, poll, temp_dir};
 
 /// The port scitqd listens on in its container.
@@ -215,9 +215,7 @@ impl DockerRecruiting {
 
     /// scitqd's owner id, from a machine's name (`OWNER-N`); none before its first job.
     pub fn owner(&self) -> Option<String> {
-        let jobs = self.jobs();
-        let name = jobs.last()?["machine"].as_str()?.to_owned();
-        Some(name.rsplit_once('-')?.0.to_owned())
+        owner_of(&self.jobs())
     }
 
     /// The local provider (docker mode, on this network) as `owner` sees it. Instances the

@@ -303,24 +303,5 @@ fn containerised_scitqd_killed_while_recruiting_leaves_no_orphan() {
         setup.log_tail(400).contains(&orphan.name),
         "scitqd says it destroyed the orphan"
     );
-    // Every machine created was destroyed, by a job that says so; a create the kill cut
-    // short is settled: found at the provider (it goes on), or failed as interrupted.
-    let jobs = setup.jobs();
-    let machines = |kind: &str, status: &str| -> BTreeSet<String> {
-        jobs.iter()
-            .filter(|j| j["kind"] == kind && j["status"] == status)
-            .map(|j| j["machine"].as_str().unwrap_or_default().to_owned())
-            .collect()
-    };
-    assert_eq!(
-        machines("create", "succeeded"),
-        machines("destroy", "succeeded"),
-        "{jobs:?}"
-    );
-    assert!(
-        jobs.iter()
-            .filter(|j| j["status"] == "failed")
-            .all(|j| j["error_class"] == "interrupted"),
-        "{jobs:?}"
-    );
+    scitq_tests::recruiting::assert_jobs_settled(&setup.jobs());
 }
