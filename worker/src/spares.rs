@@ -13,7 +13,12 @@
 //! `WORK_DIR/spare-<n>` and emptied by [`Spares::recycle_released`], which the agent runs a
 //! moment later. All methods but `release` block: call them from `spawn_blocking`, or where
 //! blocking a moment is already the price (the native executor's spawn).
+//!
+//! Reading a folder costs more than the rest of cleaning it (ext4 builds a hash tree of a
+//! one-block directory to list it). So a folder found empty is remembered by its [`Stamp`],
+//! and not read again while the stamp holds: a task that adds an entry changes it.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, OsStr};
 use std::io;
 use std::mem::MaybeUninit;
@@ -21,7 +26,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, RawDir, mkdirat, openat, statat, unlinkat};
+use rustix::fs::{
+    AtFlags, CWD, FileType, Mode, OFlags, RawDir, Stat, fstatfs, mkdirat, openat, statat, unlinkat,
+};
+use rustix::time::{ClockId, clock_gettime};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,6 +47,9 @@ pub struct Spares {
     released: Mutex<Vec<PathBuf>>,
     next: AtomicU64,
     max: usize,
+    /// The folders found empty when each work dir (by path) was last cleaned; `None` where
+    /// the filesystem's change times are not this kernel's (see [`Stamp`]).
+    stamps: Option<Mutex<HashMap<PathBuf, Stamps>>>,
 }
 
 impl Spares {
@@ -49,7 +60,32 @@ impl Spares {
             released: Mutex::new(Vec::new()),
             next: AtomicU64::new(0),
             max,
+            stamps: local_times(work_dir).then(|| Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The stamps recorded when the work dir at `root` was last cleaned, forgotten.
+    fn take_stamps(&self, root: &Path) -> Option<Stamps> {
+        lock(self.stamps.as_ref()?).remove(root)
+    }
+
+    /// Records the stamps of the work dir just cleaned at `root`.
+    fn keep_stamps(&self, root: &Path, stamps: Stamps) {
+        let Some(map) = &self.stamps else { return };
+        let mut map = lock(map);
+        // Work dirs kept for a look (failed executions) are never taken back: bounded.
+        if map.len() >= 4 * self.max + 64 {
+            map.clear();
+        }
+        map.insert(root.to_owned(), stamps);
+    }
+
+    /// Cleans the work dir at `root`, which was at `was` before (its stamps are moved along).
+    fn clean_at(&self, was: &Path, root: &Path) -> io::Result<Ready> {
+        let known = self.take_stamps(was);
+        let (ready, stamps) = clean(root, known, self.stamps.is_some())?;
+        self.keep_stamps(root, stamps);
+        Ok(ready)
     }
 
     /// Takes in the spares a previous agent left (cleaning them again: it may have stopped
@@ -71,7 +107,7 @@ impl Spares {
             let spare = self.new_spare_path();
             std::fs::create_dir(&spare)?;
             // Cleaning an empty dir creates its folders and logs.
-            if let Err(e) = clean(&spare) {
+            if let Err(e) = self.clean_at(&spare, &spare) {
                 remove(&spare);
                 return Err(e);
             }
@@ -116,8 +152,8 @@ impl Spares {
             let Some(old) = lock(&self.released).pop() else {
                 break;
             };
-            match move_back_on_error(&self.released, old, dir.root()) {
-                Ok(()) => match clean(dir.root()) {
+            match move_back_on_error(&self.released, old.clone(), dir.root()) {
+                Ok(()) => match self.clean_at(&old, dir.root()) {
                     Ok(ready) => return Some(ready),
                     Err(e) => {
                         tracing::debug!("cannot clean {}: {e}", dir.root().display());
@@ -131,7 +167,10 @@ impl Spares {
             }
         }
         let spare = lock(&self.free).pop()?;
-        move_back_on_error(&self.free, spare, dir.root()).ok()?;
+        move_back_on_error(&self.free, spare.clone(), dir.root()).ok()?;
+        if let Some(stamps) = self.take_stamps(&spare) {
+            self.keep_stamps(dir.root(), stamps);
+        }
         match open_dir(CWD, dir.root()).and_then(Ready::open) {
             Ok(ready) => Some(ready),
             Err(e) => {
@@ -159,17 +198,25 @@ impl Spares {
                 tracing::warn!("cannot move {} away: {e}", dir.root().display());
                 remove(dir.root());
             }
+            self.take_stamps(dir.root());
             return;
         }
-        self.keep(spare);
+        self.keep_from(dir.root(), spare);
     }
 
     fn keep(&self, spare: PathBuf) {
+        self.keep_from(&spare.clone(), spare);
+    }
+
+    /// Cleans `spare` (the work dir that was at `was`) into the pool, or removes it when the
+    /// pool is full.
+    fn keep_from(&self, was: &Path, spare: PathBuf) {
         if lock(&self.free).len() >= self.max {
+            self.take_stamps(was);
             remove(&spare);
             return;
         }
-        match clean(&spare) {
+        match self.clean_at(was, &spare) {
             Ok(_) => lock(&self.free).push(spare),
             Err(e) => {
                 tracing::debug!("cannot clean {}: {e}", spare.display());
@@ -235,16 +282,70 @@ const FOLDERS: [&[u8]; 4] = [b"input", b"output", b"tmp", b"resource"];
 const LOGS: [&[u8]; 2] = [b"stdout.log", b"stderr.log"];
 const STATE_FILE: &[u8] = crate::state::STATE_FILE.as_bytes();
 
+/// A folder as it was when found empty: its inode and change time. Adding an entry to a
+/// directory sets its change time to the kernel's clock, and no call sets a change time
+/// back, so a folder whose stamp is the same later is still empty, provided the clock had
+/// passed that change time when the stamp was taken ([`Stamp::settled`]). Kept only where the
+/// filesystem takes its times from this kernel ([`local_times`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    ctime: (i64, i64),
+}
+
+/// The stamps of a work dir's [`FOLDERS`], where they were found empty.
+type Stamps = [Option<Stamp>; FOLDERS.len()];
+
+/// How long a folder's change time must lie in the past before its stamp is trusted: a
+/// change within the same tick of the coarse clock leaves the time as it was, and this also
+/// covers the clock stepped back by as much.
+const SETTLED: i64 = 1;
+
+impl Stamp {
+    fn of(stat: &Stat) -> Stamp {
+        Stamp {
+            ino: stat.st_ino,
+            ctime: (stat.st_ctime, stat.st_ctime_nsec as i64),
+        }
+    }
+
+    /// Whether the clock has moved on from the change time far enough that any later change
+    /// gets another time.
+    fn settled(&self) -> bool {
+        let now = clock_gettime(ClockId::RealtimeCoarse);
+        self.ctime.0 + SETTLED < now.tv_sec
+    }
+}
+
+/// Whether the filesystem of `dir` stamps changes with this kernel's clock (a local disk
+/// filesystem or tmpfs, not a network or FUSE one).
+fn local_times(dir: &Path) -> bool {
+    // From statfs(2).
+    const EXT4: i64 = 0xEF53;
+    const XFS: i64 = 0x5846_5342;
+    const BTRFS: i64 = 0x9123_683E;
+    const TMPFS: i64 = 0x0102_1994;
+    let Ok(fd) = open_dir(CWD, dir) else {
+        return false;
+    };
+    // `f_type`'s integer type differs between targets.
+    #[allow(clippy::unnecessary_cast)]
+    fstatfs(&fd).is_ok_and(|fs| [EXT4, XFS, BTRFS, TMPFS].contains(&(fs.f_type as i64)))
+}
+
 /// Empties a former work dir: its four folders stay (emptied, or created when missing), its
 /// logs are truncated (or created), its `state.json` stays (a later execution overwrites it; the
-/// scan ignores a foreign one), and anything else goes. Returns it open, logs and all.
+/// scan ignores a foreign one), and anything else goes. Returns it open, logs and all, and
+/// the stamps of the folders found empty (when `stamp`): a folder whose stamp is the one in
+/// `known` is not read.
 ///
 /// Everything below the root is reached from the root's file descriptor, read with a buffer
 /// on the stack: no path walk and no allocation per folder, which is most of what cleaning
 /// a work dir costs when the task left nothing behind.
-fn clean(root: &Path) -> io::Result<Ready> {
+fn clean(root: &Path, known: Option<Stamps>, stamp: bool) -> io::Result<(Ready, Stamps)> {
     let root_fd = open_dir(CWD, root)?;
     let mut folders_seen = [false; FOLDERS.len()];
+    let mut stamps: Stamps = [None; FOLDERS.len()];
     let mut stray = Vec::new();
     for_each_entry(&root_fd, |name, kind| {
         let bytes = name.to_bytes();
@@ -255,7 +356,22 @@ fn clean(root: &Path) -> io::Result<Ready> {
             kind => kind,
         };
         if let (Some(i), FileType::Directory) = (FOLDERS.iter().position(|f| *f == bytes), kind) {
-            empty(&root_fd, name, &root.join(OsStr::from_bytes(bytes)))?;
+            let now = if stamp {
+                Some(Stamp::of(&statat(
+                    &root_fd,
+                    name,
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?))
+            } else {
+                None
+            };
+            let unchanged = now.is_some() && known.is_some_and(|k| k[i] == now);
+            if unchanged
+                || !empty(&root_fd, name, &root.join(OsStr::from_bytes(bytes)))?
+                    && now.is_some_and(|s| s.settled())
+            {
+                stamps[i] = now;
+            }
             folders_seen[i] = true;
         } else if !((bytes == STATE_FILE || LOGS.contains(&bytes)) && kind == FileType::RegularFile)
         {
@@ -275,7 +391,7 @@ fn clean(root: &Path) -> io::Result<Ready> {
             )?;
         }
     }
-    Ready::open(root_fd)
+    Ok((Ready::open(root_fd)?, stamps))
 }
 
 fn open_dir<Fd: AsFd, P: rustix::path::Arg>(at: Fd, path: P) -> io::Result<OwnedFd> {
@@ -301,8 +417,9 @@ fn for_each_entry(
     Ok(())
 }
 
-/// Empties the folder `name` of the directory `parent` (at `path`).
-fn empty(parent: &OwnedFd, name: &CStr, path: &Path) -> io::Result<()> {
+/// Empties the folder `name` of the directory `parent` (at `path`). Returns whether there was
+/// anything to remove.
+fn empty(parent: &OwnedFd, name: &CStr, path: &Path) -> io::Result<bool> {
     let dir = open_dir(parent, name)?;
     let mut found = Vec::new();
     for_each_entry(&dir, |name, kind| {
@@ -310,10 +427,11 @@ fn empty(parent: &OwnedFd, name: &CStr, path: &Path) -> io::Result<()> {
         Ok(())
     })?;
     // Removed once read: the listing of a directory changing under it may skip entries.
+    let removed = !found.is_empty();
     for (name, kind) in found {
         remove_at(&dir, &name, kind, path)?;
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Removes the entry `name` of the directory `dir` (at `path`), a whole tree for a folder.
@@ -504,7 +622,7 @@ mod tests {
         std::fs::remove_file(dir.log(Stream::Stdout)).unwrap();
         std::os::unix::fs::symlink(outside.path().join("keep"), dir.log(Stream::Stdout)).unwrap();
 
-        let ready = clean(dir.root()).unwrap();
+        let (ready, _) = clean(dir.root(), None, true).unwrap();
         for folder in [dir.input(), dir.output(), dir.tmp(), dir.resource()] {
             let meta = std::fs::symlink_metadata(&folder).unwrap();
             assert!(meta.is_dir(), "{folder:?} is a real folder again");
@@ -534,6 +652,51 @@ mod tests {
             std::fs::read(outside.path().join("keep")).unwrap(),
             b"precious"
         );
+    }
+
+    #[test]
+    fn a_folder_found_empty_is_not_read_again_until_a_task_adds_to_it() {
+        let work = tempfile::tempdir().unwrap();
+        let spares = Spares::new(work.path(), 4);
+        let stamps = |dir: &ExecDir| {
+            let map = spares
+                .stamps
+                .as_ref()
+                .expect("stamps on the test's filesystem");
+            lock(map).get(dir.root()).copied()
+        };
+        spares.fill(1).unwrap();
+        let first = ExecDir::new(work.path(), ExecutionId(1));
+        spares.take(&first).unwrap();
+        // Changed within the last second: not trusted yet (a change in the same tick of the
+        // clock would keep the same time).
+        assert_eq!(stamps(&first), Some([None; 4]));
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+
+        spares.release(&first);
+        let second = ExecDir::new(work.path(), ExecutionId(2));
+        spares.take(&second).unwrap();
+        let kept = stamps(&second).unwrap();
+        assert!(kept.iter().all(Option::is_some), "{kept:?}");
+
+        // A task adds to two folders; the next execution finds them empty again.
+        std::fs::write(second.output().join("result"), "x").unwrap();
+        std::fs::create_dir_all(second.tmp().join("a/b")).unwrap();
+        spares.release(&second);
+        let third = ExecDir::new(work.path(), ExecutionId(3));
+        spares.take(&third).unwrap();
+        for folder in [third.input(), third.output(), third.tmp(), third.resource()] {
+            assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0, "{folder:?}");
+        }
+        let now = stamps(&third).unwrap();
+        assert_eq!(now[0], kept[0], "input was not read");
+        assert_eq!(now[3], kept[3], "resource was not read");
+        assert_eq!(
+            (now[1], now[2]),
+            (None, None),
+            "just emptied: not trusted yet"
+        );
+        assert!(stamps(&second).is_none(), "moved along with the dir");
     }
 
     #[test]
