@@ -307,6 +307,23 @@ impl Harness {
         (shutdown, agent)
     }
 
+    /// Starts the agent and takes its session past `Hello` and a welcome at the configured
+    /// concurrency: the way most tests begin. Returns the agent's stop token and task, and
+    /// the session.
+    pub(super) async fn welcomed(
+        &mut self,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), crate::AgentError>>,
+        Conversation,
+    ) {
+        let (shutdown, agent) = self.spawn_agent();
+        let mut c = self.next_session().await;
+        hello_of(&mut c).await;
+        c.welcome(self.config.concurrency, vec![], vec![]);
+        (shutdown, agent, c)
+    }
+
     pub(super) async fn next_session(&mut self) -> Conversation {
         tokio::time::timeout(WAIT, self.sessions.recv())
             .await

@@ -55,10 +55,7 @@ async fn runs_a_task_streams_output_and_forgets_it_after_ack() {
 #[tokio::test]
 async fn a_failed_task_keeps_its_dir_marked_acknowledged() {
     let mut h = Harness::start(false).await;
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(1, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     c.assign(6, "exit 3");
     let outcome = c.run_to_final(6, [0, 0]).await;
     assert_eq!(outcome.last.state, state(ExecutionState::Failed));
@@ -83,10 +80,7 @@ async fn a_failed_task_keeps_its_dir_marked_acknowledged() {
 #[tokio::test]
 async fn after_a_break_only_missing_output_and_the_final_update_are_resent() {
     let mut h = Harness::start(false).await;
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(1, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     c.assign(7, "echo one; sleep 0.5; echo two");
     let running = c.recv_state(7, state(ExecutionState::Running)).await;
     assert_eq!(running.state, state(ExecutionState::Running));
@@ -122,10 +116,7 @@ async fn after_a_break_only_missing_output_and_the_final_update_are_resent() {
 #[tokio::test]
 async fn welcome_cancel_kills_and_forgets_silently() {
     let mut h = Harness::start(false).await;
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(1, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     c.assign(8, "sleep 30");
     c.recv_state(8, state(ExecutionState::Running)).await;
     let pid = match disk_phase(&h.dir(8)) {
@@ -170,10 +161,7 @@ fn process_group_alive(pgid: u32) -> bool {
 #[tokio::test]
 async fn signals_from_the_server() {
     let mut h = Harness::start(false).await;
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(1, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     c.assign(10, "sleep 30");
     c.assign(11, "echo never");
     c.assign(12, "echo never");
@@ -209,10 +197,7 @@ async fn signals_from_the_server() {
 #[tokio::test]
 async fn concurrency_limits_running_tasks_and_settings_change_it_live() {
     let mut h = Harness::start(false).await;
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(1, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     c.assign(20, "sleep 30");
     c.assign(21, "echo second");
     let seen = c
@@ -258,10 +243,7 @@ async fn an_unauthenticated_agent_stops_with_an_error() {
 #[tokio::test]
 async fn a_restarted_agent_reports_unacknowledged_results() {
     let mut h = Harness::start(false).await;
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(1, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     c.assign(30, "echo done");
     c.run_to_final(30, [0, 0]).await;
     shutdown.cancel(); // no Ack: the result must survive the restart
@@ -296,10 +278,7 @@ async fn a_restarted_agent_reports_unacknowledged_results() {
 #[tokio::test]
 async fn shutdown_kills_running_tasks_and_abandons_them() {
     let mut h = Harness::start(false).await;
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(1, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     c.assign(40, "sleep 30");
     c.recv_state(40, state(ExecutionState::Running)).await;
     shutdown.cancel();
@@ -320,10 +299,7 @@ async fn shutdown_kills_running_tasks_and_abandons_them() {
 async fn heartbeats_carry_host_figures() {
     let mut h = Harness::start(false).await;
     h.config.heartbeat = Duration::from_millis(50);
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(1, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     let heartbeat = loop {
         let message = tokio::time::timeout(WAIT, c.inbound.message())
             .await
@@ -366,10 +342,7 @@ async fn agent_throughput_against_an_instant_server() {
     const CONCURRENCY: u32 = 4;
     let mut h = Harness::start(false).await;
     h.config.concurrency = CONCURRENCY;
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(CONCURRENCY, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     let assign_true = |c: &Conversation, id: i64| {
         c.send(server_message::Kind::Assignment(Assignment {
             execution_id: id,
@@ -440,10 +413,7 @@ async fn agent_throughput_against_an_instant_server() {
 #[tokio::test]
 async fn a_held_result_goes_out_within_its_hold_time() {
     let mut h = Harness::start(false).await;
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(1, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     // 6 runs until the test lets it end: 5's result must not wait for it.
     let gate = tempfile::tempdir().unwrap();
     let gate = gate.path().join("gate");
@@ -479,10 +449,7 @@ async fn a_held_result_goes_out_within_its_hold_time() {
 async fn held_results_go_out_together_before_the_queue_runs_dry() {
     let mut h = Harness::start(false).await;
     h.config.result_hold = Duration::from_secs(60);
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(1, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     // 5 and 6 end one after the other; 7 and 8 wait in the queue, then run for a while. 5
     // waits for a gate until all four are queued: were 5 to end before the agent read the
     // last assignments, the queue would be too short to hold its result (a loaded machine).
@@ -529,10 +496,7 @@ async fn held_results_go_out_together_before_the_queue_runs_dry() {
 async fn a_short_task_s_result_stays_held_past_its_running_update_s_timer() {
     let mut h = Harness::start(false).await;
     h.config.result_hold = Duration::from_secs(60);
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(1, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     // 6 starts when 5 ends and waits for the test; 7 and 8 stay queued, so nothing but the
     // hold (a minute) could release 5's result while 6 runs.
     let gate = tempfile::tempdir().unwrap();
@@ -579,10 +543,7 @@ async fn a_short_task_s_result_stays_held_past_its_running_update_s_timer() {
 async fn with_no_hold_a_result_goes_at_once() {
     let mut h = Harness::start(false).await;
     h.config.result_hold = Duration::ZERO;
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(1, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     c.assign(5, "true");
     c.assign(6, "sleep 2");
     c.assign(7, "true");
@@ -643,10 +604,7 @@ async fn an_automatic_prefetch_grows_with_short_tasks() {
 #[tokio::test]
 async fn a_recall_gives_back_a_queued_task_and_leaves_a_started_one() {
     let mut h = Harness::start(false).await;
-    let (shutdown, agent) = h.spawn_agent();
-    let mut c = h.next_session().await;
-    hello_of(&mut c).await;
-    c.welcome(1, vec![], vec![]);
+    let (shutdown, agent, mut c) = h.welcomed().await;
     c.assign(30, "sleep 30");
     c.assign(31, "echo never");
     let want = [
