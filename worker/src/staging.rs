@@ -9,6 +9,10 @@
 //! A `run+fastq://` input that ENA cannot deliver is dumped from NCBI with `fasterq-dump` in a
 //! container instead (`sra.rs`); staging returns one line per such input saying which source
 //! gave it, which the executor puts at the head of the task's stderr.
+//!
+//! Transfers run on threads of their own ([`transfers`]), not on the agent loop's one thread:
+//! a download checksums (and, over TLS, decrypts) every byte it receives, work that can take
+//! several cores on a fast network and must not hold up live output or steering.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +30,33 @@ pub const CACHE_DIR: &str = "resource-cache";
 
 /// Transfers of one task that run at once.
 const PARALLEL: usize = 4;
+
+/// Most threads the transfers run on (one per core up to this).
+const TRANSFER_THREADS: usize = 8;
+
+/// The runtime that transfers run on: started at the first transfer, kept for the life of
+/// the process (a static is never dropped, so never within the agent's async context). When
+/// its threads cannot be started, transfers run on the caller's runtime.
+fn transfers() -> tokio::runtime::Handle {
+    static TRANSFERS: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    let runtime = TRANSFERS.get_or_init(|| {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(TRANSFER_THREADS);
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("scitq-transfer")
+            .enable_all()
+            .build()
+            .inspect_err(|e| tracing::warn!("cannot start the transfer threads: {e}"))
+            .ok()
+    });
+    match runtime {
+        Some(runtime) => runtime.handle().clone(),
+        None => tokio::runtime::Handle::current(),
+    }
+}
 
 /// Why a task's data could not be staged: the message of its `download` or `upload` failure.
 /// Each names the URI and says what the storage said. The storage's errors are boxed: they
@@ -69,7 +100,7 @@ pub enum StagingError {
         #[source]
         source: Box<StorageError>,
     },
-    #[error("staging the inputs stopped: {0}")]
+    #[error("staging stopped: {0}")]
     Stopped(#[source] tokio::task::JoinError),
     #[error("cannot upload the output to {uri}: {source}")]
     Upload {
@@ -180,7 +211,7 @@ impl Stager {
 /// Downloads the inputs into `input/` and links the resources into `resource/`, a few at a
 /// time. The error names the URI and says what the storage said.
 pub fn stage_in(stager: Arc<Stager>, id: ExecutionId, dir: ExecDir, data: DataSpec) -> StageIn {
-    tokio::spawn(async move {
+    transfers().spawn(async move {
         let mut jobs: Vec<BoxFuture<'static, Result<Staged, StagingError>>> = Vec::new();
         for (index, uri) in data.inputs.into_iter().enumerate() {
             let (stager, input) = (stager.clone(), dir.input());
@@ -305,18 +336,27 @@ pub struct StagedOut {
 /// Uploads everything in `output/` under `uri`; returns the files uploaded and the links
 /// left out.
 pub async fn stage_out(
-    stager: &Stager,
+    stager: Arc<Stager>,
     dir: &ExecDir,
     uri: &str,
 ) -> Result<StagedOut, StagingError> {
     let output = dir.output();
-    let links = tokio::task::spawn_blocking(move || links_under(&output))
+    let links = {
+        let output = output.clone();
+        tokio::task::spawn_blocking(move || links_under(&output))
+            .await
+            .unwrap_or_default()
+    };
+    let target = uri.to_owned();
+    let uploaded = transfers()
+        .spawn(async move {
+            stager
+                .storage
+                .upload_dir(&output, &target, &NoProgress)
+                .await
+        })
         .await
-        .unwrap_or_default();
-    let uploaded = stager
-        .storage
-        .upload_dir(&dir.output(), uri, &NoProgress)
-        .await
+        .map_err(StagingError::Stopped)?
         .map_err(|source| StagingError::Upload {
             uri: uri.to_owned(),
             source: Box::new(source),

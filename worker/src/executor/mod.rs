@@ -104,7 +104,7 @@ async fn stage_in(launch: &Launch, ctx: &mut ExecContext) -> Result<StagedIn, St
 /// succeeded and is added to the message of one that did not.
 async fn stage_out(launch: &Launch, ctx: &ExecContext, report: &mut FinalReport) {
     let uploaded = match &ctx.stager {
-        Ok(stager) => staging::stage_out(stager, &ctx.dir, &launch.data.output).await,
+        Ok(stager) => staging::stage_out(stager.clone(), &ctx.dir, &launch.data.output).await,
         Err(e) => Err(StagingError::NoStager(e.clone())),
     };
     match uploaded {
