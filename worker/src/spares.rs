@@ -366,11 +366,17 @@ fn clean(root: &Path, known: Option<Stamps>, stamp: bool) -> io::Result<(Ready, 
                 None
             };
             let unchanged = now.is_some() && known.is_some_and(|k| k[i] == now);
-            if unchanged
-                || !empty(&root_fd, name, &root.join(OsStr::from_bytes(bytes)))?
-                    && now.is_some_and(|s| s.settled())
-            {
+            if unchanged {
+                // Still empty: not read.
                 stamps[i] = now;
+            } else {
+                let path = root.join(OsStr::from_bytes(bytes));
+                let had_entries = empty(&root_fd, name, &path)?;
+                // Found empty, so its stamp stands for an empty folder once it has settled
+                // (removing entries moves it: emptied now, it is read again next time).
+                if !had_entries && now.is_some_and(|s| s.settled()) {
+                    stamps[i] = now;
+                }
             }
             folders_seen[i] = true;
         } else if !((bytes == STATE_FILE || LOGS.contains(&bytes)) && kind == FileType::RegularFile)
