@@ -281,4 +281,34 @@ mod tests {
             Some(9)
         );
     }
+
+    /// An agent killed between its spawn request and the pid's record leaves `Running` with
+    /// pid 0: adopted with the supervisor's pid when the supervisor holds the task, abandoned
+    /// (and nothing signalled) when it does not.
+    #[test]
+    fn a_task_recorded_before_its_pid_is_adopted_from_the_supervisor() {
+        let work = tempfile::tempdir().unwrap();
+        let before_pid = || Phase::Running {
+            pid: 0,
+            container: None,
+            run_timeout_s: Some(60),
+            output: String::new(),
+            stderr_preamble: 0,
+        };
+        write(work.path(), 8, before_pid());
+        write(work.path(), 9, before_pid());
+        let held = HashMap::from([(ExecutionId(8), 0x3fff_fff1)]);
+        let found = scan(work.path(), &held).unwrap();
+        assert_eq!(found.adopt.len(), 1, "{found:?}");
+        assert_eq!(
+            (
+                found.adopt[0].id,
+                found.adopt[0].task_id,
+                found.adopt[0].pid
+            ),
+            (ExecutionId(8), 80, 0x3fff_fff1)
+        );
+        let nine = StateFile::read(&ExecDir::new(work.path(), ExecutionId(9))).unwrap();
+        assert_eq!(nine.phase, Phase::Abandoned);
+    }
 }

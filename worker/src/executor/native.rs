@@ -282,6 +282,29 @@ async fn start(
         return Err(WorkDirError::Write { path, source }.into());
     }
     let argv = launch.argv.as_ref().map_err(Clone::clone)?;
+    // Recorded before the supervisor is asked (pid 0: not known yet), as a container is
+    // before its start: the supervisor may start the task the moment it reads the request,
+    // and an agent that dies then must find the execution here and adopt it from the
+    // supervisor. Unrecorded, it would run on unknown to the next agent while the server,
+    // not told of it in `Hello`, counted it lost and ran it again elsewhere.
+    let mut running = StateFile {
+        execution_id: id,
+        task_id,
+        phase: Phase::Running {
+            pid: 0,
+            container: None,
+            run_timeout_s: launch.run_timeout.map(|t| t.as_secs().max(1)),
+            output: launch.data.output.clone(),
+            stderr_preamble: preamble.len() as u64,
+        },
+    };
+    let mut state = StateWriter::open_in(&root)
+        .and_then(|mut state| {
+            state.write(&running)?;
+            Ok(state)
+        })
+        .inspect_err(|e| tracing::warn!(execution_id = %id, "cannot write state.json: {e}"))
+        .ok();
     let (pid, exit) = ctx
         .supervisor
         .spawn(
@@ -293,24 +316,16 @@ async fn start(
         )
         .await
         .map_err(NativeError::Spawn)?;
-    let running = StateFile {
-        execution_id: id,
-        task_id,
-        phase: Phase::Running {
-            pid,
-            container: None,
-            run_timeout_s: launch.run_timeout.map(|t| t.as_secs().max(1)),
-            output: launch.data.output.clone(),
-            stderr_preamble: preamble.len() as u64,
-        },
-    };
-    let state = StateWriter::open_in(&root).and_then(|mut state| {
-        state.write(&running)?;
-        Ok(state)
-    });
-    let state = state
-        .inspect_err(|e| tracing::warn!(execution_id = %id, "cannot write state.json: {e}"))
-        .ok();
+    // With its pid, which a next agent needs should the supervisor be gone too.
+    if let Phase::Running { pid: recorded, .. } = &mut running.phase {
+        *recorded = pid;
+    }
+    if let Some(writer) = &mut state
+        && let Err(e) = writer.write(&running)
+    {
+        tracing::warn!(execution_id = %id, "cannot write state.json: {e}");
+        state = None;
+    }
     Ok(Started {
         pid,
         logs: [stdout_log, stderr_log],

@@ -414,3 +414,81 @@ async fn executor_throughput() {
         );
     }
 }
+
+/// A supervisor that answers the agent's connection, reads the execution's `state.json` when
+/// the spawn request comes, and refuses the request. Returns what it read.
+async fn supervisor_reading_the_state_at_spawn(
+    work: std::path::PathBuf,
+) -> std::io::Result<StateFile> {
+    use crate::supervisor::wire::{self, Channel, Reply, Request, SpawnError};
+    let listener = wire::watch(crate::supervisor::serve::listen(&work)?)?;
+    let fd = loop {
+        let mut ready = listener.readable().await?;
+        let flags = rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC;
+        if let Ok(accepted) = ready.try_io(|fd| Ok(rustix::net::accept_with(fd.get_ref(), flags)?))
+        {
+            break accepted?;
+        }
+    };
+    let agent = Channel::new(fd)?;
+    let hello = Reply::Hello {
+        version: wire::VERSION,
+        held: Vec::new(),
+    };
+    agent.send(&hello, &[]).await?;
+    let mut buf = vec![0u8; wire::MAX_MESSAGE];
+    let Some((Request::Spawn { id, .. }, _fds)) = agent.recv::<Request>(&mut buf).await? else {
+        return Err(std::io::Error::other("no spawn request"));
+    };
+    let state = StateFile::read(&ExecDir::new(&work, id));
+    let error = SpawnError::Earlier {
+        message: "refused by the test".into(),
+    };
+    agent.send(&Reply::SpawnError { id, error }, &[]).await?;
+    state
+}
+
+/// The supervisor may start a task as soon as it reads the request: an agent killed then must
+/// find the execution in `state.json` to adopt it from the supervisor (unrecorded, the server
+/// would count it lost and run it elsewhere while it still ran here: seen in the chaos test).
+#[tokio::test]
+async fn a_native_task_is_recorded_running_before_the_supervisor_is_asked_to_start_it() {
+    let work = tempfile::tempdir().unwrap();
+    let supervisor = tokio::spawn(supervisor_reading_the_state_at_spawn(
+        work.path().to_owned(),
+    ));
+    // Let it listen before the agent side looks for a supervisor.
+    while !work.path().join(crate::supervisor::SOCKET).exists() {
+        tokio::task::yield_now().await;
+    }
+    let (ctx, rx) = context(work.path()).await;
+    let dir = ctx.dir.clone();
+    let task = tokio::spawn(run(launch("true", Shell::None), ctx));
+    let ran = collect(rx, dir).await;
+    task.await.unwrap();
+    let state = supervisor
+        .await
+        .unwrap()
+        .expect("state.json at the spawn request");
+    assert_eq!(state.execution_id, ExecutionId(1));
+    assert!(
+        matches!(
+            state.phase,
+            Phase::Running {
+                pid: 0,
+                container: None,
+                ..
+            }
+        ),
+        "{state:?}"
+    );
+    // The refused spawn ends the run as a failure, recorded over the early `Running`.
+    assert_eq!(ran.report.failure, Some(Failure::Run));
+    assert!(
+        ran.report.message.contains("refused by the test"),
+        "{}",
+        ran.report.message
+    );
+    let state = StateFile::read(&ran.dir).unwrap();
+    assert!(matches!(state.phase, Phase::Finished { .. }), "{state:?}");
+}
